@@ -1,0 +1,79 @@
+"""Errors a person can act on, each carrying the exit code the CLI returns.
+
+Errors are raised where the fact is known and rendered once, by the CLI, as a
+single ``error`` event. Their messages must never contain a secret: build them
+from settings names and redacted values, not from DSNs.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes, documented in the README. Stable: pipelines act on them."""
+
+    OK = 0
+    INTERNAL = 1  # a bug in the runner: please report it
+    CONFIG = 2  # a setting is missing or invalid, or the command line is wrong
+    UNREACHABLE = 3  # the database did not become reachable within the wait budget
+    REJECTED = 4  # the database refused us for good: bad password, unknown database/role, SSL
+    LOCK_TIMEOUT = 5  # another runner held the migration lock longer than the lock-wait budget
+    MIGRATION_FAILED = 6  # a revision failed and was rolled back
+    SCRIPTS_INVALID = 7  # the migration scripts cannot be loaded (import error, several heads)
+    DATABASE_AHEAD = 8  # the database is at a revision these scripts do not know
+    INTERRUPTED = 130  # SIGTERM or SIGINT: the in-flight revision was rolled back
+
+
+class RunnerError(Exception):
+    """Base of every expected failure. ``str(err)`` is the human message."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    #: short machine-readable name, logged as ``error_code``
+    code: str = "internal"
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.message = message
+        #: extra structured fields for the error event (must be secret-free)
+        self.fields = fields
+
+
+class ConfigError(RunnerError):
+    exit_code = ExitCode.CONFIG
+    code = "config"
+
+
+class DatabaseUnreachable(RunnerError):
+    exit_code = ExitCode.UNREACHABLE
+    code = "unreachable"
+
+
+class ConnectionRejected(RunnerError):
+    exit_code = ExitCode.REJECTED
+    code = "rejected"
+
+
+class LockTimeout(RunnerError):
+    exit_code = ExitCode.LOCK_TIMEOUT
+    code = "lock_timeout"
+
+
+class MigrationFailed(RunnerError):
+    exit_code = ExitCode.MIGRATION_FAILED
+    code = "migration_failed"
+
+
+class ScriptsInvalid(RunnerError):
+    exit_code = ExitCode.SCRIPTS_INVALID
+    code = "scripts_invalid"
+
+
+class DatabaseAhead(RunnerError):
+    exit_code = ExitCode.DATABASE_AHEAD
+    code = "database_ahead"
+
+
+class Interrupted(RunnerError):
+    exit_code = ExitCode.INTERRUPTED
+    code = "interrupted"

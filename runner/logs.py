@@ -1,0 +1,139 @@
+"""Log set-up: one structlog pipeline, JSON lines on stdout (or a readable console on a TTY).
+
+The pipeline is a list of small steps: level, ISO-8601 UTC timestamp, redaction, renderer.
+Alembic's own records (stdlib ``logging``) are bridged into the same pipeline. The runner's
+logger writes straight to stdout, not through stdlib logging, so an env.py that calls
+``logging.config.fileConfig`` cannot silence it. Configure once at start-up with
+:func:`configure`; calling it again replaces the configuration (used once the settings,
+and so the secrets to redact, are known).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TextIO
+
+import structlog
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+MASK = "***"
+
+# A password inside a URL (scheme://user:PASSWORD@host) or a conninfo (password=...).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_SQL_PASSWORD = re.compile(r"(?P<head>\bPASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE)
+
+
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """Remove every known secret and anything shaped like a password from ``text``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
+    text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    return _SQL_PASSWORD.sub(lambda m: m.group("head") + "'" + MASK + "'", text)
+
+
+def redactor(secrets: Iterable[str]) -> Callable[[Any, str, dict[str, Any]], dict[str, Any]]:
+    """A structlog processor that redacts every string in the event, however nested."""
+    known = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact_text(value, known)
+        if isinstance(value, Mapping):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [scrub(v) for v in value]
+        return value
+
+    def process(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {key: scrub(value) for key, value in event.items()}
+
+    return process
+
+
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """``auto`` means a readable console on a terminal, JSON lines everywhere else."""
+    if fmt != "auto":
+        return fmt
+    return "console" if stream.isatty() else "json"
+
+
+def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (),
+              stream: TextIO | None = None) -> None:
+    """Install the pipeline for structlog and bridge stdlib logging (Alembic) into it."""
+    out = stream or sys.stdout
+    processors: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    ]
+    if level == "debug":
+        processors.append(structlog.processors.format_exc_info)
+    else:
+        processors.append(_drop_exc_info)
+    processors.append(redactor(secrets))
+    processors.append(_headline_first)
+    if resolve_format(fmt, out) == "console":
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+    else:
+        processors.append(structlog.processors.JSONRenderer(default=str))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    install_stdlib_bridge(level)
+
+
+def _headline_first(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """timestamp, level and event lead every line, so a person can scan them."""
+    head = {key: event.pop(key) for key in ("timestamp", "level", "event") if key in event}
+    return {**head, **event}
+
+
+def _drop_exc_info(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    event.pop("exc_info", None)
+    return event
+
+
+class _Bridge(logging.Handler):
+    """Forwards stdlib records (Alembic's "Running upgrade ..." lines) to structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log = structlog.get_logger(record.name)
+            getattr(log, record.levelname.lower(), log.info)(record.getMessage(), logger=record.name)
+        except Exception:  # a log line must never break a migration
+            self.handleError(record)
+
+
+def install_stdlib_bridge(level: str = "info") -> None:
+    """(Re)attach the bridge to the root logger and re-enable the loggers we care about.
+
+    Safe to call twice: an env.py that ran ``fileConfig`` may have removed the bridge and
+    disabled existing loggers, so the runner calls this again after env.py has run.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _Bridge):
+            root.removeHandler(handler)
+    root.addHandler(_Bridge())
+    root.setLevel(LEVELS[level] if level == "debug" else logging.WARNING)
+    alembic_logger = logging.getLogger("alembic")
+    alembic_logger.disabled = False
+    alembic_logger.setLevel(LEVELS[level])
+    # plugin registration chatter says nothing about the migration
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(LEVELS[level], logging.WARNING))
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("alembic."):
+            logging.getLogger(name).disabled = False
+
+
+def get(name: str = "runner") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,115 @@
+"""The migration scripts: load the Alembic script directory, check it, describe it as plain data.
+
+Everything here happens before the database is touched, so a broken revision file or a
+history with several heads fails the run at once, naming the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ConfigError, ScriptsInvalid
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+    id: str
+    down: tuple[str, ...]
+    message: str
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Scripts:
+    """What migrations exist: revisions from base to heads, and the heads."""
+
+    heads: tuple[str, ...]
+    revisions: dict[str, Revision]  # ordered from base towards the heads
+
+    def graph(self) -> dict[str, tuple[str, ...]]:
+        return {rev.id: rev.down for rev in self.revisions.values()}
+
+
+@dataclasses.dataclass
+class Loaded:
+    """The Alembic objects the execution needs, plus the plain description."""
+
+    config: Any  # alembic.config.Config
+    directory: Any  # alembic.script.ScriptDirectory
+    scripts: Scripts
+
+
+def load(config_path: Path) -> Loaded:
+    """Load ``alembic.ini`` and every revision file. Raises :class:`ConfigError` for a
+    missing or unusable ini, :class:`ScriptsInvalid` for broken scripts."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if not config_path.is_file():
+        raise ConfigError(f"ALEMBIC_CONFIG: no such file {str(config_path)!r} (the runner looks "
+                          "for alembic.ini in the working directory unless ALEMBIC_CONFIG is set)")
+    config = Config(str(config_path))
+    location = config.get_main_option("script_location")
+    if not location:
+        raise ConfigError(f"ALEMBIC_CONFIG {str(config_path)!r} has no script_location in [alembic]")
+    try:
+        directory = ScriptDirectory.from_config(config)
+    except CommandError as exc:
+        raise ConfigError(f"ALEMBIC_CONFIG: script_location unusable: {exc}") from None
+    versions = Path(directory.versions)
+    try:
+        ordered = list(reversed(list(directory.walk_revisions())))
+    except CommandError as exc:
+        raise ScriptsInvalid(f"the revision history in {versions} is inconsistent: {exc}") from None
+    except Exception as exc:  # any error raised while importing a revision file
+        raise ScriptsInvalid(f"cannot load migration script {_culprit(exc, versions)}: "
+                             f"{type(exc).__name__}: {exc}", path=_culprit(exc, versions)) from None
+    revisions = {
+        script.revision: Revision(script.revision, tuple(script._normalized_down_revisions),
+                                  (script.doc or "").strip(), script.path)
+        for script in ordered
+    }
+    heads = tuple(directory.get_heads())
+    return Loaded(config, directory, Scripts(heads, revisions))
+
+
+def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, ...]:
+    """The revision ids ``target`` names. ``head`` needs exactly one head."""
+    from alembic.util import CommandError
+
+    if target == "head":
+        require_single_head(scripts)
+        return scripts.heads
+    if target == "heads":
+        return scripts.heads
+    if target.startswith(("+", "-")) or "@" in target or ":" in target:
+        raise ConfigError(f"MIGRATION_TARGET {target!r}: give a revision id, 'head' or 'heads' "
+                          "(relative and branch targets are not supported by upgrade)")
+    try:
+        found = directory.get_revisions(target)
+    except CommandError as exc:
+        raise ConfigError(f"MIGRATION_TARGET {target!r} is not a known revision: {exc}") from None
+    return tuple(rev.revision for rev in found)
+
+
+def require_single_head(scripts: Scripts) -> None:
+    if len(scripts.heads) > 1:
+        files = ", ".join(Path(scripts.revisions[h].path).name for h in scripts.heads)
+        raise ScriptsInvalid(f"the scripts have {len(scripts.heads)} heads ({', '.join(scripts.heads)}"
+                             f" in {files}); merge them with `alembic merge heads -m \"merge\"`",
+                             heads=list(scripts.heads))
+
+
+def _culprit(exc: BaseException, versions: Path) -> str:
+    """The revision file an import error came from (or the versions directory)."""
+    filename = getattr(exc, "filename", None)
+    if isinstance(exc, SyntaxError) and filename:
+        return str(filename)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if Path(frame.filename).parent == versions:
+            return frame.filename
+    return str(versions)

@@ -1,0 +1,291 @@
+"""The runner's settings: read once from the environment, validated once, passed down typed.
+
+Where the database is comes either from ``DATABASE_URL`` or from the discrete ``DB_*``
+variables the team already uses (optionally filled from ``DB_SECRET``, the JSON of an
+RDS/Secrets Manager secret that ECS injects). Both may be given only if they agree.
+
+Nothing here connects anywhere; every problem is a :class:`ConfigError` naming the
+variable to fix, and no message ever carries a password.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runner.errors import ConfigError
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+DRIVERS = {"postgresql": "psycopg", "postgres": "psycopg", "postgresql+psycopg": "psycopg",
+           "postgresql+psycopg2": "psycopg2"}
+DEFAULT_PORT = 5432
+REDACTED = "***"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionSpec:
+    """Where and how to connect. ``password`` never appears in ``repr`` or :meth:`redacted`."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str | None = dataclasses.field(default=None, repr=False)
+    sslmode: str | None = None
+    sslrootcert: str | None = None
+    #: the SQLAlchemy driver the URL named; the runner's own connection is always psycopg 3
+    driver: str = "psycopg"
+    #: further libpq parameters from the URL's query string (e.g. ``options``)
+    params: tuple[tuple[str, str], ...] = ()
+
+    def libpq_params(self) -> dict[str, str | int]:
+        """Keyword arguments for ``psycopg.connect`` (password included: handle with care)."""
+        out: dict[str, str | int] = dict(self.params)
+        out.update(host=self.host, port=self.port, dbname=self.dbname, user=self.user)
+        if self.password is not None:
+            out["password"] = self.password
+        if self.sslmode:
+            out["sslmode"] = self.sslmode
+        if self.sslrootcert:
+            out["sslrootcert"] = self.sslrootcert
+        return out
+
+    def url(self, *, hide_password: bool = True) -> str:
+        """A SQLAlchemy URL. With ``hide_password=False`` it is a secret: never log it."""
+        auth = quote(self.user, safe="")
+        if self.password is not None:
+            auth += ":" + (REDACTED if hide_password else quote(self.password, safe=""))
+        query = dict(self.params)
+        if self.sslmode:
+            query["sslmode"] = self.sslmode
+        if self.sslrootcert:
+            query["sslrootcert"] = self.sslrootcert
+        qs = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in query.items())
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (f"postgresql+{self.driver}://{auth}@{host}:{self.port}/{quote(self.dbname, safe='')}"
+                + (f"?{qs}" if qs else ""))
+
+    def redacted(self) -> str:
+        return self.url(hide_password=True)
+
+
+class Settings(BaseSettings):
+    """Every setting the runner reads, by its environment variable name (case-insensitive)."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    database_url: SecretStr | None = None
+    db_host: str | None = None
+    db_port: int | None = Field(default=None, ge=1, le=65535)
+    db_name: str | None = None
+    db_user: str | None = None
+    db_password: SecretStr | None = None
+    db_secret: SecretStr | None = None
+    db_sslmode: SslMode | None = None
+    db_sslrootcert: Path | None = None
+
+    alembic_config: Path = Path("alembic.ini")
+    migration_target: str = Field(default="head", min_length=1)
+    migration_db_wait_timeout: float = Field(default=60.0, ge=0)
+    migration_connect_timeout: int = Field(default=5, ge=2)
+    migration_retry_max_interval: float = Field(default=5.0, gt=0)
+    migration_lock_wait_timeout: float = Field(default=300.0, ge=0)
+    migration_lock_name: str | None = Field(default=None, min_length=1)
+    migration_version_table: str = Field(default="alembic_version", min_length=1)
+    migration_version_table_schema: str | None = Field(default=None, min_length=1)
+    migration_log_format: Literal["auto", "json", "console"] = "auto"
+    migration_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: set by ECS on every task; used to name the task in application_name and logs
+    ecs_container_metadata_uri_v4: str | None = None
+
+    def connection_spec(self) -> ConnectionSpec:
+        """Resolve where the database is. Raises :class:`ConfigError` naming the variable."""
+        discrete = _discrete_fields(self)
+        if self.database_url is not None:
+            spec = parse_database_url(self.database_url.get_secret_value())
+            _check_agreement(spec, discrete)
+        else:
+            spec = _spec_from_discrete(discrete)
+        return _with_ssl(spec, self.db_sslmode, self.db_sslrootcert)
+
+    def lock_name(self) -> str:
+        """The advisory-lock name: by default the version table's qualified name, so two
+        services sharing a database with separate version tables never block each other."""
+        if self.migration_lock_name:
+            return self.migration_lock_name
+        schema = self.migration_version_table_schema or "public"
+        return f"alembic:{schema}.{self.migration_version_table}"
+
+    def secrets(self) -> list[str]:
+        """Every secret string these settings hold, for the log redactor."""
+        found: list[str] = []
+        for secret in (self.database_url, self.db_password, self.db_secret):
+            if secret is not None and secret.get_secret_value():
+                found.append(secret.get_secret_value())
+        try:
+            password = self.connection_spec().password
+        except ConfigError:
+            password = None
+        if password:
+            found += [password, quote(password, safe=""), quote(password)]
+        return sorted(set(found), key=len, reverse=True)
+
+    def redacted(self) -> dict[str, object]:
+        """The settings as logged by the ``start`` event: secrets replaced, URL without password."""
+        out: dict[str, object] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = REDACTED
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        if self.database_url is not None:
+            try:
+                out["database_url"] = self.connection_spec().redacted()
+            except ConfigError:
+                out["database_url"] = REDACTED
+        out["lock_name"] = self.lock_name()
+        return out
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment once. Raises :class:`ConfigError`."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems),
+                          settings=[p.split(":")[0] for p in problems]) from None
+    for name in ("migration_db_wait_timeout", "migration_lock_wait_timeout",
+                 "migration_retry_max_interval"):
+        if not math.isfinite(getattr(settings, name)):
+            raise ConfigError(f"{name.upper()} must be a finite number of seconds")
+    return settings
+
+
+def parse_database_url(url: str) -> ConnectionSpec:
+    """Parse a ``postgresql[+driver]://user:password@host:port/dbname?params`` URL.
+
+    Error messages name ``DATABASE_URL`` and never echo the URL (it holds the password).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise ConfigError("DATABASE_URL is malformed: the port must be a number "
+                          "(expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME)") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DRIVERS:
+        shown = scheme if scheme and len(scheme) < 40 else "?"
+        raise ConfigError(f"DATABASE_URL must start with postgresql:// or postgresql+psycopg:// "
+                          f"(got scheme {shown!r})")
+    if not parts.hostname:
+        raise ConfigError("DATABASE_URL has no host (expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME)")
+    if "," in (parts.netloc or ""):
+        raise ConfigError("DATABASE_URL with several hosts is not supported: name one writer endpoint")
+    dbname = unquote(parts.path.lstrip("/"))
+    if not dbname:
+        raise ConfigError("DATABASE_URL has no database name (expected .../DBNAME at the end)")
+    if not parts.username:
+        raise ConfigError("DATABASE_URL has no user (expected postgresql://USER:PASSWORD@HOST...)")
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    sslmode = params.pop("sslmode", None)
+    if sslmode is not None and sslmode not in SSL_MODES:
+        raise ConfigError(f"DATABASE_URL sslmode must be one of {', '.join(SSL_MODES)}")
+    sslrootcert = params.pop("sslrootcert", None)
+    for forbidden in ("password", "host", "port", "dbname", "user"):
+        if forbidden in params:
+            raise ConfigError(f"DATABASE_URL: give {forbidden} in the URL itself, not as ?{forbidden}=")
+    return ConnectionSpec(
+        host=parts.hostname, port=port or DEFAULT_PORT, dbname=dbname,
+        user=unquote(parts.username),
+        password=unquote(parts.password) if parts.password is not None else None,
+        sslmode=sslmode, sslrootcert=sslrootcert, driver=DRIVERS[scheme],
+        params=tuple(sorted(params.items())),
+    )
+
+
+def _discrete_fields(settings: Settings) -> dict[str, object]:
+    """DB_* values, with gaps filled from DB_SECRET (the JSON of an RDS-managed secret)."""
+    fields: dict[str, object] = {
+        "host": settings.db_host, "port": settings.db_port, "dbname": settings.db_name,
+        "user": settings.db_user,
+        "password": settings.db_password.get_secret_value() if settings.db_password else None,
+    }
+    if settings.db_secret is not None:
+        secret = _parse_secret(settings.db_secret.get_secret_value())
+        for key, value in secret.items():
+            if fields[key] is None:
+                fields[key] = value
+            elif fields[key] != value:
+                name = "DB_PASSWORD" if key == "password" else f"DB_{_DB_VAR[key]}"
+                raise ConfigError(f"{name} and DB_SECRET's {key!r} disagree: give one of them")
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+_DB_VAR = {"host": "HOST", "port": "PORT", "dbname": "NAME", "user": "USER", "password": "PASSWORD"}
+_SECRET_KEYS = {"host": "host", "port": "port", "dbname": "dbname", "username": "user",
+                "password": "password"}
+
+
+def _parse_secret(raw: str) -> dict[str, object]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ConfigError("DB_SECRET is not valid JSON (expected the secret's JSON, "
+                          'e.g. {"username": "...", "password": "..."})') from None
+    if not isinstance(data, dict):
+        raise ConfigError("DB_SECRET must be a JSON object with username and password")
+    out: dict[str, object] = {}
+    for key, field in _SECRET_KEYS.items():
+        if data.get(key) is not None:
+            out[field] = data[key]
+    if "port" in out:
+        try:
+            out["port"] = int(out["port"])  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise ConfigError("DB_SECRET's port is not a number") from None
+    return out
+
+
+def _spec_from_discrete(fields: dict[str, object]) -> ConnectionSpec:
+    missing = [f"DB_{_DB_VAR[k]}" for k in ("host", "dbname", "user") if k not in fields]
+    if missing:
+        raise ConfigError(
+            "no database configured: set DATABASE_URL, or DB_HOST, DB_NAME and DB_USER "
+            f"(with DB_PASSWORD and optionally DB_PORT); missing: {', '.join(missing)}",
+            missing=missing)
+    return ConnectionSpec(host=str(fields["host"]), port=int(fields.get("port", DEFAULT_PORT)),  # type: ignore[arg-type]
+                          dbname=str(fields["dbname"]), user=str(fields["user"]),
+                          password=fields.get("password"))  # type: ignore[arg-type]
+
+
+def _check_agreement(spec: ConnectionSpec, discrete: dict[str, object]) -> None:
+    for key, value in discrete.items():
+        if getattr(spec, key) != value:
+            name = "DB_PASSWORD" if key == "password" else f"DB_{_DB_VAR[key]}"
+            raise ConfigError(f"DATABASE_URL and {name} disagree: set only one way of naming the "
+                              "database (DATABASE_URL, or the DB_* variables)")
+
+
+def _with_ssl(spec: ConnectionSpec, sslmode: str | None, rootcert: Path | None) -> ConnectionSpec:
+    if sslmode and spec.sslmode and sslmode != spec.sslmode:
+        raise ConfigError("DB_SSLMODE and the sslmode in DATABASE_URL disagree: give one")
+    cert = str(rootcert) if rootcert else spec.sslrootcert
+    if cert and cert != "system" and not Path(cert).is_file():
+        raise ConfigError(f"DB_SSLROOTCERT: no such file {cert!r} (for RDS, the regional "
+                          "CA bundle, e.g. /certs/global-bundle.pem)")
+    return dataclasses.replace(spec, sslmode=sslmode or spec.sslmode, sslrootcert=cert)

@@ -1,0 +1,3 @@
+from src.db.calls.model import Call
+
+__all__ = ["Call"]
