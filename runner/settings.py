@@ -183,6 +183,12 @@ def parse_database_url(url: str) -> ConnectionSpec:
     """
     try:
         parts = urlsplit(url.strip())
+    except ValueError:
+        raise ConfigError("DATABASE_URL is malformed (expected "
+                          "postgresql://USER:PASSWORD@HOST:PORT/DBNAME)") from None
+    if "," in parts.netloc:
+        raise ConfigError("DATABASE_URL with several hosts is not supported: name one writer endpoint")
+    try:
         port = parts.port
     except ValueError:
         raise ConfigError("DATABASE_URL is malformed: the port must be a number "
@@ -194,8 +200,6 @@ def parse_database_url(url: str) -> ConnectionSpec:
                           f"(got scheme {shown!r})")
     if not parts.hostname:
         raise ConfigError("DATABASE_URL has no host (expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME)")
-    if "," in (parts.netloc or ""):
-        raise ConfigError("DATABASE_URL with several hosts is not supported: name one writer endpoint")
     dbname = unquote(parts.path.lstrip("/"))
     if not dbname:
         raise ConfigError("DATABASE_URL has no database name (expected .../DBNAME at the end)")

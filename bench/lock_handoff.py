@@ -1,0 +1,276 @@
+"""Lock hand-off latency: from the moment a holder releases the migration lock to the moment
+a blocked waiter proceeds.
+
+    uv run python bench/lock_handoff.py [--runners 20] [--rounds 1] [--revisions 3]
+
+Per round: a fresh database; this script takes the migration lock itself, starts N
+``python -m runner upgrade`` processes, waits until every one has logged ``lock.waiting``,
+then releases the lock the way the runner does (unlock + NOTIFY in one statement). The
+runners then take the lock one after another (the first applies the revisions, the rest
+find nothing to do). A hand-off is
+
+* first:  first ``lock.acquired`` timestamp - this script's release time (``time.time()``
+  just after the unlock statement returned, as the runner logs ``lock.released``);
+* others: each ``lock.acquired`` - the ``lock.released`` of the runner that held the lock
+  just before.
+
+Timestamps are the runners' own ISO-8601 UTC log timestamps (same host, same clock).
+Target: median hand-off under 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (ROOT, connect, create_database, describe, machine, runner_env,
+                     temp_dir, throwaway_cluster, write_project)
+
+from runner.lock import channel_for, lock_key
+
+TARGET_MEDIAN_MS = 50.0
+LOCK_NAME = "alembic:public.alembic_version"  # the runner's default lock name
+
+
+def ts(event: dict[str, Any]) -> float:
+    """An event's ISO-8601 timestamp as epoch seconds."""
+    return dt.datetime.fromisoformat(event["timestamp"]).timestamp()
+
+
+# With log_line_prefix '%n:%p:' and log_min_duration_statement = 0 the server logs, at the
+# end of each statement's execution, "<epoch.ms>:<pid>:LOG:  duration: ... execute <name>: SQL".
+SERVER_LINE = re.compile(r"^(?P<t>\d+\.\d+):(?P<pid>\d+):LOG:  duration: [\d.]+ ms  "
+                         r"execute [^:]*: (?P<sql>.*)$")
+
+
+def enable_statement_log(cluster: Any, password: str, dbname: str) -> None:
+    """Make the server time-stamp every statement in ``dbname`` (epoch, ms resolution)."""
+    with connect(cluster, password) as conn:
+        conn.execute("ALTER SYSTEM SET log_line_prefix = '%n:%p:'")
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute(f'ALTER DATABASE "{dbname}" SET log_min_duration_statement = 0')
+    time.sleep(0.3)  # the reload is asynchronous
+
+
+def server_statements(log_text: str, pids: set[int]) -> list[tuple[float, int, str]]:
+    """(server time, backend pid, SQL) of each lock-related statement ``pids`` executed."""
+    found = []
+    for line in log_text.splitlines():
+        match = SERVER_LINE.match(line)
+        if not match or int(match["pid"]) not in pids:
+            continue
+        sql = match["sql"]
+        if "pg_try_advisory_lock" in sql or "pg_advisory_unlock" in sql:
+            found.append((float(match["t"]), int(match["pid"]), sql))
+    return found
+
+
+class Runner:
+    """One ``python -m runner upgrade`` process; its stdout JSON events are read in a thread."""
+
+    def __init__(self, index: int, env: dict[str, str]) -> None:
+        self.index = index
+        self.proc = subprocess.Popen([sys.executable, "-m", "runner", "upgrade"], env=env,
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.events: list[dict[str, Any]] = []
+        self.other_lines: list[str] = []
+        self.stderr = ""
+        self.waiting = threading.Event()
+        self.done = threading.Event()
+        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump_err, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self.other_lines.append(line)
+                continue
+            self.events.append(event)
+            if event.get("event") == "lock.waiting":
+                self.waiting.set()
+        self.done.set()
+
+    def _pump_err(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+
+    def first(self, name: str, **match: Any) -> dict[str, Any] | None:
+        for event in self.events:
+            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
+                return event
+        return None
+
+    def describe_failure(self) -> str:
+        out = "".join(json.dumps(e) + "\n" for e in self.events[-10:]) + "".join(self.other_lines)
+        return (f"runner {self.index} (pid {self.proc.pid}, exit {self.proc.poll()}):\n"
+                f"{out}{self.stderr[-2000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@dataclasses.dataclass
+class Handoff:
+    seq: int
+    runner: int
+    from_what: str
+    latency_ms: float
+    lock_wait_ms: int | None
+    held_ms: float | None
+
+
+class RoundFailed(RuntimeError):
+    pass
+
+
+def run_round(cluster: Any, password: str, ini: Path, runners: int, round_no: int,
+              timeout_s: float) -> list[Handoff]:
+    dbname = f"handoff_{round_no}"
+    create_database(cluster, password, dbname)
+    key = lock_key(LOCK_NAME)
+    channel = channel_for(key)
+    env = runner_env(cluster.url(dbname), ini)
+    deadline = time.monotonic() + timeout_s
+    procs: list[Runner] = []
+    with connect(cluster, password, dbname) as holder:
+        row = holder.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if not (row and row[0]):
+            raise RoundFailed("could not take the migration lock for the benchmark")
+        try:
+            started = time.monotonic()
+            procs = [Runner(i, env) for i in range(runners)]
+            for proc in procs:
+                while not proc.waiting.wait(timeout=0.1):
+                    if proc.done.is_set() or proc.proc.poll() is not None:
+                        proc.done.wait(timeout=5)
+                        raise RoundFailed("a runner ended before waiting for the lock:\n"
+                                          + proc.describe_failure())
+                    if time.monotonic() > deadline:
+                        raise RoundFailed(f"runner {proc.index} logged no lock.waiting within "
+                                          f"{timeout_s:g} s:\n" + proc.describe_failure())
+            print(f"  all {runners} runners waiting after {time.monotonic() - started:.1f} s; "
+                  "releasing the lock")
+            time.sleep(0.2)  # let the last waiter reach its notifies() wait
+            before = time.time()
+            holder.execute("SELECT pg_advisory_unlock(%s), pg_notify(%s, '')", (key, channel))
+            released = time.time()
+            print(f"  release statement round trip: {(released - before) * 1000:.2f} ms")
+            for proc in procs:
+                remaining = deadline - time.monotonic()
+                try:
+                    proc.proc.wait(timeout=max(0.1, remaining))
+                except subprocess.TimeoutExpired:
+                    raise RoundFailed(f"runner {proc.index} did not finish within {timeout_s:g} s "
+                                      "of the round's start:\n" + proc.describe_failure()) from None
+                proc.done.wait(timeout=10)
+        finally:
+            for proc in procs:
+                proc.kill()
+
+    # --- collect ---------------------------------------------------------------------
+    rows = []
+    for proc in procs:
+        acquired = proc.first("lock.acquired")
+        rel = proc.first("lock.released")
+        summary = proc.first("summary") or {}
+        if proc.proc.returncode != 0 or acquired is None or rel is None:
+            raise RoundFailed("a runner did not acquire and release the lock cleanly:\n"
+                              + proc.describe_failure())
+        rows.append((ts(acquired), ts(rel), proc, acquired, summary))
+    rows.sort(key=lambda r: r[0])
+    outcomes = [r[4].get("outcome") for r in rows]
+    if outcomes.count("migrated") != 1 or outcomes.count("up_to_date") != runners - 1:
+        print(f"  WARNING: unexpected outcomes {outcomes}")
+
+    handoffs: list[Handoff] = []
+    releases = sorted((r[1], r[2].index) for r in rows)
+    for seq, (acq_t, rel_t, proc, acquired, summary) in enumerate(rows):
+        if seq == 0:
+            prev_t, prev_what = released, "bench"
+        else:
+            prev_t, prev_proc = rows[seq - 1][1], rows[seq - 1][2]
+            prev_what = f"runner {prev_proc.index}"
+            # Cross-check: the latest release before this acquisition, from another runner.
+            earlier = [r for r in releases if r[0] <= acq_t and r[1] != proc.index]
+            if not earlier or earlier[-1][1] != prev_proc.index:
+                print(f"  NOTE: hand-off {seq}: latest release before runner {proc.index}'s "
+                      f"acquisition is {earlier[-1] if earlier else None}, not runner "
+                      f"{prev_proc.index}'s (clock/log ordering)")
+        handoffs.append(Handoff(seq, proc.index, prev_what, (acq_t - prev_t) * 1000,
+                                acquired.get("waited_ms"), (rel_t - acq_t) * 1000))
+    print(f"  {'#':>3} {'runner':>6}  {'after release by':<16} {'hand-off ms':>11} "
+          f"{'held ms':>8} {'waited ms':>9}  outcome")
+    for h, row in zip(handoffs, rows):
+        print(f"  {h.seq:>3} {h.runner:>6}  {h.from_what:<16} {h.latency_ms:>11.2f} "
+              f"{h.held_ms:>8.2f} {h.lock_wait_ms!s:>9}  {row[4].get('outcome')}")
+    return handoffs
+
+
+def report(title: str, values: list[float]) -> bool:
+    stats = describe(values)
+    met = stats["median"] < TARGET_MEDIAN_MS
+    print(f"{title}: n={stats['n']}  median={stats['median']:.2f} ms  p90={stats['p90']:.2f} ms  "
+          f"max={stats['max']:.2f} ms  min={stats['min']:.2f} ms  mean={stats['mean']:.2f} ms")
+    return met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runners", type=int, default=20, help="runner processes per round (default 20)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat with a fresh database (default 1)")
+    parser.add_argument("--revisions", type=int, default=3,
+                        help="trivial revisions in the generated project (default 3)")
+    parser.add_argument("--round-timeout", type=float, default=180.0,
+                        help="give up on a round after this many seconds (default 180)")
+    args = parser.parse_args()
+    if args.runners < 2 or args.rounds < 1 or args.revisions < 1:
+        parser.error("--runners must be >= 2, --rounds and --revisions >= 1")
+
+    all_handoffs: list[Handoff] = []
+    with throwaway_cluster() as (cluster, password), temp_dir("bench-handoff-") as tmp:
+        print("== lock hand-off latency")
+        for line in machine(cluster, password):
+            print("  " + line)
+        ini = write_project(tmp, args.revisions)
+        print(f"  {args.runners} runners x {args.rounds} round(s), {args.revisions} revision(s), "
+              f"lock {LOCK_NAME!r} (key {lock_key(LOCK_NAME)})")
+        for round_no in range(1, args.rounds + 1):
+            print(f"-- round {round_no}/{args.rounds}")
+            try:
+                handoffs = run_round(cluster, password, ini, args.runners, round_no,
+                                     args.round_timeout)
+            except RoundFailed as exc:
+                print(f"round {round_no} FAILED: {exc}")
+                return 1
+            report(f"  round {round_no}", [h.latency_ms for h in handoffs])
+            all_handoffs += handoffs
+
+    print("== result")
+    met = report("all hand-offs", [h.latency_ms for h in all_handoffs])
+    between = [h.latency_ms for h in all_handoffs if h.seq > 0]
+    first = [h.latency_ms for h in all_handoffs if h.seq == 0]
+    report("  runner -> runner only", between)
+    report("  bench -> first runner", first)
+    slow = [h for h in all_handoffs if h.latency_ms >= TARGET_MEDIAN_MS]
+    print(f"  hand-offs >= {TARGET_MEDIAN_MS:g} ms: {len(slow)} of {len(all_handoffs)}")
+    print(f"target: median hand-off < {TARGET_MEDIAN_MS:g} ms -> {'MET' if met else 'NOT MET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The log pipeline: JSON lines, headline fields first, nothing secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import logging.config
+
+import pytest
+
+from runner import logs
+
+
+@pytest.fixture
+def stream():
+    out = io.StringIO()
+    logs.configure("json", "info", secrets=["hunter2"], stream=out)
+    yield out
+    logs.configure("json", "info", stream=io.StringIO())
+
+
+def lines(out: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_event_is_one_json_line_with_timestamp_level_and_event_first(stream):
+    logs.get().info("lock.acquired", waited_ms=3)
+    (event,) = lines(stream)
+    assert list(event)[:3] == ["timestamp", "level", "event"]
+    assert event["event"] == "lock.acquired" and event["waited_ms"] == 3
+    assert event["timestamp"].endswith("Z") and "T" in event["timestamp"]
+
+
+def test_known_secrets_are_masked_everywhere_in_the_event(stream):
+    logs.get().error("error", message="auth failed for hunter2", nested={"list": ["x hunter2 y"]})
+    assert "hunter2" not in stream.getvalue()
+    assert lines(stream)[0]["nested"] == {"list": ["x *** y"]}
+
+
+@pytest.mark.parametrize("text, leak", [
+    ("could not parse postgresql://app:TopSecret@host/db", "TopSecret"),
+    ("invalid dsn: host=h password=TopSecret dbname=d", "TopSecret"),
+    ("invalid dsn: password='Top Secret' host=h", "Top Secret"),
+    ("ALTER ROLE app PASSWORD 'TopSecret'", "TopSecret"),
+])
+def test_password_shapes_are_masked_even_when_unknown(text, leak):
+    redacted = logs.redact_text(text, [])
+    assert leak not in redacted and "***" in redacted
+
+
+def test_alembic_records_go_through_the_same_pipeline(stream):
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s", "a", "b")
+    (event,) = lines(stream)
+    assert event["event"] == "Running upgrade a -> b"
+    assert event["logger"] == "alembic.runtime.migration"
+
+
+def test_bridge_survives_a_logging_reconfiguration(stream):
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": True})
+    logs.install_stdlib_bridge()
+    logging.getLogger("alembic.runtime.migration").info("still here")
+    assert lines(stream)[-1]["event"] == "still here"
+
+
+def test_auto_format_is_json_when_not_a_terminal():
+    assert logs.resolve_format("auto", io.StringIO()) == "json"
+    assert logs.resolve_format("console", io.StringIO()) == "console"
