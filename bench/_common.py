@@ -101,6 +101,23 @@ def runner_env(database_url: str, alembic_config: Path | None = None) -> dict[st
     return env
 
 
+def with_bytecode(env: dict[str, str], cache_dir: Path | None) -> dict[str, str]:
+    """Control Python's bytecode cache for child processes without touching the repository
+    or the virtualenv: with ``cache_dir``, .pyc files are read and written there only
+    (PYTHONPYCACHEPREFIX), so the second run of a command imports from bytecode; with
+    ``None``, an empty prefix and PYTHONDONTWRITEBYTECODE=1, so every run compiles every
+    imported module from source (what happens when the inherited environment sets
+    PYTHONDONTWRITEBYTECODE and no .pyc files were installed)."""
+    env = dict(env)
+    if cache_dir is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "bench-no-pyc-never-written")
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(cache_dir)
+    return env
+
+
 @contextlib.contextmanager
 def throwaway_cluster() -> Iterator[tuple[Cluster, str]]:
     """A started cluster on 127.0.0.1 with a random password; always destroyed."""

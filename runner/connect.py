@@ -23,7 +23,9 @@ from runner.settings import ConnectionSpec
 # (PostgreSQL 14+) a check of our socket while it runs a long statement for us.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
               "keepalives_count": 3}
-CLIENT_CHECK_INTERVAL = "2s"
+SESSION_SETTINGS = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
+                    "tcp_keepalives_count": "3"}
+CLIENT_CHECK_INTERVAL = "2s"  # PostgreSQL 14+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +160,46 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
     return Connected(conn, attempts, elapsed_ms)
 
 
+def open_session(spec: ConnectionSpec, timeout_s: int, application_name: str) -> psycopg.Connection[Any]:
+    """One connection attempt, no retries: for the runner's helper sessions once the
+    database is known to be up. Autocommit, no server-side prepared statements (they break
+    behind transaction poolers), keepalives on both sides."""
+    conn = psycopg.connect(**spec.libpq_params(), **KEEPALIVES, connect_timeout=timeout_s,
+                           application_name=application_name, autocommit=True,
+                           prepare_threshold=None)
+    try:
+        settings = dict(SESSION_SETTINGS)
+        if conn.info.server_version >= 140000:
+            settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
+        conn.execute("SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
+                     [item for pair in settings.items() for item in pair])
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def session_is_sticky(conn: psycopg.Connection[Any], probe: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn`` keeps one server session across transactions, as a session advisory
+    lock needs. Through a pooler in transaction mode it does not: while ``probe`` holds a
+    transaction open, a server session ``conn`` just used is lent to ``probe``, or ``conn``
+    moves to another one."""
+    def pid(c: psycopg.Connection[Any]) -> int:
+        return c.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+
+    before = pid(conn)
+    probe.autocommit = False
+    try:
+        probe_pid = pid(probe)
+        after = pid(conn)
+    finally:
+        probe.rollback()
+    return probe_pid != before and after == before
+
+
 def _connect_once(spec: ConnectionSpec, timeout_s: int, application_name: str) -> psycopg.Connection[Any]:
     try:
-        conn = psycopg.connect(**spec.libpq_params(), **KEEPALIVES, connect_timeout=timeout_s,
-                               application_name=application_name, autocommit=True)
+        conn = open_session(spec, timeout_s, application_name)
     except psycopg.Error as exc:
         detail = _first_line(exc)
         failure = classify(str(exc))
@@ -181,8 +219,6 @@ def _check_writable(conn: psycopg.Connection[Any]) -> None:
     """A standby, or an old writer after a failover, is not a place to migrate: retry."""
     try:
         row = conn.execute("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')").fetchone()
-        if conn.info.server_version >= 140000:
-            conn.execute(f"SET client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'")
     except psycopg.OperationalError as exc:
         raise _Transient(classify(str(exc)), _first_line(exc)) from None
     assert row is not None

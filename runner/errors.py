@@ -22,6 +22,8 @@ class ExitCode(enum.IntEnum):
     MIGRATION_FAILED = 6  # a revision failed and was rolled back
     SCRIPTS_INVALID = 7  # the migration scripts cannot be loaded (import error, several heads)
     DATABASE_AHEAD = 8  # the database is at a revision these scripts do not know
+    MIGRATION_BLOCKED = 9  # a revision kept timing out waiting for a table lock (lock_timeout)
+    CONNECTION_LOST = 10  # the session died mid-run (failover, network): the revision rolled back
     INTERRUPTED = 130  # SIGTERM or SIGINT: the in-flight revision was rolled back
 
 
@@ -72,6 +74,16 @@ class ScriptsInvalid(RunnerError):
 class DatabaseAhead(RunnerError):
     exit_code = ExitCode.DATABASE_AHEAD
     code = "database_ahead"
+
+
+class MigrationBlocked(RunnerError):
+    exit_code = ExitCode.MIGRATION_BLOCKED
+    code = "migration_blocked"
+
+
+class ConnectionLost(RunnerError):
+    exit_code = ExitCode.CONNECTION_LOST
+    code = "connection_lost"
 
 
 class Interrupted(RunnerError):

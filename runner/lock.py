@@ -89,7 +89,9 @@ class MigrationLock:
         next_report = started
         poll = POLL_FIRST_S
         try:
-            while True:
+            # try again now that we listen: a release between the first try and the LISTEN
+            # sent its NOTIFY to nobody
+            while not self.try_acquire():
                 now = time.monotonic()
                 if now >= next_report:
                     self.log.info("lock.waiting", lock=self.name, key=self.key,
@@ -101,13 +103,11 @@ class MigrationLock:
                 for _notify in self.conn.notifies(timeout=timeout, stop_after=1):
                     poll = POLL_FIRST_S  # the holder spoke: its successor is likely soon
                 poll = next_poll(poll, self._rng)
-                if self.try_acquire():
-                    break
+            waited_ms = int((time.monotonic() - started) * 1000)
+            self.log.info("lock.acquired", lock=self.name, key=self.key, waited_ms=waited_ms)
         finally:
             if self.session_usable():
                 self.conn.execute(f'UNLISTEN "{self.channel}"')
-        waited_ms = int((time.monotonic() - started) * 1000)
-        self.log.info("lock.acquired", lock=self.name, key=self.key, waited_ms=waited_ms)
         return waited_ms
 
     def holders(self) -> list[dict[str, Any]]:

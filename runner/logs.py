@@ -113,26 +113,39 @@ class _Bridge(logging.Handler):
             self.handleError(record)
 
 
-def install_stdlib_bridge(level: str = "info") -> None:
-    """(Re)attach the bridge to the root logger and re-enable the loggers we care about.
+_configured_level = ["info"]
 
-    Safe to call twice: an env.py that ran ``fileConfig`` may have removed the bridge and
-    disabled existing loggers, so the runner calls this again after env.py has run.
+
+def install_stdlib_bridge(level: str | None = None) -> None:
+    """Make the bridge the only stdlib output, and re-enable the loggers we care about.
+
+    Safe to call twice: an env.py that ran ``fileConfig`` replaced the root handlers (its
+    plain-text console handler would otherwise print Alembic's lines a second time, to
+    stderr) and disabled existing loggers, so the runner calls this again once env.py has
+    configured its context. Default level: the one last given to :func:`configure`.
     """
+    level = level or _configured_level[0]
+    _configured_level[0] = level
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if isinstance(handler, _Bridge):
-            root.removeHandler(handler)
+        root.removeHandler(handler)
     root.addHandler(_Bridge())
     root.setLevel(LEVELS[level] if level == "debug" else logging.WARNING)
     alembic_logger = logging.getLogger("alembic")
+    for handler in list(alembic_logger.handlers):
+        alembic_logger.removeHandler(handler)
+    alembic_logger.propagate = True
     alembic_logger.disabled = False
     alembic_logger.setLevel(LEVELS[level])
     # plugin registration chatter says nothing about the migration
     logging.getLogger("alembic.runtime.plugins").setLevel(max(LEVELS[level], logging.WARNING))
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("alembic."):
-            logging.getLogger(name).disabled = False
+            child = logging.getLogger(name)
+            for handler in list(child.handlers):
+                child.removeHandler(handler)
+            child.propagate = True
+            child.disabled = False
 
 
 def get(name: str = "runner") -> Any:

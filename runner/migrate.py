@@ -1,27 +1,46 @@
-"""The execution: read the database's revision, and run ``alembic upgrade`` on the locked
-connection through Alembic's Python API.
+"""The execution: read the database's revision, and run ``alembic upgrade`` through Alembic's
+Python API on the locked connection.
 
 env.py receives the runner's connection in ``config.attributes["connection"]`` (Alembic's
-shared-connection pattern). The runner adds its defaults to env.py's ``context.configure``:
-one transaction per revision, the configured version table, and a callback that records
-each revision as it completes. env.py's own explicit choices win, except a version table
-that disagrees with the runner's settings, which is refused (the lock key and the
-"already at target" read depend on it).
+shared-connection pattern) and the database URL in ``sqlalchemy.url``. The runner adds its
+defaults to env.py's ``context.configure``: one transaction per revision, the configured
+version table, and a callback recording each revision as it completes. env.py's explicit
+choices win, except a version table that disagrees with the runner's settings (the lock key
+and the "already at target" read depend on it).
+
+Before each revision the runner sets ``lock_timeout`` / ``statement_timeout`` on the
+migration session (a revision may override them with a module-level
+``migration_runner = {...}``), and, when env.py migrates on a connection of its own,
+checks that the session holding the lock is still alive.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
-from runner.errors import ConfigError, MigrationFailed
+from runner import logs
+from runner.errors import (ConfigError, ConnectionLost, Interrupted, MigrationBlocked,
+                           MigrationFailed, RunnerError)
 from runner.interrupt import Interrupt
 from runner.scripts import Loaded
+
+OpenConnection = Callable[[str], psycopg.Connection[Any]]
+
+BLOCKERS_SQL = """
+SELECT pid, application_name, host(client_addr) AS client_addr, state,
+       round(extract(epoch FROM now() - xact_start))::int AS transaction_open_s,
+       left(regexp_replace(query, '\\s+', ' ', 'g'), 60) AS query
+FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid
+"""
+WATCH_EVERY_S = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +51,21 @@ class VersionTable:
     def identifier(self) -> sql.Composable:
         parts = (self.schema, self.name) if self.schema else (self.name,)
         return sql.Identifier(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Per-statement limits for migration sessions, in seconds; 0 means no limit."""
+
+    lock_timeout: float = 5.0
+    statement_timeout: float = 0.0
+
+    def for_revision(self, options: tuple[tuple[str, float], ...]) -> Timeouts:
+        return dataclasses.replace(self, **dict(options))
+
+    def statements(self) -> list[str]:
+        return [f"SET lock_timeout = {int(self.lock_timeout * 1000)}",
+                f"SET statement_timeout = {int(self.statement_timeout * 1000)}"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,26 +88,78 @@ def read_revision(conn: psycopg.Connection[Any], table: VersionTable) -> tuple[s
     return tuple(sorted(row[0] for row in rows))
 
 
-def run_upgrade(conn: psycopg.Connection[Any], loaded: Loaded, target: str, *,
-                table: VersionTable, interrupt: Interrupt, log: Any,
-                on_committed: Callable[[Applied], None]) -> list[Applied]:
-    """Apply the revisions up to ``target`` on ``conn`` and return those committed;
-    ``on_committed`` hears of each as soon as its commit succeeded.
+class BlockerWatch:
+    """Samples, from a session of its own, who blocks the migration session's lock waits,
+    so that a ``lock_timeout`` can be reported with the blocker's name."""
 
-    A failing revision is rolled back (its own transaction) and :class:`MigrationFailed` is
-    raised naming it; revisions committed before it stay. A signal cancels the statement
-    in flight and raises :class:`Interrupted` after the rollback. ``conn`` is back in
-    autocommit mode on return, unless the session was lost.
+    def __init__(self, conn: psycopg.Connection[Any], pid: int) -> None:
+        self.conn, self.pid = conn, pid
+        self.last: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="blocker-watch")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCH_EVERY_S):
+            try:
+                rows = self.conn.cursor(row_factory=dict_row).execute(BLOCKERS_SQL, (self.pid,)).fetchall()
+            except psycopg.Error:
+                return  # only diagnostics: the migration itself reports real trouble
+            if rows:
+                self.last = rows
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.conn.close()
+
+
+class _Step:
+    """Alembic's migration step, with ``before`` run just before the revision's upgrade()."""
+
+    def __init__(self, step: Any, before: Callable[[Any], None]) -> None:
+        self._step, self._before = step, before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._step, name)
+
+    def __str__(self) -> str:
+        return str(self._step)
+
+    @property
+    def migration_fn(self) -> Callable[..., Any]:
+        fn = self._step.migration_fn
+
+        def run(**kw: Any) -> Any:
+            self._before(self._step)
+            return fn(**kw)
+
+        return run
+
+
+def run_upgrade(conn: psycopg.Connection[Any], loaded: Loaded, target: str, *,
+                table: VersionTable, timeouts: Timeouts, url: str,
+                open_connection: OpenConnection, interrupt: Interrupt, log: Any,
+                on_committed: Callable[[Applied], None]) -> list[Applied]:
+    """Apply the revisions up to ``target`` and return those committed; ``on_committed``
+    hears of each as soon as its commit succeeded.
+
+    Raises, after the failing revision's transaction was rolled back (revisions committed
+    before it stay): :class:`MigrationBlocked` when it hit ``lock_timeout`` (retry later),
+    :class:`ConnectionLost` when a session died, :class:`Interrupted` after a signal,
+    :class:`MigrationFailed` otherwise. ``url`` (a secret) becomes ``sqlalchemy.url`` for
+    env.py. ``conn`` is back in autocommit mode on return, unless the session was lost.
     """
     from alembic.runtime.environment import EnvironmentContext
     from sqlalchemy import create_engine, event
-    from sqlalchemy.pool import StaticPool
 
     directory = loaded.directory
     steps: list[str] = []
     committed: list[Applied] = []
     awaiting: list[Applied] = []  # completed, commit not yet seen
-    clock = [time.monotonic()]
+    extra: list[psycopg.Connection[Any]] = []
+    state: dict[str, Any] = {"clock": time.monotonic(), "watch": None, "mode": None,
+                             "migration": None, "lock_session": None, "cancel": conn.cancel_safe}
 
     def flush() -> None:
         for done in awaiting:
@@ -83,27 +169,65 @@ def run_upgrade(conn: psycopg.Connection[Any], loaded: Loaded, target: str, *,
                      message=loaded.scripts.revisions[done.revision].message)
         awaiting.clear()
 
+    def before_revision(step: Any) -> None:
+        revision = step.revision.revision
+        if state["mode"] == "separate_connection":
+            _check_lock_session(state["lock_session"], revision)
+        limits = timeouts.for_revision(loaded.scripts.revisions[revision].options)
+        for statement in limits.statements():
+            state["migration"].exec_driver_sql(statement)
+        log.info("revision.started", revision=revision, lock_timeout_s=limits.lock_timeout,
+                 statement_timeout_s=limits.statement_timeout)
+        state["clock"] = time.monotonic()
+
     def plan_steps(heads: Any, _context: Any) -> Any:
         found = directory._upgrade_revs(target, heads)
         steps.extend(step.revision.revision for step in found)
-        clock[0] = time.monotonic()
-        return found
+        return [_Step(step, before_revision) for step in found]
 
     def on_apply(*, step: Any, **_kw: Any) -> None:
-        now = time.monotonic()
-        awaiting.append(Applied(step.up_revision_id, int((now - clock[0]) * 1000)))
+        duration = int((time.monotonic() - state["clock"]) * 1000)
+        awaiting.append(Applied(step.up_revision_id, duration))
+
+    def on_configure(connection: Any, lock_session: Any) -> None:
+        """env.py chose its connection: learn the mode, watch it, and cancel it on a signal."""
+        migration = connection if connection is not None else lock_session
+        state["migration"], state["lock_session"] = migration, lock_session
+        state["mode"] = "locked_connection" if migration is lock_session else "separate_connection"
+        dbapi = migration.connection.dbapi_connection
+        state["cancel"] = getattr(dbapi, "cancel_safe", None) or dbapi.cancel
+        logs.install_stdlib_bridge()  # env.py may have run logging.config.fileConfig
+        # no query here: a transaction begun before configure() makes Alembic treat it as
+        # external and run every revision in it, instead of one transaction per revision
+        pid = dbapi.info.backend_pid if hasattr(dbapi, "info") else dbapi.get_backend_pid()
+        if timeouts.lock_timeout > 0 and state["watch"] is None:
+            state["watch"] = BlockerWatch(open_connection("watch"), pid)
+        log.info("migrate.mode", mode=state["mode"], migration_backend_pid=pid, detail=(
+            "migrations run on the locked connection" if state["mode"] == "locked_connection"
+            else "migrations run on env.py's own connection; the lock is held alongside and "
+                 "checked before each revision"))
+
+    def creator() -> Any:
+        if not extra and state.get("handed") is None:
+            state["handed"] = True
+            return conn
+        extra.append(open_connection("env.py"))
+        extra[-1].autocommit = False
+        return extra[-1]
 
     conn.autocommit = False
-    engine = create_engine("postgresql+psycopg://", creator=lambda: conn, poolclass=StaticPool)
+    loaded.config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    engine = create_engine("postgresql+psycopg://", creator=creator)
     # A new transaction begins only after the previous revision's commit succeeded.
-    event.listen(engine, "begin", lambda _c: (flush(), clock.__setitem__(0, time.monotonic())))
+    event.listen(engine, "begin", lambda _c: flush())
     event.listen(engine, "before_cursor_execute", lambda *_a: interrupt.check())
 
     env = EnvironmentContext(loaded.config, directory, fn=plan_steps, as_sql=False,
                              starting_rev=None, destination_rev=target, tag=None)
-    env.configure = _with_runner_defaults(env.configure, table, on_apply, log)  # type: ignore[method-assign]
     try:
-        with interrupt.cancelling(conn.cancel_safe), engine.connect() as sa_conn:
+        with interrupt.cancelling(lambda: state["cancel"]()), engine.connect() as sa_conn:
+            env.configure = _with_runner_defaults(  # type: ignore[method-assign]
+                env.configure, table, on_apply, lambda c: on_configure(c, sa_conn))
             loaded.config.attributes["connection"] = sa_conn
             with env:
                 directory.run_env()
@@ -114,16 +238,32 @@ def run_upgrade(conn: psycopg.Connection[Any], loaded: Loaded, target: str, *,
         if interrupt.requested:
             raise interrupt.error() from None
         failed = steps[len(committed)] if len(committed) < len(steps) else None
-        raise _failure(exc, failed, loaded) from None
+        watch = state["watch"]
+        raise _failure(exc, failed, loaded, conn, watch.last if watch else []) from None
     finally:
         loaded.config.attributes.pop("connection", None)
+        if state["watch"] is not None:
+            state["watch"].stop()
+        for other in extra:
+            other.close()
         if not conn.closed and not conn.broken:
             conn.rollback()
             conn.autocommit = True
     return committed
 
 
-def _with_runner_defaults(configure: Any, table: VersionTable, on_apply: Any, log: Any) -> Any:
+def _check_lock_session(lock_session: Any, revision: str) -> None:
+    try:
+        lock_session.exec_driver_sql("SELECT 1")
+        lock_session.commit()
+    except Exception:
+        raise ConnectionLost(f"the session holding the migration lock was lost; stopped before "
+                             f"revision {revision} so that no other runner can interleave. Run "
+                             "again", revision=revision) from None
+
+
+def _with_runner_defaults(configure: Any, table: VersionTable, on_apply: Any,
+                          on_configure: Callable[[Any], None]) -> Any:
     def configure_with_defaults(**kw: Any) -> Any:
         kw.setdefault("transaction_per_migration", True)
         kw.setdefault("version_table", table.name)
@@ -137,26 +277,37 @@ def _with_runner_defaults(configure: Any, table: VersionTable, on_apply: Any, lo
         callbacks = kw.get("on_version_apply") or []
         kw["on_version_apply"] = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]),
                                   on_apply]
-        log.info("migrate.configured", transaction_per_migration=kw["transaction_per_migration"],
-                 on_locked_connection=kw.get("connection") is not None)
+        on_configure(kw.get("connection"))
         return configure(**kw)
 
     return configure_with_defaults
 
 
-def _failure(exc: Exception, revision: str | None, loaded: Loaded) -> Exception:
-    if isinstance(exc, ConfigError):
+def _failure(exc: Exception, revision: str | None, loaded: Loaded, conn: psycopg.Connection[Any],
+             blockers: list[dict[str, Any]]) -> Exception:
+    if isinstance(exc, (RunnerError, Interrupted)):
         return exc
     orig = getattr(exc, "orig", None) or exc
     lines = [line for line in str(orig).splitlines() if line.strip()]
     detail = f"{type(orig).__name__}: {lines[0] if lines else ''}"[:500]
-    if isinstance(exc, psycopg.OperationalError) or isinstance(orig, psycopg.OperationalError):
-        if getattr(orig, "sqlstate", None) is None:
-            detail += " (the connection to the database was lost)"
     where = "the upgrade"
     if revision:
         rev = loaded.scripts.revisions.get(revision)
         where = f"revision {revision}" + (f" ({rev.path})" if rev else "")
+    fields = {"revision": revision, "error_class": type(orig).__name__}
+    if isinstance(orig, psycopg.errors.LockNotAvailable):
+        who = "; ".join(f"pid {b['pid']} ({b['application_name'] or 'no application_name'}, "
+                        f"{b['state']}, transaction open {b['transaction_open_s']} s: "
+                        f"{b['query']!r})" for b in blockers) or "a session that has since gone"
+        return MigrationBlocked(f"{where} could not get its table lock within lock_timeout and was "
+                                f"rolled back; blocked by {who}", blockers=blockers, **fields)
+    lost = conn.closed or conn.broken or (
+        isinstance(orig, psycopg.OperationalError) and getattr(orig, "sqlstate", None) is None)
+    if lost:
+        return ConnectionLost(f"the connection to the database was lost during {where} ({detail}); "
+                              "PostgreSQL rolls that revision back and frees the lock when it "
+                              "notices. Run again: it resumes there", **fields)
+    if isinstance(orig, psycopg.errors.QueryCanceled):
+        detail += " (MIGRATION_STATEMENT_TIMEOUT, or the revision's migration_runner option)"
     return MigrationFailed(f"{where} failed and was rolled back: {detail}. Fix the migration and "
-                           "run again: revisions applied before it stay applied",
-                           revision=revision, error_class=type(orig).__name__)
+                           "run again: revisions applied before it stay applied", **fields)

@@ -14,12 +14,20 @@ from typing import Any
 from runner.errors import ConfigError, ScriptsInvalid
 
 
+#: The module-level dict a revision may define to change how the runner applies it, e.g.
+#: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks.
+OPTIONS_ATTRIBUTE = "migration_runner"
+OPTION_KEYS = ("lock_timeout", "statement_timeout")
+
+
 @dataclasses.dataclass(frozen=True)
 class Revision:
     id: str
     down: tuple[str, ...]
     message: str
     path: str
+    #: per-revision overrides of the runner's timeouts, in seconds (0: no limit)
+    options: tuple[tuple[str, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +78,32 @@ def load(config_path: Path) -> Loaded:
                              f"{type(exc).__name__}: {exc}", path=_culprit(exc, versions)) from None
     revisions = {
         script.revision: Revision(script.revision, tuple(script._normalized_down_revisions),
-                                  (script.doc or "").strip(), script.path)
+                                  (script.doc or "").strip(), script.path,
+                                  revision_options(script.module, script.path))
         for script in ordered
     }
     heads = tuple(directory.get_heads())
     return Loaded(config, directory, Scripts(heads, revisions))
+
+
+def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
+    """Validate a revision's ``migration_runner`` dict. Raises :class:`ScriptsInvalid`."""
+    raw = getattr(module, OPTIONS_ATTRIBUTE, None)
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ScriptsInvalid(f"{path}: {OPTIONS_ATTRIBUTE} must be a dict, e.g. "
+                             f'{{"lock_timeout": 0}}', path=path)
+    out = []
+    for key, value in raw.items():
+        if key not in OPTION_KEYS:
+            raise ScriptsInvalid(f"{path}: unknown {OPTIONS_ATTRIBUTE} option {key!r} (known: "
+                                 f"{', '.join(OPTION_KEYS)})", path=path)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ScriptsInvalid(f"{path}: {OPTIONS_ATTRIBUTE}[{key!r}] must be a number of "
+                                 "seconds (0: no limit)", path=path)
+        out.append((key, float(value)))
+    return tuple(sorted(out))
 
 
 def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, ...]:

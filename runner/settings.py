@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     migration_retry_max_interval: float = Field(default=5.0, gt=0)
     migration_lock_wait_timeout: float = Field(default=300.0, ge=0)
     migration_lock_name: str | None = Field(default=None, min_length=1)
+    migration_ddl_lock_timeout: float = Field(default=5.0, ge=0)
+    migration_statement_timeout: float = Field(default=0.0, ge=0)
+    migration_ddl_lock_retries: int = Field(default=5, ge=1)
+    migration_allow_database_ahead: bool = False
     migration_version_table: str = Field(default="alembic_version", min_length=1)
     migration_version_table_schema: str | None = Field(default=None, min_length=1)
     migration_log_format: Literal["auto", "json", "console"] = "auto"
@@ -170,7 +174,8 @@ def load_settings() -> Settings:
         raise ConfigError("invalid settings: " + "; ".join(problems),
                           settings=[p.split(":")[0] for p in problems]) from None
     for name in ("migration_db_wait_timeout", "migration_lock_wait_timeout",
-                 "migration_retry_max_interval"):
+                 "migration_retry_max_interval", "migration_ddl_lock_timeout",
+                 "migration_statement_timeout"):
         if not math.isfinite(getattr(settings, name)):
             raise ConfigError(f"{name.upper()} must be a finite number of seconds")
     return settings
