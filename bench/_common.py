@@ -28,31 +28,7 @@ from runner.pgcluster import Cluster  # noqa: E402
 
 # The shared-connection env.py: migrate on the runner's connection when it passes one, else
 # (plain `alembic upgrade`) build an engine from the same settings the runner reads.
-ENV_PY = '''\
-from alembic import context
-
-config = context.config
-
-
-def _migrate(connection):
-    context.configure(connection=connection, target_metadata=None,
-                      transaction_per_migration=True)
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-connection = config.attributes.get("connection")
-if connection is None:
-    from sqlalchemy import create_engine, pool
-    from runner.settings import load_settings
-
-    engine = create_engine(load_settings().connection_spec().url(hide_password=False),
-                           poolclass=pool.NullPool)
-    with engine.connect() as own:
-        _migrate(own)
-else:
-    _migrate(connection)
-'''
+from tests.helpers import ENV_PY  # noqa: E402  (the same env.py the tests use)
 
 REVISION_PY = '''\
 """bench step {index}"""

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runner.demo import summary_event  # noqa: E402
 from _common import (ROOT, connect, create_database, describe, machine, runner_env,
                      temp_dir, throwaway_cluster, with_bytecode, write_project)
 
@@ -32,23 +33,12 @@ def timed(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[float, s
     return time.perf_counter() - started, proc
 
 
-def summary_of(stdout: str) -> dict[str, Any]:
-    for line in reversed(stdout.splitlines()):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "summary":
-            return event
-    return {}
-
-
 class Failed(RuntimeError):
     pass
 
 
 def check_runner(proc: subprocess.CompletedProcess[str], expect: str) -> dict[str, Any]:
-    summary = summary_of(proc.stdout)
+    summary = summary_event(proc.stdout)
     if proc.returncode != 0 or summary.get("outcome") != expect:
         raise Failed(f"runner exited {proc.returncode} with outcome {summary.get('outcome')!r} "
                      f"(expected {expect!r}):\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")

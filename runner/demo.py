@@ -51,7 +51,7 @@ def run_demo(runners: int) -> int:
             print(f"\n== runner {index} (exit {proc.returncode}): its log, as CloudWatch would get it")
             for line in output.splitlines():
                 print(f"   {line}")
-            summaries.append(_summary(output) | {"runner": index, "exit": proc.returncode})
+            summaries.append(summary_event(output) | {"runner": index, "exit": proc.returncode})
         print(f"\n== all {runners} runners finished in {elapsed:.1f} s")
         for item in summaries:
             print(f"   runner {item['runner']}: exit {item['exit']}, outcome {item.get('outcome')}, "
@@ -72,7 +72,8 @@ def run_demo(runners: int) -> int:
         print("== cluster stopped and removed")
 
 
-def _summary(output: str) -> dict[str, Any]:
+def summary_event(output: str) -> dict[str, Any]:
+    """The ``summary`` event in a runner's output (``{}`` if it has none)."""
     for line in reversed(output.splitlines()):
         try:
             event = json.loads(line)
