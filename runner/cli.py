@@ -1,18 +1,23 @@
-"""The command line: parse, set up logging and signals, call one function, map the outcome
-to an exit code. Every failure becomes one ``error`` event; every run ends with one
-``summary`` event.
+"""The command line: parse, set up logging and signals, call one verb, map the outcome to an
+exit code. Every failure becomes one ``error`` event; every run ends with one ``summary``
+event. Writing verbs log to stdout (what ECS ships to CloudWatch); verbs that print a result
+(``current``, ``history``, ``sql`` ...) print it on stdout and log to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from runner import __version__, logs
 from runner.errors import ExitCode, Interrupted, RunnerError
 from runner.interrupt import Interrupt
 from runner.lock import lock_key
+
+WRITING = ("upgrade", "downgrade", "stamp")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,11 +26,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply Alembic migrations to PostgreSQL safely (see README for settings).")
     parser.add_argument("--version", action="version", version=f"migration-runner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    up = sub.add_parser("upgrade", help="apply pending migrations (default: to head)")
-    up.add_argument("target", nargs="?", help="revision to upgrade to (default: MIGRATION_TARGET, "
-                    "which defaults to head)")
-    demo = sub.add_parser("demo", help="start a throwaway PostgreSQL and race several upgrades at it")
-    demo.add_argument("--runners", type=int, default=5, help="how many upgrade processes (default 5)")
+
+    def add(name: str, help_text: str, *, json_flag: bool = False) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if json_flag:
+            command.add_argument("--json", action="store_true", help="print one JSON document")
+        return command
+
+    add("upgrade", "apply pending migrations (pnpm db:migrate)").add_argument(
+        "target", nargs="?", help="revision (default: MIGRATION_TARGET, which defaults to head)")
+    add("downgrade", "roll back, under the lock (pnpm db:migrate:down)").add_argument(
+        "target", help="-1 (one step), -N, a revision id, or base: required, never implied")
+    add("stamp", "set the version without running migrations, under the lock").add_argument(
+        "target", help="a revision id, head, or base")
+    add("current", "the database's revision and whether it is at head (pnpm db:status)",
+        json_flag=True)
+    add("check", "exit 0 only if the database is exactly at head (CI gate, readiness)",
+        json_flag=True)
+    add("history", "the migration timeline, marking what is applied (pnpm db:history)",
+        json_flag=True)
+    add("heads", "the scripts' heads; an error if more than one", json_flag=True)
+    add("sql", "print the SQL an upgrade would run, without connecting").add_argument(
+        "span", nargs="?", default="head", help="[FROM:]TO (default: head, from an empty database)")
+    add("merge", "write a revision merging every head").add_argument(
+        "-m", "--message", required=True)
+    revision = add("revision", "write a new revision file (pnpm db:migrate:create)")
+    revision.add_argument("-m", "--message", required=True)
+    revision.add_argument("--autogenerate", action="store_true",
+                          help="diff the models against the database (needs its settings)")
+    add("demo", "start a throwaway PostgreSQL and race several upgrades at it").add_argument(
+        "--runners", type=int, default=5, help="how many upgrade processes (default 5)")
     return parser
 
 
@@ -39,23 +69,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from runner.record import Record
     from runner.settings import load_settings
-    from runner.upgrade import Record, upgrade
 
-    logs.configure()
+    log_stream = sys.stdout if args.command in WRITING else sys.stderr
+    logs.configure(stream=log_stream)
     interrupt = Interrupt()
     interrupt.install()
     record = Record(command=args.command)
     log = logs.get()
     try:
         settings = load_settings()
-        logs.configure(settings.migration_log_format, settings.migration_log_level, settings.secrets())
+        logs.configure(settings.migration_log_format, settings.migration_log_level,
+                       settings.secrets(), stream=log_stream)
         log = logs.get()
-        target = args.target or settings.migration_target
-        log.info("start", version=__version__, command=args.command, target=target,
+        log.info("start", version=__version__, command=args.command,
                  lock_key=lock_key(settings.lock_name()), settings=settings.redacted())
-        upgrade(settings, target, record=record, interrupt=interrupt, log=log)
-        record.exit_code = ExitCode.OK
+        report = _dispatch(args, settings, record, interrupt, log)
+        if report is not None:
+            print(json.dumps(report.document, indent=2, default=str) if getattr(args, "json", False)
+                  else report.text, flush=True)
+            record.exit_code = report.exit_code
+            if record.outcome == "failed" and report.exit_code == ExitCode.OK:
+                record.outcome = "ok"
+        else:
+            record.exit_code = ExitCode.OK
     except RunnerError as err:
         record.exit_code = err.exit_code
         if isinstance(err, Interrupted):
@@ -70,8 +108,28 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         with interrupt.deferred():
             log.info("summary", **record.summary())
-            sys.stdout.flush()
+            log_stream.flush()
     return int(record.exit_code)
+
+
+def _dispatch(args: argparse.Namespace, settings: Any, record: Any, interrupt: Interrupt,
+              log: Any) -> Any:
+    from runner import commands
+
+    command = args.command
+    if command == "upgrade":
+        return commands.upgrade(settings, args.target or settings.migration_target, record=record,
+                                interrupt=interrupt, log=log)
+    if command in ("downgrade", "stamp"):
+        return getattr(commands, command)(settings, args.target, record=record,
+                                          interrupt=interrupt, log=log)
+    if command in ("current", "check", "history"):
+        return getattr(commands, command)(settings, record=record, log=log)
+    if command in ("heads", "sql", "merge"):
+        extra = {"heads": (), "sql": (args.__dict__.get("span"),),
+                 "merge": (args.__dict__.get("message"),)}[command]
+        return getattr(commands, command)(settings, *extra, log=log)
+    return commands.revision(settings, args.message, args.autogenerate, record=record, log=log)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     DATABASE_AHEAD = 8  # the database is at a revision these scripts do not know
     MIGRATION_BLOCKED = 9  # a revision kept timing out waiting for a table lock (lock_timeout)
     CONNECTION_LOST = 10  # the session died mid-run (failover, network): the revision rolled back
+    NOT_AT_HEAD = 11  # `check`: the database has pending revisions (or is empty)
     INTERRUPTED = 130  # SIGTERM or SIGINT: the in-flight revision was rolled back
 
 

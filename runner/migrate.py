@@ -17,6 +17,7 @@ checks that the session holding the lock is still alive.
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -88,6 +89,39 @@ def read_revision(conn: psycopg.Connection[Any], table: VersionTable) -> tuple[s
     return tuple(sorted(row[0] for row in rows))
 
 
+BLOCKED_FIRST_DELAY_S = 1.0
+BLOCKED_MAX_DELAY_S = 30.0
+
+
+def blocked_delay(attempt: int, rng: random.Random) -> float:
+    """Backoff before retrying a revision that hit lock_timeout: 1, 2, 4 ... 30 s, jittered."""
+    return min(BLOCKED_MAX_DELAY_S, BLOCKED_FIRST_DELAY_S * 2 ** (attempt - 1)) * rng.uniform(0.75, 1.25)
+
+
+def run_with_retries(run: Callable[[], Any], *, retries: int, log: Any,
+                     rng: random.Random | None = None) -> None:
+    """Call ``run`` (a :func:`run_steps`), retrying with backoff while a revision hits
+    ``lock_timeout``; after ``retries`` attempts raise :class:`MigrationBlocked`."""
+    rng = rng or random.Random()
+    for attempt in range(1, retries + 1):
+        try:
+            run()
+            return
+        except MigrationBlocked as blocked:
+            last = attempt == retries
+            delay = None if last else round(blocked_delay(attempt, rng), 3)
+            log.warning("revision.blocked", revision=blocked.fields.get("revision"),
+                        attempt=attempt, blockers=blocked.fields.get("blockers"),
+                        next_delay_s=delay)
+            if last:
+                raise MigrationBlocked(
+                    f"{blocked.message}. Gave up after {attempt} attempts "
+                    "(MIGRATION_DDL_LOCK_RETRIES); the database is at the last revision that "
+                    "completed. End or shorten the blocking transaction and run again",
+                    attempts=attempt, **blocked.fields) from None
+            time.sleep(delay)  # a signal here raises Interrupted: nothing is in flight
+
+
 class BlockerWatch:
     """Samples, from a session of its own, who blocks the migration session's lock waits,
     so that a ``lock_timeout`` can be reported with the blocker's name."""
@@ -137,12 +171,15 @@ class _Step:
         return run
 
 
-def run_upgrade(conn: psycopg.Connection[Any], loaded: Loaded, target: str, *,
-                table: VersionTable, timeouts: Timeouts, url: str,
-                open_connection: OpenConnection, interrupt: Interrupt, log: Any,
-                on_committed: Callable[[Applied], None]) -> list[Applied]:
-    """Apply the revisions up to ``target`` and return those committed; ``on_committed``
-    hears of each as soon as its commit succeeded.
+STEP_KINDS = ("upgrade", "downgrade", "stamp")
+
+
+def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: str, *,
+              table: VersionTable, timeouts: Timeouts, url: str,
+              open_connection: OpenConnection, interrupt: Interrupt, log: Any,
+              on_committed: Callable[[Applied], None]) -> list[Applied]:
+    """Move the database to ``target`` (``kind``: upgrade, downgrade or stamp) and return the
+    steps committed; ``on_committed`` hears of each as soon as its commit succeeded.
 
     Raises, after the failing revision's transaction was rolled back (revisions committed
     before it stay): :class:`MigrationBlocked` when it hit ``lock_timeout`` (retry later),
@@ -161,12 +198,16 @@ def run_upgrade(conn: psycopg.Connection[Any], loaded: Loaded, target: str, *,
     state: dict[str, Any] = {"clock": time.monotonic(), "watch": None, "mode": None,
                              "migration": None, "lock_session": None, "cancel": conn.cancel_safe}
 
+    done_event = {"upgrade": "revision.applied", "downgrade": "revision.reverted",
+             "stamp": "revision.stamped"}[kind]
+
     def flush() -> None:
         for done in awaiting:
             committed.append(done)
             on_committed(done)
-            log.info("revision.applied", revision=done.revision, duration_ms=done.duration_ms,
-                     message=loaded.scripts.revisions[done.revision].message)
+            rev = loaded.scripts.revisions.get(done.revision)
+            log.info(done_event, revision=done.revision, duration_ms=done.duration_ms,
+                     message=rev.message if rev else None)
         awaiting.clear()
 
     def before_revision(step: Any) -> None:
@@ -181,13 +222,17 @@ def run_upgrade(conn: psycopg.Connection[Any], loaded: Loaded, target: str, *,
         state["clock"] = time.monotonic()
 
     def plan_steps(heads: Any, _context: Any) -> Any:
-        found = directory._upgrade_revs(target, heads)
+        if kind == "stamp":
+            found = directory._stamp_revs((target,), heads)
+            steps.extend(",".join(step.to_revisions) or "base" for step in found)
+            return found
+        found = getattr(directory, f"_{kind}_revs")(target, heads)
         steps.extend(step.revision.revision for step in found)
         return [_Step(step, before_revision) for step in found]
 
     def on_apply(*, step: Any, **_kw: Any) -> None:
         duration = int((time.monotonic() - state["clock"]) * 1000)
-        awaiting.append(Applied(step.up_revision_id, duration))
+        awaiting.append(Applied(",".join(step.up_revision_ids) or "base", duration))
 
     def on_configure(connection: Any, lock_session: Any) -> None:
         """env.py chose its connection: learn the mode, watch it, and cancel it on a signal."""

@@ -1,0 +1,254 @@
+"""The verbs. Each is a short function over three nouns: the scripts (what migrations exist),
+the session (where the database is, and its lock) and the record (what happened).
+
+Writing verbs (``upgrade``, ``downgrade``, ``stamp``) raise a :class:`RunnerError` on
+failure and fill the :class:`Record`. Read verbs return a :class:`Report`: a JSON-ready
+document, the same for people as text, and the exit code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+from runner import scripts
+from runner.errors import ConfigError, DatabaseAhead, ExitCode
+from runner.interrupt import Interrupt
+from runner.migrate import Timeouts, run_steps, run_with_retries
+from runner.plan import Plan, plan_upgrade
+from runner.record import Record
+from runner.session import Session, migration_lock, open_session
+from runner.settings import Settings
+
+
+@dataclasses.dataclass
+class Report:
+    document: dict[str, Any]
+    text: str
+    exit_code: int = ExitCode.OK
+
+
+# --- writing verbs --------------------------------------------------------------------------
+
+def upgrade(settings: Settings, target: str, *, record: Record, interrupt: Interrupt,
+            log: Any) -> None:
+    """Bring the database to ``target``: no lock if it is already there; otherwise take the
+    lock, read again, and apply what is still pending."""
+    loaded = _load(settings, log)
+    target_heads = scripts.resolve_target(loaded.scripts, loaded.directory, target)
+
+    def plan(session: Session, locked: bool) -> Plan | None:
+        current = session.revision()
+        record.from_revision = record.to_revision = list(current)
+        try:
+            found = plan_upgrade(current, target_heads, loaded.scripts.graph())
+        except DatabaseAhead as ahead:
+            if not settings.migration_allow_database_ahead:
+                raise
+            log.warning("upgrade.database_ahead", revision=list(current), locked=locked,
+                        detail=ahead.message + " (accepted: MIGRATION_ALLOW_DATABASE_AHEAD)")
+            record.outcome = "database_ahead"
+            return None
+        if found.up_to_date:
+            log.info("upgrade.up_to_date", revision=list(current), locked=locked)
+            record.outcome = "up_to_date"
+            return None
+        return found
+
+    with open_session(settings, record=record, log=log) as session:
+        if plan(session, locked=False) is None:
+            return
+        with migration_lock(session, record=record, interrupt=interrupt):
+            found = plan(session, locked=True)
+            if found is None:
+                return
+            log.info("upgrade.plan", from_revision=list(found.current), target=list(found.target),
+                     pending=list(found.pending))
+            _run(session, loaded, "upgrade", target, record, interrupt)
+            record.outcome = "migrated"
+
+
+def downgrade(settings: Settings, target: str, *, record: Record, interrupt: Interrupt,
+              log: Any) -> None:
+    """Roll back to ``target`` (a revision, ``-N`` or ``base``), under the lock."""
+    _move(settings, "downgrade", target, "downgraded", record=record, interrupt=interrupt, log=log)
+
+
+def stamp(settings: Settings, target: str, *, record: Record, interrupt: Interrupt,
+          log: Any) -> None:
+    """Set the version to ``target`` without running migrations, under the lock."""
+    _move(settings, "stamp", target, "stamped", record=record, interrupt=interrupt, log=log)
+
+
+def _move(settings: Settings, kind: str, target: str, outcome: str, *, record: Record,
+          interrupt: Interrupt, log: Any) -> None:
+    loaded = _load(settings, log)
+    with open_session(settings, record=record, log=log) as session, \
+            migration_lock(session, record=record, interrupt=interrupt):
+        record.from_revision = list(session.revision())
+        _run(session, loaded, kind, target, record, interrupt)
+        record.outcome = outcome
+
+
+def _run(session: Session, loaded: scripts.Loaded, kind: str, target: str, record: Record,
+         interrupt: Interrupt) -> None:
+    settings = session.settings
+    timeouts = Timeouts(settings.migration_ddl_lock_timeout, settings.migration_statement_timeout)
+    run_with_retries(lambda: run_steps(
+        session.conn, loaded, kind, target, table=session.table, timeouts=timeouts,
+        url=session.spec.url(hide_password=False), open_connection=session.open_connection,
+        interrupt=interrupt, log=session.log,
+        on_committed=lambda applied: record.applied.append(applied.revision)),
+        retries=settings.migration_ddl_lock_retries, log=session.log)
+    record.to_revision = list(session.revision())
+
+
+def _load(settings: Settings, log: Any) -> scripts.Loaded:
+    loaded = scripts.load(settings.alembic_config)
+    log.info("scripts.loaded", revisions=len(loaded.scripts.revisions),
+             heads=list(loaded.scripts.heads))
+    return loaded
+
+
+# --- read verbs ---------------------------------------------------------------------------
+
+def heads(settings: Settings, *, log: Any) -> Report:
+    """The heads of the scripts; exit 7 when there is more than one."""
+    loaded = _load(settings, log)
+    rows = [_describe(loaded.scripts.revisions[h]) for h in loaded.scripts.heads]
+    text = "\n".join(f"{r['revision']}  {r['message']}  ({r['path']})" for r in rows)
+    code = ExitCode.OK
+    if len(rows) > 1:
+        code = ExitCode.SCRIPTS_INVALID
+        text += "\nseveral heads: merge them with `migration-runner merge -m \"merge heads\"`"
+    return Report({"heads": rows, "single_head": len(rows) == 1}, text, code)
+
+
+def current(settings: Settings, *, record: Record, log: Any) -> Report:
+    """The database's revision, and whether it is at head."""
+    state = _state(settings, record=record, log=log)
+    rev = ", ".join(state["revision"]) or "(empty: no revision applied)"
+    text = f"{rev}{' (head)' if state['at_head'] else ''}"
+    if state["status"] == "behind" or state["status"] == "empty":
+        text += f"\n{len(state['pending'])} pending: {', '.join(state['pending'])}"
+    elif state["status"] == "ahead":
+        text += "\nthe database is ahead of these scripts (a newer release migrated it)"
+    return Report(state, text)
+
+
+def check(settings: Settings, *, record: Record, log: Any) -> Report:
+    """Exit 0 only if the database is exactly at head; 11 when revisions are pending (or it is
+    empty), 8 when it is ahead of the scripts. For CI gates and readiness checks."""
+    report = current(settings, record=record, log=log)
+    status = report.document["status"]
+    report.exit_code = {"at_head": ExitCode.OK, "behind": ExitCode.NOT_AT_HEAD,
+                        "empty": ExitCode.NOT_AT_HEAD, "ahead": ExitCode.DATABASE_AHEAD}[status]
+    return report
+
+
+def history(settings: Settings, *, record: Record, log: Any) -> Report:
+    """The migration timeline, oldest first, marking what the database has applied."""
+    state = _state(settings, record=record, log=log)
+    rows = state.pop("revisions")
+    width = max((len(r["message"]) for r in rows), default=0)
+    lines = [f"{'':2}{'revision':<14}{'message':<{width + 2}}state"]
+    for row in rows:
+        marks = ["applied" if row["applied"] else "pending"]
+        marks += [m for m in ("current", "head") if row[m]]
+        lines.append(f"{'●' if row['applied'] else '○'} {row['revision']:<14}"
+                     f"{row['message']:<{width + 2}}{', '.join(marks)}")
+    if state["status"] == "ahead":
+        lines.append(f"! database at {', '.join(state['revision'])}: not in these scripts")
+    return Report({**state, "revisions": rows}, "\n".join(lines))
+
+
+def _state(settings: Settings, *, record: Record, log: Any) -> dict[str, Any]:
+    """Where the database stands against the scripts, as plain data."""
+    loaded = _load(settings, log)
+    with open_session(settings, record=record, log=log) as session:
+        revision = session.revision()
+    record.from_revision = record.to_revision = list(revision)
+    graph = loaded.scripts.graph()
+    head_set = set(loaded.scripts.heads)
+    try:
+        pending = plan_upgrade(revision, loaded.scripts.heads, graph).pending
+        status = "at_head" if not pending else ("empty" if not revision else "behind")
+        applied = set(graph) - set(pending)
+    except DatabaseAhead:
+        pending, status, applied = (), "ahead", set()
+    revisions = [{**_describe(rev), "applied": rev.id in applied, "current": rev.id in revision,
+                  "head": rev.id in head_set} for rev in loaded.scripts.revisions.values()]
+    record.outcome = status
+    return {"status": status, "revision": list(revision), "heads": list(loaded.scripts.heads),
+            "at_head": status == "at_head", "pending": list(pending), "revisions": revisions}
+
+
+def _describe(rev: scripts.Revision) -> dict[str, Any]:
+    return {"revision": rev.id, "down_revisions": list(rev.down), "message": rev.message,
+            "path": rev.path}
+
+
+# --- script-writing and offline verbs -------------------------------------------------------
+
+def sql(settings: Settings, span: str, *, log: Any, out: Any = None) -> Report:
+    """The SQL an upgrade over ``span`` (``[FROM:]TO``) would run, without connecting."""
+    from alembic import command
+
+    loaded = _load(settings, log)
+    buffer = io.StringIO()
+    loaded.config.output_buffer = buffer
+    loaded.config.set_main_option("sqlalchemy.url", _offline_url(settings))
+    try:
+        command.upgrade(loaded.config, span, sql=True)
+    except Exception as exc:  # Alembic's CommandError for a bad range, and the like
+        raise ConfigError(f"cannot render SQL for {span!r}: {exc}") from None
+    return Report({"sql": buffer.getvalue(), "span": span}, buffer.getvalue().rstrip("\n"))
+
+
+def merge(settings: Settings, message: str, *, log: Any) -> Report:
+    """A revision merging every head."""
+    from alembic import command
+
+    loaded = _load(settings, log)
+    if len(loaded.scripts.heads) < 2:
+        raise ConfigError("nothing to merge: the scripts have a single head")
+    script = command.merge(loaded.config, "heads", message=message)
+    return _written(script)
+
+
+def revision(settings: Settings, message: str, autogenerate: bool, *, record: Record,
+             log: Any) -> Report:
+    """A new revision file; with ``autogenerate``, diffed against the database."""
+    from alembic import command
+
+    loaded = _load(settings, log)
+    if not autogenerate:
+        return _written(command.revision(loaded.config, message=message))
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    with open_session(settings, record=record, log=log) as session:
+        session.conn.autocommit = False
+        engine = create_engine("postgresql+psycopg://", creator=lambda: session.conn,
+                               poolclass=StaticPool)
+        with engine.connect() as connection:
+            loaded.config.attributes["connection"] = connection
+            script = command.revision(loaded.config, message=message, autogenerate=True)
+    return _written(script)
+
+
+def _written(script: Any) -> Report:
+    items = script if isinstance(script, list) else [script]
+    rows = [{"revision": s.revision, "path": s.path, "message": (s.doc or "").strip()}
+            for s in items if s is not None]
+    return Report({"written": rows}, "\n".join(f"wrote {r['path']}" for r in rows))
+
+
+def _offline_url(settings: Settings) -> str:
+    """The dialect for offline SQL: the configured URL if any (never connected to)."""
+    try:
+        return settings.connection_spec().url(hide_password=True).replace("%", "%%")
+    except ConfigError:
+        return "postgresql+psycopg://offline@localhost/offline"
+

@@ -1,0 +1,104 @@
+"""The database session every command works through, and the migration lock on it.
+
+:func:`open_session` waits for a writable database (retries, budgets) and yields a
+:class:`Session`; :func:`migration_lock` checks that the session is really ours (not a
+transaction-mode pooler's), takes the advisory lock on it, and releases it whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from runner import connect
+from runner.errors import ConfigError
+from runner.identity import application_name, where_am_i
+from runner.interrupt import Interrupt
+from runner.lock import MigrationLock
+from runner.migrate import VersionTable, read_revision
+from runner.record import Record
+from runner.settings import ConnectionSpec, Settings
+
+
+@dataclasses.dataclass
+class Session:
+    conn: psycopg.Connection[Any]
+    spec: ConnectionSpec
+    settings: Settings
+    application_name: str
+    log: Any
+
+    @property
+    def table(self) -> VersionTable:
+        return VersionTable(self.settings.migration_version_table,
+                            self.settings.migration_version_table_schema)
+
+    def revision(self) -> tuple[str, ...]:
+        return read_revision(self.conn, self.table)
+
+    def open_connection(self, role: str) -> psycopg.Connection[Any]:
+        """A further session (no retries: the database is known to be up)."""
+        return connect.open_session(self.spec, self.settings.migration_connect_timeout,
+                                    f"{self.application_name} {role}"[:63])
+
+
+@contextlib.contextmanager
+def open_session(settings: Settings, *, record: Record, log: Any) -> Iterator[Session]:
+    """Wait for the database and yield a session on it; closed on exit."""
+    spec = settings.connection_spec()
+    name = application_name(where_am_i(settings.ecs_container_metadata_uri_v4))
+    connected = connect.wait_for_database(
+        spec, budget_s=settings.migration_db_wait_timeout,
+        connect_timeout_s=settings.migration_connect_timeout,
+        max_interval_s=settings.migration_retry_max_interval, application_name=name, log=log)
+    record.connect_attempts = connected.attempts
+    try:
+        yield Session(connected.conn, spec, settings, name, log)
+    finally:
+        connected.conn.close()
+
+
+@contextlib.contextmanager
+def migration_lock(session: Session, *, record: Record, interrupt: Interrupt) -> Iterator[MigrationLock]:
+    """Hold the migration lock on ``session`` for the body.
+
+    On the way out (success, error or signal) the final revision is recorded if still
+    unknown, and the lock released. Never raises over the error that brought us out: if the
+    session is unusable, closing it (which :func:`open_session` does) releases the lock.
+    """
+    _require_own_session(session)
+    lock = MigrationLock(session.conn, session.settings.lock_name(), session.log)
+    record.lock_wait_ms = lock.acquire(session.settings.migration_lock_wait_timeout)
+    try:
+        yield lock
+    finally:
+        with interrupt.deferred():
+            _release(session, lock, record)
+
+
+def _require_own_session(session: Session) -> None:
+    """Refuse a transaction-mode pooler: a session lock there would not protect anything."""
+    with contextlib.closing(session.open_connection("probe")) as probe:
+        sticky = connect.session_is_sticky(session.conn, probe)
+    if not sticky:
+        raise ConfigError(
+            "the database connection goes through a pooler in transaction mode (e.g. PgBouncer "
+            "pool_mode=transaction): the migration lock is a session lock and would not be held "
+            "by the session that migrates. Point DATABASE_URL/DB_HOST at the database itself (or "
+            "a session-mode pool) for migrations", pooler="transaction")
+
+
+def _release(session: Session, lock: MigrationLock, record: Record) -> None:
+    try:
+        if record.to_revision is None or record.outcome == "failed":
+            if lock.session_usable():
+                with contextlib.suppress(psycopg.Error, ConfigError):
+                    record.to_revision = list(session.revision())
+        lock.release()
+    except psycopg.Error as exc:
+        lock.log.warning("lock.release_failed", lock=lock.name, error=type(exc).__name__,
+                         detail="closing the session; PostgreSQL releases the lock with it")
