@@ -20,7 +20,8 @@ target_metadata = Base.metadata
 
 
 def run_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
+    # `migration-runner sql` sets sqlalchemy.url (only its dialect matters: nothing connects)
+    context.configure(url=config.get_main_option("sqlalchemy.url") or _url(), target_metadata=target_metadata, literal_binds=True,
                       dialect_opts={"paramstyle": "named"}, transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -123,16 +123,25 @@ class Project:
             down = rev
 
 
+WRITING = ("upgrade", "downgrade", "stamp")
+
+
 @dataclasses.dataclass
 class Result:
     code: int
     stdout: str
     stderr: str
     elapsed: float
+    #: where the JSON log lines are: stdout for writing commands, stderr for the others
+    log_stream: str = "stdout"
+
+    @property
+    def log(self) -> str:
+        return self.stdout if self.log_stream == "stdout" else self.stderr
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
+        return [json.loads(line) for line in self.log.splitlines() if line.startswith("{")]
 
     def event(self, name: str) -> dict[str, Any]:
         found = [e for e in self.events if e["event"] == name]
@@ -149,7 +158,7 @@ class Result:
         for secret in (PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD), *secrets):
             assert secret not in everything, f"secret leaked in output:\n{everything}"
         assert "Traceback" not in everything, everything
-        for line in self.stdout.splitlines():
+        for line in self.log.splitlines():
             json.loads(line)
 
 
@@ -170,10 +179,12 @@ def command(*args: str) -> list[str]:
 
 
 def run(env: dict[str, str], *args: str, timeout: float = 60, cwd: Path | None = None) -> Result:
+    args = args or ("upgrade",)
     started = time.monotonic()
-    proc = subprocess.run(command(*(args or ("upgrade",))), env=env, capture_output=True,
+    proc = subprocess.run(command(*args), env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=cwd or ROOT)
-    return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started,
+                  "stdout" if args[0] in WRITING else "stderr")
 
 
 class Running:
