@@ -13,10 +13,11 @@ import io
 from typing import Any
 
 from runner import scripts
-from runner.errors import ConfigError, DatabaseAhead, ExitCode
+from runner.errors import ConfigError, DatabaseAhead, EditedMigration, ExitCode
 from runner.interrupt import Interrupt
+from runner.ledger import edited
 from runner.migrate import Timeouts, run_steps, run_with_retries
-from runner.plan import Plan, plan_upgrade
+from runner.plan import Plan, ancestry, plan_upgrade
 from runner.record import Record
 from runner.session import Session, migration_lock, open_session
 from runner.settings import Settings
@@ -57,6 +58,7 @@ def upgrade(settings: Settings, target: str, *, record: Record, interrupt: Inter
         return found
 
     with open_session(settings, record=record, log=log) as session:
+        _verify_checksums(session, loaded, session.revision())
         if plan(session, locked=False) is None:
             return
         with migration_lock(session, record=record, interrupt=interrupt):
@@ -94,14 +96,38 @@ def _move(settings: Settings, kind: str, target: str, outcome: str, *, record: R
 def _run(session: Session, loaded: scripts.Loaded, kind: str, target: str, record: Record,
          interrupt: Interrupt) -> None:
     settings = session.settings
+    ledger = session.ledger
+    current = session.revision()
+    applied = ancestry(loaded.scripts.graph(), (r for r in current if r in loaded.scripts.revisions))
+    adopted = ledger.ensure(session.conn, applied, loaded.scripts.checksums())
+    if adopted or not current:
+        session.log.info("ledger.ready", table=ledger.qualified, adopted=adopted)
     timeouts = Timeouts(settings.migration_ddl_lock_timeout, settings.migration_statement_timeout)
     run_with_retries(lambda: run_steps(
         session.conn, loaded, kind, target, table=session.table, timeouts=timeouts,
         url=session.spec.url(hide_password=False), open_connection=session.open_connection,
         interrupt=interrupt, log=session.log,
-        on_committed=lambda applied: record.applied.append(applied.revision)),
+        on_committed=lambda step: record.applied.append(step.revision), ledger=ledger),
         retries=settings.migration_ddl_lock_retries, log=session.log)
     record.to_revision = list(session.revision())
+
+
+def _verify_checksums(session: Session, loaded: scripts.Loaded,
+                      current: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Compare applied revisions' files with the checksums the ledger recorded. An edited
+    applied migration is a warning, or an error with MIGRATION_STRICT_CHECKSUMS."""
+    graph = loaded.scripts.graph()
+    applied = ancestry(graph, (r for r in current if r in graph))
+    found = edited(session.ledger.latest(session.conn), loaded.scripts.checksums(), applied)
+    if not found:
+        return found
+    names = ", ".join(f"{e['revision']} ({loaded.scripts.revisions[e['revision']].path})" for e in found)
+    message = (f"applied migration(s) edited since they were applied: {names}. Never edit an "
+               "applied migration: restore the file and add a new revision for the change")
+    if session.settings.migration_strict_checksums:
+        raise EditedMigration(message, edited=found)
+    session.log.warning("scripts.edited", message=message, edited=found)
+    return found
 
 
 def _load(settings: Settings, log: Any) -> scripts.Loaded:
@@ -156,8 +182,12 @@ def history(settings: Settings, *, record: Record, log: Any) -> Report:
     for row in rows:
         marks = ["applied" if row["applied"] else "pending"]
         marks += [m for m in ("current", "head") if row[m]]
+        marks += ["EDITED since applied"] if row["edited"] else []
+        entry = row["ledger"]
+        when = (f"  {entry['outcome']} {entry['finished_at'][:19].replace('T', ' ')} UTC on "
+                f"{entry['ran_on']} ({entry['duration_ms']} ms)") if entry else ""
         lines.append(f"{'●' if row['applied'] else '○'} {row['revision']:<14}"
-                     f"{row['message']:<{width + 2}}{', '.join(marks)}")
+                     f"{row['message']:<{width + 2}}{', '.join(marks)}{when}")
     if state["status"] == "ahead":
         lines.append(f"! database at {', '.join(state['revision'])}: not in these scripts")
     return Report({**state, "revisions": rows}, "\n".join(lines))
@@ -168,6 +198,8 @@ def _state(settings: Settings, *, record: Record, log: Any) -> dict[str, Any]:
     loaded = _load(settings, log)
     with open_session(settings, record=record, log=log) as session:
         revision = session.revision()
+        entries = session.ledger.latest(session.conn)
+        changed = _verify_checksums(session, loaded, revision)
     record.from_revision = record.to_revision = list(revision)
     graph = loaded.scripts.graph()
     head_set = set(loaded.scripts.heads)
@@ -177,11 +209,23 @@ def _state(settings: Settings, *, record: Record, log: Any) -> dict[str, Any]:
         applied = set(graph) - set(pending)
     except DatabaseAhead:
         pending, status, applied = (), "ahead", set()
+    edited_ids = {e["revision"] for e in changed}
     revisions = [{**_describe(rev), "applied": rev.id in applied, "current": rev.id in revision,
-                  "head": rev.id in head_set} for rev in loaded.scripts.revisions.values()]
+                  "head": rev.id in head_set, "edited": rev.id in edited_ids,
+                  "ledger": _entry(entries.get(rev.id))}
+                 for rev in loaded.scripts.revisions.values()]
     record.outcome = status
     return {"status": status, "revision": list(revision), "heads": list(loaded.scripts.heads),
-            "at_head": status == "at_head", "pending": list(pending), "revisions": revisions}
+            "at_head": status == "at_head", "pending": list(pending), "edited": changed,
+            "revisions": revisions}
+
+
+def _entry(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A ledger row as JSON-ready data."""
+    if row is None:
+        return None
+    return {key: (value.isoformat() if hasattr(value, "isoformat") else value)
+            for key, value in row.items() if key != "id"}
 
 
 def _describe(rev: scripts.Revision) -> dict[str, Any]:

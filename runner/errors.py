@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     MIGRATION_BLOCKED = 9  # a revision kept timing out waiting for a table lock (lock_timeout)
     CONNECTION_LOST = 10  # the session died mid-run (failover, network): the revision rolled back
     NOT_AT_HEAD = 11  # `check`: the database has pending revisions (or is empty)
+    EDITED_MIGRATION = 12  # an applied revision's file changed since (MIGRATION_STRICT_CHECKSUMS)
     INTERRUPTED = 130  # SIGTERM or SIGINT: the in-flight revision was rolled back
 
 
@@ -85,6 +86,11 @@ class MigrationBlocked(RunnerError):
 class ConnectionLost(RunnerError):
     exit_code = ExitCode.CONNECTION_LOST
     code = "connection_lost"
+
+
+class EditedMigration(RunnerError):
+    exit_code = ExitCode.EDITED_MIGRATION
+    code = "edited_migration"
 
 
 class Interrupted(RunnerError):

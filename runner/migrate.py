@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -31,6 +32,7 @@ from runner import logs
 from runner.errors import (ConfigError, ConnectionLost, Interrupted, MigrationBlocked,
                            MigrationFailed, RunnerError)
 from runner.interrupt import Interrupt
+from runner.ledger import Ledger
 from runner.scripts import Loaded
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
@@ -65,8 +67,11 @@ class Timeouts:
         return dataclasses.replace(self, **dict(options))
 
     def statements(self) -> list[str]:
-        return [f"SET lock_timeout = {int(self.lock_timeout * 1000)}",
-                f"SET statement_timeout = {int(self.statement_timeout * 1000)}"]
+        """Transaction-scoped: statements in an ``autocommit_block`` (``CREATE INDEX
+        CONCURRENTLY``, which waits for old transactions without blocking anyone, and cannot
+        be rolled back if cancelled) run without them."""
+        return [f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}",
+                f"SET LOCAL statement_timeout = {int(self.statement_timeout * 1000)}"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +182,7 @@ STEP_KINDS = ("upgrade", "downgrade", "stamp")
 def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: str, *,
               table: VersionTable, timeouts: Timeouts, url: str,
               open_connection: OpenConnection, interrupt: Interrupt, log: Any,
-              on_committed: Callable[[Applied], None]) -> list[Applied]:
+              on_committed: Callable[[Applied], None], ledger: Ledger) -> list[Applied]:
     """Move the database to ``target`` (``kind``: upgrade, downgrade or stamp) and return the
     steps committed; ``on_committed`` hears of each as soon as its commit succeeded.
 
@@ -186,16 +191,18 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
     :class:`ConnectionLost` when a session died, :class:`Interrupted` after a signal,
     :class:`MigrationFailed` otherwise. ``url`` (a secret) becomes ``sqlalchemy.url`` for
     env.py. ``conn`` is back in autocommit mode on return, unless the session was lost.
+    Each step is recorded in ``ledger`` inside its own transaction.
     """
     from alembic.runtime.environment import EnvironmentContext
-    from sqlalchemy import create_engine, event
+    from sqlalchemy import create_engine
 
     directory = loaded.directory
     steps: list[str] = []
     committed: list[Applied] = []
     awaiting: list[Applied] = []  # completed, commit not yet seen
     extra: list[psycopg.Connection[Any]] = []
-    state: dict[str, Any] = {"clock": time.monotonic(), "watch": None, "mode": None,
+    state: dict[str, Any] = {"clock": time.monotonic(), "wall": datetime.now(timezone.utc),
+                             "watch": None, "mode": None,
                              "migration": None, "lock_session": None, "cancel": conn.cancel_safe}
 
     done_event = {"upgrade": "revision.applied", "downgrade": "revision.reverted",
@@ -215,11 +222,12 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
         if state["mode"] == "separate_connection":
             _check_lock_session(state["lock_session"], revision)
         limits = timeouts.for_revision(loaded.scripts.revisions[revision].options)
+        state["revision"], state["limits"] = revision, limits
         for statement in limits.statements():
             state["migration"].exec_driver_sql(statement)
         log.info("revision.started", revision=revision, lock_timeout_s=limits.lock_timeout,
                  statement_timeout_s=limits.statement_timeout)
-        state["clock"] = time.monotonic()
+        state["clock"], state["wall"] = time.monotonic(), datetime.now(timezone.utc)
 
     def plan_steps(heads: Any, _context: Any) -> Any:
         if kind == "stamp":
@@ -230,8 +238,31 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
         steps.extend(step.revision.revision for step in found)
         return [_Step(step, before_revision) for step in found]
 
-    def on_apply(*, step: Any, **_kw: Any) -> None:
+    outcome = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}[kind]
+    checksums = loaded.scripts.checksums()
+
+    def on_begin(connection: Any) -> None:
+        """A transaction begins: the previous one committed. Inside a revision (after its
+        autocommit_block), its timeouts apply again."""
+        flush()
+        dbapi = connection.connection.dbapi_connection
+        if state.get("revision") and connection is state["migration"] and not dbapi.autocommit:
+            cursor = dbapi.cursor()
+            for statement in state["limits"].statements():
+                cursor.execute(statement)
+
+    def on_options(_connection: Any, options: Any) -> None:
+        if options.get("isolation_level") == "AUTOCOMMIT" and state.get("revision"):
+            state["autocommit_in"] = state["revision"]
+
+    def on_apply(*, ctx: Any, step: Any, **_kw: Any) -> None:
+        """Inside the step's transaction: the ledger row commits or rolls back with it."""
+        state["revision"] = None
         duration = int((time.monotonic() - state["clock"]) * 1000)
+        for revision in step.up_revision_ids:
+            ledger.record(ctx.connection, revision=revision, outcome=outcome,
+                          checksum=checksums.get(revision), started_at=state["wall"],
+                          duration_ms=duration)
         awaiting.append(Applied(",".join(step.up_revision_ids) or "base", duration))
 
     def on_configure(connection: Any, lock_session: Any) -> None:
@@ -245,6 +276,8 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
         # no query here: a transaction begun before configure() makes Alembic treat it as
         # external and run every revision in it, instead of one transaction per revision
         pid = dbapi.info.backend_pid if hasattr(dbapi, "info") else dbapi.get_backend_pid()
+        if migration.engine is not engine:  # env.py's own engine: watch its connection too
+            _listen(migration, on_begin, on_options, interrupt)
         if timeouts.lock_timeout > 0 and state["watch"] is None:
             state["watch"] = BlockerWatch(open_connection("watch"), pid)
         log.info("migrate.mode", mode=state["mode"], migration_backend_pid=pid, detail=(
@@ -263,16 +296,14 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
     conn.autocommit = False
     loaded.config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     engine = create_engine("postgresql+psycopg://", creator=creator)
-    # A new transaction begins only after the previous revision's commit succeeded.
-    event.listen(engine, "begin", lambda _c: flush())
-    event.listen(engine, "before_cursor_execute", lambda *_a: interrupt.check())
+    _listen(engine, on_begin, on_options, interrupt)
 
     env = EnvironmentContext(loaded.config, directory, fn=plan_steps, as_sql=False,
                              starting_rev=None, destination_rev=target, tag=None)
     try:
         with interrupt.cancelling(lambda: state["cancel"]()), engine.connect() as sa_conn:
             env.configure = _with_runner_defaults(  # type: ignore[method-assign]
-                env.configure, table, on_apply, lambda c: on_configure(c, sa_conn))
+                env.configure, table, on_apply, lambda c: on_configure(c, sa_conn), ledger.name)
             loaded.config.attributes["connection"] = sa_conn
             with env:
                 directory.run_env()
@@ -284,7 +315,15 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
             raise interrupt.error() from None
         failed = steps[len(committed)] if len(committed) < len(steps) else None
         watch = state["watch"]
-        raise _failure(exc, failed, loaded, conn, watch.last if watch else []) from None
+        error = _failure(exc, failed, loaded, conn, watch.last if watch else [])
+        if failed is not None and failed == state.get("autocommit_in") and isinstance(
+                error, (MigrationFailed, MigrationBlocked, ConnectionLost)):
+            error = MigrationFailed(
+                f"{error.message}. NOTE: revision {failed} ran an autocommit_block, whose "
+                "statements are not rolled back: check what it left (e.g. an INVALID index from "
+                "CREATE INDEX CONCURRENTLY: drop it) before running again",
+                autocommit_block=True, **error.fields)
+        raise error from None
     finally:
         loaded.config.attributes.pop("connection", None)
         if state["watch"] is not None:
@@ -297,6 +336,17 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
     return committed
 
 
+def _listen(target: Any, on_begin: Any, on_options: Any, interrupt: Interrupt) -> None:
+    """Hook a migration engine or connection: transaction starts (a new transaction begins
+    only after the previous revision's commit succeeded), autocommit switches, and a check
+    for a signal before every statement."""
+    from sqlalchemy import event
+
+    event.listen(target, "begin", on_begin)
+    event.listen(target, "set_connection_execution_options", on_options)
+    event.listen(target, "before_cursor_execute", lambda *_a: interrupt.check())
+
+
 def _check_lock_session(lock_session: Any, revision: str) -> None:
     try:
         lock_session.exec_driver_sql("SELECT 1")
@@ -307,8 +357,18 @@ def _check_lock_session(lock_session: Any, revision: str) -> None:
                              "again", revision=revision) from None
 
 
+def _excluding(table_name: str, include_name: Any) -> Callable[..., bool]:
+    """An autogenerate ``include_name`` that hides the ledger table, then asks env.py's own."""
+    def include(name: str | None, type_: str, parent_names: Any) -> bool:
+        if type_ == "table" and name == table_name:
+            return False
+        return include_name(name, type_, parent_names) if include_name else True
+
+    return include
+
+
 def _with_runner_defaults(configure: Any, table: VersionTable, on_apply: Any,
-                          on_configure: Callable[[Any], None]) -> Any:
+                          on_configure: Callable[[Any], None], ledger_name: str) -> Any:
     def configure_with_defaults(**kw: Any) -> Any:
         kw.setdefault("transaction_per_migration", True)
         kw.setdefault("version_table", table.name)
@@ -319,6 +379,7 @@ def _with_runner_defaults(configure: Any, table: VersionTable, on_apply: Any,
                 f"{'.' if kw['version_table_schema'] else ''}{kw['version_table']} but the runner "
                 f"is set to {table.schema + '.' if table.schema else ''}{table.name}: set "
                 "MIGRATION_VERSION_TABLE / MIGRATION_VERSION_TABLE_SCHEMA to match env.py")
+        kw["include_name"] = _excluding(ledger_name, kw.get("include_name"))
         callbacks = kw.get("on_version_apply") or []
         kw["on_version_apply"] = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]),
                                   on_apply]

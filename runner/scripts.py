@@ -7,6 +7,7 @@ history with several heads fails the run at once, naming the files.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import traceback
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ class Revision:
     path: str
     #: per-revision overrides of the runner's timeouts, in seconds (0: no limit)
     options: tuple[tuple[str, float], ...] = ()
+    #: SHA-256 of the revision file, recorded in the ledger to catch edits after applying
+    checksum: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +42,13 @@ class Scripts:
 
     def graph(self) -> dict[str, tuple[str, ...]]:
         return {rev.id: rev.down for rev in self.revisions.values()}
+
+    def checksums(self) -> dict[str, str]:
+        return {rev.id: rev.checksum for rev in self.revisions.values()}
+
+
+def file_checksum(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclasses.dataclass
@@ -79,7 +89,8 @@ def load(config_path: Path) -> Loaded:
     revisions = {
         script.revision: Revision(script.revision, tuple(script._normalized_down_revisions),
                                   (script.doc or "").strip(), script.path,
-                                  revision_options(script.module, script.path))
+                                  revision_options(script.module, script.path),
+                                  file_checksum(script.path))
         for script in ordered
     }
     heads = tuple(directory.get_heads())

@@ -14,10 +14,11 @@ from typing import Any
 
 import psycopg
 
-from runner import connect
+from runner import __version__, connect
 from runner.errors import ConfigError
 from runner.identity import application_name, where_am_i
 from runner.interrupt import Interrupt
+from runner.ledger import Ledger
 from runner.lock import MigrationLock
 from runner.migrate import VersionTable, read_revision
 from runner.record import Record
@@ -39,6 +40,12 @@ class Session:
 
     def revision(self) -> tuple[str, ...]:
         return read_revision(self.conn, self.table)
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.settings.migration_ledger_table,
+                      self.settings.migration_version_table_schema, __version__,
+                      self.application_name.split(" ", 1)[-1])
 
     def open_connection(self, role: str) -> psycopg.Connection[Any]:
         """A further session (no retries: the database is known to be up)."""

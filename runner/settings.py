@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     migration_statement_timeout: float = Field(default=0.0, ge=0)
     migration_ddl_lock_retries: int = Field(default=5, ge=1)
     migration_allow_database_ahead: bool = False
+    migration_ledger_table: str = Field(default="migration_runner_ledger", min_length=1)
+    migration_strict_checksums: bool = False
     migration_version_table: str = Field(default="alembic_version", min_length=1)
     migration_version_table_schema: str | None = Field(default=None, min_length=1)
     migration_log_format: Literal["auto", "json", "console"] = "auto"

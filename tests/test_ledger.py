@@ -1,0 +1,87 @@
+"""The audit ledger: written with each revision, adopted by old databases, catching edits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from runner.errors import ExitCode
+from runner.ledger import edited
+from tests.helpers import run, runner_env
+
+ROWS = "SELECT revision, outcome, checksum IS NOT NULL FROM migration_runner_ledger ORDER BY id"
+
+
+def test_edited_lists_only_applied_revisions_whose_file_changed():
+    latest = {"a": {"outcome": "applied", "checksum": "1", "finished_at": "t"},
+              "b": {"outcome": "adopted", "checksum": "2", "finished_at": "t"},
+              "c": {"outcome": "reverted", "checksum": "3", "finished_at": "t"}}
+    files = {"a": "1", "b": "changed", "c": "changed"}
+    assert [e["revision"] for e in edited(latest, files, ["a", "b", "c"])] == ["b"]
+    assert edited(latest, files, ["a"]) == []
+
+
+def test_each_revision_is_recorded_in_its_own_transaction(database, project):
+    project.audited_chain(["a1"])
+    project.revision("a2", "a1", "raise RuntimeError('no')")
+    env = runner_env(database, project)
+    assert run(env).code == ExitCode.MIGRATION_FAILED
+    assert database.query(ROWS) == [("a1", "applied", True)]  # nothing for the rolled-back a2
+
+    project.revision("a2", "a1", "pass")
+    assert run(env).code == 0
+    assert run(env, "downgrade", "-1").code == 0
+    assert database.query(ROWS) == [("a1", "applied", True), ("a2", "applied", True),
+                                    ("a2", "reverted", True)]
+    ran_on, version, duration = database.query(
+        "SELECT ran_on, runner_version, duration_ms FROM migration_runner_ledger LIMIT 1")[0]
+    assert ran_on and version and duration >= 0
+
+
+def test_a_database_without_a_ledger_adopts_one(database, project):
+    project.audited_chain(["a1", "a2"])
+    env = runner_env(database, project)
+    plain = subprocess.run([sys.executable, "-m", "alembic", "-c", str(project.ini), "upgrade", "a2"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    assert not database.table_exists("migration_runner_ledger")
+    project.revision("a3", "a2", "pass")
+    result = run(env)
+    assert result.code == 0
+    assert result.event("ledger.ready")["adopted"] == 2
+    assert database.query(ROWS) == [("a1", "adopted", True), ("a2", "adopted", True),
+                                    ("a3", "applied", True)]
+
+
+def test_an_edited_applied_migration_is_caught(database, project):
+    project.audited_chain(["a1", "a2"])
+    env = runner_env(database, project)
+    assert run(env).code == 0
+    path = project.versions / "a1_step.py"
+    path.write_text(path.read_text() + "\n# edited after it was applied\n")
+
+    warned = run(env, "check", "--json")
+    assert warned.code == 0
+    assert [e["revision"] for e in json.loads(warned.stdout)["edited"]] == ["a1"]
+    assert warned.event("scripts.edited")["level"] == "warning"
+
+    strict = run(dict(env, MIGRATION_STRICT_CHECKSUMS="true"), "check")
+    assert strict.code == ExitCode.EDITED_MIGRATION
+    assert "a1" in strict.event("error")["message"] and str(path) in strict.event("error")["message"]
+
+    upgrade = run(env)
+    assert upgrade.code == 0 and upgrade.event("scripts.edited")["edited"][0]["revision"] == "a1"
+    assert run(dict(env, MIGRATION_STRICT_CHECKSUMS="true")).code == ExitCode.EDITED_MIGRATION
+
+
+def test_history_shows_the_ledger(database, project):
+    project.audited_chain(["a1", "a2"])
+    env = runner_env(database, project)
+    run(env, "upgrade", "a1")
+    doc = json.loads(run(env, "history", "--json").stdout)
+    a1, a2 = doc["revisions"]
+    assert a1["ledger"]["outcome"] == "applied" and a1["ledger"]["checksum"]
+    assert a2["ledger"] is None
+    text = run(env, "history").stdout.splitlines()
+    assert " applied 20" in text[1] and "ms)" in text[1]
