@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from runner import __version__, logs
 from runner.errors import ExitCode, Interrupted, RunnerError
@@ -20,8 +20,19 @@ from runner.lock import lock_key
 WRITING = ("upgrade", "downgrade", "stamp")
 
 
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line like any other failure (an error event and a summary)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="migration-runner",
         description="Apply Alembic migrations to PostgreSQL safely (see README for settings).")
     parser.add_argument("--version", action="version", version=f"migration-runner {__version__}")
@@ -60,7 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        parser.print_usage(sys.stderr)
+        logs.configure()
+        record_usage_error(str(err))
+        return int(ExitCode.CONFIG)
     if args.command == "demo":
         from runner.demo import run_demo
 
@@ -110,6 +128,16 @@ def run_command(args: argparse.Namespace) -> int:
             log.info("summary", **record.summary())
             log_stream.flush()
     return int(record.exit_code)
+
+
+def record_usage_error(message: str) -> None:
+    from runner.record import Record
+
+    record = Record(command="usage", exit_code=ExitCode.CONFIG)
+    log = logs.get()
+    log.error("error", error_code="usage", exit_code=int(ExitCode.CONFIG),
+              message=f"{message} (see migration-runner --help)")
+    log.info("summary", **record.summary())
 
 
 def _dispatch(args: argparse.Namespace, settings: Any, record: Any, interrupt: Interrupt,

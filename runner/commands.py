@@ -36,6 +36,7 @@ def upgrade(settings: Settings, target: str, *, record: Record, interrupt: Inter
             log: Any) -> None:
     """Bring the database to ``target``: no lock if it is already there; otherwise take the
     lock, read again, and apply what is still pending."""
+    settings.connection_spec()  # a configuration error comes before anything else
     loaded = _load(settings, log)
     target_heads = scripts.resolve_target(loaded.scripts, loaded.directory, target)
 
@@ -85,6 +86,7 @@ def stamp(settings: Settings, target: str, *, record: Record, interrupt: Interru
 
 def _move(settings: Settings, kind: str, target: str, outcome: str, *, record: Record,
           interrupt: Interrupt, log: Any) -> None:
+    settings.connection_spec()
     loaded = _load(settings, log)
     with open_session(settings, record=record, log=log) as session, \
             migration_lock(session, record=record, interrupt=interrupt):
@@ -195,6 +197,7 @@ def history(settings: Settings, *, record: Record, log: Any) -> Report:
 
 def _state(settings: Settings, *, record: Record, log: Any) -> dict[str, Any]:
     """Where the database stands against the scripts, as plain data."""
+    settings.connection_spec()
     loaded = _load(settings, log)
     with open_session(settings, record=record, log=log) as session:
         revision = session.revision()

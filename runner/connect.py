@@ -40,7 +40,7 @@ class Failure:
 # (substring of the lower-cased message, kind, what to fix). First match wins.
 _FATAL = [
     ("password authentication failed", "bad_password",
-     "check DB_PASSWORD (or the password in DATABASE_URL) and DB_USER"),
+     "check DB_PASSWORD (or DB_SECRET's password, or the password in DATABASE_URL) and DB_USER"),
     ("no password supplied", "no_password", "set DB_PASSWORD (or a password in DATABASE_URL)"),
     ("fe_sendauth", "no_password", "set DB_PASSWORD (or a password in DATABASE_URL)"),
     ("does not exist\n", "missing", ""),  # refined below: database vs role
@@ -146,6 +146,9 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
             with attempt:
                 attempts = attempt.retry_state.attempt_number
                 conn = _connect_once(spec, connect_timeout_s, application_name)
+    except ConnectionRejected as rejected:
+        rejected.fields["attempts"] = attempts
+        raise
     except _Transient as exc:
         log.warning("db.connect_failed", attempt=attempts, error_kind=exc.failure.kind,
                     error=str(exc), next_delay_s=None)

@@ -6,6 +6,7 @@ history with several heads fails the run at once, naming the files.
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import hashlib
 import traceback
@@ -71,14 +72,20 @@ def load(config_path: Path) -> Loaded:
         raise ConfigError(f"ALEMBIC_CONFIG: no such file {str(config_path)!r} (the runner looks "
                           "for alembic.ini in the working directory unless ALEMBIC_CONFIG is set)")
     config = Config(str(config_path))
-    location = config.get_main_option("script_location")
-    if not location:
-        raise ConfigError(f"ALEMBIC_CONFIG {str(config_path)!r} has no script_location in [alembic]")
     try:
+        location = config.get_main_option("script_location")
+        if not location:
+            raise ConfigError(f"ALEMBIC_CONFIG {str(config_path)!r} has no script_location in [alembic]")
         directory = ScriptDirectory.from_config(config)
     except CommandError as exc:
         raise ConfigError(f"ALEMBIC_CONFIG: script_location unusable: {exc}") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:  # the message may quote the file: don't
+        raise ConfigError(f"ALEMBIC_CONFIG {str(config_path)!r} is not a valid alembic.ini "
+                          f"({type(exc).__name__})") from None
     versions = Path(directory.versions)
+    if not any(Path(p).is_dir() for p in directory._version_locations):
+        raise ConfigError(f"ALEMBIC_CONFIG: no versions directory under script_location "
+                          f"({versions}): is the image missing the migrations?")
     try:
         ordered = list(reversed(list(directory.walk_revisions())))
     except CommandError as exc:
@@ -123,6 +130,10 @@ def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, 
 
     if target == "head":
         require_single_head(scripts)
+        if not scripts.heads:
+            raise ScriptsInvalid("there are no migration scripts, so no head to upgrade to: is "
+                                 "the image missing alembic/versions? (MIGRATION_TARGET=heads "
+                                 "accepts an empty history)")
         return scripts.heads
     if target == "heads":
         return scripts.heads

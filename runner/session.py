@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from runner import __version__, connect
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunnerError
 from runner.identity import application_name, where_am_i
 from runner.interrupt import Interrupt
 from runner.ledger import Ledger
@@ -58,10 +58,14 @@ def open_session(settings: Settings, *, record: Record, log: Any) -> Iterator[Se
     """Wait for the database and yield a session on it; closed on exit."""
     spec = settings.connection_spec()
     name = application_name(where_am_i(settings.ecs_container_metadata_uri_v4))
-    connected = connect.wait_for_database(
-        spec, budget_s=settings.migration_db_wait_timeout,
-        connect_timeout_s=settings.migration_connect_timeout,
-        max_interval_s=settings.migration_retry_max_interval, application_name=name, log=log)
+    try:
+        connected = connect.wait_for_database(
+            spec, budget_s=settings.migration_db_wait_timeout,
+            connect_timeout_s=settings.migration_connect_timeout,
+            max_interval_s=settings.migration_retry_max_interval, application_name=name, log=log)
+    except RunnerError as failed:
+        record.connect_attempts = int(failed.fields.get("attempts", 0))  # type: ignore[call-overload]
+        raise
     record.connect_attempts = connected.attempts
     try:
         yield Session(connected.conn, spec, settings, name, log)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.errors import ConfigError
@@ -80,7 +80,8 @@ class ConnectionSpec:
 class Settings(BaseSettings):
     """Every setting the runner reads, by its environment variable name (case-insensitive)."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    # an empty variable (ECS can inject one) counts as unset
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, env_ignore_empty=True)
 
     database_url: SecretStr | None = None
     db_host: str | None = None
@@ -111,6 +112,11 @@ class Settings(BaseSettings):
     migration_log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: set by ECS on every task; used to name the task in application_name and logs
     ecs_container_metadata_uri_v4: str | None = None
+
+    @field_validator("migration_log_format", "migration_log_level", "db_sslmode", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     def connection_spec(self) -> ConnectionSpec:
         """Resolve where the database is. Raises :class:`ConfigError` naming the variable."""
@@ -191,27 +197,32 @@ def parse_database_url(url: str) -> ConnectionSpec:
     try:
         parts = urlsplit(url.strip())
     except ValueError:
-        raise ConfigError("DATABASE_URL is malformed (expected "
-                          "postgresql://USER:PASSWORD@HOST:PORT/DBNAME)") from None
+        raise ConfigError(f"DATABASE_URL is malformed ({_URL_SHAPE})") from None
     if "," in parts.netloc:
         raise ConfigError("DATABASE_URL with several hosts is not supported: name one writer endpoint")
+    if parts.fragment or "@" in parts.path + parts.query or parts.netloc.count("@") > 1 or (
+            "%" in parts.netloc and not _percent_encoded(parts.netloc)):
+        raise ConfigError("DATABASE_URL is malformed: percent-encode special characters in the "
+                          "password (@ : / % # ? become %40 %3A %2F %25 %23 %3F), or use DB_PASSWORD")
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError("DATABASE_URL is malformed: the port must be a number "
-                          "(expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME)") from None
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"DATABASE_URL is malformed: the port must be a number from 1 to 65535 "
+                          f"({_URL_SHAPE})")
     scheme = parts.scheme.lower()
     if scheme not in DRIVERS:
         shown = scheme if scheme and len(scheme) < 40 else "?"
         raise ConfigError(f"DATABASE_URL must start with postgresql:// or postgresql+psycopg:// "
                           f"(got scheme {shown!r})")
     if not parts.hostname:
-        raise ConfigError("DATABASE_URL has no host (expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME)")
+        raise ConfigError(f"DATABASE_URL has no host ({_URL_SHAPE})")
     dbname = unquote(parts.path.lstrip("/"))
     if not dbname:
         raise ConfigError("DATABASE_URL has no database name (expected .../DBNAME at the end)")
     if not parts.username:
-        raise ConfigError("DATABASE_URL has no user (expected postgresql://USER:PASSWORD@HOST...)")
+        raise ConfigError(f"DATABASE_URL has no user ({_URL_SHAPE})")
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     sslmode = params.pop("sslmode", None)
     if sslmode is not None and sslmode not in SSL_MODES:
@@ -221,12 +232,24 @@ def parse_database_url(url: str) -> ConnectionSpec:
         if forbidden in params:
             raise ConfigError(f"DATABASE_URL: give {forbidden} in the URL itself, not as ?{forbidden}=")
     return ConnectionSpec(
-        host=parts.hostname, port=port or DEFAULT_PORT, dbname=dbname,
+        host=parts.hostname, port=DEFAULT_PORT if port is None else port, dbname=dbname,
         user=unquote(parts.username),
         password=unquote(parts.password) if parts.password is not None else None,
         sslmode=sslmode, sslrootcert=sslrootcert, driver=DRIVERS[scheme],
         params=tuple(sorted(params.items())),
     )
+
+
+# Said in words: a URL with a user and password in it would be masked by the log redactor.
+_URL_SHAPE = ("expected postgresql://, then the user, a colon and the percent-encoded password, "
+              "@, the host, optionally :port, then /dbname")
+
+
+def _percent_encoded(text: str) -> bool:
+    """Every % in ``text`` starts a %XX escape."""
+    return all(text[i + 1:i + 3].isalnum() and len(text[i + 1:i + 3]) == 2
+               and all(c in "0123456789abcdefABCDEF" for c in text[i + 1:i + 3])
+               for i, c in enumerate(text) if c == "%")
 
 
 def _discrete_fields(settings: Settings) -> dict[str, object]:
@@ -263,7 +286,7 @@ def _parse_secret(raw: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, field in _SECRET_KEYS.items():
         if data.get(key) is not None:
-            out[field] = data[key]
+            out[field] = str(data[key])
     if "port" in out:
         try:
             out["port"] = int(out["port"])  # type: ignore[call-overload]
@@ -297,6 +320,6 @@ def _with_ssl(spec: ConnectionSpec, sslmode: str | None, rootcert: Path | None) 
         raise ConfigError("DB_SSLMODE and the sslmode in DATABASE_URL disagree: give one")
     cert = str(rootcert) if rootcert else spec.sslrootcert
     if cert and cert != "system" and not Path(cert).is_file():
-        raise ConfigError(f"DB_SSLROOTCERT: no such file {cert!r} (for RDS, the regional "
-                          "CA bundle, e.g. /certs/global-bundle.pem)")
+        raise ConfigError(f"DB_SSLROOTCERT (or sslrootcert in DATABASE_URL): no such file {cert!r} "
+                          "(for RDS, the CA bundle, e.g. /certs/global-bundle.pem)")
     return dataclasses.replace(spec, sslmode=sslmode or spec.sslmode, sslrootcert=cert)
