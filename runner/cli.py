@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("history", "the migration timeline, marking what is applied (pnpm db:history)",
         json_flag=True)
     add("heads", "the scripts' heads; an error if more than one", json_flag=True)
+    add("manifest", "write the scripts' manifest (at image build time: makes no-op runs fast)",
+        json_flag=True)
     add("sql", "print the SQL an upgrade would run, without connecting").add_argument(
         "span", nargs="?", default="head", help="[FROM:]TO (default: head, from an empty database)")
     add("merge", "write a revision merging every head").add_argument(
@@ -153,6 +155,8 @@ def _dispatch(args: argparse.Namespace, settings: Any, record: Any, interrupt: I
                                           interrupt=interrupt, log=log)
     if command in ("current", "check", "history"):
         return getattr(commands, command)(settings, record=record, log=log)
+    if command == "manifest":
+        return commands.write_manifest(settings, log=log)
     if command in ("heads", "sql", "merge"):
         extra = {"heads": (), "sql": (args.__dict__.get("span"),),
                  "merge": (args.__dict__.get("message"),)}[command]

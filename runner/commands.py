@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from pathlib import Path
 from typing import Any
 
-from runner import scripts
+from runner import manifest, scripts
 from runner.errors import ConfigError, DatabaseAhead, EditedMigration, ExitCode
 from runner.interrupt import Interrupt
 from runner.ledger import edited
@@ -37,14 +38,18 @@ def upgrade(settings: Settings, target: str, *, record: Record, interrupt: Inter
     """Bring the database to ``target``: no lock if it is already there; otherwise take the
     lock, read again, and apply what is still pending."""
     settings.connection_spec()  # a configuration error comes before anything else
-    loaded = _load(settings, log)
-    target_heads = scripts.resolve_target(loaded.scripts, loaded.directory, target)
+    known, loaded = _describe_scripts(settings, log)
+    target_heads = scripts.resolve_exact(known, target)
+    if target_heads is None:  # a prefix, or no head: Alembic resolves (or explains) it
+        loaded = loaded or _load(settings, log)
+        known = loaded.scripts
+        target_heads = scripts.resolve_target(known, loaded.directory, target)
 
     def plan(session: Session, locked: bool) -> Plan | None:
         current = session.revision()
         record.from_revision = record.to_revision = list(current)
         try:
-            found = plan_upgrade(current, target_heads, loaded.scripts.graph())
+            found = plan_upgrade(current, target_heads, known.graph())
         except DatabaseAhead as ahead:
             if not settings.migration_allow_database_ahead:
                 raise
@@ -59,9 +64,10 @@ def upgrade(settings: Settings, target: str, *, record: Record, interrupt: Inter
         return found
 
     with open_session(settings, record=record, log=log) as session:
-        _verify_checksums(session, loaded, session.revision())
+        _verify_checksums(session, known, session.revision())
         if plan(session, locked=False) is None:
             return
+        loaded = loaded or _load(settings, log)  # only now: Alembic, SQLAlchemy, the revisions
         with migration_lock(session, record=record, interrupt=interrupt):
             found = plan(session, locked=True)
             if found is None:
@@ -114,16 +120,16 @@ def _run(session: Session, loaded: scripts.Loaded, kind: str, target: str, recor
     record.to_revision = list(session.revision())
 
 
-def _verify_checksums(session: Session, loaded: scripts.Loaded,
+def _verify_checksums(session: Session, known: scripts.Scripts,
                       current: tuple[str, ...]) -> list[dict[str, Any]]:
     """Compare applied revisions' files with the checksums the ledger recorded. An edited
     applied migration is a warning, or an error with MIGRATION_STRICT_CHECKSUMS."""
-    graph = loaded.scripts.graph()
+    graph = known.graph()
     applied = ancestry(graph, (r for r in current if r in graph))
-    found = edited(session.ledger.latest(session.conn), loaded.scripts.checksums(), applied)
+    found = edited(session.ledger.latest(session.conn), known.checksums(), applied)
     if not found:
         return found
-    names = ", ".join(f"{e['revision']} ({loaded.scripts.revisions[e['revision']].path})" for e in found)
+    names = ", ".join(f"{e['revision']} ({known.revisions[e['revision']].path})" for e in found)
     message = (f"applied migration(s) edited since they were applied: {names}. Never edit an "
                "applied migration: restore the file and add a new revision for the change")
     if session.settings.migration_strict_checksums:
@@ -133,10 +139,31 @@ def _verify_checksums(session: Session, loaded: scripts.Loaded,
 
 
 def _load(settings: Settings, log: Any) -> scripts.Loaded:
+    """Load the scripts through Alembic (imports every revision file)."""
     loaded = scripts.load(settings.alembic_config)
-    log.info("scripts.loaded", revisions=len(loaded.scripts.revisions),
+    log.info("scripts.loaded", source="files", revisions=len(loaded.scripts.revisions),
              heads=list(loaded.scripts.heads))
     return loaded
+
+
+def _manifest_path(settings: Settings) -> Path:
+    return settings.migration_manifest or manifest.default_path(settings.alembic_config)
+
+
+def _describe_scripts(settings: Settings, log: Any) -> tuple[scripts.Scripts, scripts.Loaded | None]:
+    """The scripts from a current manifest when there is one (no imports), else loaded."""
+    path = _manifest_path(settings)
+    known, why = manifest.read(path)
+    if known is not None:
+        log.info("scripts.loaded", source="manifest", manifest=str(path),
+                 revisions=len(known.revisions), heads=list(known.heads))
+        return known, None
+    if why != "absent":
+        log.warning("manifest.ignored", manifest=str(path), reason=why,
+                    detail="the scripts changed since it was written: run `migration-runner "
+                    "manifest` when building the image")
+    loaded = _load(settings, log)
+    return loaded.scripts, loaded
 
 
 # --- read verbs ---------------------------------------------------------------------------
@@ -198,16 +225,16 @@ def history(settings: Settings, *, record: Record, log: Any) -> Report:
 def _state(settings: Settings, *, record: Record, log: Any) -> dict[str, Any]:
     """Where the database stands against the scripts, as plain data."""
     settings.connection_spec()
-    loaded = _load(settings, log)
+    known, _loaded = _describe_scripts(settings, log)
     with open_session(settings, record=record, log=log) as session:
         revision = session.revision()
         entries = session.ledger.latest(session.conn)
-        changed = _verify_checksums(session, loaded, revision)
+        changed = _verify_checksums(session, known, revision)
     record.from_revision = record.to_revision = list(revision)
-    graph = loaded.scripts.graph()
-    head_set = set(loaded.scripts.heads)
+    graph = known.graph()
+    head_set = set(known.heads)
     try:
-        pending = plan_upgrade(revision, loaded.scripts.heads, graph).pending
+        pending = plan_upgrade(revision, known.heads, graph).pending
         status = "at_head" if not pending else ("empty" if not revision else "behind")
         applied = set(graph) - set(pending)
     except DatabaseAhead:
@@ -216,9 +243,9 @@ def _state(settings: Settings, *, record: Record, log: Any) -> dict[str, Any]:
     revisions = [{**_describe(rev), "applied": rev.id in applied, "current": rev.id in revision,
                   "head": rev.id in head_set, "edited": rev.id in edited_ids,
                   "ledger": _entry(entries.get(rev.id))}
-                 for rev in loaded.scripts.revisions.values()]
+                 for rev in known.revisions.values()]
     record.outcome = status
-    return {"status": status, "revision": list(revision), "heads": list(loaded.scripts.heads),
+    return {"status": status, "revision": list(revision), "heads": list(known.heads),
             "at_head": status == "at_head", "pending": list(pending), "edited": changed,
             "revisions": revisions}
 
@@ -251,6 +278,17 @@ def sql(settings: Settings, span: str, *, log: Any, out: Any = None) -> Report:
     except Exception as exc:  # Alembic's CommandError for a bad range, and the like
         raise ConfigError(f"cannot render SQL for {span!r}: {exc}") from None
     return Report({"sql": buffer.getvalue(), "span": span}, buffer.getvalue().rstrip("\n"))
+
+
+def write_manifest(settings: Settings, *, log: Any) -> Report:
+    """Write the manifest (at image build time) so that no-op runs import nothing."""
+    loaded = _load(settings, log)
+    path = _manifest_path(settings)
+    document = manifest.write(loaded.scripts, path)
+    return Report({"manifest": str(path), "heads": document["heads"],
+                   "revisions": len(document["revisions"])},
+                  f"wrote {path} ({len(document['revisions'])} revisions, heads "
+                  f"{', '.join(document['heads']) or '(none)'})")
 
 
 def merge(settings: Settings, message: str, *, log: Any) -> Report:

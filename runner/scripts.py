@@ -40,6 +40,8 @@ class Scripts:
 
     heads: tuple[str, ...]
     revisions: dict[str, Revision]  # ordered from base towards the heads
+    #: the directories the revision files were found in
+    versions: tuple[str, ...] = ()
 
     def graph(self) -> dict[str, tuple[str, ...]]:
         return {rev.id: rev.down for rev in self.revisions.values()}
@@ -101,7 +103,8 @@ def load(config_path: Path) -> Loaded:
         for script in ordered
     }
     heads = tuple(directory.get_heads())
-    return Loaded(config, directory, Scripts(heads, revisions))
+    locations = tuple(str(Path(p).resolve()) for p in directory._version_locations if Path(p).is_dir())
+    return Loaded(config, directory, Scripts(heads, revisions, locations))
 
 
 def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
@@ -145,6 +148,17 @@ def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, 
     except CommandError as exc:
         raise ConfigError(f"MIGRATION_TARGET {target!r} is not a known revision: {exc}") from None
     return tuple(rev.revision for rev in found)
+
+
+def resolve_exact(scripts: Scripts, target: str) -> tuple[str, ...] | None:
+    """``target`` resolved from plain data alone (head, heads, or a full revision id), or
+    None when it needs Alembic's resolution (prefixes, relative or branch targets)."""
+    if target == "head":
+        require_single_head(scripts)
+        return scripts.heads or None
+    if target == "heads":
+        return scripts.heads
+    return (target,) if target in scripts.revisions else None
 
 
 def require_single_head(scripts: Scripts) -> None:

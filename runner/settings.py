@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     db_sslrootcert: Path | None = None
 
     alembic_config: Path = Path("alembic.ini")
+    migration_manifest: Path | None = None
     migration_target: str = Field(default="head", min_length=1)
     migration_db_wait_timeout: float = Field(default=60.0, ge=0)
     migration_connect_timeout: int = Field(default=5, ge=2)
