@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.request
 
 from runner import __version__
 
@@ -26,6 +25,8 @@ def task_id_from_metadata(task: dict[str, object]) -> str | None:
 def where_am_i(metadata_uri: str | None, timeout_s: float = 0.5) -> str:
     """The ECS task id when running on ECS (metadata endpoint v4), else the host name."""
     if metadata_uri:
+        import urllib.request  # only on ECS: keep the common start-up lean
+
         try:
             with urllib.request.urlopen(f"{metadata_uri}/task", timeout=timeout_s) as resp:  # noqa: S310
                 task_id = task_id_from_metadata(json.load(resp))

@@ -70,8 +70,8 @@ class Timeouts:
         """Transaction-scoped: statements in an ``autocommit_block`` (``CREATE INDEX
         CONCURRENTLY``, which waits for old transactions without blocking anyone, and cannot
         be rolled back if cancelled) run without them."""
-        return [f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}",
-                f"SET LOCAL statement_timeout = {int(self.statement_timeout * 1000)}"]
+        return [f"SELECT set_config('lock_timeout', '{int(self.lock_timeout * 1000)}', true), "
+                f"set_config('statement_timeout', '{int(self.statement_timeout * 1000)}', true)"]
 
 
 @dataclasses.dataclass(frozen=True)
