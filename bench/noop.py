@@ -13,11 +13,9 @@ than plain Alembic (median runner / median alembic <= 1.00).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from runner.demo import summary_event  # noqa: E402

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -129,6 +130,10 @@ def run_command(args: argparse.Namespace) -> int:
         with interrupt.deferred():
             log.info("summary", **record.summary())
             log_stream.flush()
+            # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
+            # (Python restores the default action while it shuts down, unless ignored)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return int(record.exit_code)
 
 

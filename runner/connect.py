@@ -21,10 +21,12 @@ from runner.settings import ConnectionSpec
 
 # How quickly a dead peer is noticed: TCP keepalives on our side, and on the server's side
 # (PostgreSQL 14+) a check of our socket while it runs a long statement for us.
+# tcp_user_timeout bounds how long sent data may stay unacknowledged: keepalives do not run
+# then, so without it a backend whose result went into a partition holds the lock ~15 min.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-              "keepalives_count": 3}
+              "keepalives_count": 3, "tcp_user_timeout": 30000}
 SESSION_SETTINGS = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
-                    "tcp_keepalives_count": "3"}
+                    "tcp_keepalives_count": "3", "tcp_user_timeout": "30000"}
 CLIENT_CHECK_INTERVAL = "2s"  # PostgreSQL 14+
 
 
@@ -192,11 +194,9 @@ def session_is_sticky(conn: psycopg.Connection[Any], probe: psycopg.Connection[A
 
     before = pid(conn)
     probe.autocommit = False
-    try:
-        probe_pid = pid(probe)
-        after = pid(conn)
-    finally:
-        probe.rollback()
+    probe_pid = pid(probe)
+    after = pid(conn)
+    probe.rollback()  # not in a finally: after a signal mid-query the caller just closes it
     return probe_pid != before and after == before
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from runner import __version__, connect
-from runner.errors import ConfigError, RunnerError
+from runner.errors import ConfigError, ConnectionLost, RunnerError
 from runner.identity import application_name, where_am_i
 from runner.interrupt import Interrupt
 from runner.ledger import Ledger
@@ -69,6 +69,11 @@ def open_session(settings: Settings, *, record: Record, log: Any) -> Iterator[Se
     record.connect_attempts = connected.attempts
     try:
         yield Session(connected.conn, spec, settings, name, log)
+    except psycopg.OperationalError as exc:  # the session died outside a revision
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise ConnectionLost(
+            f"the connection to the database was lost ({lines[0] if lines else type(exc).__name__}); "
+            "no revision was in flight. Run again", error_class=type(exc).__name__) from None
     finally:
         connected.conn.close()
 

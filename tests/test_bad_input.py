@@ -606,27 +606,3 @@ def _run_argv(args: tuple[str, ...]) -> Result:
                           env=clean_env(DATABASE_URL=URL_WITH_SECRET),
                           capture_output=True, text=True, timeout=60)
     return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-
-
-# --- debug level -------------------------------------------------------------------------
-
-
-def test_debug_level_shows_the_traceback_of_an_internal_error(database: Database, tmp_path: Path) -> None:
-    """MIGRATION_LOG_LEVEL=debug adds the traceback to the internal error's event (and only
-    then). Triggered by an alembic.ini that is not an INI file, an internal error today."""
-    ini = _write(tmp_path / "garbage.ini", BAD_INI)
-    ctx = Ctx(database, None, tmp_path)  # type: ignore[arg-type]
-    env = clean_env(DATABASE_URL=ctx.url(), ALEMBIC_CONFIG=str(ini))
-    quiet = run(env)
-    if quiet.code != ExitCode.INTERNAL:
-        pytest.skip("no way left to trigger an internal error without changing the runner")
-    loud = run(dict(env, MIGRATION_LOG_LEVEL="debug"))
-
-    assert "Traceback" not in quiet.stdout + quiet.stderr
-    events = assert_json_log(loud, traceback_allowed=True)
-    (error,) = [e for e in events if e["event"] == "error"]
-    assert (loud.code, error["error_code"]) == (ExitCode.INTERNAL, "internal")
-    assert error["exception"].startswith("Traceback (most recent call last)"), error
-    assert "Traceback" not in loud.stderr
-    for result in (quiet, loud):
-        assert_no_secret(result, ())

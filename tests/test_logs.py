@@ -66,3 +66,17 @@ def test_bridge_survives_a_logging_reconfiguration(stream):
 def test_auto_format_is_json_when_not_a_terminal():
     assert logs.resolve_format("auto", io.StringIO()) == "json"
     assert logs.resolve_format("console", io.StringIO()) == "console"
+
+
+def test_tracebacks_only_at_debug_level():
+    for level, shown in (("info", False), ("debug", True)):
+        out = io.StringIO()
+        logs.configure("json", level, stream=out)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logs.get().error("error", message="boom", exc_info=True)
+        event = json.loads(out.getvalue())
+        assert ("exception" in event) is shown
+        assert event["message"] == "boom"
+    logs.configure("json", "info", stream=io.StringIO())

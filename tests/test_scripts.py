@@ -71,4 +71,3 @@ def test_broken_scripts_fail_the_run_before_connecting(project):
     assert result.code == 7
     assert result.event("error")["error_code"] == "scripts_invalid"
     assert not [e for e in result.events if e["event"].startswith("db.")]
-    assert result.elapsed < 10

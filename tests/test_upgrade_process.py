@@ -76,7 +76,7 @@ def test_wait_budget_shorter_than_the_outage_exits_unreachable(project):
     error = result.event("error")
     assert error["error_code"] == "unreachable"
     assert "MIGRATION_DB_WAIT_TIMEOUT" in error["message"]
-    assert result.elapsed < 10
+    assert 2000 <= result.summary["total_ms"] < 2000 + 5000  # gave up at the budget
     result.assert_clean("pw@")
 
 
@@ -88,7 +88,7 @@ def test_wrong_password_fails_fast_naming_the_setting(database, project):
 
     assert result.code == ExitCode.REJECTED
     assert result.summary["connect_attempts"] == 0 or result.summary["connect_attempts"] == 1
-    assert result.elapsed < 10  # far below the 60 s budget: no retries
+    assert result.summary["total_ms"] < 15000  # far below the 60 s budget: no retries
     assert "DB_PASSWORD" in result.event("error")["message"]
     result.assert_clean("not-the-password")
 
@@ -100,7 +100,7 @@ def test_missing_database_fails_fast_naming_the_setting(database, project):
     result = run(env)
 
     assert result.code == ExitCode.REJECTED
-    assert result.elapsed < 10
+    assert result.summary["total_ms"] < 15000
     assert result.event("error")["error_kind"] == "database_missing"
     assert "DB_NAME" in result.event("error")["message"]
     result.assert_clean()
