@@ -49,14 +49,18 @@ def downgrade():
 '''
 
 
-def write_project(root: Path, revisions: int) -> Path:
+def write_project(root: Path, revisions: int, per_revision: bool = False) -> Path:
     """An Alembic project in ``root`` with a linear chain of ``revisions`` trivial revisions
-    (each ``op.execute("SELECT 1")``); returns the path of its alembic.ini."""
+    (each ``op.execute("SELECT 1")``); returns the path of its alembic.ini. ``per_revision``:
+    env.py asks for one transaction per revision (the runner does so anyway; this makes plain
+    Alembic do the same work)."""
     versions = root / "migrations" / "versions"
     versions.mkdir(parents=True)
     ini = root / "alembic.ini"
     ini.write_text("[alembic]\nscript_location = %(here)s/migrations\n")
-    (root / "migrations" / "env.py").write_text(ENV_PY)
+    env_py = ENV_PY.replace("target_metadata=None)",
+                            "target_metadata=None, transaction_per_migration=True)")
+    (root / "migrations" / "env.py").write_text(env_py if per_revision else ENV_PY)
     down = None
     for index in range(1, revisions + 1):
         rev = f"b{index:011x}"

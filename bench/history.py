@@ -88,10 +88,10 @@ class Project:
     """A generated project with its manifest, and a database migrated to its head."""
 
     def __init__(self, cluster: Any, password: str, root: Path, revisions: int,
-                 cache: Path | None, timeout: float) -> None:
+                 cache: Path | None, timeout: float, per_revision: bool = False) -> None:
         self.revisions = revisions
         self.db = f"hist_{revisions}"
-        self.ini = write_project(root, revisions)
+        self.ini = write_project(root, revisions, per_revision)
         self.env = with_bytecode(runner_env(cluster.url(self.db), self.ini), cache)
         self.runner_cmd = [sys.executable, "-m", "runner", "upgrade"]
         self.alembic_cmd = [sys.executable, "-m", "alembic", "-c", str(self.ini), "upgrade", "head"]
@@ -441,7 +441,10 @@ def run(args: argparse.Namespace) -> int:
         print("\n== set-up: generated projects (`runner manifest` once each, then migrated to head "
               "by the runner)")
         sizes = sorted({*SMALL_SIZES, args.revisions})
-        projects = [Project(cluster, password, tmp / f"p{n}", n, cache, args.timeout) for n in sizes]
+        print("  plain alembic's env.py: " + ("one transaction per revision, like the runner"
+              if args.alembic_per_revision else "one transaction for the whole upgrade"))
+        projects = [Project(cluster, password, tmp / f"p{n}", n, cache, args.timeout,
+                            args.alembic_per_revision) for n in sizes]
         big = projects[-1]
 
         verdicts["1 no-op >= 2.5x faster"] = bench_noop(big, args.iterations, args.timeout)
@@ -472,6 +475,9 @@ def main() -> int:
                         help="cached (default): .pyc files in a temporary PYTHONPYCACHEPREFIX; "
                              "none: compile from source in every process")
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
+    parser.add_argument("--alembic-per-revision", action="store_true",
+                        help="plain alembic also commits each revision on its own (as the "
+                             "runner and the service's env.py do)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--profile", dest="profile", action="store_true", default=None,
                        help="always profile one full upgrade of each (default: only when target "
