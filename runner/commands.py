@@ -111,13 +111,15 @@ def _run(session: Session, loaded: scripts.Loaded, kind: str, target: str, recor
     if adopted or not current:
         session.log.info("ledger.ready", table=ledger.qualified, adopted=adopted)
     timeouts = Timeouts(settings.migration_ddl_lock_timeout, settings.migration_statement_timeout)
+    record.to_revision = None  # unknown while revisions run: never report a stale one
     run_with_retries(lambda: run_steps(
         session.conn, loaded, kind, target, table=session.table, timeouts=timeouts,
         url=session.spec.url(hide_password=False), open_connection=session.open_connection,
         interrupt=interrupt, log=session.log,
         on_committed=lambda step: record.applied.append(step.revision), ledger=ledger),
         retries=settings.migration_ddl_lock_retries, log=session.log)
-    record.to_revision = list(session.revision())
+    with interrupt.deferred():  # the work is done: a signal now must not hide where it ended
+        record.to_revision = list(session.revision())
 
 
 def _verify_checksums(session: Session, known: scripts.Scripts,
