@@ -14,22 +14,22 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from runner import __version__, logs
-from runner.errors import ExitCode, Interrupted, RunnerError
+from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.interrupt import Interrupt
 from runner.lock import lock_key
 
 WRITING = ("upgrade", "downgrade", "stamp")
 
 
-class UsageError(Exception):
-    pass
+class UsageError(ConfigError):
+    code = "usage"
 
 
 class _Parser(argparse.ArgumentParser):
     """Reports a bad command line like any other failure (an error event and a summary)."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: {message} (see migration-runner --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         parser.print_usage(sys.stderr)
         logs.configure()
-        record_usage_error(str(err))
-        return int(ExitCode.CONFIG)
+        record_usage_error(err)
+        return int(err.exit_code)
     if args.command == "demo":
         from runner.demo import run_demo
 
@@ -119,8 +119,7 @@ def run_command(args: argparse.Namespace) -> int:
         record.exit_code = err.exit_code
         if isinstance(err, Interrupted):
             record.outcome = "interrupted"
-        log.error("error", error_code=err.code, message=err.message, exit_code=int(err.exit_code),
-                  **err.fields)
+        _log_error(log, err)
     except Exception as err:  # a bug: one event, traceback only at debug level
         record.exit_code = ExitCode.INTERNAL
         log.error("error", error_code="internal", exit_code=int(ExitCode.INTERNAL),
@@ -137,14 +136,18 @@ def run_command(args: argparse.Namespace) -> int:
     return int(record.exit_code)
 
 
-def record_usage_error(message: str) -> None:
+def record_usage_error(err: UsageError) -> None:
     from runner.record import Record
 
-    record = Record(command="usage", exit_code=ExitCode.CONFIG)
     log = logs.get()
-    log.error("error", error_code="usage", exit_code=int(ExitCode.CONFIG),
-              message=f"{message} (see migration-runner --help)")
-    log.info("summary", **record.summary())
+    _log_error(log, err)
+    log.info("summary", **Record(command="usage", exit_code=err.exit_code).summary())
+
+
+def _log_error(log: Any, err: RunnerError) -> None:
+    """The one ``error`` event of a failed run."""
+    log.error("error", error_code=err.code, message=err.message, exit_code=int(err.exit_code),
+              **err.fields)
 
 
 def _dispatch(args: argparse.Namespace, settings: Any, record: Any, interrupt: Interrupt,
@@ -162,10 +165,12 @@ def _dispatch(args: argparse.Namespace, settings: Any, record: Any, interrupt: I
         return getattr(commands, command)(settings, record=record, log=log)
     if command == "manifest":
         return commands.write_manifest(settings, log=log)
-    if command in ("heads", "sql", "merge"):
-        extra = {"heads": (), "sql": (args.__dict__.get("span"),),
-                 "merge": (args.__dict__.get("message"),)}[command]
-        return getattr(commands, command)(settings, *extra, log=log)
+    if command == "heads":
+        return commands.heads(settings, log=log)
+    if command == "sql":
+        return commands.sql(settings, args.span, log=log)
+    if command == "merge":
+        return commands.merge(settings, args.message, log=log)
     return commands.revision(settings, args.message, args.autogenerate, record=record, log=log)
 
 

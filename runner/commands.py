@@ -18,7 +18,7 @@ from runner.errors import ConfigError, DatabaseAhead, EditedMigration, ExitCode
 from runner.interrupt import Interrupt
 from runner.ledger import edited
 from runner.migrate import Timeouts, run_steps, run_with_retries
-from runner.plan import Plan, ancestry, plan_upgrade
+from runner.plan import Plan, applied, plan_upgrade
 from runner.record import Record
 from runner.session import Session, migration_lock, open_session
 from runner.settings import Settings
@@ -45,8 +45,7 @@ def upgrade(settings: Settings, target: str, *, record: Record, interrupt: Inter
         known = loaded.scripts
         target_heads = scripts.resolve_target(known, loaded.directory, target)
 
-    def plan(session: Session, locked: bool) -> Plan | None:
-        current = session.revision()
+    def plan(current: tuple[str, ...], locked: bool) -> Plan | None:
         record.from_revision = record.to_revision = list(current)
         try:
             found = plan_upgrade(current, target_heads, known.graph())
@@ -64,17 +63,18 @@ def upgrade(settings: Settings, target: str, *, record: Record, interrupt: Inter
         return found
 
     with open_session(settings, record=record, log=log) as session:
-        _verify_checksums(session, known, session.revision())
-        if plan(session, locked=False) is None:
+        current = session.revision()
+        _verify_checksums(session, known, current, session.ledger.latest(session.conn))
+        if plan(current, locked=False) is None:
             return
         loaded = loaded or _load(settings, log)  # only now: Alembic, SQLAlchemy, the revisions
         with migration_lock(session, record=record, interrupt=interrupt):
-            found = plan(session, locked=True)
+            found = plan(session.revision(), locked=True)
             if found is None:
                 return
             log.info("upgrade.plan", from_revision=list(found.current), target=list(found.target),
                      pending=list(found.pending))
-            _run(session, loaded, "upgrade", target, record, interrupt)
+            _run(session, loaded, "upgrade", target, found.current, record, interrupt)
             record.outcome = "migrated"
 
 
@@ -96,18 +96,19 @@ def _move(settings: Settings, kind: str, target: str, outcome: str, *, record: R
     loaded = _load(settings, log)
     with open_session(settings, record=record, log=log) as session, \
             migration_lock(session, record=record, interrupt=interrupt):
-        record.from_revision = list(session.revision())
-        _run(session, loaded, kind, target, record, interrupt)
+        current = session.revision()
+        record.from_revision = list(current)
+        _run(session, loaded, kind, target, current, record, interrupt)
         record.outcome = outcome
 
 
-def _run(session: Session, loaded: scripts.Loaded, kind: str, target: str, record: Record,
-         interrupt: Interrupt) -> None:
+def _run(session: Session, loaded: scripts.Loaded, kind: str, target: str,
+         current: tuple[str, ...], record: Record, interrupt: Interrupt) -> None:
+    """Apply ``kind`` steps from ``current`` (read under the lock) to ``target``."""
     settings = session.settings
     ledger = session.ledger
-    current = session.revision()
-    applied = ancestry(loaded.scripts.graph(), (r for r in current if r in loaded.scripts.revisions))
-    adopted = ledger.ensure(session.conn, applied, loaded.scripts.checksums())
+    adopted = ledger.ensure(session.conn, applied(loaded.scripts.graph(), current),
+                            loaded.scripts.checksums())
     if adopted or not current:
         session.log.info("ledger.ready", table=ledger.qualified, adopted=adopted)
     timeouts = Timeouts(settings.migration_ddl_lock_timeout, settings.migration_statement_timeout)
@@ -122,13 +123,11 @@ def _run(session: Session, loaded: scripts.Loaded, kind: str, target: str, recor
         record.to_revision = list(session.revision())
 
 
-def _verify_checksums(session: Session, known: scripts.Scripts,
-                      current: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Compare applied revisions' files with the checksums the ledger recorded. An edited
-    applied migration is a warning, or an error with MIGRATION_STRICT_CHECKSUMS."""
-    graph = known.graph()
-    applied = ancestry(graph, (r for r in current if r in graph))
-    found = edited(session.ledger.latest(session.conn), known.checksums(), applied)
+def _verify_checksums(session: Session, known: scripts.Scripts, current: tuple[str, ...],
+                      latest: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Compare applied revisions' files with the checksums the ledger recorded (``latest``).
+    An edited applied migration is a warning, or an error with MIGRATION_STRICT_CHECKSUMS."""
+    found = edited(latest, known.checksums(), applied(known.graph(), current))
     if not found:
         return found
     names = ", ".join(f"{e['revision']} ({known.revisions[e['revision']].path})" for e in found)
@@ -231,18 +230,18 @@ def _state(settings: Settings, *, record: Record, log: Any) -> dict[str, Any]:
     with open_session(settings, record=record, log=log) as session:
         revision = session.revision()
         entries = session.ledger.latest(session.conn)
-        changed = _verify_checksums(session, known, revision)
+        changed = _verify_checksums(session, known, revision, entries)
     record.from_revision = record.to_revision = list(revision)
     graph = known.graph()
     head_set = set(known.heads)
     try:
         pending = plan_upgrade(revision, known.heads, graph).pending
         status = "at_head" if not pending else ("empty" if not revision else "behind")
-        applied = set(graph) - set(pending)
+        done = applied(graph, revision)
     except DatabaseAhead:
-        pending, status, applied = (), "ahead", set()
+        pending, status, done = (), "ahead", set()
     edited_ids = {e["revision"] for e in changed}
-    revisions = [{**_describe(rev), "applied": rev.id in applied, "current": rev.id in revision,
+    revisions = [{**_describe(rev), "applied": rev.id in done, "current": rev.id in revision,
                   "head": rev.id in head_set, "edited": rev.id in edited_ids,
                   "ledger": _entry(entries.get(rev.id))}
                  for rev in known.revisions.values()]
@@ -267,14 +266,14 @@ def _describe(rev: scripts.Revision) -> dict[str, Any]:
 
 # --- script-writing and offline verbs -------------------------------------------------------
 
-def sql(settings: Settings, span: str, *, log: Any, out: Any = None) -> Report:
+def sql(settings: Settings, span: str, *, log: Any) -> Report:
     """The SQL an upgrade over ``span`` (``[FROM:]TO``) would run, without connecting."""
     from alembic import command
 
     loaded = _load(settings, log)
     buffer = io.StringIO()
     loaded.config.output_buffer = buffer
-    loaded.config.set_main_option("sqlalchemy.url", _offline_url(settings))
+    scripts.set_url(loaded.config, _offline_url(settings))
     try:
         command.upgrade(loaded.config, span, sql=True)
     except Exception as exc:  # Alembic's CommandError for a bad range, and the like
@@ -335,7 +334,7 @@ def _written(script: Any) -> Report:
 def _offline_url(settings: Settings) -> str:
     """The dialect for offline SQL: the configured URL if any (never connected to)."""
     try:
-        return settings.connection_spec().url(hide_password=True).replace("%", "%%")
+        return settings.connection_spec().url(hide_password=True)
     except ConfigError:
         return "postgresql+psycopg://offline@localhost/offline"
 

@@ -16,7 +16,7 @@ import psycopg
 from tenacity import Retrying, RetryCallState, retry_if_exception_type, stop_after_delay
 from tenacity.wait import wait_random_exponential
 
-from runner.errors import ConnectionRejected, DatabaseUnreachable
+from runner.errors import ConnectionRejected, DatabaseUnreachable, first_line
 from runner.settings import ConnectionSpec
 
 # How quickly a dead peer is noticed: TCP keepalives on our side, and on the server's side
@@ -234,10 +234,7 @@ def _check_writable(conn: psycopg.Connection[Any]) -> None:
 
 def _first_line(exc: BaseException) -> str:
     """The useful line of a libpq message ("FATAL: ..."), without psycopg's preamble."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    line = lines[0]
+    line = first_line(exc)
     if "failed: " in line:
         line = line.rsplit("failed: ", 1)[1]
     return line.replace("FATAL:  ", "").strip()

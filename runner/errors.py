@@ -96,3 +96,12 @@ class EditedMigration(RunnerError):
 class Interrupted(RunnerError):
     exit_code = ExitCode.INTERRUPTED
     code = "interrupted"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (or its class name): driver
+    messages run on over several lines of context we do not want in a one-line event."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

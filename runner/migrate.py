@@ -29,11 +29,11 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from runner import logs
-from runner.errors import (ConfigError, ConnectionLost, Interrupted, MigrationBlocked,
-                           MigrationFailed, RunnerError)
+from runner.errors import (ConfigError, ConnectionLost, MigrationBlocked, MigrationFailed,
+                           RunnerError, first_line)
 from runner.interrupt import Interrupt
 from runner.ledger import Ledger
-from runner.scripts import Loaded
+from runner.scripts import Loaded, set_url
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
 
@@ -66,12 +66,12 @@ class Timeouts:
     def for_revision(self, options: tuple[tuple[str, float], ...]) -> Timeouts:
         return dataclasses.replace(self, **dict(options))
 
-    def statements(self) -> list[str]:
+    def statement(self) -> str:
         """Transaction-scoped: statements in an ``autocommit_block`` (``CREATE INDEX
         CONCURRENTLY``, which waits for old transactions without blocking anyone, and cannot
         be rolled back if cancelled) run without them."""
-        return [f"SELECT set_config('lock_timeout', '{int(self.lock_timeout * 1000)}', true), "
-                f"set_config('statement_timeout', '{int(self.statement_timeout * 1000)}', true)"]
+        return (f"SELECT set_config('lock_timeout', '{int(self.lock_timeout * 1000)}', true), "
+                f"set_config('statement_timeout', '{int(self.statement_timeout * 1000)}', true)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,9 +176,6 @@ class _Step:
         return run
 
 
-STEP_KINDS = ("upgrade", "downgrade", "stamp")
-
-
 def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: str, *,
               table: VersionTable, timeouts: Timeouts, url: str,
               open_connection: OpenConnection, interrupt: Interrupt, log: Any,
@@ -205,15 +202,14 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
                              "watch": None, "mode": None,
                              "migration": None, "lock_session": None, "cancel": conn.cancel_safe}
 
-    done_event = {"upgrade": "revision.applied", "downgrade": "revision.reverted",
-             "stamp": "revision.stamped"}[kind]
+    outcome = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}[kind]
 
     def flush() -> None:
         for done in awaiting:
             committed.append(done)
             on_committed(done)
             rev = loaded.scripts.revisions.get(done.revision)
-            log.info(done_event, revision=done.revision, duration_ms=done.duration_ms,
+            log.info(f"revision.{outcome}", revision=done.revision, duration_ms=done.duration_ms,
                      message=rev.message if rev else None)
         awaiting.clear()
 
@@ -223,8 +219,7 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
             _check_lock_session(state["lock_session"], revision)
         limits = timeouts.for_revision(loaded.scripts.revisions[revision].options)
         state["revision"], state["limits"] = revision, limits
-        for statement in limits.statements():
-            state["migration"].exec_driver_sql(statement)
+        state["migration"].exec_driver_sql(limits.statement())
         log.info("revision.started", revision=revision, lock_timeout_s=limits.lock_timeout,
                  statement_timeout_s=limits.statement_timeout)
         state["clock"], state["wall"] = time.monotonic(), datetime.now(timezone.utc)
@@ -238,7 +233,6 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
         steps.extend(step.revision.revision for step in found)
         return [_Step(step, before_revision) for step in found]
 
-    outcome = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}[kind]
     checksums = loaded.scripts.checksums()
 
     def on_begin(connection: Any) -> None:
@@ -247,9 +241,7 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
         flush()
         dbapi = connection.connection.dbapi_connection
         if state.get("revision") and connection is state["migration"] and not dbapi.autocommit:
-            cursor = dbapi.cursor()
-            for statement in state["limits"].statements():
-                cursor.execute(statement)
+            dbapi.cursor().execute(state["limits"].statement())
 
     def on_options(_connection: Any, options: Any) -> None:
         if options.get("isolation_level") == "AUTOCOMMIT" and state.get("revision"):
@@ -286,7 +278,8 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
                  "checked before each revision"))
 
     def creator() -> Any:
-        if not extra and state.get("handed") is None:
+        """Our locked connection first; further ones (env.py's) are new sessions."""
+        if not state.get("handed"):
             state["handed"] = True
             return conn
         extra.append(open_connection("env.py"))
@@ -294,7 +287,7 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
         return extra[-1]
 
     conn.autocommit = False
-    loaded.config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    set_url(loaded.config, url)
     engine = create_engine("postgresql+psycopg://", creator=creator)
     _listen(engine, on_begin, on_options, interrupt)
 
@@ -391,11 +384,10 @@ def _with_runner_defaults(configure: Any, table: VersionTable, on_apply: Any,
 
 def _failure(exc: Exception, revision: str | None, loaded: Loaded, conn: psycopg.Connection[Any],
              blockers: list[dict[str, Any]]) -> Exception:
-    if isinstance(exc, (RunnerError, Interrupted)):
+    if isinstance(exc, RunnerError):
         return exc
     orig = getattr(exc, "orig", None) or exc
-    lines = [line for line in str(orig).splitlines() if line.strip()]
-    detail = f"{type(orig).__name__}: {lines[0] if lines else ''}"[:500]
+    detail = f"{type(orig).__name__}: {first_line(orig)}"[:500]
     where = "the upgrade"
     if revision:
         rev = loaded.scripts.revisions.get(revision)

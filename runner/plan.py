@@ -36,6 +36,11 @@ def ancestry(graph: Graph, revisions: Iterable[str]) -> set[str]:
     return seen
 
 
+def applied(graph: Graph, current: Iterable[str]) -> set[str]:
+    """The revisions a database at ``current`` has applied (unknown revisions ignored)."""
+    return ancestry(graph, (rev for rev in current if rev in graph))
+
+
 def plan_upgrade(current: Iterable[str], target: Iterable[str], graph: Graph) -> Plan:
     """Which revisions an upgrade from ``current`` to ``target`` applies, in graph order.
 

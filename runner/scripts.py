@@ -107,6 +107,11 @@ def load(config_path: Path) -> Loaded:
     return Loaded(config, directory, Scripts(heads, revisions, locations))
 
 
+def set_url(config: Any, url: str) -> None:
+    """Give env.py ``sqlalchemy.url`` (escaped: alembic.ini interpolates ``%``)."""
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+
+
 def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
     """Validate a revision's ``migration_runner`` dict. Raises :class:`ScriptsInvalid`."""
     raw = getattr(module, OPTIONS_ATTRIBUTE, None)

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from runner import __version__, connect
-from runner.errors import ConfigError, ConnectionLost, RunnerError
+from runner.errors import ConfigError, ConnectionLost, RunnerError, first_line
 from runner.identity import application_name, where_am_i
 from runner.interrupt import Interrupt
 from runner.ledger import Ledger
@@ -30,8 +30,13 @@ class Session:
     conn: psycopg.Connection[Any]
     spec: ConnectionSpec
     settings: Settings
-    application_name: str
+    #: where this runner runs: ``task/<ECS task id>`` or the host name
+    where: str
     log: Any
+
+    @property
+    def application_name(self) -> str:
+        return application_name(self.where)
 
     @property
     def table(self) -> VersionTable:
@@ -44,8 +49,7 @@ class Session:
     @property
     def ledger(self) -> Ledger:
         return Ledger(self.settings.migration_ledger_table,
-                      self.settings.migration_version_table_schema, __version__,
-                      self.application_name.split(" ", 1)[-1])
+                      self.settings.migration_version_table_schema, __version__, self.where)
 
     def open_connection(self, role: str) -> psycopg.Connection[Any]:
         """A further session (no retries: the database is known to be up)."""
@@ -57,22 +61,22 @@ class Session:
 def open_session(settings: Settings, *, record: Record, log: Any) -> Iterator[Session]:
     """Wait for the database and yield a session on it; closed on exit."""
     spec = settings.connection_spec()
-    name = application_name(where_am_i(settings.ecs_container_metadata_uri_v4))
+    where = where_am_i(settings.ecs_container_metadata_uri_v4)
     try:
         connected = connect.wait_for_database(
             spec, budget_s=settings.migration_db_wait_timeout,
             connect_timeout_s=settings.migration_connect_timeout,
-            max_interval_s=settings.migration_retry_max_interval, application_name=name, log=log)
+            max_interval_s=settings.migration_retry_max_interval,
+            application_name=application_name(where), log=log)
     except RunnerError as failed:
         record.connect_attempts = int(failed.fields.get("attempts", 0))  # type: ignore[call-overload]
         raise
     record.connect_attempts = connected.attempts
     try:
-        yield Session(connected.conn, spec, settings, name, log)
+        yield Session(connected.conn, spec, settings, where, log)
     except psycopg.OperationalError as exc:  # the session died outside a revision
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise ConnectionLost(
-            f"the connection to the database was lost ({lines[0] if lines else type(exc).__name__}); "
+            f"the connection to the database was lost ({first_line(exc)}); "
             "no revision was in flight. Run again", error_class=type(exc).__name__) from None
     finally:
         connected.conn.close()

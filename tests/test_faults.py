@@ -699,7 +699,8 @@ def test_tcp_blackhole_mid_statement(database, project, proxy, spawn, record_pro
     packets dropped between two network namespaces, was measured by hand: during a running
     statement both sides gave up after ~25 s of keepalives; once the server had sent a
     result into the partition, its backend kept the lock ~940 s, until TCP retransmissions
-    gave up, since keepalives do not run while data is unacknowledged.)"""
+    gave up, since keepalives do not run while data is unacknowledged: which is why the
+    runner now sets tcp_user_timeout on both sides.)"""
     window = float(os.environ.get("FAULTS_BLACKHOLE_S") or 6)
     write_chain(project)
     context = "TCP black hole during r2's statement"
