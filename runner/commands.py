@@ -41,7 +41,7 @@ def upgrade(settings: Settings, target: str, *, record: Record, interrupt: Inter
     known, loaded = _describe_scripts(settings, log)
     target_heads = scripts.resolve_exact(known, target)
     if target_heads is None:  # a prefix, or no head: Alembic resolves (or explains) it
-        loaded = loaded or _load(settings, log)
+        loaded = loaded or _load(settings, log, known.checksums())
         known = loaded.scripts
         target_heads = scripts.resolve_target(known, loaded.directory, target)
 
@@ -67,7 +67,8 @@ def upgrade(settings: Settings, target: str, *, record: Record, interrupt: Inter
         _verify_checksums(session, known, current, session.ledger.latest(session.conn))
         if plan(current, locked=False) is None:
             return
-        loaded = loaded or _load(settings, log)  # only now: Alembic, SQLAlchemy, the revisions
+        # only now: Alembic, SQLAlchemy, the revisions
+        loaded = loaded or _load(settings, log, known.checksums())
         with migration_lock(session, record=record, interrupt=interrupt):
             found = plan(session.revision(), locked=True)
             if found is None:
@@ -139,9 +140,10 @@ def _verify_checksums(session: Session, known: scripts.Scripts, current: tuple[s
     return found
 
 
-def _load(settings: Settings, log: Any) -> scripts.Loaded:
-    """Load the scripts through Alembic (imports every revision file)."""
-    loaded = scripts.load(settings.alembic_config)
+def _load(settings: Settings, log: Any, checksums: dict[str, str] | None = None) -> scripts.Loaded:
+    """Load the scripts through Alembic (imports every revision file); ``checksums`` from a
+    current manifest spare reading the files again."""
+    loaded = scripts.load(settings.alembic_config, checksums)
     log.info("scripts.loaded", source="files", revisions=len(loaded.scripts.revisions),
              heads=list(loaded.scripts.heads))
     return loaded
@@ -154,10 +156,10 @@ def _manifest_path(settings: Settings) -> Path:
 def _describe_scripts(settings: Settings, log: Any) -> tuple[scripts.Scripts, scripts.Loaded | None]:
     """The scripts from a current manifest when there is one (no imports), else loaded."""
     path = _manifest_path(settings)
-    known, why = manifest.read(path)
+    known, why, hashed = manifest.read(path)
     if known is not None:
         log.info("scripts.loaded", source="manifest", manifest=str(path),
-                 revisions=len(known.revisions), heads=list(known.heads))
+                 revisions=len(known.revisions), heads=list(known.heads), files_hashed=hashed)
         return known, None
     if why != "absent":
         log.warning("manifest.ignored", manifest=str(path), reason=why,

@@ -2,9 +2,16 @@
 checksums), written at image build time, so that a runner with nothing to do never imports a
 revision file, Alembic or SQLAlchemy.
 
-The manifest records a hash of every revision file; at start-up the runner re-hashes the
-files (reading them, not importing them) and ignores a manifest that no longer matches,
-falling back to loading the scripts (slower, same result).
+The manifest lists every ``*.py`` file under the versions directories with its size, its
+modification time (whole seconds) and its SHA-256. At start-up the runner lists the files
+again: a file added, removed or resized makes the manifest stale; a file whose size and
+mtime match is trusted without reading it (the check Python itself makes for ``.pyc``
+files); any other file is hashed, and a different hash makes the manifest stale. A stale
+manifest is ignored: the runner loads the scripts instead (slower, same result).
+
+Whole seconds survive image layers that drop sub-second times. A file modified less than
+:data:`RACY_S` seconds before the manifest was written is recorded without an mtime, so it is
+always hashed: an edit within the same clock tick could otherwise keep size and mtime.
 """
 
 from __future__ import annotations
@@ -12,40 +19,79 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from runner.scripts import Revision, Scripts
 
-FORMAT = 1
+FORMAT = 2
 FILENAME = "migration-manifest.json"
+RACY_S = 3
+NS = 1_000_000_000
+
+#: one file as listed: (size in bytes, mtime in whole seconds)
+Stat = tuple[int, int]
 
 
 def default_path(alembic_config: Path) -> Path:
     return alembic_config.parent / FILENAME
 
 
-def scripts_hash(versions: list[Path]) -> str:
-    """A hash over the names and contents of every ``*.py`` file in ``versions``."""
-    digest = hashlib.sha256()
-    for directory in versions:
-        for path in sorted(directory.glob("*.py")):
-            digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+def sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
-def build(scripts: Scripts, path: Path) -> dict[str, Any]:
+def listing(base: str, versions: Iterable[str]) -> dict[str, Stat]:
+    """Every ``*.py`` file under ``versions`` (recursively, skipping ``__pycache__``), keyed
+    by its path relative to ``base``."""
+    found: dict[str, Stat] = {}
+    pending = list(versions)
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir() and entry.name != "__pycache__":
+                    pending.append(entry.path)
+                elif entry.name.endswith(".py") and entry.is_file():
+                    st = entry.stat()
+                    found[os.path.relpath(entry.path, base)] = (st.st_size, st.st_mtime_ns // NS)
+    return found
+
+
+def to_hash(recorded: Mapping[str, Mapping[str, Any]], seen: Mapping[str, Stat]) -> list[str] | None:
+    """The files whose content must be hashed to trust the manifest; None when the listing
+    alone shows it is stale (a file added, removed or resized)."""
+    if recorded.keys() != seen.keys():
+        return None
+    unsure = []
+    for name, (size, mtime_s) in seen.items():
+        entry = recorded[name]
+        if entry["size"] != size:
+            return None
+        if entry["mtime_s"] != mtime_s:  # None (recorded as racy) never matches
+            unsure.append(name)
+    return unsure
+
+
+def build(scripts: Scripts, path: Path, now_s: float | None = None) -> dict[str, Any]:
     """The manifest document for ``scripts``, with paths relative to ``path``'s directory."""
-    base = path.parent.resolve()
-    versions = [Path(v) for v in scripts.versions]
+    base = str(path.parent.resolve())
+    now_s = time.time() if now_s is None else now_s
+    versions = [str(Path(v).resolve()) for v in scripts.versions]
+    files = {name: {"size": size, "mtime_s": mtime_s if mtime_s < now_s - RACY_S else None,
+                    "sha256": sha256(os.path.join(base, name))}
+             for name, (size, mtime_s) in sorted(listing(base, versions).items())}
     return {
         "format": FORMAT,
-        "scripts_hash": scripts_hash(versions),
-        "versions": [_relative(v, base) for v in versions],
+        "versions": [os.path.relpath(v, base) for v in versions],
+        "files": files,
         "heads": list(scripts.heads),
         "revisions": [{"id": rev.id, "down": list(rev.down), "message": rev.message,
-                       "path": _relative(Path(rev.path), base), "checksum": rev.checksum,
-                       "options": dict(rev.options)} for rev in scripts.revisions.values()],
+                       "path": os.path.relpath(Path(rev.path).resolve(), base),
+                       "checksum": rev.checksum, "options": dict(rev.options)}
+                      for rev in scripts.revisions.values()],
     }
 
 
@@ -55,35 +101,36 @@ def write(scripts: Scripts, path: Path) -> dict[str, Any]:
     return document
 
 
-def read(path: Path) -> tuple[Scripts | None, str]:
-    """The scripts as the manifest describes them, and ``"ok"``; or None and why not
-    (``"absent"``, ``"stale"``, ``"unreadable"``). Never raises for a bad manifest."""
-    if not path.is_file():
-        return None, "absent"
+def read(path: Path) -> tuple[Scripts | None, str, int]:
+    """The scripts as the manifest describes them, ``"ok"`` and how many files had to be
+    hashed; or None and why not (``"absent"``, ``"stale"``, ``"unreadable"``). Never raises
+    for a bad manifest."""
     try:
-        document = json.loads(path.read_text())
+        with open(path, "rb") as handle:
+            document = json.loads(handle.read())
+    except FileNotFoundError:
+        return None, "absent", 0
+    except (OSError, ValueError):
+        return None, "unreadable", 0
+    try:
         if document.get("format") != FORMAT:
-            return None, "unreadable"
-        base = path.parent.resolve()
-        versions = [(base / v).resolve() for v in document["versions"]]
-        if not all(v.is_dir() for v in versions) or scripts_hash(versions) != document["scripts_hash"]:
-            return None, "stale"
+            return None, "unreadable", 0
+        base = os.path.dirname(os.path.abspath(path))
+        versions = [os.path.join(base, v) for v in document["versions"]]
+        recorded = document["files"]
+        try:
+            unsure = to_hash(recorded, listing(base, versions))
+        except OSError:  # a versions directory is gone
+            return None, "stale", 0
+        if unsure is None or any(sha256(os.path.join(base, name)) != recorded[name]["sha256"]
+                                 for name in unsure):
+            return None, "stale", len(unsure or ())
         revisions = {
             item["id"]: Revision(item["id"], tuple(item["down"]), item["message"],
-                                 os.path.join(base, item["path"]),  # no resolve(): 500 syscalls
+                                 os.path.join(base, item["path"]),
                                  tuple(sorted((k, float(v)) for k, v in item["options"].items())),
                                  item["checksum"])
             for item in document["revisions"]}
-        return Scripts(tuple(document["heads"]), revisions, tuple(str(v) for v in versions)), "ok"
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, "unreadable"
-
-
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(base))
-    except ValueError:
-        return str(path.resolve())
-
-
-
+        return Scripts(tuple(document["heads"]), revisions, tuple(versions)), "ok", len(unsure)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, "unreadable", 0

@@ -10,6 +10,7 @@ import configparser
 import dataclasses
 import hashlib
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,11 @@ class Loaded:
     scripts: Scripts
 
 
-def load(config_path: Path) -> Loaded:
-    """Load ``alembic.ini`` and every revision file. Raises :class:`ConfigError` for a
-    missing or unusable ini, :class:`ScriptsInvalid` for broken scripts."""
+def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loaded:
+    """Load ``alembic.ini`` and every revision file. ``checksums``: those already known (from
+    a current manifest), so that those files are not read a second time. Raises
+    :class:`ConfigError` for a missing or unusable ini, :class:`ScriptsInvalid` for broken
+    scripts."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
@@ -95,11 +98,12 @@ def load(config_path: Path) -> Loaded:
     except Exception as exc:  # any error raised while importing a revision file
         raise ScriptsInvalid(f"cannot load migration script {_culprit(exc, versions)}: "
                              f"{type(exc).__name__}: {exc}", path=_culprit(exc, versions)) from None
+    known = checksums or {}
     revisions = {
         script.revision: Revision(script.revision, tuple(script._normalized_down_revisions),
                                   (script.doc or "").strip(), script.path,
                                   revision_options(script.module, script.path),
-                                  file_checksum(script.path))
+                                  known.get(script.revision) or file_checksum(script.path))
         for script in ordered
     }
     heads = tuple(directory.get_heads())

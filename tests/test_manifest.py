@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+from runner import manifest
 from tests.helpers import ROOT, run, runner_env
 
 PROBE = """
@@ -72,3 +74,63 @@ def test_a_corrupt_manifest_is_ignored(database, project):
     result = run(runner_env(database, project))
     assert result.code == 0
     assert result.event("manifest.ignored")["reason"] == "unreadable"
+
+
+# --- freshness: listing first, content only where the listing cannot tell -------------------
+
+RECORDED = {"v/a.py": {"size": 10, "mtime_s": 100, "sha256": "x"},
+            "v/b.py": {"size": 20, "mtime_s": None, "sha256": "y"}}
+
+
+def test_files_with_their_recorded_size_and_mtime_are_trusted_and_racy_ones_hashed():
+    assert manifest.to_hash(RECORDED, {"v/a.py": (10, 100), "v/b.py": (20, 100)}) == ["v/b.py"]
+
+
+def test_a_touched_file_must_be_hashed():
+    assert manifest.to_hash(RECORDED, {"v/a.py": (10, 101), "v/b.py": (20, 5)}) == ["v/a.py", "v/b.py"]
+
+
+def test_a_file_added_removed_or_resized_makes_the_manifest_stale_without_hashing():
+    assert manifest.to_hash(RECORDED, {"v/a.py": (10, 100)}) is None
+    assert manifest.to_hash(RECORDED, {**dict.fromkeys(RECORDED, (10, 100)), "v/c.py": (1, 1)}) is None
+    assert manifest.to_hash(RECORDED, {"v/a.py": (11, 100), "v/b.py": (20, 100)}) is None
+
+
+def _age(project, seconds: float) -> None:
+    """Make every versions file look ``seconds`` old (as after a git checkout long ago)."""
+    for path in project.versions.glob("*.py"):
+        stamp = path.stat().st_mtime - seconds
+        os.utime(path, (stamp, stamp))
+
+
+def _manifest(project) -> dict:
+    return json.loads((project.root / "migration-manifest.json").read_text())
+
+
+def test_files_modified_just_before_the_manifest_are_recorded_racy(database, project):
+    project.audited_chain(["a1"])
+    env = runner_env(database, project)
+    assert run(env).code == 0 and run(env, "manifest").code == 0
+    assert [f["mtime_s"] for f in _manifest(project)["files"].values()] == [None]
+    result = run(env)
+    assert result.event("scripts.loaded")["files_hashed"] == 1  # racy: hashed every time
+
+
+def test_old_files_are_trusted_by_size_and_mtime_and_an_edit_is_caught(database, project):
+    project.audited_chain(["a1", "a2"])
+    _age(project, 3600)
+    env = runner_env(database, project)
+    assert run(env).code == 0 and run(env, "manifest").code == 0
+    assert all(f["mtime_s"] for f in _manifest(project)["files"].values())
+    first = run(env)
+    assert first.event("scripts.loaded")["files_hashed"] == 0
+
+    path = project.versions / "a2_step.py"
+    path.touch()  # a new mtime, the same content: hashed, still current
+    touched = run(env)
+    assert (touched.event("scripts.loaded")["source"], touched.event("scripts.loaded")["files_hashed"]) == ("manifest", 1)
+
+    path.write_text(path.read_text().replace("'a2'", "'A2'"))  # same size, new content
+    edited = run(env)
+    assert edited.event("manifest.ignored")["reason"] == "stale"
+    assert edited.event("scripts.loaded")["source"] == "files"
