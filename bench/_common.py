@@ -49,18 +49,26 @@ def downgrade():
 '''
 
 
-def write_project(root: Path, revisions: int, per_revision: bool = False) -> Path:
+def write_project(root: Path, revisions: int, per_revision: bool = False,
+                  versions_of: Path | None = None) -> Path:
     """An Alembic project in ``root`` with a linear chain of ``revisions`` trivial revisions
     (each ``op.execute("SELECT 1")``); returns the path of its alembic.ini. ``per_revision``:
-    env.py asks for one transaction per revision (the runner does so anyway; this makes plain
-    Alembic do the same work)."""
-    versions = root / "migrations" / "versions"
-    versions.mkdir(parents=True)
+    env.py asks for one transaction per revision, as the service's alembic/env.py does (the
+    runner does so anyway); otherwise Alembic's default, one transaction for the whole
+    upgrade. ``versions_of``: use the revision files of that project (its alembic.ini)
+    instead of writing new ones, so that two env.py variants run the same files."""
     ini = root / "alembic.ini"
-    ini.write_text("[alembic]\nscript_location = %(here)s/migrations\n")
+    (root / "migrations").mkdir(parents=True)
     env_py = ENV_PY.replace("target_metadata=None)",
                             "target_metadata=None, transaction_per_migration=True)")
     (root / "migrations" / "env.py").write_text(env_py if per_revision else ENV_PY)
+    if versions_of is not None:
+        ini.write_text("[alembic]\nscript_location = %(here)s/migrations\nversion_locations = "
+                       f"{versions_of.parent / 'migrations' / 'versions'}\n")
+        return ini
+    versions = root / "migrations" / "versions"
+    versions.mkdir()
+    ini.write_text("[alembic]\nscript_location = %(here)s/migrations\n")
     down = None
     for index in range(1, revisions + 1):
         rev = f"b{index:011x}"

@@ -10,7 +10,7 @@ revision already applied, so later edits of those files are caught too.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,17 @@ COLUMNS = ("id", "revision", "outcome", "checksum", "started_at", "finished_at",
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One row to write: a revision applied, reverted or stamped by this run."""
+
+    revision: str
+    outcome: str
+    checksum: str | None
+    started_at: datetime
+    duration_ms: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,16 +76,21 @@ class Ledger:
                              (revision, checksums.get(revision), self.runner_version, self.ran_on))
         return len(adopted)
 
-    def record(self, connection: Any, *, revision: str, outcome: str, checksum: str | None,
-               started_at: datetime, duration_ms: int) -> None:
-        """Write one row on ``connection`` (a SQLAlchemy connection, inside the revision's
-        transaction). A no-op if the ledger does not exist (e.g. created by another image)."""
-        connection.exec_driver_sql(
+    def write_and_commit(self, dbapi_connection: Any, entries: Sequence[Entry]) -> None:
+        """Write ``entries`` and commit, in one round trip, on a driver connection (psycopg
+        or psycopg2) inside the transaction that applied them: the rows commit with their
+        revisions or not at all. Inserts nothing if the ledger does not exist (e.g. dropped
+        by hand)."""
+        values = ", ".join(["(%s, %s, %s, %s::timestamptz, %s::integer)"] * len(entries))
+        params: list[Any] = [field for entry in entries for field in dataclasses.astuple(entry)]
+        # client-side binding: several statements in one message need the simple protocol
+        cursor = (psycopg.ClientCursor(dbapi_connection)
+                  if isinstance(dbapi_connection, psycopg.Connection) else dbapi_connection.cursor())
+        cursor.execute(
             f"INSERT INTO {self.qualified} (revision, outcome, checksum, started_at, duration_ms, "
-            "runner_version, ran_on) SELECT %s, %s, %s, %s, %s, %s, %s "
-            "WHERE to_regclass(%s) IS NOT NULL",
-            (revision, outcome, checksum, started_at, duration_ms, self.runner_version,
-             self.ran_on, self.qualified))
+            f"runner_version, ran_on) SELECT v.*, %s, %s FROM (VALUES {values}) AS v "
+            "WHERE to_regclass(%s) IS NOT NULL; COMMIT",
+            (self.runner_version, self.ran_on, *params, self.qualified))
 
     def latest(self, conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         """The most recent row for each revision (empty if there is no ledger)."""

@@ -31,11 +31,15 @@ _SQL_PASSWORD = re.compile(r"(?P<head>\bPASSWORD\s+)'(?:[^']|'')*'", re.IGNORECA
 def redact_text(text: str, secrets: Iterable[str]) -> str:
     """Remove every known secret and anything shaped like a password from ``text``."""
     for secret in secrets:
-        if secret:
+        if secret and secret in text:
             text = text.replace(secret, MASK)
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
-    text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
-    return _SQL_PASSWORD.sub(lambda m: m.group("head") + "'" + MASK + "'", text)
+    # the patterns only where they can match: most strings are revision ids and messages
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
+    if "password" in text.lower():
+        text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+        text = _SQL_PASSWORD.sub(lambda m: m.group("head") + "'" + MASK + "'", text)
+    return text
 
 
 def redactor(secrets: Iterable[str]) -> Callable[[Any, str, dict[str, Any]], dict[str, Any]]:
@@ -139,6 +143,9 @@ def install_stdlib_bridge(level: str | None = None) -> None:
     alembic_logger.setLevel(LEVELS[level])
     # plugin registration chatter says nothing about the migration
     logging.getLogger("alembic.runtime.plugins").setLevel(max(LEVELS[level], logging.WARNING))
+    # the runner's revision.* events say what Alembic's "Running upgrade ..." lines say
+    logging.getLogger("alembic.runtime.migration").setLevel(
+        logging.DEBUG if level == "debug" else logging.WARNING)
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("alembic."):
             child = logging.getLogger(name)

@@ -32,7 +32,7 @@ from runner import logs
 from runner.errors import (ConfigError, ConnectionLost, MigrationBlocked, MigrationFailed,
                            RunnerError, first_line)
 from runner.interrupt import Interrupt
-from runner.ledger import Ledger
+from runner.ledger import Entry, Ledger
 from runner.scripts import Loaded, set_url
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
@@ -67,11 +67,23 @@ class Timeouts:
         return dataclasses.replace(self, **dict(options))
 
     def statement(self) -> str:
-        """Transaction-scoped: statements in an ``autocommit_block`` (``CREATE INDEX
-        CONCURRENTLY``, which waits for old transactions without blocking anyone, and cannot
-        be rolled back if cancelled) run without them."""
-        return (f"SELECT set_config('lock_timeout', '{int(self.lock_timeout * 1000)}', true), "
-                f"set_config('statement_timeout', '{int(self.statement_timeout * 1000)}', true)")
+        """Session-level, so that they are set once for a run of revisions that share them,
+        not once per revision (see :func:`limits_for`)."""
+        return (f"SELECT set_config('lock_timeout', '{int(self.lock_timeout * 1000)}', false), "
+                f"set_config('statement_timeout', '{int(self.statement_timeout * 1000)}', false)")
+
+
+NO_LIMITS = Timeouts(0.0, 0.0)
+
+
+def limits_for(revision_limits: Timeouts | None, autocommit: bool) -> Timeouts | None:
+    """The limits a statement on the migration session must run under: the revision's own;
+    none in a revision's ``autocommit_block`` (``CREATE INDEX CONCURRENTLY`` waits for old
+    transactions without blocking anyone, and one cancelled leaves an INVALID index); no
+    opinion (None) outside revisions."""
+    if revision_limits is None:
+        return None
+    return NO_LIMITS if autocommit else revision_limits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,28 +141,30 @@ def run_with_retries(run: Callable[[], Any], *, retries: int, log: Any,
 
 class BlockerWatch:
     """Samples, from a session of its own, who blocks the migration session's lock waits,
-    so that a ``lock_timeout`` can be reported with the blocker's name."""
+    so that a ``lock_timeout`` can be reported with the blocker's name. The session is
+    opened in the watcher's thread: the migration does not wait for it."""
 
-    def __init__(self, conn: psycopg.Connection[Any], pid: int) -> None:
-        self.conn, self.pid = conn, pid
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], pid: int) -> None:
+        self.pid = pid
         self.last: list[dict[str, Any]] = []
+        self._connect = connect
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="blocker-watch")
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(WATCH_EVERY_S):
-            try:
-                rows = self.conn.cursor(row_factory=dict_row).execute(BLOCKERS_SQL, (self.pid,)).fetchall()
-            except psycopg.Error:
-                return  # only diagnostics: the migration itself reports real trouble
-            if rows:
-                self.last = rows
+        try:
+            with self._connect() as conn:
+                while not self._stop.wait(WATCH_EVERY_S):
+                    rows = conn.cursor(row_factory=dict_row).execute(BLOCKERS_SQL, (self.pid,)).fetchall()
+                    if rows:
+                        self.last = rows
+        except psycopg.Error:
+            return  # only diagnostics: the migration itself reports real trouble
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-        self.conn.close()
 
 
 class _Step:
@@ -199,8 +213,10 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
     awaiting: list[Applied] = []  # completed, commit not yet seen
     extra: list[psycopg.Connection[Any]] = []
     state: dict[str, Any] = {"clock": time.monotonic(), "wall": datetime.now(timezone.utc),
-                             "watch": None, "mode": None,
+                             "watch": None, "mode": None, "revision": None, "limits": None,
+                             "session_limits": None,  # in effect on the migration session
                              "migration": None, "lock_session": None, "cancel": conn.cancel_safe}
+    unwritten: list[Entry] = []  # ledger rows of applied steps, written just before the commit
 
     outcome = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}[kind]
 
@@ -217,11 +233,11 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
         revision = step.revision.revision
         if state["mode"] == "separate_connection":
             _check_lock_session(state["lock_session"], revision)
-        limits = timeouts.for_revision(loaded.scripts.revisions[revision].options)
+        described = loaded.scripts.revisions[revision]
+        limits = timeouts.for_revision(described.options)
         state["revision"], state["limits"] = revision, limits
-        state["migration"].exec_driver_sql(limits.statement())
-        log.info("revision.started", revision=revision, lock_timeout_s=limits.lock_timeout,
-                 statement_timeout_s=limits.statement_timeout)
+        log.info("revision.started", revision=revision, message=described.message,
+                 lock_timeout_s=limits.lock_timeout, statement_timeout_s=limits.statement_timeout)
         state["clock"], state["wall"] = time.monotonic(), datetime.now(timezone.utc)
 
     def plan_steps(heads: Any, _context: Any) -> Any:
@@ -235,26 +251,41 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
 
     checksums = loaded.scripts.checksums()
 
-    def on_begin(connection: Any) -> None:
-        """A transaction begins: the previous one committed. Inside a revision (after its
-        autocommit_block), its timeouts apply again."""
+    def on_begin(_connection: Any) -> None:
+        """A transaction begins: the previous one committed."""
         flush()
-        dbapi = connection.connection.dbapi_connection
-        if state.get("revision") and connection is state["migration"] and not dbapi.autocommit:
-            dbapi.cursor().execute(state["limits"].statement())
 
     def on_options(_connection: Any, options: Any) -> None:
-        if options.get("isolation_level") == "AUTOCOMMIT" and state.get("revision"):
+        if options.get("isolation_level") == "AUTOCOMMIT" and state["revision"]:
             state["autocommit_in"] = state["revision"]
 
-    def on_apply(*, ctx: Any, step: Any, **_kw: Any) -> None:
-        """Inside the step's transaction: the ledger row commits or rolls back with it."""
+    def before_statement(connection: Any, cursor: Any) -> None:
+        """Set the session's limits when the statement needs others than those in effect
+        (rarely: at the first revision, around overrides and autocommit blocks). Straight
+        to the driver: SQLAlchemy's statement machinery costs more than the statement."""
+        if connection is not state["migration"]:
+            return
+        dbapi = cursor.connection
+        wanted = limits_for(state["limits"] if state["revision"] else None, dbapi.autocommit)
+        if wanted is not None and wanted != state["session_limits"]:
+            dbapi.cursor().execute(wanted.statement())
+            # inside a transaction the setting reverts if it rolls back: and so does the run
+            state["session_limits"] = wanted
+
+    def on_commit(connection: Any) -> None:
+        """The ledger rows of the steps this transaction applied travel with its COMMIT,
+        in one round trip; the driver's own commit then finds nothing left to commit."""
+        if connection is state["migration"] and unwritten:
+            ledger.write_and_commit(connection.connection.dbapi_connection, unwritten)
+            unwritten.clear()
+            flush()
+
+    def on_apply(*, step: Any, **_kw: Any) -> None:
+        """Inside the step's transaction: its ledger rows are written with its commit."""
         state["revision"] = None
         duration = int((time.monotonic() - state["clock"]) * 1000)
-        for revision in step.up_revision_ids:
-            ledger.record(ctx.connection, revision=revision, outcome=outcome,
-                          checksum=checksums.get(revision), started_at=state["wall"],
-                          duration_ms=duration)
+        unwritten.extend(Entry(revision, outcome, checksums.get(revision), state["wall"], duration)
+                         for revision in step.up_revision_ids)
         awaiting.append(Applied(",".join(step.up_revision_ids) or "base", duration))
 
     def on_configure(connection: Any, lock_session: Any) -> None:
@@ -269,9 +300,9 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
         # external and run every revision in it, instead of one transaction per revision
         pid = dbapi.info.backend_pid if hasattr(dbapi, "info") else dbapi.get_backend_pid()
         if migration.engine is not engine:  # env.py's own engine: watch its connection too
-            _listen(migration, on_begin, on_options, interrupt)
+            _listen(migration, listeners)
         if timeouts.lock_timeout > 0 and state["watch"] is None:
-            state["watch"] = BlockerWatch(open_connection("watch"), pid)
+            state["watch"] = BlockerWatch(lambda: open_connection("watch"), pid)
         log.info("migrate.mode", mode=state["mode"], migration_backend_pid=pid, detail=(
             "migrations run on the locked connection" if state["mode"] == "locked_connection"
             else "migrations run on env.py's own connection; the lock is held alongside and "
@@ -289,7 +320,11 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
     conn.autocommit = False
     set_url(loaded.config, url)
     engine = create_engine("postgresql+psycopg://", creator=creator)
-    _listen(engine, on_begin, on_options, interrupt)
+    listeners = {"begin": on_begin, "set_connection_execution_options": on_options,
+                 "commit": on_commit,
+                 "before_cursor_execute": lambda c, cursor, *_a: (interrupt.check(),
+                                                                  before_statement(c, cursor))}
+    _listen(engine, listeners)
 
     env = EnvironmentContext(loaded.config, directory, fn=plan_steps, as_sql=False,
                              starting_rev=None, destination_rev=target, tag=None)
@@ -329,15 +364,14 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
     return committed
 
 
-def _listen(target: Any, on_begin: Any, on_options: Any, interrupt: Interrupt) -> None:
+def _listen(target: Any, listeners: dict[str, Callable[..., Any]]) -> None:
     """Hook a migration engine or connection: transaction starts (a new transaction begins
-    only after the previous revision's commit succeeded), autocommit switches, and a check
-    for a signal before every statement."""
+    only after the previous revision's commit succeeded), commits, autocommit switches, and
+    every statement (a pending signal is raised there; the session's limits are set)."""
     from sqlalchemy import event
 
-    event.listen(target, "begin", on_begin)
-    event.listen(target, "set_connection_execution_options", on_options)
-    event.listen(target, "before_cursor_execute", lambda *_a: interrupt.check())
+    for name, listener in listeners.items():
+        event.listen(target, name, listener)
 
 
 def _check_lock_session(lock_session: Any, revision: str) -> None:

@@ -50,16 +50,24 @@ def test_password_shapes_are_masked_even_when_unknown(text, leak):
 
 
 def test_alembic_records_go_through_the_same_pipeline(stream):
-    logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s", "a", "b")
+    logging.getLogger("alembic.autogenerate.compare").info("Detected added table %r", "calls")
     (event,) = lines(stream)
-    assert event["event"] == "Running upgrade a -> b"
-    assert event["logger"] == "alembic.runtime.migration"
+    assert event["event"] == "Detected added table 'calls'"
+    assert event["logger"] == "alembic.autogenerate.compare"
+
+
+def test_alembic_running_upgrade_lines_show_only_at_debug_the_runner_says_the_same():
+    for level, shown in (("info", 0), ("debug", 1)):
+        out = io.StringIO()
+        logs.configure("json", level, stream=out)
+        logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s", "a", "b")
+        assert len(out.getvalue().splitlines()) == shown
 
 
 def test_bridge_survives_a_logging_reconfiguration(stream):
     logging.config.dictConfig({"version": 1, "disable_existing_loggers": True})
     logs.install_stdlib_bridge()
-    logging.getLogger("alembic.runtime.migration").info("still here")
+    logging.getLogger("alembic.command").info("still here")
     assert lines(stream)[-1]["event"] == "still here"
 
 
