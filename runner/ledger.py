@@ -10,12 +10,14 @@ revision already applied, so later edits of those files are caught too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.sql import Literal
 
 OUTCOMES = ("applied", "reverted", "stamped", "adopted")
 COLUMNS = ("id", "revision", "outcome", "checksum", "started_at", "finished_at", "duration_ms",
@@ -36,6 +38,9 @@ class Entry:
     started_at: datetime
     duration_ms: int
 
+    def row(self) -> tuple[Any, ...]:
+        return (self.revision, self.outcome, self.checksum, self.started_at, self.duration_ms)
+
 
 @dataclasses.dataclass(frozen=True)
 class Ledger:
@@ -43,6 +48,10 @@ class Ledger:
     schema: str | None
     runner_version: str
     ran_on: str
+
+    @functools.cached_property
+    def _same_for_every_row(self) -> str:
+        return f", {Literal(self.runner_version).as_string(None)}, {Literal(self.ran_on).as_string(None)})"
 
     @property
     def qualified(self) -> str:
@@ -79,18 +88,16 @@ class Ledger:
     def write_and_commit(self, dbapi_connection: Any, entries: Sequence[Entry]) -> None:
         """Write ``entries`` and commit, in one round trip, on a driver connection (psycopg
         or psycopg2) inside the transaction that applied them: the rows commit with their
-        revisions or not at all. Inserts nothing if the ledger does not exist (e.g. dropped
-        by hand)."""
-        values = ", ".join(["(%s, %s, %s, %s::timestamptz, %s::integer)"] * len(entries))
-        params: list[Any] = [field for entry in entries for field in dataclasses.astuple(entry)]
-        # client-side binding: several statements in one message need the simple protocol
-        cursor = (psycopg.ClientCursor(dbapi_connection)
-                  if isinstance(dbapi_connection, psycopg.Connection) else dbapi_connection.cursor())
-        cursor.execute(
-            f"INSERT INTO {self.qualified} (revision, outcome, checksum, started_at, duration_ms, "
-            f"runner_version, ran_on) SELECT v.*, %s, %s FROM (VALUES {values}) AS v "
-            "WHERE to_regclass(%s) IS NOT NULL; COMMIT",
-            (self.runner_version, self.ran_on, *params, self.qualified))
+        revisions or not at all. The ledger exists: :meth:`ensure` ran under the lock."""
+        dbapi_connection.cursor().execute(self.insert_and_commit(entries))
+
+    def insert_and_commit(self, entries: Sequence[Entry]) -> str:
+        """The statement :meth:`write_and_commit` sends: values as literals (quoted by
+        psycopg), since several statements in one message need the simple protocol."""
+        rows = ", ".join("(" + ", ".join(Literal(v).as_string(None) for v in entry.row())
+                         + self._same_for_every_row for entry in entries)
+        return (f"INSERT INTO {self.qualified} (revision, outcome, checksum, started_at, "
+                f"duration_ms, runner_version, ran_on) VALUES {rows}; COMMIT")
 
     def latest(self, conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         """The most recent row for each revision (empty if there is no ledger)."""

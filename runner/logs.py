@@ -156,4 +156,6 @@ def install_stdlib_bridge(level: str | None = None) -> None:
 
 
 def get(name: str = "runner") -> Any:
-    return structlog.get_logger(name)
+    """A logger bound to the configuration in effect now (not a lazy proxy, which would
+    rebuild itself on every call): get a new one after :func:`configure`."""
+    return structlog.get_logger(name).bind()

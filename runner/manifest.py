@@ -50,13 +50,15 @@ def listing(base: str, versions: Iterable[str]) -> dict[str, Stat]:
     found: dict[str, Stat] = {}
     pending = list(versions)
     while pending:
-        with os.scandir(pending.pop()) as entries:
+        directory = pending.pop()
+        relative = os.path.relpath(directory, base)  # once per directory: relpath is slow
+        with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.is_dir() and entry.name != "__pycache__":
                     pending.append(entry.path)
                 elif entry.name.endswith(".py") and entry.is_file():
                     st = entry.stat()
-                    found[os.path.relpath(entry.path, base)] = (st.st_size, st.st_mtime_ns // NS)
+                    found[os.path.join(relative, entry.name)] = (st.st_size, st.st_mtime_ns // NS)
     return found
 
 

@@ -64,7 +64,7 @@ class Timeouts:
     statement_timeout: float = 0.0
 
     def for_revision(self, options: tuple[tuple[str, float], ...]) -> Timeouts:
-        return dataclasses.replace(self, **dict(options))
+        return dataclasses.replace(self, **dict(options)) if options else self
 
     def statement(self) -> str:
         """Session-level, so that they are set once for a run of revisions that share them,

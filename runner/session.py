@@ -82,6 +82,9 @@ def open_session(settings: Settings, *, record: Record, log: Any) -> Iterator[Se
         connected.conn.close()
 
 
+PREPARE_THRESHOLD = 5  # psycopg's default
+
+
 @contextlib.contextmanager
 def migration_lock(session: Session, *, record: Record, interrupt: Interrupt) -> Iterator[MigrationLock]:
     """Hold the migration lock on ``session`` for the body.
@@ -110,6 +113,9 @@ def _require_own_session(session: Session) -> None:
             "pool_mode=transaction): the migration lock is a session lock and would not be held "
             "by the session that migrates. Point DATABASE_URL/DB_HOST at the database itself (or "
             "a session-mode pool) for migrations", pooler="transaction")
+    # our own session now: server-side prepared statements are safe, and spare the server
+    # parsing the version UPDATE (and a revision's repeated statements) again and again
+    session.conn.prepare_threshold = PREPARE_THRESHOLD
 
 
 def _release(session: Session, lock: MigrationLock, record: Record) -> None:

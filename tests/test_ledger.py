@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 from runner.errors import ExitCode
-from runner.ledger import edited
+from runner.ledger import Entry, Ledger, edited
 from tests.helpers import run, runner_env
 
 ROWS = "SELECT revision, outcome, checksum IS NOT NULL FROM migration_runner_ledger ORDER BY id"
@@ -85,3 +86,15 @@ def test_history_shows_the_ledger(database, project):
     assert a2["ledger"] is None
     text = run(env, "history").stdout.splitlines()
     assert " applied 20" in text[1] and "ms)" in text[1]
+
+
+def test_ledger_rows_are_quoted_by_psycopg_and_travel_with_the_commit():
+    ledger = Ledger("ledger", "audit", "1.0", "host 'a'")
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    statement = ledger.insert_and_commit([Entry("a1'; DROP TABLE x; --", "applied", None, at, 7),
+                                          Entry("a2", "applied", "c" * 64, at, 8)])
+    assert statement == (
+        'INSERT INTO "audit"."ledger" (revision, outcome, checksum, started_at, duration_ms, '
+        "runner_version, ran_on) VALUES ('a1''; DROP TABLE x; --', 'applied', NULL, "
+        "'2026-01-02 03:04:05+00:00'::timestamptz, 7, '1.0', 'host ''a'''), ('a2', 'applied', "
+        f"'{'c' * 64}', '2026-01-02 03:04:05+00:00'::timestamptz, 8, '1.0', 'host ''a'''); COMMIT")
