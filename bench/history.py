@@ -1,7 +1,7 @@
 """Cost against the length of the history: whole ``upgrade`` processes on generated linear
 histories of trivial revisions (each ``op.execute("SELECT 1")``), runner against plain Alembic.
 
-    uv run python bench/history.py [--iterations 15] [--full-runs 3] [--revisions 500]
+    uv run python bench/history.py [--iterations 15] [--full-runs 5] [--revisions 500]
                                    [--bytecode cached|none] [--quick] [--profile|--no-profile]
 
 1. no-op at ``--revisions`` (database at head): ``python -m runner upgrade`` with the
@@ -489,7 +489,7 @@ def main() -> int:
     parser.add_argument("--iterations", "-n", type=int, default=None,
                         help="measured no-op runs of each command (default 15; 5 with --quick)")
     parser.add_argument("--full-runs", type=int, default=None,
-                        help="measured full upgrades of each (default 3; 1 with --quick)")
+                        help="measured rounds of full upgrades (default 5; 1 with --quick)")
     parser.add_argument("--revisions", type=int, default=500,
                         help="the long history (default 500); section 2 adds 10 and 100")
     parser.add_argument("--bytecode", choices=("cached", "none"), default="cached",
@@ -506,7 +506,7 @@ def main() -> int:
                         help="give up on any single command after this many seconds (default 120)")
     args = parser.parse_args()
     args.iterations = args.iterations or (5 if args.quick else 15)
-    args.full_runs = args.full_runs or (1 if args.quick else 3)
+    args.full_runs = args.full_runs or (1 if args.quick else 5)
     if args.iterations < 1 or args.full_runs < 1 or args.revisions <= max(SMALL_SIZES):
         parser.error(f"--iterations and --full-runs must be >= 1, --revisions > {max(SMALL_SIZES)}")
     try:
