@@ -139,3 +139,26 @@ def test_lost_lock_session_stops_before_the_next_revision(database, project):
     assert database.version() == ["a2"]
     assert sorted(rev for (rev,) in database.query("SELECT rev FROM audit")) == ["a1", "a2"]
     result.assert_clean()
+
+
+def test_env_py_with_one_transaction_for_everything_gets_its_ledger_rows_at_its_commit(database, project):
+    """env.py's explicit transaction_per_migration=False wins: all or nothing, ledger included."""
+    from tests.helpers import ENV_PY
+
+    _use_env(project, ENV_PY.replace("target_metadata=None)",
+                                     "target_metadata=None, transaction_per_migration=False)"))
+    project.audited_chain(["a1", "a2"])
+    project.revision("a3", "a2", "raise RuntimeError('a3 is broken')")
+    env = runner_env(database, project)
+    failed = run(env)
+    assert failed.code == ExitCode.MIGRATION_FAILED
+    assert database.query("SELECT to_regclass('alembic_version'), to_regclass('audit')") == [(None, None)]
+    assert database.query("SELECT count(*) FROM migration_runner_ledger") == [(0,)]
+    assert failed.summary["applied"] == []
+
+    project.revision("a3", "a2", "pass")
+    migrated = run(env)
+    assert migrated.code == 0 and migrated.summary["applied"] == ["a1", "a2", "a3"]
+    assert database.query("SELECT revision, outcome FROM migration_runner_ledger ORDER BY id") == [
+        ("a1", "applied"), ("a2", "applied"), ("a3", "applied")]
+    assert database.query("SELECT count(*) FROM audit") == [(2,)]
