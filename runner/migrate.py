@@ -8,10 +8,12 @@ version table, and a callback recording each revision as it completes. env.py's 
 choices win, except a version table that disagrees with the runner's settings (the lock key
 and the "already at target" read depend on it).
 
-Before each revision the runner sets ``lock_timeout`` / ``statement_timeout`` on the
-migration session (a revision may override them with a module-level
-``migration_runner = {...}``), and, when env.py migrates on a connection of its own,
-checks that the session holding the lock is still alive.
+Every statement of a revision runs under ``lock_timeout`` / ``statement_timeout`` (a
+revision may override them with a module-level ``migration_runner = {...}``), except those
+in an ``autocommit_block``, which run without; the runner sets them on the migration session
+only when they change. The ledger rows of a transaction's revisions are sent with its
+COMMIT. When env.py migrates on a connection of its own, the runner checks before each
+revision that the session holding the lock is still alive.
 """
 
 from __future__ import annotations
