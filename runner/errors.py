@@ -8,6 +8,8 @@ from settings names and redacted values, not from DSNs.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 
 class ExitCode(enum.IntEnum):
@@ -105,3 +107,11 @@ def first_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(exc).__name__
+
+
+def name_sessions(rows: Iterable[Mapping[str, Any]], details: Callable[[Mapping[str, Any]], str]) -> str:
+    """How a message names other sessions (pg_stat_activity rows with at least ``pid`` and
+    ``application_name``): ``pid N (application, <details>)`` each, or that the session
+    was gone by the time the runner looked."""
+    return "; ".join(f"pid {row['pid']} ({row['application_name'] or 'no application_name'}, "
+                     f"{details(row)})" for row in rows) or "a session that has since gone"

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from runner.errors import LockTimeout
+from runner.errors import LockTimeout, name_sessions
 
 REPORT_EVERY_S = 5.0
 POLL_FIRST_S = 0.05
@@ -146,9 +146,8 @@ class MigrationLock:
 
     def _timeout(self, budget_s: float) -> LockTimeout:
         holders = self.holders()
-        who = "; ".join(f"pid {h['pid']} ({h['application_name'] or 'no application_name'}, "
-                        f"{h['client_addr'] or 'local'}, connected {h['connected_for_s']} s, "
-                        f"{h['state']})" for h in holders) or "a session that has since gone"
+        who = name_sessions(holders, lambda h: f"{h['client_addr'] or 'local'}, connected "
+                                               f"{h['connected_for_s']} s, {h['state']}")
         return LockTimeout(
             f"migration lock {self.name!r} not acquired within MIGRATION_LOCK_WAIT_TIMEOUT="
             f"{budget_s:g} s; held by {who}. Another migration may still be running; if that "

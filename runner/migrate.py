@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 
 from runner import logs
 from runner.errors import (ConfigError, ConnectionLost, MigrationBlocked, MigrationFailed,
-                           RunnerError, first_line)
+                           RunnerError, first_line, name_sessions)
 from runner.interrupt import Interrupt
 from runner.ledger import Entry, Ledger
 from runner.scripts import Loaded, set_url
@@ -430,9 +430,8 @@ def _failure(exc: Exception, revision: str | None, loaded: Loaded, conn: psycopg
         where = f"revision {revision}" + (f" ({rev.path})" if rev else "")
     fields = {"revision": revision, "error_class": type(orig).__name__}
     if isinstance(orig, psycopg.errors.LockNotAvailable):
-        who = "; ".join(f"pid {b['pid']} ({b['application_name'] or 'no application_name'}, "
-                        f"{b['state']}, transaction open {b['transaction_open_s']} s: "
-                        f"{b['query']!r})" for b in blockers) or "a session that has since gone"
+        who = name_sessions(blockers, lambda b: f"{b['state']}, transaction open "
+                                                f"{b['transaction_open_s']} s, {b['query']!r}")
         return MigrationBlocked(f"{where} could not get its table lock within lock_timeout and was "
                                 f"rolled back; blocked by {who}", blockers=blockers, **fields)
     lost = conn.closed or conn.broken or (

@@ -162,3 +162,13 @@ def test_release_is_safe_twice_and_frees_the_lock(database, sessions):
     lock.release()
     assert database.advisory_locks() == 0
     assert MigrationLock(sessions(), "L", logs.get()).try_acquire()
+
+
+def test_sessions_are_named_by_pid_and_application_or_said_to_be_gone():
+    from runner.errors import name_sessions
+
+    rows = [{"pid": 7, "application_name": "api", "state": "idle in transaction"},
+            {"pid": 9, "application_name": "", "state": "active"}]
+    assert name_sessions(rows, lambda r: r["state"]) == (
+        "pid 7 (api, idle in transaction); pid 9 (no application_name, active)")
+    assert name_sessions([], lambda r: r["state"]) == "a session that has since gone"
