@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from runner.errors import ExitCode
+from runner.migrate import NO_LIMITS, Timeouts, limits_for
 from runner.pgcluster import free_port
 from tests.helpers import (
     Database,
@@ -534,3 +535,35 @@ def test_cic_revision_opting_out_of_lock_timeout_waits_out_a_long_transaction(
     assert index_valid(accounts, "ix_accounts_name") is True
     assert accounts.version() == ["r1"]
     result.assert_clean()
+
+
+# --- which limits each statement runs under -------------------------------------------------
+
+def test_limits_are_the_revisions_own_and_none_in_an_autocommit_block():
+    limits = Timeouts(5.0, 30.0)
+    assert limits_for(limits, autocommit=False) == limits
+    assert limits_for(limits, autocommit=True) == NO_LIMITS
+    assert limits_for(None, autocommit=False) is None  # outside revisions: no opinion
+
+
+SEEN = "op.execute(\"INSERT INTO seen (tag, lock, stmt) VALUES ('{tag}', " \
+       "current_setting('lock_timeout'), current_setting('statement_timeout'))\")"
+
+
+def test_each_statement_runs_under_its_revisions_limits_across_overrides_and_autocommit_blocks(
+        database, project):
+    project.revision("r1", None, "op.execute('CREATE TABLE seen (n serial, tag text, lock text, stmt text)')\n"
+                     + SEEN.format(tag="r1"))
+    with_options(project.revision("r2", "r1", SEEN.format(tag="r2")),
+                 '{"lock_timeout": 0, "statement_timeout": 60}')
+    project.revision("r3", "r2", "\n".join([
+        SEEN.format(tag="r3 before"),
+        "with op.get_context().autocommit_block():",
+        "    " + SEEN.format(tag="r3 autocommit"),
+        SEEN.format(tag="r3 after")]))
+    result = run(runner_env(database, project, MIGRATION_DDL_LOCK_TIMEOUT=2,
+                            MIGRATION_STATEMENT_TIMEOUT=0))
+    assert result.code == 0, result.stdout
+    assert database.query("SELECT tag, lock, stmt FROM seen ORDER BY n") == [
+        ("r1", "2s", "0"), ("r2", "0", "1min"), ("r3 before", "2s", "0"),
+        ("r3 autocommit", "0", "0"), ("r3 after", "2s", "0")]
