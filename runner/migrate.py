@@ -22,7 +22,7 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -45,7 +45,13 @@ SELECT pid, application_name, host(client_addr) AS client_addr, state,
        left(regexp_replace(query, '\\s+', ' ', 'g'), 60) AS query
 FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid
 """
-WATCH_EVERY_S = 0.2
+
+
+def watch_every(lock_timeouts: Iterable[float]) -> float:
+    """How often the blocker watcher samples: five times within the shortest lock_timeout
+    in force, but between 0.1 and 1 s (pg_blocking_pids is not free on a busy server)."""
+    shortest = min((t for t in lock_timeouts if t > 0), default=5.0)
+    return min(1.0, max(0.1, shortest / 5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +152,9 @@ class BlockerWatch:
     so that a ``lock_timeout`` can be reported with the blocker's name. The session is
     opened in the watcher's thread: the migration does not wait for it."""
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], pid: int) -> None:
-        self.pid = pid
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], pid: int,
+                 every_s: float) -> None:
+        self.pid, self.every_s = pid, every_s
         self.last: list[dict[str, Any]] = []
         self._connect = connect
         self._stop = threading.Event()
@@ -157,7 +164,7 @@ class BlockerWatch:
     def _run(self) -> None:
         try:
             with self._connect() as conn:
-                while not self._stop.wait(WATCH_EVERY_S):
+                while not self._stop.wait(self.every_s):
                     rows = conn.cursor(row_factory=dict_row).execute(BLOCKERS_SQL, (self.pid,)).fetchall()
                     if rows:
                         self.last = rows
@@ -304,7 +311,9 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
         if migration.engine is not engine:  # env.py's own engine: watch its connection too
             _listen(migration, listeners)
         if timeouts.lock_timeout > 0 and state["watch"] is None:
-            state["watch"] = BlockerWatch(lambda: open_connection("watch"), pid)
+            every = watch_every([timeouts.for_revision(rev.options).lock_timeout
+                                 for rev in loaded.scripts.revisions.values()])
+            state["watch"] = BlockerWatch(lambda: open_connection("watch"), pid, every)
         log.info("migrate.mode", mode=state["mode"], migration_backend_pid=pid, detail=(
             "migrations run on the locked connection" if state["mode"] == "locked_connection"
             else "migrations run on env.py's own connection; the lock is held alongside and "
