@@ -176,7 +176,7 @@ def _dispatch(args: argparse.Namespace, settings: Any, record: Any, interrupt: I
 
 
 def entry() -> NoReturn:
-    """The process entry point (``migration-runner``, ``python -m runner``): run, then end
+    """Run the command line for the process (see :mod:`runner.start`), then end
     without Python's interpreter teardown, which finalises some 500 imported modules (tens
     of ms on every deploy) and has nothing left to do: every connection is closed and every
     stream is flushed here. ``main`` stays an ordinary function for callers in-process."""

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from runner import manifest, scripts
+from runner import heap, manifest, scripts
 from runner.errors import ConfigError, DatabaseAhead, EditedMigration, ExitCode
 from runner.interrupt import Interrupt
 from runner.ledger import edited
@@ -143,7 +143,8 @@ def _verify_checksums(session: Session, known: scripts.Scripts, current: tuple[s
 def _load(settings: Settings, log: Any, checksums: dict[str, str] | None = None) -> scripts.Loaded:
     """Load the scripts through Alembic (imports every revision file); ``checksums`` from a
     current manifest spare reading the files again."""
-    loaded = scripts.load(settings.alembic_config, checksums)
+    with heap.long_lived():  # Alembic, SQLAlchemy and every revision: here until exit
+        loaded = scripts.load(settings.alembic_config, checksums)
     log.info("scripts.loaded", source="files", revisions=len(loaded.scripts.revisions),
              heads=list(loaded.scripts.heads))
     return loaded
