@@ -136,4 +136,3 @@ def test_old_files_are_trusted_by_size_and_mtime_and_an_edit_is_caught(database,
     edited = run(env)
     assert edited.event("manifest.ignored")["reason"] == "stale"
     assert edited.event("scripts.loaded")["source"] == "files"
-
