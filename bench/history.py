@@ -1,7 +1,7 @@
 """Cost against the length of the history: whole ``upgrade`` processes on generated linear
 histories of trivial revisions (each ``op.execute("SELECT 1")``), runner against plain Alembic.
 
-    uv run python bench/history.py [--iterations 15] [--full-runs 5] [--revisions 500]
+    uv run python bench/history.py [--iterations 15] [--full-runs 8] [--revisions 500]
                                    [--bytecode cached|none] [--quick] [--profile|--no-profile]
 
 1. no-op at ``--revisions`` (database at head): ``python -m runner upgrade`` with the
@@ -29,6 +29,7 @@ import json
 import os
 import pstats
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -279,7 +280,10 @@ def bench_full(cluster: Any, password: str, big: Project, runs: int, timeout: fl
             else:
                 ini = big.per_revision_ini if kind == "alembic" else big.ini
                 cmd = [sys.executable, *cmd_prefix, "-m", "alembic", "-c", str(ini), "upgrade", "head"]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             elapsed, proc = timed(cmd, env, timeout)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[kind].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             summary: dict[str, Any] = {}
             if kind == "runner":
                 summary = check_runner(proc, "migrated")
@@ -295,10 +299,13 @@ def bench_full(cluster: Any, password: str, big: Project, runs: int, timeout: fl
             drop_database(cluster, password, db)
 
     kinds = ("runner", *ALEMBIC_KINDS)
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}  # user+sys of the process
     warm = {kind: one(kind, f"warm_{i}")[0] for i, kind in enumerate(kinds)}
     print("  warm-up (not counted): " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in warm.items())
           + f"; then {runs} rounds of {', '.join(kinds)}, the order rotating every round")
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for values in cpu.values():
+        values.clear()  # the warm-up runs do not count
     inside: list[float] = []
     counters: dict[str, dict[str, int]] = {}
     for i in range(runs):
@@ -318,6 +325,10 @@ def bench_full(cluster: Any, password: str, big: Project, runs: int, timeout: fl
         print(f"  runner/{kind}: median {ratios[kind]:.3f}   min/min {r['min'] / a['min']:.3f}   "
               f"per revision: runner {r['median'] * 1000 / n:.2f} ms, {kind} "
               f"{a['median'] * 1000 / n:.2f} ms (difference {(r['median'] - a['median']) * 1000 / n:+.2f} ms)")
+        print(f"    CPU time (user+sys of the process, less sensitive to other load; the server's "
+              f"work not included): runner {statistics.median(cpu['runner']) * 1000:.0f} ms, {kind} "
+              f"{statistics.median(cpu[kind]) * 1000:.0f} ms, ratio "
+              f"{statistics.median(cpu['runner']) / statistics.median(cpu[kind]):.3f}")
     for kind in kinds:
         c = counters[kind]
         print(f"  server counters, last {kind} run's database: {c['commits']} commits, "
@@ -502,7 +513,7 @@ def main() -> int:
     parser.add_argument("--iterations", "-n", type=int, default=None,
                         help="measured no-op runs of each command (default 15; 5 with --quick)")
     parser.add_argument("--full-runs", type=int, default=None,
-                        help="measured rounds of full upgrades (default 5; 1 with --quick)")
+                        help="measured rounds of full upgrades (default 8; 1 with --quick)")
     parser.add_argument("--revisions", type=int, default=500,
                         help="the long history (default 500); section 2 adds 10 and 100")
     parser.add_argument("--bytecode", choices=("cached", "none"), default="cached",
@@ -519,7 +530,7 @@ def main() -> int:
                         help="give up on any single command after this many seconds (default 120)")
     args = parser.parse_args()
     args.iterations = args.iterations or (5 if args.quick else 15)
-    args.full_runs = args.full_runs or (1 if args.quick else 5)
+    args.full_runs = args.full_runs or (1 if args.quick else 8)
     if args.iterations < 1 or args.full_runs < 1 or args.revisions <= max(SMALL_SIZES):
         parser.error(f"--iterations and --full-runs must be >= 1, --revisions > {max(SMALL_SIZES)}")
     try:
