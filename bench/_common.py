@@ -49,19 +49,21 @@ def downgrade():
 '''
 
 
-def write_project(root: Path, revisions: int, per_revision: bool = False,
+def write_project(root: Path, revisions: int, transaction_per_migration: bool | None = None,
                   versions_of: Path | None = None) -> Path:
     """An Alembic project in ``root`` with a linear chain of ``revisions`` trivial revisions
-    (each ``op.execute("SELECT 1")``); returns the path of its alembic.ini. ``per_revision``:
-    env.py asks for one transaction per revision, as the service's alembic/env.py does (the
-    runner does so anyway); otherwise Alembic's default, one transaction for the whole
-    upgrade. ``versions_of``: use the revision files of that project (its alembic.ini)
-    instead of writing new ones, so that two env.py variants run the same files."""
+    (each ``op.execute("SELECT 1")``); returns the path of its alembic.ini.
+    ``transaction_per_migration``: what env.py passes to ``context.configure`` (None: nothing,
+    so plain Alembic runs the whole upgrade in one transaction and the runner, by default,
+    commits each revision; True: as the service's alembic/env.py; False: one transaction,
+    for the runner too). ``versions_of``: use the revision files of that project (its
+    alembic.ini) instead of writing new ones, so that env.py variants run the same files."""
     ini = root / "alembic.ini"
     (root / "migrations").mkdir(parents=True)
-    env_py = ENV_PY.replace("target_metadata=None)",
-                            "target_metadata=None, transaction_per_migration=True)")
-    (root / "migrations" / "env.py").write_text(env_py if per_revision else ENV_PY)
+    env_py = ENV_PY if transaction_per_migration is None else ENV_PY.replace(
+        "target_metadata=None)",
+        f"target_metadata=None, transaction_per_migration={transaction_per_migration})")
+    (root / "migrations" / "env.py").write_text(env_py)
     if versions_of is not None:
         ini.write_text("[alembic]\nscript_location = %(here)s/migrations\nversion_locations = "
                        f"{versions_of.parent / 'migrations' / 'versions'}\n")
