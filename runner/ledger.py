@@ -17,15 +17,12 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.sql import Literal
+from psycopg.sql import Identifier, Literal
 
 OUTCOMES = ("applied", "reverted", "stamped", "adopted")
 COLUMNS = ("id", "revision", "outcome", "checksum", "started_at", "finished_at", "duration_ms",
            "runner_version", "ran_on")
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+WRITTEN = "(revision, outcome, checksum, started_at, duration_ms, runner_version, ran_on)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +52,7 @@ class Ledger:
 
     @property
     def qualified(self) -> str:
-        return (f"{quote_ident(self.schema)}." if self.schema else "") + quote_ident(self.name)
+        return Identifier(*((self.schema,) if self.schema else ()), self.name).as_string(None)
 
     def exists(self, conn: psycopg.Connection[Any]) -> bool:
         row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.qualified,)).fetchone()
@@ -79,8 +76,7 @@ class Ledger:
             conn.execute(f"COMMENT ON TABLE {self.qualified} IS "
                          "'migration-runner: one row per revision applied, reverted, stamped or adopted'")
             for revision in adopted:
-                conn.execute(f"INSERT INTO {self.qualified} (revision, outcome, checksum, "
-                             "started_at, duration_ms, runner_version, ran_on) "
+                conn.execute(f"INSERT INTO {self.qualified} {WRITTEN} "
                              "VALUES (%s, 'adopted', %s, now(), 0, %s, %s)",
                              (revision, checksums.get(revision), self.runner_version, self.ran_on))
         return len(adopted)
@@ -96,8 +92,7 @@ class Ledger:
         psycopg), since several statements in one message need the simple protocol."""
         rows = ", ".join("(" + ", ".join(Literal(v).as_string(None) for v in entry.row())
                          + self._same_for_every_row for entry in entries)
-        return (f"INSERT INTO {self.qualified} (revision, outcome, checksum, started_at, "
-                f"duration_ms, runner_version, ran_on) VALUES {rows}; COMMIT")
+        return f"INSERT INTO {self.qualified} {WRITTEN} VALUES {rows}; COMMIT"
 
     def latest(self, conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         """The most recent row for each revision (empty if there is no ledger)."""

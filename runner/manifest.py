@@ -16,7 +16,6 @@ always hashed: an edit within the same clock tick could otherwise keep size and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -24,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.scripts import Revision, Scripts
+from runner.scripts import Revision, Scripts, file_checksum
 
 FORMAT = 2
 FILENAME = "migration-manifest.json"
@@ -37,11 +36,6 @@ Stat = tuple[int, int]
 
 def default_path(alembic_config: Path) -> Path:
     return alembic_config.parent / FILENAME
-
-
-def sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def listing(base: str, versions: Iterable[str]) -> dict[str, Stat]:
@@ -84,7 +78,7 @@ def build(scripts: Scripts, path: Path, now_s: float | None = None) -> dict[str,
     now_s = time.time() if now_s is None else now_s
     versions = [str(Path(v).resolve()) for v in scripts.versions]
     files = {name: {"size": size, "mtime_s": mtime_s if mtime_s < now_s - RACY_S else None,
-                    "sha256": sha256(os.path.join(base, name))}
+                    "sha256": file_checksum(os.path.join(base, name))}
              for name, (size, mtime_s) in sorted(listing(base, versions).items())}
     return {
         "format": FORMAT,
@@ -125,7 +119,7 @@ def read(path: Path) -> tuple[Scripts | None, str, int]:
             unsure = to_hash(recorded, listing(base, versions))
         except OSError:  # a versions directory is gone
             return None, "stale", 0
-        if unsure is None or any(sha256(os.path.join(base, name)) != recorded[name]["sha256"]
+        if unsure is None or any(file_checksum(os.path.join(base, name)) != recorded[name]["sha256"]
                                  for name in unsure):
             return None, "stale", len(unsure or ())
         revisions = {

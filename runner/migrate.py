@@ -211,7 +211,7 @@ def run_steps(conn: psycopg.Connection[Any], loaded: Loaded, kind: str, target: 
     :class:`ConnectionLost` when a session died, :class:`Interrupted` after a signal,
     :class:`MigrationFailed` otherwise. ``url`` (a secret) becomes ``sqlalchemy.url`` for
     env.py. ``conn`` is back in autocommit mode on return, unless the session was lost.
-    Each step is recorded in ``ledger`` inside its own transaction.
+    Each step is recorded in ``ledger`` by the commit of the transaction that applied it.
     """
     from alembic.runtime.environment import EnvironmentContext
     from sqlalchemy import create_engine
