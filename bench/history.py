@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import pstats
 import re
 import resource
@@ -40,6 +39,7 @@ from typing import Any
 from _common import (ROOT, connect, create_database, describe, machine, runner_env,
                      temp_dir, throwaway_cluster, with_bytecode, write_project)
 from noop import Failed, check_alembic, check_runner, line, timed
+from tests.helpers import age_files  # importable once _common put the repository on sys.path
 
 NOOP_TARGET = 2.5      # alembic / runner, at least
 FLAT_TARGET = 1.20     # max / min of the three medians, at most
@@ -89,15 +89,6 @@ def scripts_loaded(output: str) -> list[dict[str, Any]]:
     return found
 
 
-def age(versions: Path, seconds: float) -> None:
-    """Date the revision files ``seconds`` back, as files checked out before an image build
-    are: files written moments before the manifest are hashed on every run (see
-    runner/manifest.py), which a generated project would otherwise always be."""
-    for path in versions.glob("*.py"):
-        stamp = path.stat().st_mtime - seconds
-        os.utime(path, (stamp, stamp))
-
-
 class Project:
     """A generated project with its manifest, and a database migrated to its head."""
 
@@ -115,7 +106,9 @@ class Project:
         self.runner_cmd = [sys.executable, "-m", "runner", "upgrade"]
         self.alembic_cmd = [sys.executable, "-m", "alembic", "-c", str(self.ini), "upgrade", "head"]
         create_database(cluster, password, self.db)
-        age(self.ini.parent / "migrations" / "versions", 3600)
+        # as checked out before an image build: files written moments before the manifest
+        # are hashed on every run, which a generated project's would otherwise always be
+        age_files(self.ini.parent / "migrations" / "versions", 3600)
         manifest_s, proc = timed([sys.executable, "-m", "runner", "manifest"], self.env, timeout)
         if proc.returncode != 0 or not (root / "migration-manifest.json").is_file():
             raise Failed(f"`runner manifest` exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"

@@ -602,6 +602,16 @@ def _hold_r2(db: Database, proc: Running, timeout: float = 30) -> None:
                   time.monotonic(), 10, "r2's statement to be running")
 
 
+def _in_r2_through(proxy: Any, db: Database, project: Project, spawn: Any, hold_s: float) -> Running:
+    """A runner on the chain, connected through ``proxy``, once r2's statement (a pg_sleep
+    of ``hold_s``) is running."""
+    write_chain(project)
+    proc = spawn(env_for(db, project, FAULT_AT_R2=f"hold={hold_s}",
+                         DATABASE_URL=proxy.url("postgres", PASSWORD, db.name)))
+    _hold_r2(db, proc)
+    return proc
+
+
 LOST_AS_INTERNAL = ("runner bug: a connection lost outside a revision (waiting for the lock, "
                     "reading the version) exits 1 'internal error, please report' instead of 10")
 
@@ -623,12 +633,8 @@ def _after_network_fault(db: Database, project: Project, result: Result, since: 
 
 
 def test_tcp_cut_mid_statement(database, project, proxy, spawn, record_property):
-    write_chain(project)
     context = "TCP cut (RST) during r2's statement"
-    env = env_for(database, project, FAULT_AT_R2="hold=30",
-                  DATABASE_URL=proxy.url("postgres", PASSWORD, database.name))
-    proc = spawn(env)
-    _hold_r2(database, proc)
+    proc = _in_r2_through(proxy, database, project, spawn, hold_s=30)
     cut = time.monotonic()
     assert proxy.cut() >= 1
     result = proc.finish(timeout=30)
@@ -702,12 +708,8 @@ def test_tcp_blackhole_mid_statement(database, project, proxy, spawn, record_pro
     gave up, since keepalives do not run while data is unacknowledged: which is why the
     runner now sets tcp_user_timeout on both sides.)"""
     window = float(os.environ.get("FAULTS_BLACKHOLE_S") or 6)
-    write_chain(project)
     context = "TCP black hole during r2's statement"
-    env = env_for(database, project, FAULT_AT_R2="hold=2",
-                  DATABASE_URL=proxy.url("postgres", PASSWORD, database.name))
-    proc = spawn(env)
-    _hold_r2(database, proc)
+    proc = _in_r2_through(proxy, database, project, spawn, hold_s=2)
     holed = time.monotonic()
     assert proxy.blackhole() >= 1
     deadline = holed + window

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 from runner import manifest
-from tests.helpers import ROOT, run, runner_env
+from tests.helpers import ROOT, age_files, run, runner_env
 
 PROBE = """
 import json, sys
@@ -96,13 +95,6 @@ def test_a_file_added_removed_or_resized_makes_the_manifest_stale_without_hashin
     assert manifest.to_hash(RECORDED, {"v/a.py": (11, 100), "v/b.py": (20, 100)}) is None
 
 
-def _age(project, seconds: float) -> None:
-    """Make every versions file look ``seconds`` older (as after a git checkout long ago)."""
-    for path in project.versions.glob("*.py"):
-        stamp = path.stat().st_mtime - seconds
-        os.utime(path, (stamp, stamp))
-
-
 def _manifest(project) -> dict:
     return json.loads((project.root / "migration-manifest.json").read_text())
 
@@ -111,7 +103,7 @@ def test_files_modified_just_before_the_manifest_are_recorded_racy(database, pro
     project.audited_chain(["a1"])
     env = runner_env(database, project)
     assert run(env).code == 0
-    _age(project, -30)  # as if modified right now (plus any clock skew): never trusted by mtime
+    age_files(project.versions, -30)  # as if modified right now (plus any clock skew): never trusted by mtime
     assert run(env, "manifest").code == 0
     assert [f["mtime_s"] for f in _manifest(project)["files"].values()] == [None]
     result = run(env)
@@ -120,7 +112,7 @@ def test_files_modified_just_before_the_manifest_are_recorded_racy(database, pro
 
 def test_old_files_are_trusted_by_size_and_mtime_and_an_edit_is_caught(database, project):
     project.audited_chain(["a1", "a2"])
-    _age(project, 3600)
+    age_files(project.versions, 3600)
     env = runner_env(database, project)
     assert run(env).code == 0 and run(env, "manifest").code == 0
     assert all(f["mtime_s"] for f in _manifest(project)["files"].values())
