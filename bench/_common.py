@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `runner` is installed editable, but be explicit
     sys.path.insert(0, str(ROOT))
 
-from runner.pgcluster import Cluster  # noqa: E402
+from devtools.pgcluster import Cluster  # noqa: E402
 
 # The shared-connection env.py: migrate on the runner's connection when it passes one, else
 # (plain `alembic upgrade`) build an engine from the same settings the runner reads.

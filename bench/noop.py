@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from runner.demo import summary_event  # noqa: E402
+from devtools.demo import summary_event  # noqa: E402
 from _common import (ROOT, connect, create_database, describe, machine, runner_env,
                      temp_dir, throwaway_cluster, with_bytecode, write_project)
 

@@ -84,10 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         record_usage_error(err)
         return int(err.exit_code)
     if args.command == "demo":
-        from runner.demo import run_demo
-
-        return run_demo(args.runners)
+        return _demo(args.runners)
     return run_command(args)
+
+
+def _demo(runners: int) -> int:
+    """The demo lives in the repository's ``devtools`` (never in the image or the wheel)."""
+    try:
+        from devtools.demo import run_demo
+    except ImportError:
+        print("migration-runner demo: runs from a checkout of the repository only "
+              "(uv run migration-runner demo, at its root)", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    return run_demo(runners)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 import pytest
 
-from runner.pgcluster import Cluster
+from devtools.pgcluster import Cluster
 from tests.helpers import PASSWORD, Database, Project, Server
 
 

@@ -52,7 +52,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from runner.pgcluster import free_port
+from devtools.pgcluster import free_port
 
 PoolMode = Literal["session", "transaction"]
 RUN_AS = "postgres"  # PgBouncer refuses to run as root

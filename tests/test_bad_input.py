@@ -38,7 +38,7 @@ import pytest
 from psycopg import sql
 
 from runner.errors import ExitCode
-from runner.pgcluster import Cluster, ClusterError
+from devtools.pgcluster import Cluster, ClusterError
 from tests.helpers import PASSWORD, Database, Project, Result, Server, run, runner_env
 
 # --------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from runner.errors import ExitCode
-from runner.pgcluster import find_bindir
+from devtools.pgcluster import find_bindir
 from tests.helpers import ROOT, Running, run, runner_env
 
 

@@ -9,7 +9,7 @@ import pytest
 from runner import logs
 from runner.connect import classify, wait_for_database
 from runner.errors import ConnectionRejected, DatabaseUnreachable
-from runner.pgcluster import free_port
+from devtools.pgcluster import free_port
 from runner.settings import ConnectionSpec
 
 

@@ -28,7 +28,7 @@ import pytest
 
 from runner.errors import ExitCode
 from runner.migrate import NO_LIMITS, Timeouts, limits_for, watch_every
-from runner.pgcluster import free_port
+from devtools.pgcluster import free_port
 from tests.helpers import (
     Database,
     Project,

@@ -62,7 +62,7 @@ import pytest
 
 from runner.errors import ExitCode
 from runner.lock import lock_key
-from runner.pgcluster import free_port
+from devtools.pgcluster import free_port
 from tests.helpers import PASSWORD, Database, Project, Result, Running, Server, run, runner_env
 from tests.tcpproxy import TcpProxy
 

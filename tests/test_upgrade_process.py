@@ -8,7 +8,7 @@ from collections import Counter
 
 from runner.errors import ExitCode
 from runner.lock import lock_key
-from runner.pgcluster import free_port
+from devtools.pgcluster import free_port
 from tests.helpers import Running, run, runner_env, wait_until
 
 REVS = ["a1", "a2", "a3", "a4"]

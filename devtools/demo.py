@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from runner.pgcluster import Cluster, ClusterError
+from devtools.pgcluster import Cluster, ClusterError
 
 DEMO_DB = "service"
 
