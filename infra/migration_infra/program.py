@@ -1,0 +1,58 @@
+"""The whole deploy, in order: the runner's task, the gate that runs it, the app behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+from migration_infra.app import AppService
+from migration_infra.gate import MigrationGate
+from migration_infra.heads import migration_heads
+from migration_infra.runner_task import MigrationTask
+from migration_infra.settings import StackSettings
+
+
+@dataclass
+class Deployment:
+    task: MigrationTask
+    gate: MigrationGate
+    app: AppService | None
+    cluster: pulumi.Output[str]
+
+
+def deploy(settings: StackSettings, program_dir: Path | None = None) -> Deployment:
+    """Declare every resource and export the outputs an operator needs.
+
+    `migrationsDir` is relative to `program_dir` (default: this program's directory), so the
+    heads are read from the checkout `pulumi up` runs in. Raises `HeadsError` if it is missing.
+    """
+    program_dir = program_dir or Path(__file__).resolve().parent.parent
+    heads = migration_heads(program_dir / settings.migrations_dir)
+    if settings.cluster_name:
+        cluster = pulumi.Output.from_input(settings.cluster_name)
+    else:
+        cluster = aws.ecs.Cluster(f"{settings.service}-{settings.environment}").name
+
+    task = MigrationTask("migrations", settings)
+    gate = MigrationGate(
+        "migration-gate", launcher=settings.launcher, cluster=cluster,
+        task_definition=task.task_definition_ref, container=task.container_name,
+        subnets=settings.subnet_ids, security_groups=[settings.security_group_id],
+        assign_public_ip=settings.assign_public_ip, image_digest=task.image_digest,
+        heads=heads, timeout=settings.task_timeout,
+        depends_on=[task.task_definition, *task.network_rules])
+    app = (AppService("app", settings, cluster=cluster, runner=task, gate=gate)
+           if settings.app else None)
+
+    pulumi.export("image", task.image_uri)
+    pulumi.export("migrationsHeads", list(heads))
+    pulumi.export("taskDefinition", task.task_definition_ref)
+    pulumi.export("logGroup", task.log_group.name)
+    pulumi.export("cluster", cluster)
+    pulumi.export("alarm", task.alarm.name)
+    if app is not None:
+        pulumi.export("appService", app.service.name)
+    return Deployment(task=task, gate=gate, app=app, cluster=cluster)
