@@ -161,7 +161,8 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
     Raises `SettingsError` listing every problem, so one `pulumi up` names all of them.
     `stack` is the default `environment` (the metric dimension and name suffix).
     """
-    problems: list[str] = []
+    problems: list[str] = [f"{key}: unknown setting (known: {', '.join(KEYS)})"
+                           for key in raw if key not in KEYS]
     required = ("service", "securityGroupId", "dbHost", "dbName")
     for key in required:
         if _str(raw, key) is None:

@@ -86,3 +86,9 @@ def test_the_environment_defaults_to_the_stack_name(config):
     assert parse_settings(config, stack="staging").environment == "staging"
     config["environment"] = "production"
     assert parse_settings(config, stack="staging").environment == "production"
+
+
+def test_a_misspelt_key_is_refused_rather_than_ignored(config):
+    config["alarmTopicARN"] = "arn:aws:sns:eu-west-1:123456789012:oncall"
+    with pytest.raises(SettingsError, match="alarmTopicARN: unknown setting"):
+        parse_settings(config, stack="prod")
