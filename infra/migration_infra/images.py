@@ -28,13 +28,17 @@ class ImageRef:
         return f"{self.repository}@{self.digest}"
 
 
+def is_digest(value: str) -> bool:
+    return bool(_DIGEST.match(value))
+
+
 def parse_image(uri: str) -> ImageRef:
     """Split `REPOSITORY[:TAG]@sha256:HEX`; raise `ImageError` unless it is pinned by digest."""
     repository, sep, digest = uri.strip().partition("@")
     if not sep:
         raise ImageError(f"{uri!r} is not pinned by digest: use REPOSITORY@sha256:<digest> "
                          "(`docker buildx imagetools inspect` or `docker push` prints it)")
-    if not _DIGEST.match(digest):
+    if not is_digest(digest):
         raise ImageError(f"{uri!r}: the digest must be sha256: and 64 lowercase hex digits")
     repository = repository_of(repository)  # a tag beside the digest says nothing more
     if not repository or repository.startswith("/") or repository.endswith("/"):

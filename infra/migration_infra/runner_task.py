@@ -1,4 +1,4 @@
-"""The runner's resources on AWS: repository, log group, roles, Fargate task definition,
+"""The runner's resources on AWS: image repository, log group, roles, Fargate task definition,
 database egress, and the alarm on failed runs."""
 
 from __future__ import annotations
@@ -31,9 +31,21 @@ def ecr_lifecycle_policy(keep: int = KEEP_IMAGES, untagged_days: int = 7) -> dic
     ]}
 
 
+def image_repository(name: str, repository_name: str) -> aws.ecr.Repository:
+    """The runner's ECR repository: immutable tags, scanned on push, old images expired."""
+    repository = aws.ecr.Repository(
+        name, name=repository_name, image_scanning_configuration={"scan_on_push": True},
+        image_tag_mutability="IMMUTABLE")
+    aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=repository.name,
+                            policy=json.dumps(ecr_lifecycle_policy()),
+                            opts=pulumi.ResourceOptions(parent=repository))
+    return repository
+
+
 class MigrationTask(pulumi.ComponentResource):
     """Everything the one-off migration task needs; `pulumi up` registers a new task definition
-    revision whenever the image or a setting changes.
+    revision whenever the image or a setting changes. The image is `repository@imageDigest`
+    when `repository` (created by `image_repository`) is given, else the settings' image.
 
     Outputs: `image_uri`, `image_digest`, `task_definition` (the resource), `task_definition_ref`
     (`family:revision`), `container_definition` (the runner's, for an init container),
@@ -41,6 +53,7 @@ class MigrationTask(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, settings: StackSettings,
+                 repository: aws.ecr.Repository | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("migration-runner:index:MigrationTask", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -49,22 +62,18 @@ class MigrationTask(pulumi.ComponentResource):
         base = f"{settings.service}-{settings.environment}"
         metrics = RunnerMetrics(service=settings.service, environment=settings.environment)
 
-        if settings.image is None:
-            repository = aws.ecr.Repository(
-                f"{name}-repository", name=settings.repository_name,
-                image_scanning_configuration={"scan_on_push": True},
-                image_tag_mutability="IMMUTABLE", opts=child)
-            aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=repository.name,
-                                    policy=json.dumps(ecr_lifecycle_policy()), opts=child)
+        if repository is not None:
             self.image_digest: pulumi.Input[str] = settings.image_digest or ""
             self.image_uri = pulumi.Output.concat(repository.repository_url, "@",
                                                   settings.image_digest or "")
             self.repository_arn: pulumi.Output[str | None] = repository.arn
-        else:
+        elif settings.image is not None:
             self.image_digest = settings.image.digest
             self.image_uri = pulumi.Output.from_input(settings.image.uri)
             self.repository_arn = pulumi.Output.from_input(
                 ecr_repository_arn(settings.image.repository))
+        else:
+            raise ValueError("MigrationTask needs the repository created here or an image")
 
         log_group_name = f"/ecs/{base}/migrations"
         self.log_group = aws.cloudwatch.LogGroup(

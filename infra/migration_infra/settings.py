@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from migration_infra.images import ImageError, ImageRef, parse_image
+from migration_infra.images import ImageError, ImageRef, is_digest, parse_image
 
 CONFIG_NAMESPACE = "migration-runner"
 
@@ -64,7 +64,7 @@ class StackSettings:
     db_user: str | None = None
     db_resource_id: str | None = None
     image: ImageRef | None = None          # an existing image, pinned by digest
-    image_digest: str | None = None        # the digest pushed to the repository created here
+    image_digest: str | None = None        # pushed to the repository created here; None: not yet
     repository_name: str = "migration-runner"
     cluster_name: str | None = None        # an existing cluster; None: create one
     assign_public_ip: bool = False
@@ -191,9 +191,9 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
             image = parse_image(_str(raw, "image") or "")
         except ImageError as exc:
             problems.append(f"image: {exc}")
-    elif image_digest is None or not image_digest.startswith("sha256:"):
-        problems.append("imageDigest: required (sha256:..., the digest `docker push` printed), "
-                        "or set image to an existing image pinned by digest")
+    elif image_digest is not None and not is_digest(image_digest):
+        problems.append(f"imageDigest: sha256: and 64 lowercase hex digits (the digest "
+                        f"`docker push` printed), got {image_digest!r}")
 
     ssl_mode = (_str(raw, "dbSslMode") or "verify-full").lower()
     if ssl_mode not in SSL_MODES:

@@ -94,6 +94,14 @@ def test_with_iam_auth_the_task_role_may_connect_as_the_database_user(config):
     assert container["secrets"] == []
 
 
+def test_before_the_first_image_only_the_repository_is_created(config):
+    del config["imageDigest"]
+    program = run_program(parse_settings(config, stack="prod"))
+    assert sorted(r.typ for r in program.registered) == [
+        "aws:ecr/lifecyclePolicy:LifecyclePolicy", "aws:ecr/repository:Repository"]
+    assert program.deployment.gate is None
+
+
 def test_the_repository_scans_on_push_and_expires_old_images(program):
     repository = program.one("aws:ecr/repository:Repository")
     assert repository.inputs["imageScanningConfiguration"] == {"scanOnPush": True}

@@ -18,8 +18,7 @@ def test_every_missing_key_is_named_at_once():
     with pytest.raises(SettingsError) as error:
         parse_settings({}, stack="dev")
     message = str(error.value)
-    for key in ("service", "subnetIds", "securityGroupId", "dbHost", "dbName", "dbSecretArn",
-                "imageDigest"):
+    for key in ("service", "subnetIds", "securityGroupId", "dbHost", "dbName", "dbSecretArn"):
         assert f"{key}:" in message
 
 
@@ -41,6 +40,14 @@ def test_an_existing_image_pinned_by_digest_creates_no_repository(config):
     settings = parse_settings(config, stack="prod")
     assert not settings.creates_repository
     assert settings.image.uri == f"ghcr.io/acme/migration-runner@{DIGEST}"
+
+
+def test_without_an_image_yet_the_settings_are_valid_and_a_bad_digest_is_not(config):
+    del config["imageDigest"]
+    assert parse_settings(config, stack="prod").image_digest is None
+    config["imageDigest"] = "4f53cda18c2b"
+    with pytest.raises(SettingsError, match="imageDigest: sha256: and 64"):
+        parse_settings(config, stack="prod")
 
 
 def test_image_and_image_digest_together_are_refused(config):
