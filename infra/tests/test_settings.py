@@ -1,6 +1,8 @@
 import pytest
+import yaml
 
-from migration_infra.settings import SettingsError, parse_settings
+from migration_infra.settings import KEYS, SettingsError, parse_settings
+from tests.conftest import INFRA
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -99,3 +101,15 @@ def test_a_misspelt_key_is_refused_rather_than_ignored(config):
     config["alarmTopicARN"] = "arn:aws:sns:eu-west-1:123456789012:oncall"
     with pytest.raises(SettingsError, match="alarmTopicARN: unknown setting"):
         parse_settings(config, stack="prod")
+
+
+def test_the_esc_example_exports_only_settings_the_runner_reads_and_no_literal_secret():
+    document = yaml.safe_load((INFRA / "examples" / "esc-environment.yaml").read_text())
+    variables = document["values"]["environmentVariables"]
+    db = {name for name in variables if name.startswith("DB_")}
+    assert db == {"DB_HOST", "DB_PORT", "DB_NAME", "DB_SECRET", "DB_SSLMODE"}
+    assert variables["DB_SECRET"].startswith("${aws.secrets.")  # opened at `esc run` time
+    assert all(value.startswith("${") for name, value in variables.items()
+               if name.startswith("AWS_") and name != "AWS_REGION")
+    stack_keys = {key.split(":", 1)[1] for key in document["values"]["pulumiConfig"]}
+    assert stack_keys <= set(KEYS)
