@@ -16,7 +16,7 @@ import pulumi_aws as aws
 from migration_infra import policies
 from migration_infra.containers import app_container, with_init_container
 from migration_infra.images import ecr_repository_arn, repository_of
-from migration_infra.runner_task import MigrationTask
+from migration_infra.runner_task import MigrationTask, fargate_task_definition
 from migration_infra.settings import StackSettings
 
 APP_CONTAINER = "app"
@@ -66,13 +66,9 @@ class AppService(pulumi.ComponentResource):
                 defs = with_init_container(defs, runner_definition)
             return json.dumps(defs)
 
-        self.task_definition = aws.ecs.TaskDefinition(
-            f"{name}-task", family=f"{base}-app",
-            requires_compatibilities=["FARGATE"], network_mode="awsvpc",
-            cpu=str(app.cpu), memory=str(app.memory),
-            runtime_platform={"operating_system_family": "LINUX",
-                              "cpu_architecture": settings.cpu_architecture},
-            execution_role_arn=self.execution_role.arn,
+        self.task_definition = fargate_task_definition(
+            f"{name}-task", family=f"{base}-app", cpu=app.cpu, memory=app.memory,
+            architecture=settings.cpu_architecture, execution_role_arn=self.execution_role.arn,
             # The init container connects with the task's role under IAM database auth.
             task_role_arn=(runner.task_role.arn if app.init_container and settings.iam_auth
                            else None),

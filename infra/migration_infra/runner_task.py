@@ -42,6 +42,20 @@ def image_repository(name: str, repository_name: str) -> aws.ecr.Repository:
     return repository
 
 
+def fargate_task_definition(name: str, *, family: str, cpu: int, memory: int,
+                            architecture: str, execution_role_arn: pulumi.Input[str],
+                            task_role_arn: pulumi.Input[str] | None,
+                            container_definitions: pulumi.Input[str],
+                            opts: pulumi.ResourceOptions) -> aws.ecs.TaskDefinition:
+    """A Linux Fargate task definition (awsvpc networking) of the given size."""
+    return aws.ecs.TaskDefinition(
+        name, family=family, requires_compatibilities=["FARGATE"], network_mode="awsvpc",
+        cpu=str(cpu), memory=str(memory),
+        runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": architecture},
+        execution_role_arn=execution_role_arn, task_role_arn=task_role_arn,
+        container_definitions=container_definitions, opts=opts)
+
+
 class MigrationTask(pulumi.ComponentResource):
     """Everything the one-off migration task needs; `pulumi up` registers a new task definition
     revision whenever the image or a setting changes. The image is `repository@imageDigest`
@@ -119,13 +133,10 @@ class MigrationTask(pulumi.ComponentResource):
                 ssl_mode=settings.db_ssl_mode, iam_auth=settings.iam_auth,
                 stop_timeout=settings.stop_timeout,
                 extra_environment=metrics.container_environment())))
-        self.task_definition = aws.ecs.TaskDefinition(
-            f"{name}-task", family=f"{base}-migrate",
-            requires_compatibilities=["FARGATE"], network_mode="awsvpc",
-            cpu=str(settings.cpu), memory=str(settings.memory),
-            runtime_platform={"operating_system_family": "LINUX",
-                              "cpu_architecture": settings.cpu_architecture},
-            execution_role_arn=self.execution_role.arn, task_role_arn=self.task_role.arn,
+        self.task_definition = fargate_task_definition(
+            f"{name}-task", family=f"{base}-migrate", cpu=settings.cpu, memory=settings.memory,
+            architecture=settings.cpu_architecture, execution_role_arn=self.execution_role.arn,
+            task_role_arn=self.task_role.arn,
             container_definitions=self.container_definition.apply(lambda c: json.dumps([c])),
             opts=pulumi.ResourceOptions(parent=self,
                                         depends_on=[self.execution_policy, *task_policies]))

@@ -133,6 +133,15 @@ def test_the_task_may_reach_the_database_port_and_only_that(program, config):
     assert ingress.inputs["referencedSecurityGroupId"] == config["securityGroupId"]
 
 
+def test_without_the_database_security_group_egress_is_still_the_database_port_only(config):
+    del config["dbSecurityGroupId"]
+    program = run_program(parse_settings(config, stack="prod"))
+    egress = program.one("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    assert (egress.inputs["cidrIpv4"], egress.inputs["fromPort"], egress.inputs["toPort"]) == (
+        "0.0.0.0/0", 5432, 5432)
+    assert program.all("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") == []
+
+
 def test_the_gate_runs_the_launcher_on_the_registered_task_definition(program, config):
     gate = program.one(COMMAND)
     task = runner_task_definition(program)
