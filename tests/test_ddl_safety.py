@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 from runner.errors import ExitCode
-from runner.migrate import NO_LIMITS, Timeouts, limits_for, watch_every
+from runner.limits import NO_LIMITS, Timeouts, limits_for, watch_every
 from devtools.pgcluster import free_port
 from tests.helpers import (
     Database,

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from runner.errors import ConfigError
-from runner.settings import load_settings, parse_database_url
+from runner.dburl import parse_database_url
+from runner.settings import load_settings
 
 PW = "p@ss:w/rd%#?"
 
