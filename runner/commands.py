@@ -11,13 +11,10 @@ from typing import Any
 
 from runner import scripts, sources
 from runner.errors import DatabaseAhead
-from runner.execution import Context, Execution
 from runner.interrupt import Interrupt
-from runner.limits import Timeouts
 from runner.outcome import Outcome, Result
 from runner.plan import Plan, applied, plan_downgrade, plan_stamp, plan_upgrade
 from runner.record import Facts
-from runner.retry import retry_blocked
 from runner.session import Session, database_session, migration_lock
 from runner.settings import Settings
 
@@ -110,6 +107,10 @@ def _execute(session: Session, loaded: scripts.Loaded, target: str, current: tup
              planner: Planner, facts: Facts, interrupt: Interrupt) -> None:
     """Plan from ``current`` (read under the lock) and execute; after a revision hit
     ``lock_timeout``, read again, plan again from there, and retry with backoff."""
+    from runner.execution import Context, Execution  # not on the no-op path
+    from runner.limits import Timeouts
+    from runner.retry import retry_blocked
+
     settings, ledger, log = session.settings, session.ledger, session.log
     adopted = ledger.ensure(session.conn, applied(loaded.scripts.graph(), current),
                             loaded.scripts.checksums())

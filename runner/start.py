@@ -11,7 +11,6 @@ from runner.heap import long_lived
 def main() -> NoReturn:
     with long_lived():
         import runner.commands  # noqa: F401  (what every run needs: pydantic, psycopg)
-        import runner.reads  # noqa: F401
         import runner.settings  # noqa: F401
         from runner.cli import entry
     entry()
