@@ -197,10 +197,11 @@ def run_command(args: argparse.Namespace) -> int:
     stream = sys.stdout if command.writes else sys.stderr
     logs.configure(level=_level(command, "info", args.verbose, stream), stream=stream)
     interrupt = Interrupt()
-    interrupt.install()
     facts, outcome, code = Facts(), Outcome.FAILED, ExitCode.INTERNAL
     log = logs.get()
     try:
+        interrupt.install()
+        interrupt.check()  # a signal during start-up: stop now, with a summary
         settings = load_settings()
         level = _level(command, settings.migration_log_level, args.verbose, stream,
                        settings.migration_log_format)
@@ -217,7 +218,8 @@ def run_command(args: argparse.Namespace) -> int:
         code = err.exit_code
         outcome = Outcome.INTERRUPTED if isinstance(err, Interrupted) else Outcome.FAILED
         _log_error(log, err)
-    except Exception as err:  # a bug: one event, traceback only at debug level
+    except BaseException as err:  # a bug: one event, traceback only at debug level
+        # (SystemExit/KeyboardInterrupt too: the exit code is always the summary's)
         code = ExitCode.INTERNAL
         log.error("error", error_code="internal", exit_code=int(ExitCode.INTERNAL),
                   message=f"unexpected {type(err).__name__}: {err}; please report this "

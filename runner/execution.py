@@ -147,7 +147,7 @@ class Execution:
                 if sa_conn.in_transaction():
                     sa_conn.commit()  # e.g. env.py without per-revision transactions
             self._flush()
-        except Exception as exc:
+        except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
                 raise ctx.interrupt.error() from None
             raise self._failure(exc) from None

@@ -71,6 +71,9 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         return ConnectionLost(f"the connection to the database was lost during {place} ({detail}); "
                               "PostgreSQL rolls that revision back and frees the lock when it "
                               "notices. Run again: it resumes there", **fields)
+    if isinstance(orig, (SystemExit, KeyboardInterrupt)):
+        detail += (" (the migration ended the process itself: a revision must raise an "
+                   "exception to fail, never sys.exit() or KeyboardInterrupt)")
     if sqlstate == QUERY_CANCELED:
         detail += " (MIGRATION_STATEMENT_TIMEOUT, or the revision's migration_runner option)"
     return MigrationFailed(f"{place} failed and was rolled back: {detail}. Fix the migration and "

@@ -27,6 +27,20 @@ from runner.errors import Interrupted
 RECANCEL_EVERY_S = 0.5
 RECANCEL_MAX = 20
 
+#: signals that arrived before :meth:`Interrupt.install` (see :func:`record_early`)
+_early: list[str] = []
+
+
+def record_early() -> None:
+    """Record SIGTERM/SIGINT from the process's first moments (the entry point calls this
+    before its imports) until :meth:`Interrupt.install` takes over and honours them: a
+    signal then must not kill the process without its summary."""
+    def record(signum: int, _frame: Any) -> None:
+        _early.append(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, record)
+    signal.signal(signal.SIGINT, record)
+
 
 class Interrupt:
     def __init__(self) -> None:
@@ -40,9 +54,12 @@ class Interrupt:
         return self.signal_name is not None
 
     def install(self) -> None:
-        """Take over SIGTERM and SIGINT (main thread only)."""
+        """Take over SIGTERM and SIGINT (main thread only). A signal recorded before (see
+        :func:`record_early`) counts as received: :meth:`check` raises."""
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
+        if _early and self.signal_name is None:
+            self.signal_name = _early[0]
 
     def error(self) -> Interrupted:
         return Interrupted(f"stopped by {self.signal_name}: the revision in flight (if any) was "

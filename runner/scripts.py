@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ConfigError, ScriptsInvalid
+from runner.errors import ConfigError, RunnerError, ScriptsInvalid
 
 
 #: The module-level dict a revision may define to change how the runner applies it, e.g.
@@ -95,7 +95,9 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
         ordered = list(reversed(list(directory.walk_revisions())))
     except CommandError as exc:
         raise ScriptsInvalid(f"the revision history in {versions} is inconsistent: {exc}") from None
-    except Exception as exc:  # any error raised while importing a revision file
+    except RunnerError:  # Interrupted: a signal while the files were imported
+        raise
+    except BaseException as exc:  # anything a revision file raised at import, sys.exit too
         raise ScriptsInvalid(f"cannot load migration script {_culprit(exc, versions)}: "
                              f"{type(exc).__name__}: {exc}", path=_culprit(exc, versions)) from None
     known = checksums or {}

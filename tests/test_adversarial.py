@@ -1,0 +1,90 @@
+"""What an adversarial afternoon broke (issue 10), one class of failure per section, each
+against real PostgreSQL and real runner processes: the exit code is always the summary's,
+predictable environment problems are configuration errors, values are validated where they
+are read, waits are bounded, and nothing secret leaves the process."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.errors import ExitCode
+from tests.helpers import Running, run, runner_env, wait_until
+
+# --- the exit code is always the summary's -------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["sys.exit(0)", "sys.exit(3)", "raise KeyboardInterrupt",
+                                 "raise SystemExit('bye')"])
+def test_a_revision_that_ends_the_process_is_a_failed_migration(how, database, project):
+    project.revision("a1", None, "op.execute('CREATE TABLE t1 (id int)')")
+    project.revision("a2", "a1", f"import sys\nop.execute('CREATE TABLE t2 (id int)')\n{how}")
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    error = result.event("error")
+    assert error["revision"] == "a2" and "ended the process itself" in error["message"]
+    assert database.version() == ["a1"] and not database.table_exists("t2")
+    assert result.summary["applied"] == ["a1"]
+
+
+@pytest.mark.parametrize("how", ["sys.exit(0)", "raise KeyboardInterrupt"])
+def test_a_revision_that_ends_the_process_at_import_is_invalid_scripts(how, database, project):
+    project.revision("a1", None, "pass")
+    path = project.revision("a2", "a1", "pass")
+    path.write_text(f"import sys\n{how}\n" + path.read_text())
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.SCRIPTS_INVALID, result.stdout
+    assert "a2_step.py" in result.event("error")["message"]
+    assert database.version() == []
+
+
+def test_sigterm_while_the_revision_files_import_exits_interrupted(database, project, tmp_path):
+    marker = tmp_path / "importing"
+    project.revision("a1", None, "pass")
+    path = project.revision("a2", "a1", "pass")
+    path.write_text(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(30)\n"
+                    + path.read_text())
+    proc = Running(runner_env(database, project))
+    wait_until(marker.exists, what="the revision file's import")
+    proc.signal(signal.SIGTERM)
+    result = proc.finish(timeout=20)
+    result.check_log_contract()
+    assert result.code == ExitCode.INTERRUPTED, result.stdout
+    assert result.summary["outcome"] == "interrupted"
+
+
+def _catches_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def _has_loaded(pid: int, library: str) -> bool:
+    return library in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_sigterm_before_the_imports_still_ends_with_a_summary(database, project):
+    """The handler is in place before the runner imports pydantic (the bulk of its start-up):
+    a signal then is honoured with a summary and 130, not the default death by SIGTERM."""
+    project.revision("a1", None, "pass")
+    proc = subprocess.Popen([*__import__("tests.helpers").helpers.command("upgrade")],
+                            env=runner_env(database, project), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not _catches_sigterm(proc.pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.0005)
+    early = not _has_loaded(proc.pid, "pydantic_core")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert early, "SIGTERM was caught only after pydantic was imported"
+    assert proc.returncode == ExitCode.INTERRUPTED, out + err
+    assert out.splitlines()[-1].startswith('{') and '"event": "summary"' in out.splitlines()[-1]
+    assert database.version() == []
