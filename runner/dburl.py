@@ -94,9 +94,12 @@ def parse_database_url(url: str) -> ConnectionSpec:
                           f"({_URL_SHAPE})")
     scheme = parts.scheme.lower()
     if scheme not in DRIVERS:
-        shown = scheme if scheme and len(scheme) < 40 else "?"
-        raise ConfigError(f"DATABASE_URL must start with postgresql:// or postgresql+psycopg:// "
-                          f"(got scheme {shown!r})")
+        # a scheme is echoed only when it is one (``secret:word`` is not a URL: it may be the
+        # password itself)
+        shown = (f" (got scheme {scheme!r})" if scheme and len(scheme) < 40
+                 and url.strip().lower().startswith(scheme + "://") else "")
+        raise ConfigError(f"DATABASE_URL must start with postgresql:// or postgresql+psycopg://"
+                          f"{shown}")
     if not parts.hostname:
         raise ConfigError(f"DATABASE_URL has no host ({_URL_SHAPE})")
     dbname = unquote(parts.path.lstrip("/"))
@@ -182,6 +185,8 @@ def parse_secret(raw: str) -> dict[str, object]:
             out["port"] = int(out["port"])  # type: ignore[call-overload]
         except (TypeError, ValueError):
             raise ConfigError("DB_SECRET's port is not a number") from None
+        if not 1 <= out["port"] <= 65535:  # type: ignore[operator]
+            raise ConfigError("DB_SECRET's port must be a number from 1 to 65535")
     return out
 
 

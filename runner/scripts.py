@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ConfigError, RunnerError, ScriptsInvalid
+from runner.limits import MAX_TIMEOUT_S
 
 
 #: The module-level dict a revision may define to change how the runner applies it, e.g.
@@ -131,9 +132,10 @@ def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
         if key not in OPTION_KEYS:
             raise ScriptsInvalid(f"{path}: unknown {OPTIONS_ATTRIBUTE} option {key!r} (known: "
                                  f"{', '.join(OPTION_KEYS)})", path=path)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 <= value <= MAX_TIMEOUT_S):  # NaN fails the comparison too
             raise ScriptsInvalid(f"{path}: {OPTIONS_ATTRIBUTE}[{key!r}] must be a number of "
-                                 "seconds (0: no limit)", path=path)
+                                 f"seconds from 0 (no limit) to {MAX_TIMEOUT_S:g}", path=path)
         out.append((key, float(value)))
     return tuple(sorted(out))
 

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.dburl import REDACTED, ConnectionSpec, parse_database_url, resolve_connection
 from runner.errors import ConfigError
+from runner.limits import MAX_TIMEOUT_S
 
 __all__ = ["ConnectionSpec", "Settings", "load_settings", "parse_database_url"]
 
@@ -52,12 +53,13 @@ class Settings(BaseSettings):
     migration_manifest: Path | None = None
     migration_target: str = Field(default="head", min_length=1)
     migration_db_wait_timeout: float = Field(default=60.0, ge=0)
-    migration_connect_timeout: int = Field(default=5, ge=2)
+    migration_connect_timeout: int = Field(default=5, ge=2, le=2147483647)
     migration_retry_max_interval: float = Field(default=5.0, gt=0)
     migration_lock_wait_timeout: float = Field(default=300.0, ge=0)
     migration_lock_name: str | None = Field(default=None, min_length=1)
-    migration_ddl_lock_timeout: float = Field(default=5.0, ge=0)
-    migration_statement_timeout: float = Field(default=0.0, ge=0)
+    # PostgreSQL's range: a value beyond it would fail inside the first revision
+    migration_ddl_lock_timeout: float = Field(default=5.0, ge=0, le=MAX_TIMEOUT_S)
+    migration_statement_timeout: float = Field(default=0.0, ge=0, le=MAX_TIMEOUT_S)
     migration_ddl_lock_retries: int = Field(default=5, ge=1)
     migration_allow_database_ahead: bool = False
     migration_ledger_table: str = Field(default="migration_runner_ledger", min_length=1)

@@ -88,3 +88,54 @@ def test_sigterm_before_the_imports_still_ends_with_a_summary(database, project)
     assert proc.returncode == ExitCode.INTERRUPTED, out + err
     assert out.splitlines()[-1].startswith('{') and '"event": "summary"' in out.splitlines()[-1]
     assert database.version() == []
+
+
+# --- values are validated where they are read ----------------------------------------------
+
+
+def _connected(result) -> bool:
+    return any(e["event"] == "db.connected" for e in result.events)
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_a_secret_with_an_impossible_port_is_a_config_error_before_connecting(port, database, project):
+    project.revision("a1", None, "pass")
+    env = runner_env(None, project, DB_HOST=database.server.host, DB_NAME=database.name,
+                     DB_SECRET='{"username": "%s", "password": "x", "port": %s}'
+                     % (database.server.user, port), MIGRATION_DB_WAIT_TIMEOUT=30)
+    result = run(env)
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG and "port" in result.event("error")["message"]
+    assert not _connected(result) and result.elapsed < 15
+
+
+@pytest.mark.parametrize("setting", ["MIGRATION_DDL_LOCK_TIMEOUT", "MIGRATION_STATEMENT_TIMEOUT"])
+def test_a_timeout_beyond_postgresqls_range_is_a_config_error(setting, database, project):
+    project.revision("a1", None, "pass")
+    result = run(runner_env(database, project, **{setting: "3e6"}))
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG and setting in result.event("error")["message"]
+    assert not _connected(result) and database.version() == []
+
+
+@pytest.mark.parametrize("value", ['float("nan")', 'float("inf")', "1e300", "-1"])
+def test_a_revision_option_that_cannot_work_is_invalid_before_connecting(value, database, project):
+    project.revision("a1", None, "pass")
+    path = project.revision("a2", "a1", "op.execute('CREATE TABLE t2 (id int)')")
+    path.write_text(path.read_text() + f'\nmigration_runner = {{"lock_timeout": {value}}}\n')
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.SCRIPTS_INVALID and "a2_step.py" in result.event("error")["message"]
+    assert not _connected(result) and database.version() == []
+
+
+def test_a_tiny_positive_timeout_keeps_the_protection_on(database, project):
+    """0.0001 s is 0.1 ms: rounded to 0 it would switch lock_timeout off; it must be 1 ms."""
+    project.revision("a1", None, """
+        value = op.get_bind().exec_driver_sql("SHOW lock_timeout").scalar()
+        assert value == "1ms", value
+        op.execute("CREATE TABLE t1 (id int)")""")
+    result = run(runner_env(database, project, MIGRATION_DDL_LOCK_TIMEOUT="0.0001"))
+    result.check_log_contract()
+    assert result.code == 0, result.stdout
+    assert database.version() == ["a1"]
