@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except UsageError as err:
         parser.print_usage(sys.stderr)
-        logs.configure()
+        logs.configure(secrets=environment_secrets())
         record_usage_error(err)
         return int(err.exit_code)
     if args.command == "demo":
@@ -195,7 +195,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     command = BY_NAME[args.command]
     stream = sys.stdout if command.writes else sys.stderr
-    logs.configure(level=_level(command, "info", args.verbose, stream), stream=stream)
+    logs.configure(level=_level(command, "info", args.verbose, stream),
+                   secrets=environment_secrets(), stream=stream)
     interrupt = Interrupt()
     facts, outcome, code = Facts(), Outcome.FAILED, ExitCode.INTERNAL
     log = logs.get()
@@ -233,6 +234,13 @@ def run_command(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     return int(code)
+
+
+def environment_secrets() -> list[str]:
+    """The secret variables' raw values, masked in what is logged before the settings are
+    read (an invalid setting, a bad command line): whatever their shape."""
+    env = {name.upper(): value for name, value in os.environ.items()}
+    return [env[name] for name in ("DATABASE_URL", "DB_PASSWORD", "DB_SECRET") if env.get(name)]
 
 
 def _level(command: Command, level: str, verbose: bool, stream: Any, fmt: str = "auto") -> str:

@@ -55,7 +55,8 @@ class ConnectionSpec:
         auth = quote(self.user, safe="")
         if self.password is not None:
             auth += ":" + (REDACTED if hide_password else quote(self.password, safe=""))
-        query = dict(self.params)
+        query = {key: REDACTED if hide_password and is_secret_param(key) else value
+                 for key, value in self.params}
         if self.sslmode:
             query["sslmode"] = self.sslmode
         if self.sslrootcert:
@@ -67,6 +68,16 @@ class ConnectionSpec:
 
     def redacted(self) -> str:
         return self.url(hide_password=True)
+
+    def secrets(self) -> list[str]:
+        """The password and every password-like parameter's value (e.g. ``sslpassword``)."""
+        values = [value for key, value in self.params if is_secret_param(key)]
+        return [v for v in (self.password, *values) if v]
+
+
+def is_secret_param(key: str) -> bool:
+    """A URL query parameter whose value is a secret (``sslpassword``, any ``*password``)."""
+    return "password" in key.lower() or "passwd" in key.lower()
 
 
 

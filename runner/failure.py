@@ -57,7 +57,9 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         return exc
     orig = getattr(exc, "orig", None) or exc
     sqlstate = getattr(orig, "sqlstate", None)
-    detail = f"{type(orig).__name__}: {first_line(orig)}"[:500]
+    # not cut here: the log pipeline cuts after redacting (a cut first could leave a
+    # secret's prefix that no longer matches it)
+    detail = f"{type(orig).__name__}: {first_line(orig)}"
     place = "the upgrade"
     if where.revision:
         place = f"revision {where.revision}" + (f" ({where.path})" if where.path else "")

@@ -23,10 +23,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from runner.backoff import LOCK_POLL
+from runner.blockers import shown_query
 from runner.errors import LockTimeout, name_sessions
 
 REPORT_EVERY_S = 5.0
 POLL_MAX_S = LOCK_POLL.max_s
+HOLDER_QUERY_SHOWN = 80
 
 
 def lock_key(name: str) -> int:
@@ -43,7 +45,7 @@ HOLDERS_SQL = """
 SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr, a.usename AS user,
        a.state, round(extract(epoch FROM now() - a.backend_start))::int AS connected_for_s,
        round(extract(epoch FROM now() - a.state_change))::int AS state_for_s,
-       left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) AS query
+       left(regexp_replace(a.query, '\\s+', ' ', 'g'), 2000) AS query
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -110,7 +112,7 @@ class MigrationLock:
         """Who holds the lock now (pid, application_name, client address, ...)."""
         params = {"classid": (self.key >> 32) & 0xFFFFFFFF, "objid": self.key & 0xFFFFFFFF}
         cur = self.conn.cursor(row_factory=dict_row)
-        return list(cur.execute(HOLDERS_SQL, params).fetchall())
+        return [shown_query(row, HOLDER_QUERY_SHOWN) for row in cur.execute(HOLDERS_SQL, params)]
 
     def release(self) -> None:
         """Release the lock and wake the waiters. Safe to call twice, and after the session

@@ -18,7 +18,6 @@ import dataclasses
 import math
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from runner.dburl import REDACTED, ConnectionSpec, parse_database_url, resolve_connection
 from runner.errors import ConfigError
 from runner.limits import MAX_TIMEOUT_S
+from runner.redact import spellings
 
 __all__ = ["ConnectionSpec", "Settings", "load_settings", "parse_database_url"]
 
@@ -111,12 +111,10 @@ class Settings(BaseSettings):
             if secret is not None and secret.get_secret_value():
                 found.append(secret.get_secret_value())
         try:
-            password = self.connection_spec().password
+            found += self.connection_spec().secrets()
         except ConfigError:
-            password = None
-        if password:
-            found += [password, quote(password, safe=""), quote(password)]
-        return sorted(set(found), key=len, reverse=True)
+            pass
+        return sorted({s for secret in found for s in spellings(secret)}, key=len, reverse=True)
 
     def redacted(self) -> dict[str, object]:
         """The settings as logged by the ``start`` event: secrets replaced, URL without password."""

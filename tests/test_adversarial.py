@@ -139,3 +139,59 @@ def test_a_tiny_positive_timeout_keeps_the_protection_on(database, project):
     result.check_log_contract()
     assert result.code == 0, result.stdout
     assert database.version() == ["a1"]
+
+
+# --- secrets: redaction after every truncation, on every path ------------------------------
+
+from tests.helpers import PASSWORD  # noqa: E402
+
+PREFIX = PASSWORD[:8]  # what a cut before redaction leaves of the password
+
+
+def test_sslpassword_in_the_url_is_masked_in_start(database, project):
+    project.revision("a1", None, "pass")
+    key_password = "K3yPassw0rd-Long"
+    result = run(runner_env(None, project,
+                            DATABASE_URL=database.url() + f"?sslpassword={key_password}"))
+    result.check_log_contract()
+    assert result.code == 0, result.stdout
+    assert "sslpassword=***" in result.event("start")["settings"]["database_url"]
+    result.assert_clean(key_password)
+
+
+def test_an_error_detail_is_redacted_before_it_is_cut(database, project):
+    project.revision("a1", None, f"raise RuntimeError('x' * 470 + {PASSWORD!r} + ' tail')")
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED
+    assert PREFIX not in result.stdout + result.stderr, result.stdout
+    result.assert_clean()
+
+
+def test_a_blockers_password_literal_is_masked_before_its_query_is_cut(database, project):
+    role_password = "Rol3Secret" * 8
+    with database.connect() as setup:
+        setup.execute("CREATE TABLE t (id int)")
+        setup.execute("DROP ROLE IF EXISTS adversary")
+        setup.execute("CREATE ROLE adversary")
+    project.revision("a1", None, "op.execute('ALTER TABLE t ADD COLUMN c int')")
+    with database.connect() as blocker:
+        blocker.autocommit = False
+        blocker.execute("LOCK TABLE t IN ACCESS SHARE MODE")
+        blocker.execute(f"ALTER ROLE adversary PASSWORD '{role_password}'")  # its last query
+        result = run(runner_env(database, project, MIGRATION_DDL_LOCK_TIMEOUT="0.5",
+                                MIGRATION_DDL_LOCK_RETRIES="1"))
+        blocker.rollback()
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_BLOCKED, result.stdout
+    blockers = result.event("revision.blocked")["blockers"]
+    assert blockers and "PASSWORD '***'" in blockers[0]["query"], blockers
+    result.assert_clean("Rol3Secret")
+
+
+def test_a_bare_secret_as_database_url_is_never_echoed(project):
+    project.revision("a1", None, "pass")
+    result = run(runner_env(None, project, DATABASE_URL="hunter2:Wordy-Secret"))
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG
+    result.assert_clean("hunter2", "Wordy-Secret")
