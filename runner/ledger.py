@@ -9,9 +9,10 @@ revision already applied, so later edits of those files are caught too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,9 +20,19 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier, Literal
 
+from runner.errors import ConfigError
+
 OUTCOMES = ("applied", "reverted", "stamped", "adopted")
 COLUMNS = ("id", "revision", "outcome", "checksum", "started_at", "finished_at", "duration_ms",
            "runner_version", "ran_on")
+#: the relation named like the ledger: its kind and columns (no row: there is none)
+SHAPE_SQL = """
+SELECT c.relkind::text, array_agg(a.attname::text) FILTER (WHERE a.attnum > 0 AND NOT a.attisdropped)
+FROM pg_class c LEFT JOIN pg_attribute a ON a.attrelid = c.oid
+WHERE c.oid = to_regclass(%s) GROUP BY c.relkind
+"""
+RELKINDS = {"v": "view", "m": "materialized view", "S": "sequence", "i": "index",
+            "f": "foreign table", "c": "composite type", "r": "table", "p": "table"}
 WRITTEN = "(revision, outcome, checksum, started_at, duration_ms, runner_version, ran_on)"
 
 
@@ -55,16 +66,32 @@ class Ledger:
         return Identifier(*((self.schema,) if self.schema else ()), self.name).as_string(None)
 
     def exists(self, conn: psycopg.Connection[Any]) -> bool:
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.qualified,)).fetchone()
-        return bool(row and row[0])
+        """Whether the ledger exists. Raises :class:`ConfigError` when something else has
+        its name (a view, a sequence, a table of other columns)."""
+        row = conn.execute(SHAPE_SQL, (self.qualified,)).fetchone()
+        if row is None:
+            return False
+        kind, columns = row
+        if kind not in ("r", "p") or not set(COLUMNS) <= set(columns):
+            what = RELKINDS.get(kind, "relation") + ("" if kind not in ("r", "p") else
+                                                     " with other columns")
+            raise ConfigError(
+                f"{self.qualified} is a {what}, not the runner's audit ledger: rename it, or "
+                "set MIGRATION_LEDGER_TABLE to a free name", table=self.qualified)
+        return True
 
     def ensure(self, conn: psycopg.Connection[Any], applied: Iterable[str],
                checksums: Mapping[str, str]) -> int:
         """Create the ledger if missing (autocommit ``conn``, under the migration lock) and
-        adopt the revisions already applied. Returns how many rows were adopted."""
-        if self.exists(conn):
-            return 0
-        adopted = sorted(applied)
+        adopt the revisions already applied. Returns how many rows were adopted. Raises
+        :class:`ConfigError` naming the privilege or schema that is missing."""
+        with self.explained(conn, "create"):
+            if self.exists(conn):
+                return 0
+            return self._create(conn, sorted(applied), checksums)
+
+    def _create(self, conn: psycopg.Connection[Any], adopted: list[str],
+                checksums: Mapping[str, str]) -> int:
         with conn.transaction():
             conn.execute(
                 f"CREATE TABLE {self.qualified} ("
@@ -96,12 +123,36 @@ class Ledger:
 
     def latest(self, conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         """The most recent row for each revision (empty if there is no ledger)."""
-        if not self.exists(conn):
-            return {}
-        rows = conn.cursor(row_factory=dict_row).execute(
-            f"SELECT DISTINCT ON (revision) {', '.join(COLUMNS)} FROM {self.qualified} "
-            "ORDER BY revision, id DESC").fetchall()
+        with self.explained(conn, "read"):
+            if not self.exists(conn):
+                return {}
+            rows = conn.cursor(row_factory=dict_row).execute(
+                f"SELECT DISTINCT ON (revision) {', '.join(COLUMNS)} FROM {self.qualified} "
+                "ORDER BY revision, id DESC").fetchall()
         return {row["revision"]: row for row in rows}
+
+    @contextlib.contextmanager
+    def explained(self, conn: psycopg.Connection[Any], doing: str) -> Iterator[None]:
+        """Turn what the database says about a missing privilege or schema into a
+        :class:`ConfigError` saying what to grant or set (``doing``: read or create)."""
+        schema = self.schema or "public"
+        try:
+            yield
+        except psycopg.errors.InsufficientPrivilege:
+            user = conn.info.user
+            fix = (f"GRANT SELECT, INSERT ON {self.qualified} TO {user} (and USAGE, SELECT on its "
+                   "id sequence)" if doing == "read" else
+                   f"GRANT CREATE ON SCHEMA {schema} TO {user} (PostgreSQL 15 no longer grants "
+                   "it on public to every role), or create the ledger as the schema's owner")
+            raise ConfigError(f"the role {user} may not {doing} the runner's audit ledger "
+                              f"{self.qualified}: {fix}; or set MIGRATION_LEDGER_TABLE / "
+                              "MIGRATION_VERSION_TABLE_SCHEMA to a place it may use",
+                              table=self.qualified, privilege="CREATE" if doing == "create"
+                              else "SELECT") from None
+        except psycopg.errors.InvalidSchemaName:
+            raise ConfigError(f"the schema {schema!r} (MIGRATION_VERSION_TABLE_SCHEMA) does not "
+                              f"exist: create it (CREATE SCHEMA {schema}) or fix the setting",
+                              schema=schema) from None
 
 
 def edited(latest: Mapping[str, Mapping[str, Any]], checksums: Mapping[str, str],

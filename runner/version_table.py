@@ -33,4 +33,8 @@ def read_revision(conn: psycopg.Connection[Any], table: VersionTable) -> tuple[s
     except psycopg.errors.InsufficientPrivilege:
         raise ConfigError(f"DB_USER may not read the version table {ident}: grant it SELECT (and "
                           "the rights the migrations need), or use the migration role") from None
+    except psycopg.errors.InvalidSchemaName:
+        raise ConfigError(f"the schema {table.schema!r} (MIGRATION_VERSION_TABLE_SCHEMA) does not "
+                          f"exist: create it (CREATE SCHEMA {table.schema}) or fix the "
+                          "setting", schema=table.schema) from None
     return tuple(sorted(row[0] for row in rows))

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from runner.errors import ExitCode
@@ -195,3 +196,74 @@ def test_a_bare_secret_as_database_url_is_never_echoed(project):
     result.check_log_contract()
     assert result.code == ExitCode.CONFIG
     result.assert_clean("hunter2", "Wordy-Secret")
+
+
+# --- predictable environment problems are configuration errors (2) -------------------------
+
+import uuid  # noqa: E402
+
+from tests.urls import pg_url  # noqa: E402
+
+
+@pytest.fixture
+def plain_role(database):
+    """A login role that owns nothing (PostgreSQL 15: no CREATE on schema public)."""
+    name = f"app_{uuid.uuid4().hex[:8]}"
+    with database.connect() as admin:
+        admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'role-pw-123'")
+        admin.execute(f'GRANT CONNECT ON DATABASE "{database.name}" TO {name}')
+    yield name
+    with database.connect() as admin:
+        admin.execute(f"DROP OWNED BY {name}")
+    with psycopg.connect(database.server.admin_conninfo, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+        admin.execute(f"DROP ROLE {name}")
+
+
+def _as(role: str, database) -> str:
+    return pg_url(role, "role-pw-123", database.server.host, database.server.port, database.name)
+
+
+def test_no_create_on_schema_public_names_the_grant(database, project, plain_role):
+    project.revision("a1", None, "pass")
+    result = run(runner_env(None, project, DATABASE_URL=_as(plain_role, database)))
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.stdout
+    message = result.event("error")["message"]
+    assert f"GRANT CREATE ON SCHEMA public TO {plain_role}" in message, message
+    assert database.version() == []
+
+
+def test_a_ledger_the_role_cannot_read_names_the_grant(database, project, plain_role):
+    project.revision("a1", None, "pass")
+    assert run(runner_env(database, project)).code == 0  # the owner creates the ledger
+    project.revision("a2", "a1", "pass")
+    with database.connect() as admin:
+        admin.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {plain_role}")
+        admin.execute(f"GRANT SELECT, UPDATE ON alembic_version TO {plain_role}")
+    result = run(runner_env(None, project, DATABASE_URL=_as(plain_role, database)))
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.stdout
+    assert 'GRANT SELECT, INSERT ON "migration_runner_ledger"' in result.event("error")["message"]
+
+
+@pytest.mark.parametrize("foreign", ["CREATE VIEW migration_runner_ledger AS SELECT 1 AS x",
+                                     "CREATE TABLE migration_runner_ledger (id int, note text)",
+                                     "CREATE SEQUENCE migration_runner_ledger"])
+def test_a_foreign_object_named_like_the_ledger_is_a_config_error(foreign, database, project):
+    project.revision("a1", None, "pass")
+    with database.connect() as admin:
+        admin.execute(foreign)
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.stdout
+    assert "MIGRATION_LEDGER_TABLE" in result.event("error")["message"]
+    assert database.version() == []
+
+
+def test_a_missing_version_table_schema_is_a_config_error(database, project):
+    project.revision("a1", None, "pass")
+    result = run(runner_env(database, project, MIGRATION_VERSION_TABLE_SCHEMA="nosuch"))
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.stdout
+    assert "CREATE SCHEMA nosuch" in result.event("error")["message"]
