@@ -20,6 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier, Literal
 
+from runner.bounds import bounded
 from runner.errors import ConfigError
 
 OUTCOMES = ("applied", "reverted", "stamped", "adopted")
@@ -85,27 +86,27 @@ class Ledger:
         """Create the ledger if missing (autocommit ``conn``, under the migration lock) and
         adopt the revisions already applied. Returns how many rows were adopted. Raises
         :class:`ConfigError` naming the privilege or schema that is missing."""
-        with self.explained(conn, "create"):
+        with self.explained(conn, "create"), bounded(conn, self.qualified):
             if self.exists(conn):
                 return 0
             return self._create(conn, sorted(applied), checksums)
 
     def _create(self, conn: psycopg.Connection[Any], adopted: list[str],
                 checksums: Mapping[str, str]) -> int:
-        with conn.transaction():
-            conn.execute(
-                f"CREATE TABLE {self.qualified} ("
-                "id bigserial PRIMARY KEY, revision text NOT NULL, "
-                f"outcome text NOT NULL CHECK (outcome IN ({', '.join(repr(o) for o in OUTCOMES)})), "
-                "checksum text, started_at timestamptz NOT NULL, "
-                "finished_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
-                "duration_ms integer NOT NULL, runner_version text NOT NULL, ran_on text NOT NULL)")
-            conn.execute(f"COMMENT ON TABLE {self.qualified} IS "
-                         "'migration-runner: one row per revision applied, reverted, stamped or adopted'")
-            for revision in adopted:
-                conn.execute(f"INSERT INTO {self.qualified} {WRITTEN} "
-                             "VALUES (%s, 'adopted', %s, now(), 0, %s, %s)",
-                             (revision, checksums.get(revision), self.runner_version, self.ran_on))
+        """In the bounded transaction of :meth:`ensure`."""
+        conn.execute(
+            f"CREATE TABLE {self.qualified} ("
+            "id bigserial PRIMARY KEY, revision text NOT NULL, "
+            f"outcome text NOT NULL CHECK (outcome IN ({', '.join(repr(o) for o in OUTCOMES)})), "
+            "checksum text, started_at timestamptz NOT NULL, "
+            "finished_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+            "duration_ms integer NOT NULL, runner_version text NOT NULL, ran_on text NOT NULL)")
+        conn.execute(f"COMMENT ON TABLE {self.qualified} IS "
+                     "'migration-runner: one row per revision applied, reverted, stamped or adopted'")
+        for revision in adopted:
+            conn.execute(f"INSERT INTO {self.qualified} {WRITTEN} "
+                         "VALUES (%s, 'adopted', %s, now(), 0, %s, %s)",
+                         (revision, checksums.get(revision), self.runner_version, self.ran_on))
         return len(adopted)
 
     def write_and_commit(self, dbapi_connection: Any, entries: Sequence[Entry]) -> None:
@@ -123,7 +124,7 @@ class Ledger:
 
     def latest(self, conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         """The most recent row for each revision (empty if there is no ledger)."""
-        with self.explained(conn, "read"):
+        with self.explained(conn, "read"), bounded(conn, self.qualified):
             if not self.exists(conn):
                 return {}
             rows = conn.cursor(row_factory=dict_row).execute(

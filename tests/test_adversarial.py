@@ -267,3 +267,25 @@ def test_a_missing_version_table_schema_is_a_config_error(database, project):
     result.check_log_contract()
     assert result.code == ExitCode.CONFIG, result.stdout
     assert "CREATE SCHEMA nosuch" in result.event("error")["message"]
+
+
+# --- every statement the runner issues itself is bounded -----------------------------------
+
+
+@pytest.mark.parametrize("verb", ["upgrade", "check"])
+def test_a_locked_version_table_ends_the_wait_naming_the_holder(verb, database, project):
+    project.revision("a1", None, "pass")
+    assert run(runner_env(database, project)).code == 0
+    project.revision("a2", "a1", "pass")
+    with database.connect() as holder:
+        holder.autocommit = False
+        holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+        pid = holder.info.backend_pid
+        result = run(runner_env(database, project), verb, timeout=60)
+        holder.rollback()
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_BLOCKED, result.stdout + result.stderr
+    error = result.event("error")
+    assert f"pid {pid}" in error["message"] and "AccessExclusiveLock" in error["message"]
+    assert result.elapsed < 40
+    assert database.version() == ["a1"]
