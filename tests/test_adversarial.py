@@ -289,3 +289,24 @@ def test_a_locked_version_table_ends_the_wait_naming_the_holder(verb, database, 
     assert f"pid {pid}" in error["message"] and "AccessExclusiveLock" in error["message"]
     assert result.elapsed < 40
     assert database.version() == ["a1"]
+
+
+# --- every connection the runner opens: the same classification and wait budget ------------
+
+from tests.tcpproxy import TcpProxy  # noqa: E402
+
+
+def test_the_pooler_probe_connection_is_retried_like_the_first(database, project):
+    """Under connection pressure the probe (the runner's second connection) meets the same
+    transient failures as the first: retried within MIGRATION_DB_WAIT_TIMEOUT, not exit 10."""
+    project.revision("a1", None, "op.execute('CREATE TABLE t1 (id int)')")
+    with TcpProxy(database.server.port) as proxy:
+        proxy.refuse_later(after=1, count=2)
+        result = run(runner_env(None, project, MIGRATION_DB_WAIT_TIMEOUT=30,
+                                DATABASE_URL=proxy.url(database.server.user, database.server.password,
+                                                       database.name)))
+    result.check_log_contract()
+    assert result.code == 0, result.stdout
+    failed = [e for e in result.events if e["event"] == "db.connect_failed"]
+    assert [e["role"] for e in failed] == ["probe", "probe"], failed
+    assert database.version() == ["a1"]
