@@ -127,7 +127,10 @@ def _execute(session: Session, loaded: scripts.Loaded, target: str, current: tup
         plan = planner(first.pop() if first else session.revision())
         log.info(f"{plan.kind}.plan", from_revision=list(plan.current), target=list(plan.target),
                  pending=list(plan.steps))
-        Execution(ctx, plan, target, lambda step: facts.applied.append(step.revision)).run()
+        # a stamp applies nothing: the summary's to_revision says where it left the database
+        record = (lambda _step: None) if plan.kind == "stamp" else (
+            lambda step: facts.applied.append(step.revision))
+        Execution(ctx, plan, target, record).run()
 
     retry_blocked(attempt, retries=settings.migration_ddl_lock_retries, log=log)
     with interrupt.deferred():  # the work is done: a signal now must not hide where it ended

@@ -28,7 +28,7 @@ from runner.blockers import BlockerWatch
 from runner.errors import RunnerError
 from runner.failure import Where, classify_failure
 from runner.interrupt import Interrupt
-from runner.ledger import Entry, Ledger
+from runner.ledger import Entry, Ledger, stamp_entries
 from runner.limits import Timeouts, limits_for, watch_every
 from runner.plan import Plan
 from runner.scripts import Loaded, set_url
@@ -219,6 +219,13 @@ class Execution:
         """Inside the step's transaction: its ledger rows are written with its commit."""
         self.revision = None
         duration = int((time.monotonic() - self.clock) * 1000)
+        if self.plan.kind == "stamp":  # from -> to, either way; named by where it went
+            self.unwritten.extend(stamp_entries(
+                self.ctx.loaded.scripts.graph(), step.source_revision_ids,
+                step.destination_revision_ids, self.checksums, self.wall, duration))
+            self.awaiting.append(Applied(",".join(step.destination_revision_ids) or "base",
+                                         duration))
+            return
         self.unwritten.extend(Entry(revision, self.outcome, self.checksums.get(revision),
                                     self.wall, duration) for revision in step.up_revision_ids)
         self.awaiting.append(Applied(",".join(step.up_revision_ids) or "base", duration))

@@ -23,7 +23,9 @@ from psycopg.sql import Identifier, Literal
 from runner.bounds import bounded
 from runner.errors import ConfigError
 
-OUTCOMES = ("applied", "reverted", "stamped", "adopted")
+OUTCOMES = ("applied", "reverted", "stamped", "unstamped", "adopted")
+#: outcomes after which a revision is not applied (its checksum no longer binds its file)
+NOT_APPLIED = ("reverted", "unstamped")
 COLUMNS = ("id", "revision", "outcome", "checksum", "started_at", "finished_at", "duration_ms",
            "runner_version", "ran_on")
 #: the relation named like the ledger: its kind and columns (no row: there is none)
@@ -34,21 +36,26 @@ WHERE c.oid = to_regclass(%s) GROUP BY c.relkind
 """
 RELKINDS = {"v": "view", "m": "materialized view", "S": "sequence", "i": "index",
             "f": "foreign table", "c": "composite type", "r": "table", "p": "table"}
-WRITTEN = "(revision, outcome, checksum, started_at, duration_ms, runner_version, ran_on)"
+WRITTEN = "(revision, outcome, checksum, started_at, duration_ms, detail, runner_version, ran_on)"
+#: added by the runner that recorded stamps both ways; an older ledger gets it under the lock
+DETAIL = "detail"
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One row to write: a revision applied, reverted or stamped by this run."""
+    """One row to write: a revision applied, reverted, stamped or unstamped by this run;
+    ``detail`` says what a stamp did (``stamp a1 -> a3``)."""
 
     revision: str
     outcome: str
     checksum: str | None
     started_at: datetime
     duration_ms: int
+    detail: str | None = None
 
     def row(self) -> tuple[Any, ...]:
-        return (self.revision, self.outcome, self.checksum, self.started_at, self.duration_ms)
+        return (self.revision, self.outcome, self.checksum, self.started_at, self.duration_ms,
+                self.detail)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +74,14 @@ class Ledger:
         return Identifier(*((self.schema,) if self.schema else ()), self.name).as_string(None)
 
     def exists(self, conn: psycopg.Connection[Any]) -> bool:
-        """Whether the ledger exists. Raises :class:`ConfigError` when something else has
-        its name (a view, a sequence, a table of other columns)."""
+        return self.columns(conn) is not None
+
+    def columns(self, conn: psycopg.Connection[Any]) -> list[str] | None:
+        """The ledger's columns, or None if there is none. Raises :class:`ConfigError` when
+        something else has its name (a view, a sequence, a table of other columns)."""
         row = conn.execute(SHAPE_SQL, (self.qualified,)).fetchone()
         if row is None:
-            return False
+            return None
         kind, columns = row
         if kind not in ("r", "p") or not set(COLUMNS) <= set(columns):
             what = RELKINDS.get(kind, "relation") + ("" if kind not in ("r", "p") else
@@ -79,7 +89,7 @@ class Ledger:
             raise ConfigError(
                 f"{self.qualified} is a {what}, not the runner's audit ledger: rename it, or "
                 "set MIGRATION_LEDGER_TABLE to a free name", table=self.qualified)
-        return True
+        return list(columns)
 
     def ensure(self, conn: psycopg.Connection[Any], applied: Iterable[str],
                checksums: Mapping[str, str]) -> int:
@@ -87,9 +97,20 @@ class Ledger:
         adopt the revisions already applied. Returns how many rows were adopted. Raises
         :class:`ConfigError` naming the privilege or schema that is missing."""
         with self.explained(conn, "create"), bounded(conn, self.qualified):
-            if self.exists(conn):
-                return 0
-            return self._create(conn, sorted(applied), checksums)
+            columns = self.columns(conn)
+            if columns is None:
+                return self._create(conn, sorted(applied), checksums)
+            if DETAIL not in columns:
+                self._add_detail(conn)
+            return 0
+
+    def _add_detail(self, conn: psycopg.Connection[Any]) -> None:
+        """Bring a ledger of an older runner up to date: the ``detail`` column, and
+        ``unstamped`` among the outcomes."""
+        check = Identifier(f"{self.name}_outcome_check"[:63]).as_string(None)
+        conn.execute(f"ALTER TABLE {self.qualified} ADD COLUMN {DETAIL} text, "
+                     f"DROP CONSTRAINT IF EXISTS {check}, ADD CONSTRAINT {check} CHECK "
+                     f"(outcome IN ({', '.join(repr(o) for o in OUTCOMES)}))")
 
     def _create(self, conn: psycopg.Connection[Any], adopted: list[str],
                 checksums: Mapping[str, str]) -> int:
@@ -100,12 +121,13 @@ class Ledger:
             f"outcome text NOT NULL CHECK (outcome IN ({', '.join(repr(o) for o in OUTCOMES)})), "
             "checksum text, started_at timestamptz NOT NULL, "
             "finished_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
-            "duration_ms integer NOT NULL, runner_version text NOT NULL, ran_on text NOT NULL)")
+            "duration_ms integer NOT NULL, runner_version text NOT NULL, ran_on text NOT NULL, "
+            f"{DETAIL} text)")
         conn.execute(f"COMMENT ON TABLE {self.qualified} IS "
                      "'migration-runner: one row per revision applied, reverted, stamped or adopted'")
         for revision in adopted:
             conn.execute(f"INSERT INTO {self.qualified} {WRITTEN} "
-                         "VALUES (%s, 'adopted', %s, now(), 0, %s, %s)",
+                         "VALUES (%s, 'adopted', %s, now(), 0, NULL, %s, %s)",
                          (revision, checksums.get(revision), self.runner_version, self.ran_on))
         return len(adopted)
 
@@ -125,10 +147,12 @@ class Ledger:
     def latest(self, conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         """The most recent row for each revision (empty if there is no ledger)."""
         with self.explained(conn, "read"), bounded(conn, self.qualified):
-            if not self.exists(conn):
+            columns = self.columns(conn)
+            if columns is None:
                 return {}
+            wanted = [*COLUMNS, *([DETAIL] if DETAIL in columns else [])]
             rows = conn.cursor(row_factory=dict_row).execute(
-                f"SELECT DISTINCT ON (revision) {', '.join(COLUMNS)} FROM {self.qualified} "
+                f"SELECT DISTINCT ON (revision) {', '.join(wanted)} FROM {self.qualified} "
                 "ORDER BY revision, id DESC").fetchall()
         return {row["revision"]: row for row in rows}
 
@@ -162,9 +186,25 @@ def edited(latest: Mapping[str, Mapping[str, Any]], checksums: Mapping[str, str]
     found = []
     for revision in sorted(applied):
         row = latest.get(revision)
-        if row is None or row["outcome"] == "reverted" or not row["checksum"]:
+        if row is None or row["outcome"] in NOT_APPLIED or not row["checksum"]:
             continue
         if checksums.get(revision) not in (None, row["checksum"]):
             found.append({"revision": revision, "recorded": row["checksum"],
                           "file": checksums[revision], "recorded_at": str(row["finished_at"])})
     return found
+
+
+def stamp_entries(graph: Mapping[str, tuple[str, ...]], source: Sequence[str],
+                  destination: Sequence[str], checksums: Mapping[str, str],
+                  started_at: datetime, duration_ms: int) -> list[Entry]:
+    """What a stamp from ``source`` to ``destination`` did, as ledger rows: ``stamped``
+    (with the file's checksum) for each revision it marks applied, ``unstamped`` for each
+    it marks not applied, both with ``detail`` ``stamp FROM -> TO``. Pure."""
+    from runner.plan import applied
+
+    before, after = applied(graph, source), applied(graph, destination)
+    detail = f"stamp {','.join(source) or 'base'} -> {','.join(destination) or 'base'}"
+    return ([Entry(rev, "stamped", checksums.get(rev), started_at, duration_ms, detail)
+             for rev in sorted(after - before)]
+            + [Entry(rev, "unstamped", checksums.get(rev), started_at, duration_ms, detail)
+               for rev in sorted(before - after)])
