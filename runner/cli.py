@@ -11,18 +11,20 @@ one :class:`Command` in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from runner import __version__, logs
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
-from runner.interrupt import Interrupt
+from runner.interrupt import STUCK_GRACE_S, Interrupt
 from runner.lock import lock_key
 from runner.outcome import Outcome, Result
 
@@ -199,6 +201,7 @@ def run_command(args: argparse.Namespace) -> int:
                    secrets=environment_secrets(), stream=stream)
     interrupt = Interrupt()
     facts, outcome, code = Facts(), Outcome.FAILED, ExitCode.INTERNAL
+    interrupt.on_stuck = lambda stop: _give_up(stop, command.name, facts, interrupt, stream)
     log = logs.get()
     try:
         interrupt.install()
@@ -226,7 +229,7 @@ def run_command(args: argparse.Namespace) -> int:
                   message=f"unexpected {type(err).__name__}: {err}; please report this "
                   "(MIGRATION_LOG_LEVEL=debug shows the traceback)", exc_info=True)
     finally:
-        with interrupt.deferred():
+        with interrupt.deferred(), _SUMMARY:
             log.info("summary", **summary(command.name, outcome, facts, code))
             stream.flush()
             # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
@@ -234,6 +237,39 @@ def run_command(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     return int(code)
+
+
+#: held while the one summary is logged: by the main thread, or by the last resort
+_SUMMARY = threading.Lock()
+STOP_WAIT_S = 3.0
+
+
+def _give_up(stop: Callable[[], None] | None, command: str, facts: Any, interrupt: Interrupt,
+             stream: Any) -> None:
+    """The last resort after a signal: the migration did not unwind within
+    STUCK_GRACE_S of the cancel (a revision busy in Python sends no statement a cancel could
+    stop). End its backends from a side session (the server rolls back; at most
+    ``STOP_WAIT_S``), report, and end the process without waiting for Python."""
+    if stop is not None:
+        def run_stop() -> None:
+            with contextlib.suppress(Exception):  # the process ends anyway: the server notices
+                stop()
+
+        stopper = threading.Thread(target=run_stop, daemon=True, name="stop")
+        stopper.start()
+        stopper.join(STOP_WAIT_S)
+    if not _SUMMARY.acquire(blocking=False):
+        return  # the run is ending by itself
+    log = logs.get()
+    _log_error(log, Interrupted(
+        f"stopped by {interrupt.signal_name}: the revision in flight did not stop within "
+        f"{STUCK_GRACE_S:g} s of the cancel (busy in Python?), so its backend was terminated "
+        "(PostgreSQL rolled it back and freed the lock) and the process ended without waiting "
+        "for it. Run again", signal=interrupt.signal_name, stuck=True))
+    log.info("summary", **summary(command, Outcome.INTERRUPTED, facts, ExitCode.INTERRUPTED))
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()
+    os._exit(int(ExitCode.INTERRUPTED))
 
 
 def environment_secrets() -> list[str]:

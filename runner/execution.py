@@ -25,11 +25,13 @@ import psycopg
 
 from runner import alembic_env, logs
 from runner.blockers import BlockerWatch
-from runner.errors import RunnerError
+from runner.errors import ConnectionLost, RunnerError
 from runner.failure import Where, classify_failure
+from runner.guard import LockGuard, stop_backends
 from runner.interrupt import Interrupt
 from runner.ledger import Entry, Ledger, stamp_entries
 from runner.limits import Timeouts, limits_for, watch_every
+from runner.lock import guard_key
 from runner.plan import Plan
 from runner.scripts import Loaded, set_url
 from runner.version_table import VersionTable
@@ -63,6 +65,8 @@ class Context:
     interrupt: Interrupt
     log: Any
     ledger: Ledger
+    #: the migration lock's key (for the guard of a migration on env.py's own connection)
+    lock_key: int | None = None
 
 
 def alembic_destination(plan: Plan, target: str) -> str:
@@ -110,6 +114,8 @@ class Execution:
         self.unwritten: list[Entry] = []  # ledger rows, written with the commit
         self.extra: list[psycopg.Connection[Any]] = []  # env.py's own sessions
         self.watch: BlockerWatch | None = None
+        self.guard: LockGuard | None = None  # when env.py migrates on its own connection
+        self.migration_pid: int | None = None
         self.separate = False  # env.py migrates on a connection of its own
         self.migration: Any = None  # the SQLAlchemy connection migrations run on
         self.lock_session: Any = None  # the SQLAlchemy connection holding the lock
@@ -137,7 +143,8 @@ class Execution:
                                  starting_rev=None, tag=None,
                                  destination_rev=alembic_destination(self.plan, self.target))
         try:
-            with ctx.interrupt.cancelling(lambda: self.cancel()), self.engine.connect() as sa_conn:
+            with ctx.interrupt.cancelling(lambda: self.cancel(), self._stop_backends), \
+                    self.engine.connect() as sa_conn:
                 env.configure = alembic_env.with_runner_defaults(  # type: ignore[method-assign]
                     env.configure, ctx.table, self._on_apply,
                     lambda c: self._on_configure(c, sa_conn), ctx.ledger.name)
@@ -155,7 +162,14 @@ class Execution:
             self._close()
         return self.committed
 
-    def _failure(self, exc: Exception) -> RunnerError:
+    def _failure(self, exc: BaseException) -> RunnerError:
+        if self.guard is not None and self.guard.lost:
+            revision = self.revision or "(between revisions)"
+            return ConnectionLost(
+                f"the session holding the migration lock was lost while revision {revision} ran "
+                "on env.py's own connection: that revision's backend was stopped at once "
+                "(cancelled, then terminated), so no other runner can run it alongside, and "
+                "PostgreSQL rolled it back. Run again: it resumes there", revision=self.revision)
         steps = self.plan.steps
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
         rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
@@ -169,6 +183,8 @@ class Execution:
         self.ctx.loaded.config.attributes.pop("connection", None)
         if self.watch is not None:
             self.watch.stop()
+        if self.guard is not None:
+            self.guard.stop()
         for other in self.extra:
             other.close()
         if not conn.closed and not conn.broken:
@@ -244,6 +260,9 @@ class Execution:
         if migration.engine is not self.engine:  # env.py's own engine: watch it too
             alembic_env.listen(migration, self._listeners())
         timeouts = self.ctx.timeouts
+        self.migration_pid = pid
+        if self.separate and self.guard is None:
+            self._guard(dbapi, pid)
         if timeouts.lock_timeout > 0 and self.watch is None:
             every = watch_every([timeouts.for_revision(rev.options).lock_timeout
                                  for rev in self.ctx.loaded.scripts.revisions.values()])
@@ -252,6 +271,28 @@ class Execution:
         self.ctx.log.info("migrate.mode", mode=mode, migration_backend_pid=pid, detail=(
             "migrations run on env.py's own connection; the lock is held alongside and checked "
             "before each revision" if self.separate else "migrations run on the locked connection"))
+
+    def _guard(self, dbapi: Any, pid: int) -> None:
+        """The lock is never shared (see :mod:`runner.guard`): env.py's migrating session
+        holds the guard key (in autocommit, so that no transaction is begun before Alembic
+        begins its own), and a guard stops it the moment the lock session loses the lock."""
+        if self.ctx.lock_key is None:
+            return
+        if hasattr(dbapi, "autocommit"):
+            dbapi.autocommit = True
+            try:
+                dbapi.cursor().execute("SELECT pg_advisory_lock(%s)", (guard_key(self.ctx.lock_key),))
+            finally:
+                dbapi.autocommit = False
+        self.guard = LockGuard(lambda: self.ctx.open_connection("guard"),
+                               self.ctx.conn.info.backend_pid, pid)
+
+    def _stop_backends(self) -> None:
+        """The last resort after a signal the revision did not stop for (e.g. busy in
+        Python): terminate its backend, then the lock session's, from a side session."""
+        pids = [p for p in (self.migration_pid, self.ctx.conn.info.backend_pid) if p]
+        with self.ctx.open_connection("stop") as side:
+            stop_backends(side, dict.fromkeys(pids))
 
     # --- SQLAlchemy events --------------------------------------------------------------
 

@@ -25,7 +25,9 @@ from typing import Any
 from runner.errors import Interrupted
 
 RECANCEL_EVERY_S = 0.5
-RECANCEL_MAX = 20
+#: how long a cancelled migration may take to unwind before the last resort (a revision
+#: busy in Python never sends the statement a cancel could stop)
+STUCK_GRACE_S = 5.0
 
 #: signals that arrived before :meth:`Interrupt.install` (see :func:`record_early`)
 _early: list[str] = []
@@ -47,7 +49,10 @@ class Interrupt:
         self.signal_name: str | None = None
         self._mode = "raise"
         self._cancel: Callable[[], None] | None = None
+        self._stop: Callable[[], None] | None = None
         self._generation = 0
+        #: the last resort, set by the CLI: report, and end the process (never returns)
+        self.on_stuck: Callable[[Callable[[], None] | None], None] | None = None
 
     @property
     def requested(self) -> bool:
@@ -72,11 +77,20 @@ class Interrupt:
             raise self.error()
 
     @contextlib.contextmanager
-    def cancelling(self, cancel: Callable[[], None]) -> Iterator[None]:
-        """While inside, a signal calls ``cancel`` (from a helper thread) instead of raising."""
+    def cancelling(self, cancel: Callable[[], None],
+                   stop: Callable[[], None] | None = None) -> Iterator[None]:
+        """While inside, a signal calls ``cancel`` (from a helper thread) instead of raising,
+        again every ``RECANCEL_EVERY_S``. If the region has not ended ``STUCK_GRACE_S``
+        after the signal, :attr:`on_stuck` is called with ``stop`` (which ends the
+        migration's backends from a side session: the server rolls back)."""
         self.check()
-        with self._in_mode("cancel", cancel):
-            yield
+        saved = self._stop
+        self._stop = stop
+        try:
+            with self._in_mode("cancel", cancel):
+                yield
+        finally:
+            self._stop = saved
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -108,9 +122,13 @@ class Interrupt:
         raise self.error()
 
     def _keep_cancelling(self, cancel: Callable[[], None], generation: int) -> None:
-        for _ in range(RECANCEL_MAX):
+        stop = self._stop
+        deadline = time.monotonic() + STUCK_GRACE_S
+        while time.monotonic() < deadline:
             if self._generation != generation:
                 return
             with contextlib.suppress(Exception):
                 cancel()
             time.sleep(RECANCEL_EVERY_S)
+        if self._generation == generation and self.on_stuck is not None:
+            self.on_stuck(stop)

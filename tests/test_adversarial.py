@@ -310,3 +310,67 @@ def test_the_pooler_probe_connection_is_retried_like_the_first(database, project
     failed = [e for e in result.events if e["event"] == "db.connect_failed"]
     assert [e["role"] for e in failed] == ["probe", "probe"], failed
     assert database.version() == ["a1"]
+
+
+# --- a revision that ignores signals, and the lock never shared -----------------------------
+
+from tests.helpers import ENV_PY  # noqa: E402
+
+
+def test_a_revision_busy_in_python_is_stopped_after_a_grace(database, project, tmp_path):
+    """SIGTERM cannot cancel a statement that is never sent: after STUCK_GRACE_S the runner
+    terminates its own backend (the server rolls the revision back) and exits 130."""
+    marker = tmp_path / "looping"
+    project.revision("a1", None, f"""
+        import pathlib
+        op.execute("CREATE TABLE t1 (id int)")
+        pathlib.Path({str(marker)!r}).touch()
+        while True:
+            pass""")
+    proc = Running(runner_env(database, project))
+    wait_until(marker.exists, what="the revision's loop")
+    sent = proc.signal(signal.SIGTERM)
+    result = proc.finish(timeout=30)
+    stopped = time.monotonic() - sent
+    result.check_log_contract()
+    assert result.code == ExitCode.INTERRUPTED, result.stdout + result.stderr
+    assert result.event("error")["stuck"] is True
+    assert stopped < 15, stopped
+    wait_until(lambda: database.advisory_locks() == 0, timeout=10, what="the lock to be free")
+    assert not database.table_exists("t1") and database.version() == []
+
+
+OWN_ENGINE_ENV_PY = ENV_PY.replace('connection = config.attributes.get("connection")',
+                                   "connection = None  # the stock template: its own engine")
+CONCURRENT = ("(SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+              "AND state = 'active' AND query LIKE 'SELECT pg_sleep(%%')")
+
+
+def test_a_lost_lock_session_stops_the_migration_before_anyone_else_runs_it(database, project):
+    """env.py migrates on its own connection; the lock session is terminated while a1 (an
+    autocommit block, which Alembic's version row cannot protect) runs. The first runner's
+    migrating backend is stopped at once and it exits 10 naming a1; a second runner that
+    was waiting runs a1 only once nothing of the first's is running."""
+    (project.root / "migrations" / "env.py").write_text(OWN_ENGINE_ENV_PY)
+    with database.connect() as setup:
+        setup.execute("CREATE TABLE hits (pid int, concurrent int)")
+    project.revision("a1", None, f"""
+        with op.get_context().autocommit_block():
+            op.execute("INSERT INTO hits SELECT pg_backend_pid(), {CONCURRENT}")
+            op.execute("SELECT pg_sleep(4)")""")
+    first = Running(runner_env(database, project))
+    lock_pid = first.wait_for_event("db.connected")["backend_pid"]
+    assert first.wait_for_event("migrate.mode")["mode"] == "separate_connection"
+    first.wait_for_event("revision.started")
+    wait_until(lambda: database.query("SELECT count(*) FROM hits")[0][0] == 1, what="a1 running")
+    second = Running(runner_env(database, project))
+    second.wait_for_event("lock.waiting")
+    database.query("SELECT pg_terminate_backend(%s)", (lock_pid,))
+    lost = first.finish(timeout=30)
+    lost.check_log_contract()
+    assert lost.code == ExitCode.CONNECTION_LOST, lost.stdout
+    assert "revision a1" in lost.event("error")["message"], lost.event("error")
+    done = second.finish(timeout=60)
+    assert done.code == 0, done.stdout
+    assert database.query("SELECT concurrent FROM hits ORDER BY pid") == [(0,), (0,)]
+    assert database.version() == ["a1"]
