@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from runner.errors import RunnerError
 from runner.redact import clip
 
 #: how much of another session's query a blocker report shows: fetched longer, redacted
@@ -45,7 +46,7 @@ class BlockerWatch:
                     rows = conn.cursor(row_factory=dict_row).execute(BLOCKERS_SQL, (self.pid,)).fetchall()
                     if rows:
                         self.last = [shown_query(row, QUERY_SHOWN) for row in rows]
-        except psycopg.Error:
+        except (psycopg.Error, RunnerError):  # RunnerError: no session within the budget
             return  # only diagnostics: the migration itself reports real trouble
 
     def stop(self) -> None:

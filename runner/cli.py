@@ -24,9 +24,10 @@ from typing import Any, NoReturn
 
 from runner import __version__, logs
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
-from runner.interrupt import STUCK_GRACE_S, Interrupt
+from runner.interrupt import Interrupt
 from runner.lock import lock_key
 from runner.outcome import Outcome, Result
+from runner.record import Facts
 
 Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -166,9 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as err:
+        from runner.settings import environment_secrets
+
         parser.print_usage(sys.stderr)
         logs.configure(secrets=environment_secrets())
-        record_usage_error(err)
+        _report(err, "usage", Outcome.FAILED, Facts())
         return int(err.exit_code)
     if args.command == "demo":
         return _demo(args.runners)
@@ -192,16 +195,14 @@ def _demo(runners: int) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run one verb: the only place a result or an error becomes an exit code."""
-    from runner.record import Facts
-    from runner.settings import load_settings
+    from runner.settings import environment_secrets, load_settings
 
     command = BY_NAME[args.command]
     stream = sys.stdout if command.writes else sys.stderr
     logs.configure(level=_level(command, "info", args.verbose, stream),
                    secrets=environment_secrets(), stream=stream)
-    interrupt = Interrupt()
     facts, outcome, code = Facts(), Outcome.FAILED, ExitCode.INTERNAL
-    interrupt.on_stuck = lambda stop: _give_up(stop, command.name, facts, interrupt, stream)
+    interrupt = Interrupt(on_stuck=lambda: _end_stuck(command.name, facts, interrupt))
     log = logs.get()
     try:
         interrupt.install()
@@ -222,8 +223,7 @@ def run_command(args: argparse.Namespace) -> int:
         code = err.exit_code
         outcome = Outcome.INTERRUPTED if isinstance(err, Interrupted) else Outcome.FAILED
         _log_error(log, err)
-    except BaseException as err:  # a bug: one event, traceback only at debug level
-        # (SystemExit/KeyboardInterrupt too: the exit code is always the summary's)
+    except BaseException as err:  # a bug (or sys.exit()): one event, traceback at debug only
         code = ExitCode.INTERNAL
         log.error("error", error_code="internal", exit_code=int(ExitCode.INTERNAL),
                   message=f"unexpected {type(err).__name__}: {err}; please report this "
@@ -239,44 +239,14 @@ def run_command(args: argparse.Namespace) -> int:
     return int(code)
 
 
-#: held while the one summary is logged: by the main thread, or by the last resort
-_SUMMARY = threading.Lock()
-STOP_WAIT_S = 3.0
+_SUMMARY = threading.Lock()  # held while the one summary is logged (or by the last resort)
 
 
-def _give_up(stop: Callable[[], None] | None, command: str, facts: Any, interrupt: Interrupt,
-             stream: Any) -> None:
-    """The last resort after a signal: the migration did not unwind within
-    STUCK_GRACE_S of the cancel (a revision busy in Python sends no statement a cancel could
-    stop). End its backends from a side session (the server rolls back; at most
-    ``STOP_WAIT_S``), report, and end the process without waiting for Python."""
-    if stop is not None:
-        def run_stop() -> None:
-            with contextlib.suppress(Exception):  # the process ends anyway: the server notices
-                stop()
-
-        stopper = threading.Thread(target=run_stop, daemon=True, name="stop")
-        stopper.start()
-        stopper.join(STOP_WAIT_S)
-    if not _SUMMARY.acquire(blocking=False):
-        return  # the run is ending by itself
-    log = logs.get()
-    _log_error(log, Interrupted(
-        f"stopped by {interrupt.signal_name}: the revision in flight did not stop within "
-        f"{STUCK_GRACE_S:g} s of the cancel (busy in Python?), so its backend was terminated "
-        "(PostgreSQL rolled it back and freed the lock) and the process ended without waiting "
-        "for it. Run again", signal=interrupt.signal_name, stuck=True))
-    log.info("summary", **summary(command, Outcome.INTERRUPTED, facts, ExitCode.INTERRUPTED))
-    with contextlib.suppress(OSError, ValueError):
-        stream.flush()
-    os._exit(int(ExitCode.INTERRUPTED))
-
-
-def environment_secrets() -> list[str]:
-    """The secret variables' raw values, masked in what is logged before the settings are
-    read (an invalid setting, a bad command line): whatever their shape."""
-    env = {name.upper(): value for name, value in os.environ.items()}
-    return [env[name] for name in ("DATABASE_URL", "DB_PASSWORD", "DB_SECRET") if env.get(name)]
+def _end_stuck(command: str, facts: Any, interrupt: Interrupt) -> None:
+    """The last resort after a signal (:mod:`runner.interrupt`): report, exit 130 at once."""
+    if _SUMMARY.acquire(blocking=False):  # else the run is ending by itself
+        _report(interrupt.stuck_error(), command, Outcome.INTERRUPTED, facts)
+        _exit_now(int(ExitCode.INTERRUPTED))
 
 
 def _level(command: Command, level: str, verbose: bool, stream: Any, fmt: str = "auto") -> str:
@@ -297,12 +267,11 @@ def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[
             "exit_code": int(code), "total_ms": int((time.monotonic() - facts.started) * 1000)}
 
 
-def record_usage_error(err: UsageError) -> None:
-    from runner.record import Facts
-
+def _report(err: RunnerError, command: str, outcome: Outcome, facts: Any) -> None:
+    """The ``error`` event and the ``summary`` of a run that ends outside ``run_command``."""
     log = logs.get()
     _log_error(log, err)
-    log.info("summary", **summary("usage", Outcome.FAILED, Facts(), err.exit_code))
+    log.info("summary", **summary(command, outcome, facts, err.exit_code))
 
 
 def _log_error(log: Any, err: RunnerError) -> None:
@@ -316,12 +285,13 @@ def entry() -> NoReturn:
     without Python's interpreter teardown, which finalises some 500 imported modules (tens
     of ms on every deploy) and has nothing left to do: every connection is closed and every
     stream is flushed here. ``main`` stays an ordinary function for callers in-process."""
-    code = main()
+    _exit_now(main())
+
+
+def _exit_now(code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: the exit code tells
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe: the exit code still tells
-            pass
     os._exit(code)
 
 

@@ -25,13 +25,12 @@ import psycopg
 
 from runner import alembic_env, logs
 from runner.blockers import BlockerWatch
-from runner.errors import ConnectionLost, RunnerError
+from runner.errors import RunnerError
 from runner.failure import Where, classify_failure
-from runner.guard import LockGuard, stop_backends
+from runner.guard import LockGuard, stop_backends_via
 from runner.interrupt import Interrupt
-from runner.ledger import Entry, Ledger, stamp_entries
+from runner.ledger import Entry, Ledger, step_entries
 from runner.limits import Timeouts, limits_for, watch_every
-from runner.lock import guard_key
 from runner.plan import Plan
 from runner.scripts import Loaded, set_url
 from runner.version_table import VersionTable
@@ -65,8 +64,7 @@ class Context:
     interrupt: Interrupt
     log: Any
     ledger: Ledger
-    #: the migration lock's key (for the guard of a migration on env.py's own connection)
-    lock_key: int | None = None
+    lock_key: int | None = None  # the migration lock's (see runner.guard)
 
 
 def alembic_destination(plan: Plan, target: str) -> str:
@@ -164,12 +162,7 @@ class Execution:
 
     def _failure(self, exc: BaseException) -> RunnerError:
         if self.guard is not None and self.guard.lost:
-            revision = self.revision or "(between revisions)"
-            return ConnectionLost(
-                f"the session holding the migration lock was lost while revision {revision} ran "
-                "on env.py's own connection: that revision's backend was stopped at once "
-                "(cancelled, then terminated), so no other runner can run it alongside, and "
-                "PostgreSQL rolled it back. Run again: it resumes there", revision=self.revision)
+            return self.guard.error(self.revision)
         steps = self.plan.steps
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
         rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
@@ -235,16 +228,10 @@ class Execution:
         """Inside the step's transaction: its ledger rows are written with its commit."""
         self.revision = None
         duration = int((time.monotonic() - self.clock) * 1000)
-        if self.plan.kind == "stamp":  # from -> to, either way; named by where it went
-            self.unwritten.extend(stamp_entries(
-                self.ctx.loaded.scripts.graph(), step.source_revision_ids,
-                step.destination_revision_ids, self.checksums, self.wall, duration))
-            self.awaiting.append(Applied(",".join(step.destination_revision_ids) or "base",
-                                         duration))
-            return
-        self.unwritten.extend(Entry(revision, self.outcome, self.checksums.get(revision),
-                                    self.wall, duration) for revision in step.up_revision_ids)
-        self.awaiting.append(Applied(",".join(step.up_revision_ids) or "base", duration))
+        entries, name = step_entries(self.outcome, step, self.ctx.loaded.scripts.graph(),
+                                     self.checksums, self.wall, duration)
+        self.unwritten.extend(entries)
+        self.awaiting.append(Applied(name, duration))
 
     def _on_configure(self, connection: Any, lock_session: Any) -> None:
         """env.py chose its connection: learn the mode, watch it, and cancel it on a signal."""
@@ -261,8 +248,9 @@ class Execution:
             alembic_env.listen(migration, self._listeners())
         timeouts = self.ctx.timeouts
         self.migration_pid = pid
-        if self.separate and self.guard is None:
-            self._guard(dbapi, pid)
+        if self.separate and self.guard is None and self.ctx.lock_key is not None:
+            self.guard = LockGuard.start(dbapi, self.ctx.lock_key, self.ctx.open_connection,
+                                         self.ctx.conn.info.backend_pid, pid)
         if timeouts.lock_timeout > 0 and self.watch is None:
             every = watch_every([timeouts.for_revision(rev.options).lock_timeout
                                  for rev in self.ctx.loaded.scripts.revisions.values()])
@@ -272,27 +260,9 @@ class Execution:
             "migrations run on env.py's own connection; the lock is held alongside and checked "
             "before each revision" if self.separate else "migrations run on the locked connection"))
 
-    def _guard(self, dbapi: Any, pid: int) -> None:
-        """The lock is never shared (see :mod:`runner.guard`): env.py's migrating session
-        holds the guard key (in autocommit, so that no transaction is begun before Alembic
-        begins its own), and a guard stops it the moment the lock session loses the lock."""
-        if self.ctx.lock_key is None:
-            return
-        if hasattr(dbapi, "autocommit"):
-            dbapi.autocommit = True
-            try:
-                dbapi.cursor().execute("SELECT pg_advisory_lock(%s)", (guard_key(self.ctx.lock_key),))
-            finally:
-                dbapi.autocommit = False
-        self.guard = LockGuard(lambda: self.ctx.open_connection("guard"),
-                               self.ctx.conn.info.backend_pid, pid)
-
     def _stop_backends(self) -> None:
-        """The last resort after a signal the revision did not stop for (e.g. busy in
-        Python): terminate its backend, then the lock session's, from a side session."""
-        pids = [p for p in (self.migration_pid, self.ctx.conn.info.backend_pid) if p]
-        with self.ctx.open_connection("stop") as side:
-            stop_backends(side, dict.fromkeys(pids))
+        """The last resort after a signal (see :mod:`runner.interrupt`)."""
+        stop_backends_via(self.ctx.open_connection, [self.migration_pid, self.ctx.conn.info.backend_pid])
 
     # --- SQLAlchemy events --------------------------------------------------------------
 

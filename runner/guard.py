@@ -25,17 +25,30 @@ from typing import Any
 
 import psycopg
 
+from runner.errors import ConnectionLost, RunnerError
+from runner.lock import guard_key
+
 EVERY_S = 0.1
 
 HELD_SQL = ("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND locktype = 'advisory' "
             "AND granted)")
 
 
-def stop_backends(conn: psycopg.Connection[Any], pids: Iterable[int]) -> None:
-    """Cancel, then terminate, each backend in ``pids`` (in that order), from ``conn``.
-    PostgreSQL rolls back whatever transaction each had open."""
-    for pid in pids:
+#: opens a side session given its role (``Session.helper_connection``)
+Connect = Callable[[str], psycopg.Connection[Any]]
+
+
+def stop_backends(conn: psycopg.Connection[Any], pids: Iterable[int | None]) -> None:
+    """Cancel, then terminate, each backend in ``pids`` (in that order; None skipped), from
+    ``conn``. PostgreSQL rolls back whatever transaction each had open."""
+    for pid in dict.fromkeys(p for p in pids if p):
         conn.execute("SELECT pg_cancel_backend(%s), pg_terminate_backend(%s)", (pid, pid))
+
+
+def stop_backends_via(connect: Connect, pids: Iterable[int | None]) -> None:
+    """:func:`stop_backends` from a side session of its own."""
+    with connect("stop") as side:
+        stop_backends(side, pids)
 
 
 class LockGuard:
@@ -44,8 +57,22 @@ class LockGuard:
     session is opened in the guard's thread. If the side session itself fails, the guard
     ends quietly: the revision's own connection then meets the same outage."""
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], lock_pid: int,
-                 migration_pid: int, every_s: float = EVERY_S) -> None:
+    @classmethod
+    def start(cls, dbapi: Any, key: int, connect: Connect, lock_pid: int,
+              migration_pid: int) -> LockGuard:
+        """Guard env.py's migrating session ``dbapi`` (backend ``migration_pid``): it takes
+        the guard key of the lock ``key`` (in autocommit, so that no transaction begins
+        before Alembic begins its own), and the guard starts watching."""
+        if hasattr(dbapi, "autocommit"):
+            dbapi.autocommit = True
+            try:
+                dbapi.cursor().execute("SELECT pg_advisory_lock(%s)", (guard_key(key),))
+            finally:
+                dbapi.autocommit = False
+        return cls(connect, lock_pid, migration_pid)
+
+    def __init__(self, connect: Connect, lock_pid: int, migration_pid: int,
+                 every_s: float = EVERY_S) -> None:
         self.lock_pid, self.migration_pid, self.every_s = lock_pid, migration_pid, every_s
         self.lost = False
         self._connect = connect
@@ -54,13 +81,24 @@ class LockGuard:
         self._thread.start()
 
     def _run(self) -> None:
-        with contextlib.suppress(psycopg.Error), self._connect() as conn:
+        # a side session that cannot be had: the revision's own connection meets the outage
+        with contextlib.suppress(psycopg.Error, RunnerError), self._connect("guard") as conn:
             while not self._stop.wait(self.every_s):
                 row = conn.execute(HELD_SQL, (self.lock_pid,)).fetchone()
                 if row and not row[0] and not self._stop.is_set():
                     self.lost = True
                     stop_backends(conn, [self.migration_pid])
                     return
+
+    @staticmethod
+    def error(revision: str | None) -> ConnectionLost:
+        """What a run whose guard fired reports."""
+        return ConnectionLost(
+            f"the session holding the migration lock was lost while revision "
+            f"{revision or '(between revisions)'} ran on env.py's own connection: that "
+            "revision's backend was stopped at once (cancelled, then terminated), so no other "
+            "runner can run it alongside, and PostgreSQL rolled it back. Run again: it resumes "
+            "there", revision=revision)
 
     def stop(self) -> None:
         self._stop.set()

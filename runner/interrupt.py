@@ -28,6 +28,8 @@ RECANCEL_EVERY_S = 0.5
 #: how long a cancelled migration may take to unwind before the last resort (a revision
 #: busy in Python never sends the statement a cancel could stop)
 STUCK_GRACE_S = 5.0
+#: how long the last resort waits for the migration's backends to be ended
+STOP_WAIT_S = 3.0
 
 #: signals that arrived before :meth:`Interrupt.install` (see :func:`record_early`)
 _early: list[str] = []
@@ -45,14 +47,14 @@ def record_early() -> None:
 
 
 class Interrupt:
-    def __init__(self) -> None:
+    def __init__(self, on_stuck: Callable[[], None] | None = None) -> None:
         self.signal_name: str | None = None
         self._mode = "raise"
         self._cancel: Callable[[], None] | None = None
         self._stop: Callable[[], None] | None = None
         self._generation = 0
-        #: the last resort, set by the CLI: report, and end the process (never returns)
-        self.on_stuck: Callable[[Callable[[], None] | None], None] | None = None
+        #: the last resort (the CLI's): report, and end the process
+        self.on_stuck = on_stuck
 
     @property
     def requested(self) -> bool:
@@ -81,8 +83,8 @@ class Interrupt:
                    stop: Callable[[], None] | None = None) -> Iterator[None]:
         """While inside, a signal calls ``cancel`` (from a helper thread) instead of raising,
         again every ``RECANCEL_EVERY_S``. If the region has not ended ``STUCK_GRACE_S``
-        after the signal, :attr:`on_stuck` is called with ``stop`` (which ends the
-        migration's backends from a side session: the server rolls back)."""
+        after the signal, ``stop`` ends the migration's backends from a side session (the
+        server rolls back; at most ``STOP_WAIT_S``) and :attr:`on_stuck` ends the run."""
         self.check()
         saved = self._stop
         self._stop = stop
@@ -131,4 +133,20 @@ class Interrupt:
                 cancel()
             time.sleep(RECANCEL_EVERY_S)
         if self._generation == generation and self.on_stuck is not None:
-            self.on_stuck(stop)
+            if stop is not None:  # bounded: the process ends anyway, and the server notices
+                stopper = threading.Thread(target=_quietly, args=(stop,), daemon=True)
+                stopper.start()
+                stopper.join(STOP_WAIT_S)
+            self.on_stuck()
+
+    def stuck_error(self) -> Interrupted:
+        return Interrupted(
+            f"stopped by {self.signal_name}: the revision in flight did not stop within "
+            f"{STUCK_GRACE_S:g} s of the cancel (busy in Python?), so its backend was "
+            "terminated (PostgreSQL rolled it back and freed the lock) and the process ended "
+            "without waiting for it. Run again", signal=self.signal_name, stuck=True)
+
+
+def _quietly(call: Callable[[], None]) -> None:
+    with contextlib.suppress(Exception):
+        call()

@@ -194,6 +194,19 @@ def edited(latest: Mapping[str, Mapping[str, Any]], checksums: Mapping[str, str]
     return found
 
 
+def step_entries(outcome: str, step: Any, graph: Mapping[str, tuple[str, ...]],
+                 checksums: Mapping[str, str], started_at: datetime,
+                 duration_ms: int) -> tuple[list[Entry], str]:
+    """The ledger rows of one of Alembic's steps (its ``MigrationInfo``) and the name the
+    run reports it by: the revisions it ran, or for a stamp where it went."""
+    if step.is_stamp:
+        return (stamp_entries(graph, step.source_revision_ids, step.destination_revision_ids,
+                              checksums, started_at, duration_ms),
+                ",".join(step.destination_revision_ids) or "base")
+    return ([Entry(revision, outcome, checksums.get(revision), started_at, duration_ms)
+             for revision in step.up_revision_ids], ",".join(step.up_revision_ids) or "base")
+
+
 def stamp_entries(graph: Mapping[str, tuple[str, ...]], source: Sequence[str],
                   destination: Sequence[str], checksums: Mapping[str, str],
                   started_at: datetime, duration_ms: int) -> list[Entry]:

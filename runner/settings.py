@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -157,6 +158,13 @@ def load_settings() -> Settings:
     except ConfigError:
         pass
     return settings
+
+
+def environment_secrets() -> list[str]:
+    """The secret variables' raw values, whatever their shape: masked in what is logged
+    before the settings are read (an invalid setting, a bad command line)."""
+    env = {name.upper(): value for name, value in os.environ.items()}
+    return [env[name] for name in ("DATABASE_URL", "DB_PASSWORD", "DB_SECRET") if env.get(name)]
 
 
 def _secret(value: SecretStr | None) -> str | None:
