@@ -3,7 +3,10 @@
 The full runner runs as a process against real PostgreSQL; each test injects a fault (SIGKILL
 or SIGTERM at random points, PostgreSQL stopped mid-run, the TCP connection cut or
 black-holed, the database refusing connections, a revision raising, a revision hitting
-``temp_file_limit``) and then checks the same invariants:
+``temp_file_limit``; and the kinds of issue 10: a revision calling ``sys.exit`` or raising
+``KeyboardInterrupt``, SIGTERM to a revision busy in Python, the lock session terminated
+while env.py migrates on its own connection, the version table locked by another session,
+connections refused after the first) and then checks the same invariants:
 
 (a) the database is at a revision the scripts contain, or at base;
 (b) every applied revision is complete and none is half applied: each revision ``r`` of the
