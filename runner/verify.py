@@ -171,13 +171,11 @@ def _step(loaded: Loaded, sa_conn: Any, kind: str, target: str) -> str | None:
     except Exception as exc:  # whatever a revision raises is the finding
         if sa_conn.in_transaction():
             sa_conn.rollback()
-        return f"{type(exc).__name__}: {first_line(exc)}"
+        cause = getattr(exc, "orig", None) or exc  # the driver's error inside SQLAlchemy's
+        return f"{type(cause).__name__}: {first_line(cause)}"
     return None
 
 
-def _down_target(loaded: Loaded, revision: str) -> str:
-    down = loaded.scripts.revisions[revision].down
-    return down[0] if len(down) == 1 else ("base" if not down else f"{revision}-1")
 
 
 def _walk(loaded: Loaded, conn: Any, sa_conn: Any, schema: Any, skip: frozenset[str],
@@ -207,8 +205,12 @@ def _walk(loaded: Loaded, conn: Any, sa_conn: Any, schema: Any, skip: frozenset[
         result.revisions_walked += 1
         if "steps" in skip:
             continue
+        if len(rev.down) > 1:  # Alembic cannot step back from a merge point to both parents
+            result.checks["steps"].notes.append(f"merge point {revision}: down/up not checked")
+            continue
         after = schema()
-        error = _step(loaded, sa_conn, "downgrade", _down_target(loaded, revision))
+        # REV@-1: one step back along this revision's own branch, leaving other branches be
+        error = _step(loaded, sa_conn, "downgrade", f"{revision}@-1")
         if error is not None:
             fail(Failure("steps", f"downgrade of {name} fails: {error}", revision, rev.path))
             continue  # rolled back: the database is still at this revision
