@@ -185,3 +185,28 @@ def test_the_services_own_migrations_pass(database):
     result = verify.run_verify(scripts.load(ROOT / "alembic.ini"), database.url(), skip=frozenset({"lint"}))
     assert result.failures == []
     assert result.checks["models"].status == "passed"
+
+
+def _lint(loaded, since):
+    from runner import lint
+
+    return lint.run_lint(loaded, since=since, squawk=False)
+
+
+def test_the_lint_check_fails_on_an_error_level_finding_and_names_its_file(history, database):
+    rev = history.add('op.drop_column("calls", "phone")',
+                      'op.add_column("calls", sa.Column("phone", sa.String(32)))')
+    result = verify.run_verify(history.load(), database.url(), skip=frozenset({"models", "steps"}),
+                               lint=_lint)
+    assert [(f.check, f.revision) for f in result.failures] == [("lint", rev)]
+    assert result.failures[0].message.startswith(f"{rev} {result.failures[0].path}:12: drop-column: ")
+    assert result.checks["lint"].status == "failed"
+
+
+def test_the_lint_check_since_a_revision_leaves_earlier_ones_alone(history, database):
+    history.add('op.drop_column("calls", "phone")',
+                'op.add_column("calls", sa.Column("phone", sa.String(32)))')
+    later = history.add('op.create_table("x", sa.Column("id", sa.Integer))', 'op.drop_table("x")')
+    result = verify.run_verify(history.load(), database.url(), skip=frozenset({"models", "steps"}),
+                               since="r02", lint=_lint)
+    assert result.failures == [] and result.lint.revisions == [later]

@@ -13,12 +13,20 @@ from tests.helpers import Project
 ENV_PY = '''
 import pathlib
 import runpy
+import sys
+import types
 
 from alembic import context
 
 config = context.config
 models = pathlib.Path(__file__).parent.parent / "models.py"
-target_metadata = runpy.run_path(str(models))["metadata"] if models.exists() else None
+target_metadata = None
+if models.exists():  # loaded once per version of the file, as an imported module would be
+    key = f"models:{models}:{models.stat().st_mtime_ns}"
+    if key not in sys.modules:
+        sys.modules[key] = types.ModuleType(key)
+        sys.modules[key].__dict__.update(runpy.run_path(str(models)))
+    target_metadata = sys.modules[key].metadata
 options = dict(target_metadata=target_metadata, transaction_per_migration=True, compare_type=True)
 
 if context.is_offline_mode():
