@@ -46,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--json", action="store_true", help="print one JSON document")
         return command
 
-    add("upgrade", "apply pending migrations (pnpm db:migrate)").add_argument(
+    upgrade = add("upgrade", "apply pending migrations (pnpm db:migrate)", json_flag=True)
+    upgrade.add_argument(
         "target", nargs="?", help="revision (default: MIGRATION_TARGET, which defaults to head)")
+    upgrade.add_argument("--dry-run", action="store_true",
+                         help="lint what would be applied against the live table sizes; apply nothing")
     add("downgrade", "roll back, under the lock (pnpm db:migrate:down)").add_argument(
         "target", help="-1 (one step), -N, a revision id, or base: required, never implied")
     add("stamp", "set the version without running migrations, under the lock").add_argument(
@@ -55,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("current", "the database's revision and whether it is at head (pnpm db:status)",
         json_flag=True)
     add("check", "exit 0 only if the database is exactly at head (CI gate, readiness)",
-        json_flag=True)
+        json_flag=True).add_argument("--lint", action="store_true",
+                                     help="also lint the pending revisions against the live table sizes")
     add("history", "the migration timeline, marking what is applied (pnpm db:history)",
         json_flag=True)
     add("heads", "the scripts' heads; an error if more than one", json_flag=True)
@@ -69,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     revision.add_argument("-m", "--message", required=True)
     revision.add_argument("--autogenerate", action="store_true",
                           help="diff the models against the database (needs its settings)")
+    verify = add("verify", "the pre-deployment checklist against a scratch PostgreSQL", json_flag=True)
+    verify.add_argument("--database-url", help="an empty scratch database (default: start one)")
+    verify.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                        help="turn a check off: heads, steps, data, models, lint (repeatable)")
+    lint = add("lint", "lint each revision's SQL (squawk and backwards compatibility)", json_flag=True)
+    for command in (verify, lint):
+        command.add_argument("--since", metavar="REV", help="lint only the revisions after REV")
+        command.add_argument("--exclude", action="append", default=[], metavar="RULE",
+                             help="turn a lint rule off (repeatable)")
     add("demo", "start a throwaway PostgreSQL and race several upgrades at it").add_argument(
         "--runners", type=int, default=5, help="how many upgrade processes (default 5)")
     return parser
@@ -103,7 +116,7 @@ def run_command(args: argparse.Namespace) -> int:
     from runner.record import Record
     from runner.settings import load_settings
 
-    log_stream = sys.stdout if args.command in WRITING else sys.stderr
+    log_stream = sys.stdout if args.command in WRITING and not getattr(args, "dry_run", False) else sys.stderr
     logs.configure(stream=log_stream)
     interrupt = Interrupt()
     interrupt.install()
@@ -120,6 +133,9 @@ def run_command(args: argparse.Namespace) -> int:
         if report is not None:
             print(json.dumps(report.document, indent=2, default=str) if getattr(args, "json", False)
                   else report.text, flush=True)
+            if os.environ.get("GITHUB_ACTIONS") == "true":  # findings on the pull request's diff
+                print(*getattr(report, "annotations", ()), sep="\n", flush=True,
+                      file=sys.stderr if getattr(args, "json", False) else sys.stdout)
             record.exit_code = report.exit_code
             if record.outcome == "failed" and report.exit_code == ExitCode.OK:
                 record.outcome = "ok"
@@ -165,6 +181,8 @@ def _dispatch(args: argparse.Namespace, settings: Any, record: Any, interrupt: I
     from runner import commands
 
     command = args.command
+    if command in ("verify", "lint") or getattr(args, "dry_run", False) or getattr(args, "lint", False):
+        return _checklist(args, settings, record, log)
     if command == "upgrade":
         return commands.upgrade(settings, args.target or settings.migration_target, record=record,
                                 interrupt=interrupt, log=log)
@@ -182,6 +200,20 @@ def _dispatch(args: argparse.Namespace, settings: Any, record: Any, interrupt: I
     if command == "merge":
         return commands.merge(settings, args.message, log=log)
     return commands.revision(settings, args.message, args.autogenerate, record=record, log=log)
+
+
+def _checklist(args: argparse.Namespace, settings: Any, record: Any, log: Any) -> Any:
+    from runner import checklist, commands
+
+    if args.command == "verify":
+        return checklist.verify(settings, database_url=args.database_url, skip=args.skip,
+                                since=args.since, exclude=args.exclude, record=record, log=log)
+    if args.command == "lint":
+        return checklist.lint(settings, since=args.since, exclude=args.exclude, record=record, log=log)
+    if args.command == "upgrade":
+        return checklist.dry_run(settings, args.target or settings.migration_target, record=record, log=log)
+    report = commands.check(settings, record=record, log=log)
+    return checklist.check_with_lint(settings, report, record=record, log=log)
 
 
 def entry() -> NoReturn:
