@@ -157,7 +157,11 @@ def _connections(url: str) -> Iterator[tuple[Any, Any]]:
     conninfo = psycopg.conninfo.make_conninfo(
         host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password,
         dbname=parsed.database, application_name="migration-runner verify")
-    with psycopg.connect(conninfo, autocommit=True) as conn, engine.connect() as sa_conn:
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise ConfigError(f"verify cannot connect to its scratch database: {first_line(exc)}") from None
+    with conn, engine.connect() as sa_conn:
         yield conn, sa_conn
     engine.dispose()
 

@@ -102,3 +102,11 @@ def test_upgrade_dry_run_lints_what_it_would_apply_and_applies_nothing(history, 
     assert result.stdout.startswith("would apply: r02\n")
     assert database.version() == ["r01"]
     assert run(runner_env(database, history), "upgrade", "--dry-run").code == 0  # default limits
+
+
+def test_verify_names_a_scratch_database_it_cannot_reach_without_its_password(history, database):
+    url = database.url(name="no_such_database")
+    result = run(runner_env(database, history), "verify", "--database-url", url)
+    assert result.code == ExitCode.CONFIG
+    assert "cannot connect to its scratch database" in result.event("error")["message"]
+    result.assert_clean()
