@@ -136,7 +136,10 @@ def run_verify(loaded: Loaded, url: str, *, skip: frozenset[str] = frozenset(),
                 else:
                     result.checks["models"].status = "skipped"
                     result.checks["models"].notes.append("the walk did not reach head")
-    if "lint" not in skip and lint is not None:
+    if "lint" not in skip and lint is None:
+        result.checks["lint"].status = "skipped"
+        result.checks["lint"].notes.append("no linter given")
+    elif "lint" not in skip:
         result.lint = lint(loaded, since)
         for finding in result.lint.errors():
             fail(Failure("lint", finding.summary(), finding.revision, finding.path))

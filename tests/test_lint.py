@@ -166,3 +166,11 @@ def test_one_alter_table_with_several_actions_yields_each():
     hits = check_revision([Statement("ALTER TABLE calls DROP COLUMN a, ALTER COLUMN b TYPE numeric(10, 2), "
                                      "DROP CONSTRAINT c_fk", 7)], History())
     assert [(h.rule, h.line) for h in hits] == [("drop-column", 7), ("change-column-type", 7)]
+
+
+def test_a_squawk_finding_can_be_acknowledged_too(history):
+    rev = history.add('op.create_index("ix_calls_phone", "calls", ["phone"])',
+                      header="# migration-runner: allow require-concurrent-index-creation -- calls is empty until 2.4")
+    [finding] = [f for f in lint.run_lint(history.load()).findings
+                 if f.revision == rev and f.rule == "require-concurrent-index-creation"]
+    assert finding.acknowledged == "calls is empty until 2.4"
