@@ -211,3 +211,11 @@ def test_the_lint_check_since_a_revision_leaves_earlier_ones_alone(history, data
     result = verify.run_verify(history.load(), database.url(), skip=frozenset({"models", "steps"}),
                                since="r02", lint=_lint)
     assert result.failures == [] and result.lint.revisions == [later]
+
+
+def test_a_column_type_that_drifted_is_named_with_both_types(history, database):
+    history.models(CALLS_MODEL.format(extra="").replace("sa.String(32)", "sa.String(64)"))
+    assert _failures(_verify(history, database, "lint"), "models") == [
+        "models and migrations differ: column calls.phone type: VARCHAR(length=32) in the "
+        "migrations, String(length=64) in the models (add a revision: migration-runner "
+        "revision --autogenerate -m ...)"]
