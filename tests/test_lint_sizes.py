@@ -76,3 +76,11 @@ def test_grading_thresholds():
     assert grade(TableSize(9, 1000), limits) == "warning"
     assert grade(TableSize(100, 0), limits) == "error"
     assert grade(TableSize(None, 10_000), limits) == "error"
+
+
+def test_a_volatile_default_that_rewrites_the_table_is_graded_by_its_size(history, sizes):
+    rev = history.add('op.add_column("calls", sa.Column("token", sa.Uuid, server_default=sa.text("gen_random_uuid()")))\n'
+                      'op.add_column("tiny", sa.Column("token", sa.Uuid, server_default=sa.text("gen_random_uuid()")))')
+    result = lint.run_lint(history.load(), revisions=[rev], sizes=sizes, thresholds=SMALL)
+    assert {t: level for t, (level, _) in _graded(result, "adding-field-with-default").items()} == {
+        "calls": "error", "tiny": "info"}
