@@ -25,7 +25,7 @@ import platform
 
 from _common import ROOT  # puts the repository on sys.path
 from devtools.pgcluster import find_bindir
-from runner import lint, scripts, verify
+from runner import lint, scratch, scripts, verify
 from tests.verify_helpers import History
 
 
@@ -84,7 +84,7 @@ def timed_verify(loaded: scripts.Loaded, url: str | None) -> tuple[float, verify
     started = time.monotonic()
     run_lint = lambda lo, since: lint.run_lint(lo, since=since)  # noqa: E731
     if url is None:
-        with verify.throwaway_database() as own:
+        with scratch.throwaway_database() as own:
             result = verify.run_verify(loaded, own, lint=run_lint)
     else:
         result = verify.run_verify(loaded, url, lint=run_lint)
@@ -111,7 +111,7 @@ def main() -> None:
                 loaded = scripts.load(ini)  # as the command does, once per run
                 seconds, result = timed_verify(loaded, None)
                 own.append(seconds)
-                with verify.throwaway_database() as url:
+                with scratch.throwaway_database() as url:
                     warm.append(timed_verify(scripts.load(ini), url)[0])
             print(f"{label}: verify with its own PostgreSQL median {statistics.median(own):.2f} s "
                   f"(min {min(own):.2f}, max {max(own):.2f}); checks alone median "

@@ -18,7 +18,8 @@ from runner.plan import plan_upgrade
 from runner.record import Record
 from runner.session import open_session
 from runner.settings import Settings, parse_database_url
-from runner.verify import parse_skip, run_verify, throwaway_database
+from runner.scratch import throwaway_database
+from runner.verify import parse_skip, run_verify
 
 
 @dataclasses.dataclass

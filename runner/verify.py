@@ -24,16 +24,16 @@ The database must be empty: verify creates and drops whatever the revisions do.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from runner import catalog, seed_rows
 from runner.envrun import run_env
 from runner.errors import ConfigError, first_line
+from runner.models_diff import compare_models
+from runner.scratch import connections
 from runner.scripts import Loaded, set_url
 
 CHECKS = ("heads", "steps", "data", "models", "lint")
@@ -112,7 +112,7 @@ def run_verify(loaded: Loaded, url: str, *, skip: frozenset[str] = frozenset(),
     if several and "heads" not in skip:
         files = ", ".join(f"{h} ({Path(scripts.revisions[h].path).name})" for h in scripts.heads)
         fail(Failure("heads", f"{len(scripts.heads)} heads: {files}; merge them with `{MERGE_HINT}`"))
-    with _connections(url) as (conn, sa_conn):
+    with connections(url) as (conn, sa_conn):
         def schema() -> catalog.Catalog:
             return catalog.snapshot(conn, bookkeeping)
 
@@ -145,28 +145,6 @@ def run_verify(loaded: Loaded, url: str, *, skip: frozenset[str] = frozenset(),
             fail(Failure("lint", finding.summary(), finding.revision, finding.path))
     result.elapsed_s = time.monotonic() - started
     return result
-
-
-@contextlib.contextmanager
-def _connections(url: str) -> Iterator[tuple[Any, Any]]:
-    """A psycopg session for snapshots and rows (autocommit), and a SQLAlchemy connection
-    for env.py."""
-    import psycopg
-    from sqlalchemy import create_engine, make_url
-    from sqlalchemy.pool import NullPool
-
-    parsed = make_url(url)
-    engine = create_engine(url, poolclass=NullPool)
-    conninfo = psycopg.conninfo.make_conninfo(
-        host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password,
-        dbname=parsed.database, application_name="migration-runner verify")
-    try:
-        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise ConfigError(f"verify cannot connect to its scratch database: {first_line(exc)}") from None
-    with conn, engine.connect() as sa_conn:
-        yield conn, sa_conn
-    engine.dispose()
 
 
 def _step(loaded: Loaded, sa_conn: Any, kind: str, target: str) -> str | None:
@@ -239,87 +217,14 @@ def _walk(loaded: Loaded, conn: Any, sa_conn: Any, schema: Any, skip: frozenset[
 
 def _models(loaded: Loaded, sa_conn: Any, fail: Any, check: CheckResult) -> None:
     """Autogenerate at head against env.py's ``target_metadata``: every difference fails."""
-    from alembic.autogenerate import RevisionContext
-    from alembic.runtime.environment import EnvironmentContext
-    from alembic.util import CommandError
-
-    directory = loaded.directory
-    context = RevisionContext(loaded.config, directory, {
-        "message": None, "autogenerate": True, "sql": False, "head": "head", "splice": False,
-        "branch_label": None, "version_path": None, "rev_id": None, "depends_on": None})
-
-    def compare(rev: Any, env: Any) -> list[Any]:
-        context.run_autogenerate(rev, env)
-        return []
-
     try:
-        with EnvironmentContext(loaded.config, directory, fn=compare, as_sql=False,
-                                template_args=context.template_args, revision_context=context):
-            directory.run_env()
-    except CommandError as exc:
-        if "MetaData" not in str(exc):
-            raise
-        check.status = "skipped"
-        check.notes.append("env.py sets no target_metadata: nothing to compare the migrations with")
-        return
+        found = compare_models(loaded)
     finally:
         if sa_conn.in_transaction():
             sa_conn.rollback()
-    for diff in _flatten(context.generated_revisions[-1].upgrade_ops.as_diffs()):
-        fail(Failure("models", f"models and migrations differ: {describe_model_diff(diff)} "
+    if found is None:
+        check.status = "skipped"
+        check.notes.append("env.py sets no target_metadata: nothing to compare the migrations with")
+    for difference in found or ():
+        fail(Failure("models", f"models and migrations differ: {difference} "
                      "(add a revision: migration-runner revision --autogenerate -m ...)"))
-
-
-def _flatten(diffs: list[Any]) -> Iterator[tuple[Any, ...]]:
-    for item in diffs:
-        if isinstance(item, list):  # modify_* diffs of one column come grouped
-            yield from item
-        else:
-            yield item
-
-
-def describe_model_diff(diff: tuple[Any, ...]) -> str:
-    """One of autogenerate's diff tuples as a sentence. Pure."""
-    op = diff[0]
-    where = {"add": "in the models only", "remove": "in the migrations only"}
-    verb, _, kind = op.partition("_")
-    if verb in where and kind in ("table",):
-        return f"table {diff[1].name} {where[verb]}"
-    if verb in where and kind == "column":
-        return f"column {diff[2]}.{diff[3].name} {where[verb]}"
-    if verb in where and kind in ("index", "constraint", "fk"):
-        obj = diff[1]
-        table = getattr(getattr(obj, "table", None), "name", "?")
-        return f"{kind} {obj.name or '(unnamed)'} on {table} {where[verb]}"
-    if verb == "modify":
-        table, column, old, new = diff[2], diff[3], diff[5], diff[6]
-        return f"column {table}.{column} {kind}: {old!r} in the migrations, {new!r} in the models"
-    return " ".join(str(part) for part in diff)
-
-
-@contextlib.contextmanager
-def throwaway_database() -> Iterator[str]:
-    """A PostgreSQL cluster of verify's own (from ``devtools``: a checkout of the repository
-    only), with an empty database; yields its SQLAlchemy URL; removed on exit."""
-    import secrets
-
-    import psycopg
-
-    try:
-        from devtools.pgcluster import Cluster, ClusterError
-    except ImportError:
-        raise ConfigError("verify starts its own PostgreSQL only from a checkout of the "
-                          "repository (devtools/); elsewhere give --database-url a scratch "
-                          "database") from None
-    password = secrets.token_urlsafe(16)
-    try:
-        cluster = Cluster.create(password=password)
-    except ClusterError as exc:
-        raise ConfigError(f"verify cannot start PostgreSQL: {first_line(exc)}") from None
-    try:
-        cluster.start()
-        with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-            conn.execute('CREATE DATABASE "verify"')
-        yield cluster.url("verify")
-    finally:
-        cluster.destroy()
