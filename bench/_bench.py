@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -249,7 +250,8 @@ TOOLS = {
     "runner-1tx": "the runner with an env.py passing `transaction_per_migration=False`",
     "alembic": "`alembic upgrade head` with Alembic's template env.py: one transaction",
     "alembic-per-rev": "`alembic upgrade head`, env.py with `transaction_per_migration=True`",
-    "dbmate": f"`dbmate --no-dump-schema up` ({NPM_PACKAGES[0]}, Go binary; a transaction per file)",
+    "dbmate": f"`dbmate --no-dump-schema up` ({NPM_PACKAGES[0]}: the Go binary from "
+              "`@dbmate/linux-x64`, run directly; a transaction per file)",
     "node-pg-migrate": f"`node-pg-migrate up` ({NPM_PACKAGES[1]}; defaults: advisory lock that "
                        "fails followers, one transaction for the run)",
     "node-pg-migrate-wait": "`node-pg-migrate up --advisory-lock-mode wait`",
@@ -311,7 +313,7 @@ class Bench:
             self._projects[revisions] = Project(self, revisions)
         return self._projects[revisions]
 
-    def npm_bin(self) -> Path:
+    def npm_modules(self) -> Path:
         """Install dbmate and node-pg-migrate (pinned) into the temporary directory once."""
         if self._npm is None:
             prefix = self.tmp / "npm"
@@ -322,7 +324,7 @@ class Bench:
                                   capture_output=True, text=True, timeout=600)
             if proc.returncode != 0:
                 raise Failed(f"npm install {' '.join(NPM_PACKAGES)} failed:\n{proc.stderr[-3000:]}")
-            self._npm = prefix / "node_modules" / ".bin"
+            self._npm = prefix / "node_modules"
             self.npm_note = (f"peers installed by the bench with npm into a temporary directory "
                              f"({' '.join(NPM_PACKAGES)}; {time.monotonic() - started:.0f} s)")
         return self._npm
@@ -343,17 +345,19 @@ class Bench:
             else:
                 argv = [PY, "-m", "alembic", "-c", str(ini), "upgrade", rev or "head"]
             return Command(tool, argv, env, ROOT)
-        bindir = self.npm_bin()
+        modules = self.npm_modules()
         url = self.url(db, "postgresql")
         if tool == "dbmate":
             folder = project.dbmate_dir if target is None else project.dbmate_upto(target)
-            argv = [str(bindir / "dbmate"), "--url", url + "?sslmode=disable", "--migrations-dir",
+            # the Go binary itself, not the npm package's node wrapper that starts it
+            arch = {"x86_64": "x64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+            argv = [str(modules / "@dbmate" / f"linux-{arch}" / "bin" / "dbmate"), "--url", url + "?sslmode=disable", "--migrations-dir",
                     str(folder), "--no-dump-schema"] + (["--wait", "--wait-timeout", "120s"]
                                                         if wait else []) + ["up"]
             return Command(tool, argv, env, self.tmp)
         if tool.startswith("node-pg-migrate"):
             env["DATABASE_URL"] = url
-            argv = [str(bindir / "node-pg-migrate"), "up"] + ([str(target)] if target else [])
+            argv = [str(modules / ".bin" / "node-pg-migrate"), "up"] + ([str(target)] if target else [])
             argv += ["-m", str(project.npm_dir)]
             if tool == "node-pg-migrate-wait":
                 argv += ["--advisory-lock-mode", "wait"]

@@ -1,0 +1,214 @@
+"""Scenario 3, the herd: N processes started at once on a database behind by a few
+revisions, as N tasks of one deploy starting together. For the runner, the overhead ratio
+
+    wall(N racing on a database behind) / (wall(1 runner migrating alone) + wall(N at head))
+
+measured in one run, the three alternating; peak connections (``pg_stat_activity``, sampled)
+and failures. The same herd of plain Alembic, dbmate and node-pg-migrate (whose default
+lock fails its followers; also its ``--advisory-lock-mode wait``), and what each leaves.
+
+    uv run --group bench python bench/herd.py [--smoke]
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+from _bench import (Bench, Done, Project, Section, Table, median, plot, rotated,
+                    standalone)
+from _common import connect
+
+SIZES = {"smoke": {"ns": (1, 3), "total": 6, "behind": 2, "rounds": 1, "peers": True,
+                   "warmup": False},
+         "full": {"ns": (1, 10, 50, 100), "total": 500, "behind": 20, "rounds": 3, "peers": True,
+                  "warmup": True}}
+OVERHEAD = 1.2
+PEER_TOOLS = ("alembic", "dbmate", "node-pg-migrate", "node-pg-migrate-wait")
+
+
+@dataclasses.dataclass
+class Herd:
+    tool: str
+    n: int
+    wall: float
+    peak: int
+    runs: list[Done]
+    applied: int   # the tool's bookkeeping afterwards (negative: that many alembic_version rows)
+
+    @property
+    def failures(self) -> list[Done]:
+        return [d for d in self.runs if d.returncode != 0]
+
+    def how(self) -> str:
+        """The failures, grouped by their message (numbers and identifiers blanked)."""
+        reasons = collections.Counter(
+            re.sub(r"'[^']*'|\"[^\"]*\"|\b[0-9a-f]{6,}\b|\d+", "…", d.last_error_line())
+            for d in self.failures)
+        return "; ".join(f"{count}× {why}" for why, count in reasons.most_common(2)) or "-"
+
+    def outcomes(self) -> str:
+        found = collections.Counter(d.event("summary").get("outcome") or f"exit {d.returncode}"
+                                    for d in self.runs)
+        return ", ".join(f"{k} {v}" for k, v in sorted(found.items()))
+
+
+class PeakConnections:
+    """Samples how many backends are connected to ``db`` until stopped."""
+
+    def __init__(self, bench: Bench, db: str) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._conn = connect(bench.cluster, bench.password)
+        self._db = db
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            row = self._conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                     (self._db,)).fetchone()
+            self.peak = max(self.peak, int(row[0]) if row else 0)
+            self._stop.wait(0.005)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+        return self.peak
+
+
+def herd(bench: Bench, tool: str, project: Project, template: str, n: int, tag: str) -> Herd:
+    """Start ``n`` ``tool`` processes at once on a copy of ``template``; wait for all."""
+    db = bench.create_db(f"herd_{tag}", template=template)
+    try:
+        commands = [bench.command(tool, project, db) for _ in range(n)]
+        sampler = PeakConnections(bench, db)
+        try:
+            started = time.perf_counter()
+            procs = [bench.start(c) for c in commands]
+            runs = [p.reap(bench.timeout) for p in procs]
+            wall = time.perf_counter() - started
+        finally:
+            peak = sampler.stop()
+        return Herd(tool, n, wall, peak, runs, bench.applied(tool, db))
+    finally:
+        bench.drop_db(db)
+
+
+def state(result: Herd, total: int) -> str:
+    if result.applied == total:
+        return "at head"
+    if result.applied < 0:
+        return f"**{-result.applied} rows in alembic_version**"
+    return f"**{result.applied} of {total} applied**"
+
+
+def run(bench: Bench, out: Path, ns: tuple[int, ...], total: int, behind: int, rounds: int,
+        peers: bool, warmup: bool) -> Section:
+    section = Section(f"3. Herd: N processes at once, {behind} revisions behind ({total} in all)")
+    project = bench.project(total)
+    start_at = total - behind
+    behind_db = bench.database_at("runner", project, "herd_tpl_behind", start_at)
+    head_db = bench.database_at("runner", project, "herd_tpl_head", total)
+    templates = {"runner": behind_db, "alembic": behind_db,
+                 "dbmate": bench.database_at("dbmate", project, "herd_tpl_dbmate", start_at),
+                 "node-pg-migrate": bench.database_at("node-pg-migrate", project, "herd_tpl_npm",
+                                                      start_at)}
+    templates["node-pg-migrate-wait"] = templates["node-pg-migrate"]
+    if warmup:
+        for template in (behind_db, head_db):
+            herd(bench, "runner", project, template, 1, "warm")
+        for tool in PEER_TOOLS if peers else ():
+            herd(bench, tool, project, templates[tool], 1, "warm")
+
+    # --- the runner: racing vs (alone + at head), alternating ---
+    kinds = ("racing", "alone", "at head")
+    results: dict[tuple[int, str], list[Herd]] = collections.defaultdict(list)
+    for r in range(rounds):
+        for n in rotated(ns, r):
+            for kind in rotated(kinds, r + n):
+                template = head_db if kind == "at head" else behind_db
+                got = herd(bench, "runner", project, template, 1 if kind == "alone" else n,
+                           f"{kind.replace(' ', '_')}_{n}_{r}")
+                results[n, kind].append(got)
+    rows = []
+    ratio_at: dict[int, float] = {}
+    conns_ok = failures_ok = True
+    for n in ns:
+        walls = {k: median([h.wall for h in results[n, k]]) for k in kinds}
+        racing = results[n, "racing"]
+        ratio_at[n] = walls["racing"] / (walls["alone"] + walls["at head"])
+        peak = max(h.peak for h in racing)
+        failed = sum(len(h.failures) for h in racing)
+        migrated = [sum(1 for d in h.runs if d.event("summary").get("outcome") == "migrated")
+                    for h in racing]
+        conns_ok &= peak <= n + 2
+        failures_ok &= failed == 0 and all(m == 1 for m in migrated) and all(
+            state(h, total) == "at head" for h in racing)
+        rows.append([str(n), f"{walls['racing']:.2f} s", f"{walls['alone']:.2f} s",
+                     f"{walls['at head']:.2f} s", f"{ratio_at[n]:.2f}",
+                     f"{walls['racing'] / median([h.wall for h in results[ns[0], 'racing']]):.1f}×",
+                     f"{peak}", f"{failed}", racing[-1].outcomes()])
+    section.tables.append(Table(
+        ["N", "racing (behind)", "1 alone (behind)", "N at head", "overhead ratio",
+         f"racing / N={ns[0]}", "peak connections", "failures", "outcomes (last round)"], rows))
+    big = [n for n in ns if n >= 50] or [max(ns)]
+    worst = max(ratio_at[n] for n in big)
+    section.target(f"overhead ratio ≤ {OVERHEAD:g} at N = {', '.join(map(str, big))}",
+                   ", ".join(f"{ratio_at[n]:.2f}" for n in big), worst <= OVERHEAD)
+    section.target("peak connections ≤ N + 2", "see table", conns_ok)
+    section.target("zero failures, one runner migrates, the database ends at head", "see table",
+                   failures_ok)
+
+    # --- everyone, once per N ---
+    everyone = {("runner", n): results[n, "racing"][-1] for n in ns}
+    for tool in PEER_TOOLS if peers else ():
+        for n in ns:
+            everyone[tool, n] = herd(bench, tool, project, templates[tool], n, f"peer_{n}")
+    rows = []
+    for (tool, n), h in everyone.items():
+        rows.append([tool, str(n), f"{h.wall:.2f} s", f"{h.wall / everyone[tool, ns[0]].wall:.1f}×",
+                     str(h.peak), f"{len(h.failures)}", h.how(), state(h, total)])
+    section.tables.append(Table(["tool", "N", "wall until all exited", f"ratio to N={ns[0]}",
+                                 "peak connections", "failures", "how they failed",
+                                 "state afterwards"], rows))
+    section.intro = [
+        f"N processes started together (one `Popen` after the other, as fast as the bench can) "
+        f"on a copy of a database {behind} steps behind; wall time from the first start to the "
+        "last exit. The overhead ratio divides the racing herd's wall time by the sum of one "
+        "runner migrating alone and N runners started together at head: on a machine whose "
+        "cores are the bottleneck, N processes cost their CPU whatever they do, so 1.0 means "
+        "the race itself costs nothing. The runner's three measurements alternate in one run "
+        f"(medians of {rounds}); peers once per N. Connections are sampled every 5 ms from "
+        "`pg_stat_activity`, so a peak shorter than that can be missed."]
+    picture = plot(out / "herd.png", "Herd on a database behind", "N processes started at once",
+                   "wall until all exited (s)",
+                   {tool: (list(ns), [everyone[tool, n].wall for n in ns])
+                    for tool in dict.fromkeys(t for t, _ in everyone)})
+    if picture:
+        section.plots.append(picture)
+    section.notes.append(
+        "why the runner's overhead exceeds 1.0 today: a waiter whose database is behind loads "
+        "Alembic, SQLAlchemy and every revision file before it asks for the lock, then finds "
+        "nothing left to do; the hint in issue 16 (with a current manifest, take the lock "
+        "first and load Alembic only if work is left) removes that work from every waiter.")
+    section.notes.append(
+        "plain Alembic has no lock: every process applies the pending steps itself, so the "
+        "steps run several times over (harmless for `SELECT 1`, not for real DDL) and the "
+        "version table's update fails for all but one, or duplicates rows.")
+    section.notes.append(
+        "dbmate has no lock either (amacneil/dbmate#101): racing processes apply the same "
+        "file and collide on `schema_migrations`' primary key. node-pg-migrate's default lock "
+        "fails every process that finds it taken (a deploy of N tasks reports N-1 failures); "
+        "`--advisory-lock-mode wait` blocks in `pg_advisory_lock` instead.")
+    return section
+
+
+if __name__ == "__main__":
+    sys.exit(standalone(__doc__, SIZES, run))
