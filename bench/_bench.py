@@ -117,7 +117,6 @@ class Done:
     returncode: int
     stdout: str
     stderr: str
-    maxrss_mb: float
     cpu_s: float
     started: float = 0.0   # time.time() when it was started
     ended: float = 0.0     # time.time() when it was reaped
@@ -154,9 +153,23 @@ class Done:
         return "(no output)"
 
 
+# A process's peak RSS (ru_maxrss) includes what it had before exec: a child forked from
+# the bench inherits the bench's resident set. So peak memory is measured through this shim,
+# a small interpreter that forks the command and reports its child's ru_maxrss in a file.
+RSS_SHIM = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 class Started:
     """A process started with its output going to files, reaped with ``os.wait4`` so that
-    its own peak RSS and CPU time are known."""
+    its own CPU time is known (not its peak RSS: see RSS_SHIM)."""
 
     def __init__(self, command: Command, scratch: Path) -> None:
         self.command = command
@@ -185,7 +198,7 @@ class Started:
             handle.close()
             os.unlink(handle.name)
         return Done(self.command, seconds, self.proc.returncode, outputs[0], outputs[1],
-                    usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime,
+                    usage.ru_utime + usage.ru_stime,
                     self.started, time.time())
 
     def _kill(self) -> None:
@@ -369,6 +382,22 @@ class Bench:
 
     def run(self, command: Command) -> Done:
         return self.start(command).reap(self.timeout)
+
+    def peak_rss(self, command: Command) -> tuple[Done, float]:
+        """Run ``command`` through RSS_SHIM: its outcome and its own peak RSS in MB (the
+        floor is the shim's resident set, a few MB: see :meth:`rss_floor`)."""
+        report = self.scratch / f"rss-{os.getpid()}"
+        shimmed = dataclasses.replace(command, argv=[PY, "-S", "-c", RSS_SHIM, str(report),
+                                                     *command.argv])
+        done = self.run(shimmed)
+        done.command = command
+        kb = int(report.read_text()) if report.exists() else 0
+        report.unlink(missing_ok=True)
+        return done, kb / 1024
+
+    def rss_floor(self) -> float:
+        """The peak RSS the shim itself passes on to what it runs (``true``)."""
+        return self.peak_rss(Command("true", ["true"], dict(os.environ), self.tmp))[1]
 
     def migrate(self, tool: str, project: Project, db: str, target: int | None = None) -> Done:
         """Bring ``db`` to ``target`` steps with ``tool`` and check that it got there."""

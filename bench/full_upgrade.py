@@ -33,7 +33,6 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int, warmup: bool) -> S
     project = bench.project(revisions)
     times: dict[str, list[float]] = {t: [] for t in TOOLS}
     cpu: dict[str, list[float]] = {t: [] for t in TOOLS}
-    rss: dict[str, list[float]] = {t: [] for t in TOOLS}
 
     def once(tool: str, tag: str) -> None:
         db = bench.create_db(f"full_{tag}")
@@ -46,7 +45,6 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int, warmup: bool) -> S
             if not tag.startswith("warm"):
                 times[tool].append(done.seconds)
                 cpu[tool].append(done.cpu_s)
-                rss[tool].append(done.maxrss_mb)
         finally:
             bench.drop_db(db)
 
@@ -58,14 +56,14 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int, warmup: bool) -> S
         f"A fresh database per run (created before and dropped after, not timed); medians of "
         f"{rounds} runs, the order rotating every round{', after one warm-up each' if warmup else ''}. "
         "Every run is checked to leave the database at the last step. CPU is the process's "
-        "own user+sys time (the server's share not included), RSS its peak resident set."]
+        "own user+sys time (the server's share not included); peak memory is in scenario 6."]
     rows = []
     for tool in TOOLS:
         t = median(times[tool])
         rows.append([tool, STYLE[tool], ms(t), f"{t * 1000 / revisions:.2f} ms",
-                     f"{median(cpu[tool]) * 1000:.0f} ms", f"{median(rss[tool]):.0f} MB"])
+                     f"{median(cpu[tool]) * 1000:.0f} ms"])
     section.tables.append(Table(["tool", "transactions", "wall (median)", "per revision",
-                                 "CPU (median)", "peak RSS"], rows))
+                                 "CPU (median)"], rows))
     for mine, theirs in LIKE_FOR_LIKE.items():
         ratio = median(times[mine]) / median(times[theirs])
         section.target(f"{mine} within {round((WITHIN - 1) * 100)} % of {theirs} (same files, "
