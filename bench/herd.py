@@ -24,7 +24,7 @@ from _bench import (Bench, Done, Project, Section, Table, median, plot, rotated,
                     standalone)
 from _common import connect
 
-SIZES = {"smoke": {"ns": (1, 3), "total": 6, "behind": 2, "rounds": 1, "peers": True,
+SIZES = {"smoke": {"ns": (2,), "total": 6, "behind": 2, "rounds": 1, "peers": True,
                    "warmup": False},
          "full": {"ns": (1, 10, 50, 100), "total": 500, "behind": 20, "rounds": 3, "peers": True,
                   "warmup": True}}

@@ -15,7 +15,7 @@ from pathlib import Path
 from _bench import Bench, Section, Table, alternate, median, ms, plot, rotated, standalone
 
 TOOLS = ("runner", "alembic", "dbmate", "node-pg-migrate")
-SIZES = {"smoke": {"revisions": (2,), "rounds": 1, "warmup": False},
+SIZES = {"smoke": {"revisions": (3,), "rounds": 1, "warmup": False},
          "full": {"revisions": (1, 10, 100, 500, 2000), "rounds": 15, "warmup": True}}
 SPEEDUP_VS_ALEMBIC = 3.0   # alembic / runner at 500 revisions, at least
 WITHIN_DBMATE = 1.5        # runner / dbmate at 500 revisions, at most

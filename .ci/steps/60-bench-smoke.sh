@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every bench/ scenario once at a tiny size, so that the bench scripts cannot rot. Not a
+# measurement (the sizes are far too small, and the numbers land in a temporary directory):
+# it fails only when a scenario fails to run or a tool does the wrong thing.
+# Installs what it needs: the bench dependency group (matplotlib) through uv, and node/npm
+# when missing; the bench itself installs the peers (dbmate, node-pg-migrate) with npm into a
+# temporary directory. About a minute on 2 quiet cores.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if ! command -v npm >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq nodejs npm >/dev/null
+fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+timeout 600 uv run --locked --group bench python bench/run_all.py --smoke --out "$out"
