@@ -508,6 +508,15 @@ def bench_session(timeout: float = 300.0) -> Iterator[Bench]:
         yield Bench(cluster, password, tmp, timeout)
 
 
+def parse_size(text: str, like: Any) -> Any:
+    """``text`` as the type of ``like``: a tuple of numbers, a bool, an int or a float."""
+    if isinstance(like, tuple):
+        return tuple(parse_size(part, like[0] if like else 0) for part in text.split(",") if part)
+    if isinstance(like, bool):
+        return text.lower() in ("1", "true", "yes", "on")
+    return type(like)(text)
+
+
 def standalone(module_doc: str, sizes: dict[str, dict[str, Any]],
                run: Callable[..., Section]) -> int:
     """The command line of one scenario: ``--smoke`` for tiny sizes; prints the Markdown."""
@@ -515,8 +524,16 @@ def standalone(module_doc: str, sizes: dict[str, dict[str, Any]],
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it works")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for plots (default: a temporary one, discarded)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one size, e.g. --set rounds=3 --set ns=1,10 "
+                             f"(keys: {', '.join(sizes['full'])})")
     args = parser.parse_args()
-    size = sizes["smoke" if args.smoke else "full"]
+    size = dict(sizes["smoke" if args.smoke else "full"])
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in size:
+            parser.error(f"unknown size {key!r}; known: {', '.join(size)}")
+        size[key] = parse_size(value, size[key])
     with bench_session() as bench:
         out = args.out or bench.tmp
         out.mkdir(parents=True, exist_ok=True)
