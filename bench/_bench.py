@@ -287,6 +287,9 @@ class Bench:
         self._projects: dict[int, Project] = {}
         self._npm: Path | None = None
         self.npm_note = ""
+        #: a directory holding another version of the ``runner`` package (another checkout,
+        #: or a prototype): the tool ``runner-b`` runs it, for A/B comparisons
+        self.runner_b: Path | None = None
 
     # --- databases ---
     def url(self, db: str, scheme: str = "postgresql+psycopg") -> str:
@@ -350,14 +353,16 @@ class Bench:
                if not k.startswith(("DB_", "DATABASE_URL", "MIGRATION_", "ALEMBIC_", "PG"))}
         rev = head_of(target) if target is not None else None
         if tool.startswith("runner") or tool.startswith("alembic"):
-            ini = {"runner": project.ini, "runner-1tx": project.one_tx_ini,
+            ini = {"runner": project.ini, "runner-b": project.ini, "runner-1tx": project.one_tx_ini,
                    "alembic": project.ini, "alembic-per-rev": project.per_revision_ini}[tool]
             env = with_bytecode(runner_env(self.url(db), ini), self.cache)
             if tool.startswith("runner"):
                 argv = [PY, "-m", "runner", "upgrade"] + ([rev] if rev else [])
             else:
                 argv = [PY, "-m", "alembic", "-c", str(ini), "upgrade", rev or "head"]
-            return Command(tool, argv, env, ROOT)
+            # `python -m` puts the working directory first on sys.path: it picks the runner
+            cwd = self.runner_b if tool == "runner-b" and self.runner_b else ROOT
+            return Command(tool, argv, env, cwd)
         modules = self.npm_modules()
         url = self.url(db, "postgresql")
         if tool == "dbmate":

@@ -20,14 +20,16 @@ import threading
 import time
 from pathlib import Path
 
-from _bench import (Bench, Done, Project, Section, Table, median, plot, rotated,
+from _bench import (Bench, Done, Failed, Project, Section, Table, median, plot, rotated,
                     standalone)
 from _common import connect
 
+# compare: a directory holding another ``runner`` package (e.g. a prototype's checkout), run
+# as `runner-b` alternately with this checkout's runner
 SIZES = {"smoke": {"ns": (2,), "total": 6, "behind": 2, "rounds": 1, "peers": True,
-                   "warmup": False},
+                   "warmup": False, "compare": ""},
          "full": {"ns": (1, 10, 50, 100), "total": 500, "behind": 20, "rounds": 3, "peers": True,
-                  "warmup": True}}
+                  "warmup": True, "compare": ""}}
 OVERHEAD = 1.2
 PEER_TOOLS = ("alembic", "dbmate", "node-pg-migrate", "node-pg-migrate-wait")
 
@@ -110,7 +112,7 @@ def state(result: Herd, total: int) -> str:
 
 
 def run(bench: Bench, out: Path, ns: tuple[int, ...], total: int, behind: int, rounds: int,
-        peers: bool, warmup: bool) -> Section:
+        peers: bool, warmup: bool, compare: str = "") -> Section:
     section = Section(f"3. Herd: N processes at once, {behind} revisions behind ({total} in all)")
     project = bench.project(total)
     start_at = total - behind
@@ -121,53 +123,84 @@ def run(bench: Bench, out: Path, ns: tuple[int, ...], total: int, behind: int, r
                  "node-pg-migrate": bench.database_at("node-pg-migrate", project, "herd_tpl_npm",
                                                       start_at)}
     templates["node-pg-migrate-wait"] = templates["node-pg-migrate"]
+    variants = ["runner"]
+    if compare:
+        bench.runner_b = Path(compare).resolve()
+        if not (bench.runner_b / "runner" / "__main__.py").is_file():
+            raise Failed(f"compare={compare}: no runner package there")
+        variants.append("runner-b")
     if warmup:
         for template in (behind_db, head_db):
-            herd(bench, "runner", project, template, 1, "warm")
+            for variant in variants:
+                herd(bench, variant, project, template, 1, "warm")
         for tool in PEER_TOOLS if peers else ():
             herd(bench, tool, project, templates[tool], 1, "warm")
 
-    # --- the runner: racing vs (alone + at head), alternating ---
-    kinds = ("racing", "alone", "at head")
-    results: dict[tuple[int, str], list[Herd]] = collections.defaultdict(list)
+    # --- the runner: racing vs (alone + at head), alternating (and with runner-b) ---
+    kinds = [(v, k) for k in ("racing", "alone", "at head") for v in variants]
+    results: dict[tuple[int, str, str], list[Herd]] = collections.defaultdict(list)
     for r in range(rounds):
         for n in rotated(ns, r):
-            for kind in rotated(kinds, r + n):
+            for variant, kind in rotated(kinds, r + n):
                 template = head_db if kind == "at head" else behind_db
-                got = herd(bench, "runner", project, template, 1 if kind == "alone" else n,
+                got = herd(bench, variant, project, template, 1 if kind == "alone" else n,
                            f"{kind.replace(' ', '_')}_{n}_{r}")
-                results[n, kind].append(got)
+                results[n, variant, kind].append(got)
     rows = []
-    ratio_at: dict[int, float] = {}
+    ratio_at: dict[tuple[int, str], float] = {}
+    conns: list[str] = []
     conns_ok = failures_ok = True
-    for n in ns:
-        walls = {k: median([h.wall for h in results[n, k]]) for k in kinds}
-        racing = results[n, "racing"]
-        ratio_at[n] = walls["racing"] / (walls["alone"] + walls["at head"])
-        peak = max(h.peak for h in racing)
-        failed = sum(len(h.failures) for h in racing)
-        migrated = [sum(1 for d in h.runs if d.event("summary").get("outcome") == "migrated")
-                    for h in racing]
-        conns_ok &= peak <= n + 2
-        failures_ok &= failed == 0 and all(m == 1 for m in migrated) and all(
-            state(h, total) == "at head" for h in racing)
-        rows.append([str(n), f"{walls['racing']:.2f} s", f"{walls['alone']:.2f} s",
-                     f"{walls['at head']:.2f} s", f"{ratio_at[n]:.2f}",
-                     f"{walls['racing'] / median([h.wall for h in results[ns[0], 'racing']]):.1f}×",
-                     f"{peak}", f"{failed}", racing[-1].outcomes()])
+    for variant in variants:
+        first = median([h.wall for h in results[ns[0], variant, "racing"]])
+        for n in ns:
+            walls = {k: median([h.wall for h in results[n, variant, k]])
+                     for k in ("racing", "alone", "at head")}
+            racing = results[n, variant, "racing"]
+            ratio_at[n, variant] = walls["racing"] / (walls["alone"] + walls["at head"])
+            peak = max(h.peak for h in racing)
+            failed = sum(len(h.failures) for h in racing)
+            migrated = [sum(1 for d in h.runs if d.event("summary").get("outcome") == "migrated")
+                        for h in racing]
+            if variant == "runner":
+                conns.append(f"{peak} at N={n}")
+                conns_ok &= peak <= n + 2
+                failures_ok &= failed == 0 and all(m == 1 for m in migrated) and all(
+                    state(h, total) == "at head" for h in racing)
+            rows.append(([variant] if compare else []) + [
+                str(n), f"{walls['racing']:.2f} s", f"{walls['alone']:.2f} s",
+                f"{walls['at head']:.2f} s", f"{ratio_at[n, variant]:.2f}",
+                f"{walls['racing'] / first:.1f}×", f"{peak}", f"{failed}", racing[-1].outcomes()])
     section.tables.append(Table(
-        ["N", "racing (behind)", "1 alone (behind)", "N at head", "overhead ratio",
-         f"racing / N={ns[0]}", "peak connections", "failures", "outcomes (last round)"], rows))
+        (["runner"] if compare else []) + [
+            "N", "racing (behind)", "1 alone (behind)", "N at head", "overhead ratio",
+            f"racing / N={ns[0]}", "peak connections", "failures", "outcomes (last round)"], rows))
+    if compare:
+        section.notes.append(f"`runner-b` is the runner package in `{bench.runner_b}`, measured "
+                             "alternately with this checkout's; the targets judge this checkout's")
     big = [n for n in ns if n >= 50] or [max(ns)]
-    worst = max(ratio_at[n] for n in big)
+    worst = max(ratio_at[n, "runner"] for n in big)
     section.target(f"overhead ratio ≤ {OVERHEAD:g} at N = {', '.join(map(str, big))}",
-                   ", ".join(f"{ratio_at[n]:.2f}" for n in big), worst <= OVERHEAD)
-    section.target("peak connections ≤ N + 2", "see table", conns_ok)
-    section.target("zero failures, one runner migrates, the database ends at head", "see table",
-                   failures_ok)
+                   ", ".join(f"{ratio_at[n, 'runner']:.2f}" for n in big), worst <= OVERHEAD)
+    section.target("peak connections ≤ N + 2", ", ".join(conns), conns_ok)
+    section.target("zero failures, one runner migrates, the database ends at head",
+                   "see the table", failures_ok)
+    if worst > OVERHEAD:
+        section.notes.append(
+            "why the overhead ratio is above 1: a runner whose database is behind loads "
+            "Alembic, SQLAlchemy and every revision file before it asks for the lock, then, "
+            "once it gets it, finds nothing left to do; the waiters' loading competes for the "
+            "cores with the one runner migrating. The hint in issue 16 (with a current "
+            "manifest, take the lock first and load Alembic only if work is left) takes that "
+            "work away from every waiter (see bench/README.md, \"Prototype\").")
+    if not conns_ok:
+        section.notes.append(
+            "why connections exceed N + 2: before asking for the lock each runner opens a "
+            "second, short-lived `probe` session (`session_is_sticky`, the check against "
+            "transaction-mode poolers), so runners starting together briefly hold two each; "
+            "the migrating one also opens its blocker watcher.")
 
     # --- everyone, once per N ---
-    everyone = {("runner", n): results[n, "racing"][-1] for n in ns}
+    everyone = {("runner", n): results[n, "runner", "racing"][-1] for n in ns}
     for tool in PEER_TOOLS if peers else ():
         for n in ns:
             everyone[tool, n] = herd(bench, tool, project, templates[tool], n, f"peer_{n}")
@@ -194,19 +227,16 @@ def run(bench: Bench, out: Path, ns: tuple[int, ...], total: int, behind: int, r
     if picture:
         section.plots.append(picture)
     section.notes.append(
-        "why the runner's overhead exceeds 1.0 today: a waiter whose database is behind loads "
-        "Alembic, SQLAlchemy and every revision file before it asks for the lock, then finds "
-        "nothing left to do; the hint in issue 16 (with a current manifest, take the lock "
-        "first and load Alembic only if work is left) removes that work from every waiter.")
-    section.notes.append(
-        "plain Alembic has no lock: every process applies the pending steps itself, so the "
-        "steps run several times over (harmless for `SELECT 1`, not for real DDL) and the "
-        "version table's update fails for all but one, or duplicates rows.")
+        "plain Alembic has no lock: nothing stops several processes from running the same "
+        "pending steps (harmless for `SELECT 1`, not for real DDL); see the table for how "
+        "the losers failed (typically Alembic's check on the version row's UPDATE).")
     section.notes.append(
         "dbmate has no lock either (amacneil/dbmate#101): racing processes apply the same "
         "file and collide on `schema_migrations`' primary key. node-pg-migrate's default lock "
-        "fails every process that finds it taken (a deploy of N tasks reports N-1 failures); "
-        "`--advisory-lock-mode wait` blocks in `pg_advisory_lock` instead.")
+        "fails every process that finds it taken (a deploy of N tasks that overlap reports up "
+        "to N-1 failures); `--advisory-lock-mode wait` blocks in `pg_advisory_lock` instead "
+        "(no failures, but a blocked `pg_advisory_lock` waiter deadlocks with the holder's "
+        "`CREATE INDEX CONCURRENTLY`: see ../shared/research/ANCHORS.md).")
     return section
 
 
