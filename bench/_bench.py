@@ -513,6 +513,18 @@ def bench_session(timeout: float = 300.0) -> Iterator[Bench]:
         yield Bench(cluster, password, tmp, timeout)
 
 
+def add_profile_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--smoke", action="store_true",
+                       help="tiny sizes: checks that it works, measures nothing")
+    group.add_argument("--quick", action="store_true",
+                       help="the full sizes with fewer rounds: a first look, noisier")
+
+
+def profile_of(args: argparse.Namespace) -> str:
+    return "smoke" if args.smoke else "quick" if args.quick else "full"
+
+
 def parse_size(text: str, like: Any) -> Any:
     """``text`` as the type of ``like``: a tuple of numbers, a bool, an int or a float."""
     if isinstance(like, tuple):
@@ -526,14 +538,14 @@ def standalone(module_doc: str, sizes: dict[str, dict[str, Any]],
                run: Callable[..., Section]) -> int:
     """The command line of one scenario: ``--smoke`` for tiny sizes; prints the Markdown."""
     parser = argparse.ArgumentParser(description=module_doc.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it works")
+    add_profile_options(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for plots (default: a temporary one, discarded)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one size, e.g. --set rounds=3 --set ns=1,10 "
                              f"(keys: {', '.join(sizes['full'])})")
     args = parser.parse_args()
-    size = dict(sizes["smoke" if args.smoke else "full"])
+    size = dict(sizes[profile_of(args)])
     for item in args.set:
         key, _, value = item.partition("=")
         if key not in size:

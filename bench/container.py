@@ -21,6 +21,7 @@ from _bench import (PY, Bench, Command, Failed, Section, Table, alternate, media
 from _common import ROOT, runner_env, with_bytecode
 
 SIZES = {"smoke": {"rounds": 1, "build": False}, "full": {"rounds": 10, "build": True}}
+SIZES["quick"] = dict(SIZES["full"], rounds=4)
 KINDS = ("container no-op", "container start alone", "host no-op")
 
 

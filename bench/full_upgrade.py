@@ -16,6 +16,7 @@ TOOLS = ("runner", "alembic-per-rev", "runner-1tx", "alembic", "dbmate", "node-p
 LIKE_FOR_LIKE = {"runner": "alembic-per-rev", "runner-1tx": "alembic"}
 SIZES = {"smoke": {"revisions": 3, "rounds": 1, "warmup": False},
          "full": {"revisions": 500, "rounds": 6, "warmup": True}}
+SIZES["quick"] = dict(SIZES["full"], rounds=2)
 WITHIN = 1.05  # runner / plain Alembic doing the same work, at most
 
 STYLE = {

@@ -30,6 +30,7 @@ SIZES = {"smoke": {"ns": (2,), "total": 6, "behind": 2, "rounds": 1, "peers": Tr
                    "warmup": False, "compare": ""},
          "full": {"ns": (1, 10, 50, 100), "total": 500, "behind": 20, "rounds": 3, "peers": True,
                   "warmup": True, "compare": ""}}
+SIZES["quick"] = dict(SIZES["full"], rounds=1)
 OVERHEAD = 1.2
 PEER_TOOLS = ("alembic", "dbmate", "node-pg-migrate", "node-pg-migrate-wait")
 

@@ -17,6 +17,7 @@ from _bench import Bench, Section, Table, alternate, median, ms, plot, rotated, 
 TOOLS = ("runner", "alembic", "dbmate", "node-pg-migrate")
 SIZES = {"smoke": {"revisions": (3,), "rounds": 1, "warmup": False},
          "full": {"revisions": (1, 10, 100, 500, 2000), "rounds": 15, "warmup": True}}
+SIZES["quick"] = dict(SIZES["full"], rounds=5)
 SPEEDUP_VS_ALEMBIC = 3.0   # alembic / runner at 500 revisions, at least
 WITHIN_DBMATE = 1.5        # runner / dbmate at 500 revisions, at most
 FLAT = 1.2                 # max / min of the runner's medians over the sizes, at most

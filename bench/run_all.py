@@ -3,6 +3,7 @@ table per scenario, the machine and date in its header, the targets with their v
 and the PNG plots next to it.
 
     uv run --group bench python bench/run_all.py            # full: bench/RESULTS.md
+    uv run --group bench python bench/run_all.py --quick    # fewer rounds: bench/RESULTS.md
     uv run --group bench python bench/run_all.py --smoke    # tiny sizes, into a temp dir
     uv run --group bench python bench/run_all.py --only herd,wakeup
 
@@ -19,8 +20,8 @@ import time
 import traceback
 from pathlib import Path
 
-from _bench import NPM_PACKAGES, TOOLS, Section, Table, bench_session, loadavg, \
-    machine_lines, verdict
+from _bench import NPM_PACKAGES, TOOLS, Section, Table, add_profile_options, bench_session, \
+    loadavg, machine_lines, profile_of, verdict
 
 SCENARIOS = ("noop_growth", "container", "full_upgrade", "herd", "handoff", "wakeup", "startup")
 HERE = Path(__file__).resolve().parent
@@ -41,8 +42,7 @@ def header(lines: list[str], profile: str, command: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes: checks that every scenario works (about a minute)")
+    add_profile_options(parser)
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for RESULTS.md and the plots (default: bench/ for a full "
@@ -52,10 +52,10 @@ def main() -> int:
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    profile = "smoke" if args.smoke else "full"
+    profile = profile_of(args)
     out = args.out or (Path(tempfile.mkdtemp(prefix="bench-smoke-")) if args.smoke else HERE)
     out.mkdir(parents=True, exist_ok=True)
-    command = "uv run --group bench python bench/run_all.py" + (" --smoke" if args.smoke else "") \
+    command = "uv run --group bench python bench/run_all.py" + ("" if profile == "full" else f" --{profile}") \
         + (f" --only {','.join(chosen)}" if args.only else "")
     started = time.monotonic()
     sections: list[Section] = []

@@ -15,6 +15,7 @@ from _bench import Bench, Failed, Section, Table, alternate, median, standalone
 from history import IMPORT_LINE
 
 SIZES = {"smoke": {"revisions": 3, "rounds": 1}, "full": {"revisions": 500, "rounds": 5}}
+SIZES["quick"] = dict(SIZES["full"], rounds=2)
 NOOP_TOOLS = ("runner", "alembic", "dbmate", "node-pg-migrate")
 FULL_TOOLS = ("runner", "alembic-per-rev")
 

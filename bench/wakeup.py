@@ -27,6 +27,7 @@ from devtools.pgcluster import Cluster
 
 SIZES = {"smoke": {"delays": (1.0,), "rounds": 1, "revisions": 3},
          "full": {"delays": (1.5, 2.5, 3.5, 4.5, 5.5, 6.5), "rounds": 2, "revisions": 3}}
+SIZES["quick"] = dict(SIZES["full"], rounds=1)
 TOOLS = ("runner", "dbmate")
 P95_MS = 300.0
 ATTEMPTS_PER_S = 5.0
