@@ -12,7 +12,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from _bench import Bench, Section, Table, alternate, median, ms, plot, rotated, standalone
+from _bench import (PY, Bench, Command, Failed, Section, Table, alternate, median, ms, plot,
+                    rotated, standalone)
+from _common import ROOT
 
 TOOLS = ("runner", "alembic", "dbmate", "node-pg-migrate")
 SIZES = {"smoke": {"revisions": (3,), "rounds": 1, "warmup": False},
@@ -21,6 +23,9 @@ SIZES["quick"] = dict(SIZES["full"], rounds=5)
 SPEEDUP_VS_ALEMBIC = 3.0   # alembic / runner at 500 revisions, at least
 WITHIN_DBMATE = 1.5        # runner / dbmate at 500 revisions, at most
 FLAT = 1.2                 # max / min of the runner's medians over the sizes, at most
+# the floors under the runner's no-op: the interpreter's start-up, and the runner's start-up
+# (its imports and argument parsing) doing nothing: `python -m runner --version`
+FLOORS = {"interpreter": ["-c", "pass"], "imports": ["-m", "runner", "--version"]}
 
 
 def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int,
@@ -39,7 +44,14 @@ def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int,
                 for n in revisions for tool in TOOLS}
     for command in commands.values() if warmup else ():  # fills the bytecode cache
         bench.expect_noop(bench.run(command))
+    # the floors under the runner's no-op, in the same rounds: interpreter start-up, and the
+    # interpreter with the runner's own imports (what a no-op costs before it does anything)
+    env = commands[revisions[0], "runner"].env
+    floors = {title: Command(title, [PY, *args], env, ROOT) for title, args in FLOORS.items()}
+    for command in floors.values() if warmup else ():
+        bench.run(command)
     times: dict[tuple[int, str], list[float]] = {key: [] for key in commands}
+    floor_times: dict[str, list[float]] = {title: [] for title in floors}
     inside: dict[int, list[float]] = {n: [] for n in revisions}
     for r, n in alternate(revisions, rounds):
         for tool in rotated(TOOLS, r + revisions.index(n)):
@@ -48,6 +60,12 @@ def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int,
             times[n, tool].append(done.seconds)
             if tool == "runner":
                 inside[n].append(float(done.event("summary").get("total_ms", "nan")))
+        if n == revisions[-1]:  # once per round
+            for title, command in floors.items():
+                done = bench.run(command)
+                if done.returncode != 0:
+                    raise Failed(f"{title} failed:\n" + done.tail())
+                floor_times[title].append(done.seconds)
     med = {key: median(values) for key, values in times.items()}
     section.intro = [
         f"Whole processes on a database at head; medians of {rounds} runs each, after one "
@@ -84,12 +102,23 @@ def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int,
                for tool in TOOLS}
     section.notes.append("growth from the smallest to the largest history (max/min of the "
                          "medians): " + ", ".join(f"{t} {s:.2f}" for t, s in spreads.items()))
-    section.notes.append(
-        "where the runner's time goes: interpreter start-up and its own imports (pydantic, "
-        "psycopg, structlog; no Alembic, no SQLAlchemy, no revision file on this path: see "
-        "scenario 6), then the in-process column: reading the manifest, checking the files' "
-        "sizes and mtimes, connecting, reading the version and the ledger. dbmate is one "
-        "static Go binary with no interpreter to start, which is the floor it sets.")
+    start = median(floor_times["interpreter"])
+    imports = median(floor_times["imports"])
+    section.tables.append(Table(
+        ["where the runner's no-op goes (same rounds, medians)", "time"],
+        [["`python -c pass`: the interpreter's start-up", ms(start)],
+         ["`python -m runner --version` minus that: the runner's start-up doing nothing (its "
+          "imports: pydantic, psycopg, structlog; no Alembic, no SQLAlchemy)", ms(imports - start)],
+         [f"the runner's in-process work at {ref} revisions (summary `total_ms`: manifest, "
+          "files' sizes and mtimes, connect, version, ledger)", f"{median(inside[ref]):.0f} ms"],
+         [f"the whole no-op at {ref} revisions", ms(med[ref, "runner"])],
+         [f"dbmate's whole no-op at {ref} revisions (one static Go binary)", ms(med[ref, "dbmate"])]]))
+    if vs_dbmate > WITHIN_DBMATE:
+        section.notes.append(
+            f"why the runner is {vs_dbmate:.1f}× dbmate: the interpreter's start-up and the "
+            f"runner's imports alone (`--version`) take {ms(imports)}, "
+            f"{imports / med[ref, 'dbmate']:.1f}× dbmate's whole run; the imports are listed "
+            "module by module in scenario 6 (`-X importtime`).")
     section.notes.append("per-size spread of the runner's runs (stdev/median): " + ", ".join(
         f"{n}: {statistics.pstdev(times[n, 'runner']) / med[n, 'runner'] * 100:.0f} %"
         for n in revisions))

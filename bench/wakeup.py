@@ -140,6 +140,13 @@ def run(bench: Bench, out: Path, delays: tuple[float, ...], rounds: int, revisio
                    f"{p95(latency['runner']):.0f} ms", p95(latency["runner"]) < P95_MS)
     section.target(f"runner: ≤ {ATTEMPTS_PER_S:g} attempts/s while waiting",
                    f"{max(rate['runner']):.1f}/s at most", max(rate["runner"]) <= ATTEMPTS_PER_S)
+    if p95(latency["runner"]) >= P95_MS:
+        section.notes.append(
+            "why the p95 is missed: the runner sleeps a jittered, exponentially growing "
+            "interval between attempts, up to `MIGRATION_RETRY_MAX_INTERVAL` (5 s by default), "
+            "so once it has waited a few seconds the server can be up for most of an interval "
+            "before the next attempt; the per-run latencies are the distribution of that "
+            "remainder. A cap near 0.2 to 0.3 s would meet both targets (≤ 5 attempts/s).")
     section.notes.append(
         "the latency is bound by the retry schedule: a tool that sleeps up to S seconds between "
         "attempts connects on average about S/2 after the server comes up. Fewer attempts per "
