@@ -244,7 +244,8 @@ class Project:
         self.root = root
         for ini in (self.ini, self.one_tx_ini):
             env = with_bytecode(runner_env("postgresql://unused@127.0.0.1/x", ini), bench.cache)
-            done = bench.run(Command("runner manifest", [PY, "-m", "runner", "manifest"], env, ROOT))
+            done = bench.run(Command("runner manifest", [PY, "-m", "runner", "manifest"], env,
+                                     ROOT))
             if done.returncode != 0 or not (ini.parent / "migration-manifest.json").is_file():
                 raise Failed("`runner manifest` failed:\n" + done.tail())
 
@@ -291,6 +292,13 @@ class Bench:
         #: or a prototype): the tool ``runner-b`` runs it, for A/B comparisons
         self.runner_b: Path | None = None
 
+    def on(self, cluster: Any, password: str) -> Bench:
+        """The same bench (bytecode cache, peers, projects) against another cluster."""
+        other = Bench(cluster, password, self.tmp, self.timeout)
+        other.cache, other._projects = self.cache, self._projects
+        other._npm, other.npm_note = self.npm_modules(), self.npm_note
+        return other
+
     # --- databases ---
     def url(self, db: str, scheme: str = "postgresql+psycopg") -> str:
         return self.cluster.url(db).replace("postgresql+psycopg", scheme, 1)
@@ -298,7 +306,8 @@ class Bench:
     def create_db(self, name: str, template: str | None = None) -> str:
         with connect(self.cluster, self.password) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+            like = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(f'CREATE DATABASE "{name}"{like}')
         return name
 
     def drop_db(self, name: str) -> None:
@@ -310,8 +319,8 @@ class Bench:
             return list(conn.execute(sql, params).fetchall())
 
     def applied(self, tool: str, db: str) -> int:
-        """How many steps ``tool``'s own bookkeeping says ``db`` has (Alembic: the head's
-        index; -1 for several rows or an unknown revision)."""
+        """How many steps ``tool``'s own bookkeeping says ``db`` has (Alembic: the index of
+        the one row's revision; minus the number of rows when there are several)."""
         table = {"dbmate": "schema_migrations"}.get(tool, "pgmigrations" if "node" in tool
                                                     else "alembic_version")
         if not self.query(db, "SELECT to_regclass(%s) IS NOT NULL", (table,))[0][0]:
@@ -369,14 +378,15 @@ class Bench:
             folder = project.dbmate_dir if target is None else project.dbmate_upto(target)
             # the Go binary itself, not the npm package's node wrapper that starts it
             arch = {"x86_64": "x64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-            argv = [str(modules / "@dbmate" / f"linux-{arch}" / "bin" / "dbmate"), "--url", url + "?sslmode=disable", "--migrations-dir",
-                    str(folder), "--no-dump-schema"] + (["--wait", "--wait-timeout", "120s"]
-                                                        if wait else []) + ["up"]
+            argv = [str(modules / "@dbmate" / f"linux-{arch}" / "bin" / "dbmate"),
+                    "--url", url + "?sslmode=disable", "--migrations-dir", str(folder),
+                    "--no-dump-schema", *(["--wait", "--wait-timeout", "120s"] if wait else []),
+                    "up"]
             return Command(tool, argv, env, self.tmp)
         if tool.startswith("node-pg-migrate"):
             env["DATABASE_URL"] = url
-            argv = [str(modules / ".bin" / "node-pg-migrate"), "up"] + ([str(target)] if target else [])
-            argv += ["-m", str(project.npm_dir)]
+            argv = [str(modules / ".bin" / "node-pg-migrate"), "up",
+                    *([str(target)] if target else []), "-m", str(project.npm_dir)]
             if tool == "node-pg-migrate-wait":
                 argv += ["--advisory-lock-mode", "wait"]
             return Command(tool, argv, env, self.tmp)

@@ -29,7 +29,8 @@ def image_and_env(build: bool) -> tuple[str | None, dict[str, str], str]:
     """(image reference, podman's environment, why not) from BENCH_IMAGE or .ci/build-image."""
     env = dict(os.environ)
     if not shutil.which("podman"):
-        return None, env, "podman is not installed (the image step, .ci/steps/40-image.sh, installs it)"
+        return None, env, ("podman is not installed (the image step, .ci/steps/40-image.sh, "
+                           "installs it)")
     script = ROOT / ".ci" / "build-image"
     if script.exists():
         proc = subprocess.run(["bash", str(script), "--print-env"], capture_output=True,
@@ -62,8 +63,8 @@ def run(bench: Bench, out: Path, rounds: int, build: bool) -> Section:
     podman = ["podman", "run", "--rm", "--network=host", "--read-only", "--user", "10001"]
     url_env = dict(env, DATABASE_URL=bench.url(db))
     commands = {
-        "container no-op": Command("container", [*podman, "--env", "DATABASE_URL", image, "upgrade"],
-                                   url_env, bench.tmp),
+        "container no-op": Command("container", [*podman, "--env", "DATABASE_URL", image,
+                                                 "upgrade"], url_env, bench.tmp),
         "container start alone": Command("container", [*podman, "--entrypoint", "true", image],
                                          env, bench.tmp),
     }

@@ -41,7 +41,8 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int, warmup: bool) -> S
             done = bench.run(bench.command(tool, project, db))
             if done.returncode != 0 or bench.applied(tool, db) != revisions:
                 raise Failed(f"{tool} did not apply all {revisions} steps:\n" + done.tail())
-            if tool.startswith("runner") and len(done.event("summary").get("applied") or []) != revisions:
+            reported = len(done.event("summary").get("applied") or [])
+            if tool.startswith("runner") and reported != revisions:
                 raise Failed(f"{tool} did not report {revisions} applied:\n" + done.tail())
             if not tag.startswith("warm"):
                 times[tool].append(done.seconds)
@@ -55,7 +56,8 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int, warmup: bool) -> S
         once(tool, f"{tool.replace('-', '_')}_{r}")
     section.intro = [
         f"A fresh database per run (created before and dropped after, not timed); medians of "
-        f"{rounds} runs, the order rotating every round{', after one warm-up each' if warmup else ''}. "
+        f"{rounds} runs, the order rotating every round"
+        f"{', after one warm-up each' if warmup else ''}. "
         "Every run is checked to leave the database at the last step. CPU is the process's "
         "own user+sys time (the server's share not included); peak memory is in scenario 6."]
     rows = []
@@ -87,7 +89,8 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int, warmup: bool) -> S
         "the peers run SQL files, not Python: no interpreter, no Alembic; their figures are what "
         "the same steps cost a team that writes SQL migrations "
         f"(runner / dbmate {median(times['runner']) / median(times['dbmate']):.2f}, "
-        f"runner / node-pg-migrate {median(times['runner']) / median(times['node-pg-migrate']):.2f})")
+        "runner / node-pg-migrate "
+        f"{median(times['runner']) / median(times['node-pg-migrate']):.2f})")
     return section
 
 

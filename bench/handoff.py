@@ -34,7 +34,8 @@ def run(bench: Bench, out: Path, runners: int, rounds: int, revisions: int) -> S
                 got = run_round(bench.cluster, bench.password, project.ini, runners, r,
                                 bench.timeout, True, bench.cache)
         except RoundFailed as exc:
-            raise Failed(f"hand-off round {r} failed: {exc}\n{transcript.getvalue()[-3000:]}") from None
+            raise Failed(f"hand-off round {r} failed: {exc}\n"
+                         f"{transcript.getvalue()[-3000:]}") from None
         log_ms += [h.latency_ms for h in got.handoffs]
         server_ms += got.server_ms or []
         if got.tries is not None:

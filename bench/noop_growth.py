@@ -90,7 +90,8 @@ def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int,
                    f"{speedup:.2f}×", speedup >= SPEEDUP_VS_ALEMBIC)
     section.target(f"no-op at {ref} revisions within {WITHIN_DBMATE:g}× of dbmate",
                    f"{vs_dbmate:.2f}×", vs_dbmate <= WITHIN_DBMATE)
-    section.target(f"runner flat over {revisions[0]}..{revisions[-1]} revisions (max/min ≤ {FLAT:g})",
+    section.target(f"runner flat over {revisions[0]}..{revisions[-1]} revisions "
+                   f"(max/min ≤ {FLAT:g})",
                    f"{spread:.2f}", spread <= FLAT)
     picture = plot(out / "noop_growth.png", "No-op on a database at head", "revisions (log)",
                    "median wall time per process (ms)",
@@ -112,7 +113,8 @@ def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int,
          [f"the runner's in-process work at {ref} revisions (summary `total_ms`: manifest, "
           "files' sizes and mtimes, connect, version, ledger)", f"{median(inside[ref]):.0f} ms"],
          [f"the whole no-op at {ref} revisions", ms(med[ref, "runner"])],
-         [f"dbmate's whole no-op at {ref} revisions (one static Go binary)", ms(med[ref, "dbmate"])]]))
+         [f"dbmate's whole no-op at {ref} revisions (one static Go binary)",
+          ms(med[ref, "dbmate"])]]))
     if vs_dbmate > WITHIN_DBMATE:
         section.notes.append(
             f"why the runner is {vs_dbmate:.1f}× dbmate: the interpreter's start-up and the "

@@ -43,7 +43,8 @@ def header(lines: list[str], profile: str, command: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_profile_options(parser)
-    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--only", default="",
+                        help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for RESULTS.md and the plots (default: bench/ for a full "
                              "run, a temporary directory for --smoke)")
@@ -55,7 +56,8 @@ def main() -> int:
     profile = profile_of(args)
     out = args.out or (Path(tempfile.mkdtemp(prefix="bench-smoke-")) if args.smoke else HERE)
     out.mkdir(parents=True, exist_ok=True)
-    command = "uv run --group bench python bench/run_all.py" + ("" if profile == "full" else f" --{profile}") \
+    command = "uv run --group bench python bench/run_all.py" \
+        + ("" if profile == "full" else f" --{profile}") \
         + (f" --only {','.join(chosen)}" if args.only else "")
     started = time.monotonic()
     sections: list[Section] = []

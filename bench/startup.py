@@ -59,7 +59,7 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int) -> Section:
 
     # --- peak RSS ---
     rss: dict[str, list[float]] = collections.defaultdict(list)
-    for r, tool in alternate(NOOP_TOOLS, rounds):
+    for _r, tool in alternate(NOOP_TOOLS, rounds):
         done, peak = bench.peak_rss(bench.command(tool, project, dbs[tool]))
         bench.expect_noop(done)
         rss[f"{tool} no-op"].append(peak)

@@ -86,9 +86,7 @@ def run(bench: Bench, out: Path, delays: tuple[float, ...], rounds: int, revisio
     project = bench.project(revisions)
     password = "wake-" + secrets.token_urlsafe(12)
     cluster = Cluster.create(password=password)
-    own = Bench(cluster, password, bench.tmp, bench.timeout)
-    own.cache = bench.cache
-    own._npm = bench.npm_modules()
+    own = bench.on(cluster, password)
     latency: dict[str, list[float]] = {t: [] for t in TOOLS}
     rate: dict[str, list[float]] = {t: [] for t in TOOLS}
     own_attempts: list[int] = []
@@ -146,8 +144,8 @@ def run(bench: Bench, out: Path, delays: tuple[float, ...], rounds: int, revisio
             "interval between attempts, up to `MIGRATION_RETRY_MAX_INTERVAL` (5 s by default), "
             "so once it has waited a few seconds the server can be up for most of an interval "
             "before the next attempt; the per-run latencies are the distribution of that "
-            "remainder. Both targets hold together only with a short steady interval once the first "
-            "attempts have failed: e.g. 0.25 s ± 20 % (4 attempts/s, a worst case near 0.3 s "
+            "remainder. Both targets hold together only with a short steady interval once the "
+            "first attempts have failed: e.g. 0.25 s ± 20 % (4 attempts/s, a worst case near 0.3 s "
             "plus the connection itself), instead of growing to 5 s.")
     section.notes.append(
         "the latency is bound by the retry schedule: a tool that sleeps up to S seconds between "
