@@ -27,10 +27,10 @@ from _common import connect
 # compare: a directory holding another ``runner`` package (e.g. a prototype's checkout), run
 # as `runner-b` alternately with this checkout's runner
 SIZES = {"smoke": {"ns": (2,), "total": 6, "behind": 2, "rounds": 1, "peers": True,
-                   "warmup": False, "compare": ""},
+                   "peer_rounds": 1, "warmup": False, "compare": ""},
          "full": {"ns": (1, 10, 50, 100), "total": 500, "behind": 20, "rounds": 3, "peers": True,
-                  "warmup": True, "compare": ""}}
-SIZES["quick"] = dict(SIZES["full"], rounds=1)
+                  "peer_rounds": 2, "warmup": True, "compare": ""}}
+SIZES["quick"] = dict(SIZES["full"], rounds=1, peer_rounds=1)
 OVERHEAD = 1.2
 PEER_TOOLS = ("alembic", "dbmate", "node-pg-migrate", "node-pg-migrate-wait")
 
@@ -113,7 +113,7 @@ def state(result: Herd, total: int) -> str:
 
 
 def run(bench: Bench, out: Path, ns: tuple[int, ...], total: int, behind: int, rounds: int,
-        peers: bool, warmup: bool, compare: str = "") -> Section:
+        peers: bool, warmup: bool, peer_rounds: int = 1, compare: str = "") -> Section:
     section = Section(f"3. Herd: N processes at once, {behind} revisions behind ({total} in all)")
     project = bench.project(total)
     start_at = total - behind
@@ -200,17 +200,26 @@ def run(bench: Bench, out: Path, ns: tuple[int, ...], total: int, behind: int, r
             "transaction-mode poolers), so runners starting together briefly hold two each; "
             "the migrating one also opens its blocker watcher.")
 
-    # --- everyone, once per N ---
-    everyone = {("runner", n): results[n, "runner", "racing"][-1] for n in ns}
-    for tool in PEER_TOOLS if peers else ():
-        for n in ns:
-            everyone[tool, n] = herd(bench, tool, project, templates[tool], n, f"peer_{n}")
+    # --- everyone: the peers' herds, alternating, beside the runner's racing herds ---
+    everyone: dict[tuple[str, int], list[Herd]] = {
+        ("runner", n): results[n, "runner", "racing"] for n in ns}
+    for r in range(peer_rounds if peers else 0):
+        for n in rotated(ns, r):
+            for tool in rotated(PEER_TOOLS, r + n):
+                got = herd(bench, tool, project, templates[tool], n, f"peer_{n}_{r}")
+                everyone.setdefault((tool, n), []).append(got)
     rows = []
-    for (tool, n), h in everyone.items():
-        rows.append([tool, str(n), f"{h.wall:.2f} s", f"{h.wall / everyone[tool, ns[0]].wall:.1f}×",
-                     str(h.peak), f"{len(h.failures)}", h.how(), state(h, total)])
-    section.tables.append(Table(["tool", "N", "wall until all exited", f"ratio to N={ns[0]}",
-                                 "peak connections", "failures", "how they failed",
+    wall = {key: median([h.wall for h in herds]) for key, herds in everyone.items()}
+    order = [(t, n) for t in ("runner", *PEER_TOOLS) for n in ns if (t, n) in everyone]
+    for tool, n in order:
+        herds = everyone[tool, n]
+        rows.append([tool, str(n), f"{wall[tool, n]:.2f} s",
+                     f"{wall[tool, n] / wall[tool, ns[0]]:.1f}×", str(max(h.peak for h in herds)),
+                     " / ".join(str(len(h.failures)) for h in herds), herds[-1].how(),
+                     ", ".join(dict.fromkeys(state(h, total) for h in herds))])
+    section.tables.append(Table(["tool", "N", "wall until all exited (median)",
+                                 f"ratio to N={ns[0]}", "peak connections",
+                                 "failures (each run)", "how they failed (last run)",
                                  "state afterwards"], rows))
     section.intro = [
         f"N processes started together (one `Popen` after the other, as fast as the bench can) "
@@ -219,12 +228,13 @@ def run(bench: Bench, out: Path, ns: tuple[int, ...], total: int, behind: int, r
         "runner migrating alone and N runners started together at head: on a machine whose "
         "cores are the bottleneck, N processes cost their CPU whatever they do, so 1.0 means "
         "the race itself costs nothing. The runner's three measurements alternate in one run "
-        f"(medians of {rounds}); peers once per N. Connections are sampled every 5 ms from "
+        f"(medians of {rounds}); the peers' herds alternate with each other (medians of "
+        f"{peer_rounds}). Connections are sampled every 5 ms from "
         "`pg_stat_activity`, so a peak shorter than that can be missed."]
     picture = plot(out / "herd.png", "Herd on a database behind", "N processes started at once",
                    "wall until all exited (s)",
-                   {tool: (list(ns), [everyone[tool, n].wall for n in ns])
-                    for tool in dict.fromkeys(t for t, _ in everyone)})
+                   {tool: (list(ns), [wall[tool, n] for n in ns])
+                    for tool in dict.fromkeys(t for t, _ in order)})
     if picture:
         section.plots.append(picture)
     section.notes.append(
