@@ -470,6 +470,18 @@ def loadavg() -> str:
     return "?"
 
 
+def busy_warning() -> str | None:
+    """A warning when the machine was busy: load average above the number of cores."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        one = float(Path("/proc/loadavg").read_text().split()[0])
+        cores = len(os.sched_getaffinity(0))
+        if one > cores:
+            return (f"**the machine was busy** (load average {one:.1f} on {cores} cores at the "
+                    "start): other work competed for the cores, so treat the figures as "
+                    "directional and run again on a quiet machine before quoting them")
+    return None
+
+
 def machine_lines(bench: Bench) -> list[str]:
     cpu = "?"
     with contextlib.suppress(OSError):

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from _bench import NPM_PACKAGES, TOOLS, Section, Table, add_profile_options, bench_session, \
-    loadavg, machine_lines, profile_of, verdict
+    busy_warning, loadavg, machine_lines, profile_of, verdict
 
 SCENARIOS = ("noop_growth", "container", "full_upgrade", "herd", "handoff", "wakeup", "startup")
 HERE = Path(__file__).resolve().parent
@@ -64,6 +64,8 @@ def main() -> int:
     failed = []
     with bench_session() as bench:
         lines = machine_lines(bench)
+        busy = busy_warning()
+        lines += [busy] if busy else []
         print("\n".join(lines), flush=True)
         for name in chosen:
             module = importlib.import_module(name)
