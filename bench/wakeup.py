@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from _bench import Bench, Failed, Section, Table, median, p95, rotated, standalone
+from _bench import Bench, Failed, Section, Table, median, p95, plot, rotated, standalone
 from devtools.pgcluster import Cluster
 
 SIZES = {"smoke": {"delays": (1.0,), "rounds": 1, "revisions": 3},
@@ -88,6 +88,7 @@ def run(bench: Bench, out: Path, delays: tuple[float, ...], rounds: int, revisio
     cluster = Cluster.create(password=password)
     own = bench.on(cluster, password)
     latency: dict[str, list[float]] = {t: [] for t in TOOLS}
+    by_delay: dict[tuple[str, float], list[float]] = {(t, d): [] for t in TOOLS for d in delays}
     rate: dict[str, list[float]] = {t: [] for t in TOOLS}
     own_attempts: list[int] = []
     try:
@@ -120,6 +121,7 @@ def run(bench: Bench, out: Path, delays: tuple[float, ...], rounds: int, revisio
                         raise Failed(f"no ready/connection lines for {tool} in the server log:\n"
                                      + text[-2000:])
                     latency[tool].append((connected - ready) * 1000)
+                    by_delay[tool, delay].append((connected - ready) * 1000)
                     rate[tool].append(listener.count / listened)
                     if tool == "runner":
                         own_attempts.append(int(done.event("db.connected").get("attempt", -1)))
@@ -130,6 +132,12 @@ def run(bench: Bench, out: Path, delays: tuple[float, ...], rounds: int, revisio
              f"{median(rate[tool]):.1f}/s"] for tool in TOOLS]
     section.tables.append(Table(["tool", "runs", "accept → connected (median)", "p95", "max",
                                  "attempts per second while down (median)"], rows))
+    picture = plot(out / "wakeup.png", "Waking up: server started T s after the tool",
+                   "T (s)", "server accepting → tool connected (ms, median)",
+                   {tool: (list(delays), [median(by_delay[tool, d]) for d in delays])
+                    for tool in TOOLS})
+    if picture:
+        section.plots.append(picture)
     section.intro = [
         f"T = {', '.join(f'{d:g}' for d in delays)} s, {rounds} round(s), the two tools "
         "alternating. The runner with its defaults (jittered exponential backoff, "
