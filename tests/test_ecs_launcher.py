@@ -243,3 +243,29 @@ def test_an_unknown_cluster_is_an_aws_error_naming_it(aws_server: Any, capsys: A
     message = one(err, "error")["message"]
     assert "RunTask failed" in message and "ClusterNotFoundException" in message
     assert "Traceback" not in err
+
+
+def test_run_task_failures_exit_22_naming_the_reasons(aws_server: Any) -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from runner import logs
+    from runner.ecs.errors import RunTaskFailed
+    from runner.ecs.launcher import LaunchRequest, Launcher
+
+    world = make_world()
+    definition = world.register()
+    ecs = boto3.client("ecs")  # ECS's answer when Fargate has no capacity: a shape moto lacks
+    with Stubber(ecs) as stub:
+        stub.add_response("describe_task_definition", {"taskDefinition": definition})
+        stub.add_response("run_task", {"tasks": [], "failures": [
+            {"arn": "arn:aws:ecs:us-east-1:123456789012:cluster/migrations",
+             "reason": "Capacity is unavailable at this time"}]})
+        launcher = Launcher(ecs, world.logs, out=lambda _: None, log=logs.get())
+        with pytest.raises(RunTaskFailed) as caught:
+            launcher.run(cli.parse(world.args(), {})[0])
+
+    assert caught.value.exit_code == LaunchExit.RUN_FAILED == 22
+    assert caught.value.message == ("RunTask started no task: arn:aws:ecs:us-east-1:"
+                                    "123456789012:cluster/migrations Capacity is unavailable "
+                                    "at this time")
