@@ -251,7 +251,7 @@ def test_run_task_failures_exit_22_naming_the_reasons(aws_server: Any) -> None:
 
     from runner import logs
     from runner.ecs.errors import RunTaskFailed
-    from runner.ecs.launcher import LaunchRequest, Launcher
+    from runner.ecs.launcher import Launcher
 
     world = make_world()
     definition = world.register()
