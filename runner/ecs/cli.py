@@ -116,25 +116,27 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         stop = Stop()
         stop.install()
     result: LaunchResult | None = None
-    code = int(LaunchExit.USAGE)
+    launcher: Any = None
     try:
         request, pacing = parse(sys.argv[2:] if argv is None else argv, environ)
         launcher = _launcher(pacing, stop, log)
         result = launcher.run(request)
         code = result.exit_code
         _log_result(log, result)
-    except LaunchError as err:
-        code = int(err.exit_code)
-        log.error("error", error_code=err.code, message=err.message, exit_code=code, **err.fields)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
-    except Exception as err:  # noqa: BLE001 - AWS failures arrive as botocore's own types
-        failure = _aws_failure(err)
-        if failure is None:
-            raise
-        code = int(failure.exit_code)
-        log.error("error", error_code=failure.code, message=failure.message, exit_code=code)
-    log.info("ecs.summary", **_summary(result, code))
+    except Exception as err:  # noqa: BLE001 - rendered as one error event, below
+        failure = err if isinstance(err, LaunchError) else _aws_failure(err)
+        code = int(failure.exit_code if failure else LaunchExit.INTERNAL)
+        task_arn = getattr(launcher, "task_arn", None)
+        message = (failure.message if failure else f"unexpected {type(err).__name__}: {err}; "
+                   "please report this")
+        if task_arn and not isinstance(err, LaunchError):
+            message += (f" (the task {task_arn} was started and may still be running: "
+                        "check it, or stop it, in the ECS console)")
+        log.error("error", error_code=failure.code if failure else "internal", message=message,
+                  exit_code=code, task_arn=task_arn, **(failure.fields if failure else {}))
+    log.info("ecs.summary", **_summary(result, code, getattr(launcher, "task_arn", None)))
     return code
 
 
@@ -185,9 +187,9 @@ def _aws_failure(err: Exception) -> LaunchError | None:
     return None
 
 
-def _summary(result: LaunchResult | None, code: int) -> dict[str, Any]:
+def _summary(result: LaunchResult | None, code: int, task_arn: str | None) -> dict[str, Any]:
     if result is None:
-        return {"exit_code": code, "task_arn": None}
+        return {"exit_code": code, "task_arn": task_arn}
     outcome = result.outcome
     return {
         "exit_code": code, "task_arn": result.task_arn, "task_definition": result.task_definition,

@@ -15,6 +15,7 @@ from runner.errors import RunnerError
 class LaunchExit(enum.IntEnum):
     """Documented in the README ("Deploying on ECS"). Stable: pipelines act on them."""
 
+    INTERNAL = 1  # a bug in the launcher: please report it
     USAGE = 20  # the command line or a MIGRATION_ECS_* variable is missing or wrong
     AWS_ERROR = 21  # an AWS call failed: credentials, permissions, unknown cluster or family
     RUN_FAILED = 22  # RunTask started no task (its failures[] say why)

@@ -125,6 +125,8 @@ class Launcher:
         self._pacing = pacing
         self._stop = stop or Stop()
         self._clock = clock
+        #: the task started, once RunTask has answered (for an error that comes after)
+        self.task_arn: str | None = None
 
     def run(self, request: LaunchRequest) -> LaunchResult:
         """Run the task to its end. Raises :class:`RunTaskFailed` when RunTask starts nothing,
@@ -146,7 +148,7 @@ class Launcher:
             raise StoppedBeforeStart(f"stopped by {self._stop.reason} before the task was started: "
                                      "nothing ran", signal=self._stop.reason)
         started = self._clock()
-        task_arn = self._run_task(request, definition, migrate["name"])
+        task_arn = self.task_arn = self._run_task(request, definition, migrate["name"])
         where = taskdef.log_location(migrate, task_arn)
         self._log.info("ecs.started", task_arn=task_arn, task_definition=taskdef.label(definition),
                        container=migrate["name"], log_group=where and where.group,
