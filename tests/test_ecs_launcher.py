@@ -261,7 +261,7 @@ def test_run_task_failures_exit_22_naming_the_reasons(aws_server: Any) -> None:
         stub.add_response("run_task", {"tasks": [], "failures": [
             {"arn": "arn:aws:ecs:us-east-1:123456789012:cluster/migrations",
              "reason": "Capacity is unavailable at this time"}]})
-        launcher = Launcher(ecs, world.logs, out=lambda _: None, log=logs.get())
+        launcher = Launcher(ecs, lambda _: world.logs, out=lambda _: None, log=logs.get())
         with pytest.raises(RunTaskFailed) as caught:
             launcher.run(cli.parse(world.args(), {})[0])
 

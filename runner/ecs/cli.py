@@ -157,8 +157,11 @@ def _launcher(pacing: Pacing, stop: Stop, log: Any) -> Any:
     def out(event: dict[str, Any]) -> None:
         print(render(event.get("message", ""), tty), flush=True)
 
-    return Launcher(session.client("ecs", config=config), session.client("logs", config=config),
-                    out=out, log=log, pacing=pacing, stop=stop)
+    def logs_client(region: str | None) -> Any:
+        return session.client("logs", region_name=region, config=config)
+
+    return Launcher(session.client("ecs", config=config), logs_client, out=out, log=log,
+                    pacing=pacing, stop=stop)
 
 
 def _aws_failure(err: Exception) -> LaunchError | None:

@@ -112,14 +112,16 @@ class _Run:
 
 
 class Launcher:
-    """``ecs`` and ``logs`` are boto3 clients; ``out`` receives each container log line;
-    ``log`` is a structlog logger for the launcher's own events."""
+    """``ecs`` is a boto3 ECS client; ``logs_client(region)`` a CloudWatch Logs client for
+    the ``awslogs-region`` of the container (None: the default region); ``out`` receives
+    each container log event; ``log`` is a structlog logger for the launcher's own events."""
 
-    def __init__(self, ecs: Any, logs: Any, *, out: Callable[[dict[str, Any]], None], log: Any,
+    def __init__(self, ecs: Any, logs_client: Callable[[str | None], Any], *,
+                 out: Callable[[dict[str, Any]], None], log: Any,
                  pacing: Pacing = Pacing(), stop: Stop | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._ecs = ecs
-        self._logs = logs
+        self._logs_client = logs_client
         self._out = out
         self._log = log
         self._pacing = pacing
@@ -138,8 +140,9 @@ class Launcher:
         migrate = taskdef.container(definition, request.container)
         registered = False
         if request.image is not None and request.image != migrate["image"]:
-            definition = self._ecs.register_task_definition(**taskdef.with_image(
-                definition, described.get("tags"), migrate["name"], request.image))["taskDefinition"]
+            new = taskdef.with_image(definition, described.get("tags"), migrate["name"],
+                                     request.image)
+            definition = self._ecs.register_task_definition(**new)["taskDefinition"]
             migrate = taskdef.container(definition, migrate["name"])
             registered = True
             self._log.info("ecs.registered", task_definition=taskdef.label(definition),
@@ -157,7 +160,8 @@ class Launcher:
             self._log.warning("ecs.no_logs", message="the container does not use the awslogs "
                               "driver with a stream prefix: its events cannot be followed")
         run = _Run(task_arn=task_arn, container=migrate["name"], started=started,
-                   tail=LogTail(self._logs, where.group, where.stream) if where else None)
+                   tail=LogTail(self._logs_client(where.region), where.group, where.stream)
+                   if where else None)
         stopped = self._follow(run, request)
         self._drain(run)
         outcome = task_outcome(run.task, run.container) if stopped else None
@@ -215,8 +219,8 @@ class Launcher:
                     self._stop_task(run, request, self._stop.reason,
                                     f"migration-runner ecs run received {self._stop.reason}")
                 elif request.timeout_s is not None and now - run.started >= request.timeout_s:
-                    self._stop_task(run, request, "timeout",
-                                    f"migration-runner ecs run: --timeout {request.timeout_s:g} s passed")
+                    self._stop_task(run, request, "timeout", "migration-runner ecs run: "
+                                    f"--timeout {request.timeout_s:g} s passed")
             elif self._stop.repeated or now - run.stop_sent_at >= self._pacing.stop_wait_s:
                 self._log.warning("ecs.not_stopped", task_arn=run.task_arn,
                                   last_status=run.task.get("lastStatus"),

@@ -60,7 +60,7 @@ def render(message: str, tty: bool) -> str:
         pass
     head = " ".join(str(part) for part in (stamp, event.pop("level", ""), event.pop("event", ""))
                     if part)
-    rest = " ".join(f"{key}={json.dumps(value, default=str) if not isinstance(value, str) else value}"
+    rest = " ".join(f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}"
                     for key, value in event.items())
     return f"{head} {rest}".rstrip()
 
