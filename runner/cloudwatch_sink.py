@@ -84,8 +84,8 @@ class CloudWatchSink:
         self._send_interval_s = send_interval_s
         self._attempts = attempts
         self._report_to = report_to
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._written = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (time.time(), text)
+        self._written = 0  # lines taken from the queue by the sending thread
         self._delivered = 0
         self._error: str | None = None
         self._ready = False
@@ -97,13 +97,8 @@ class CloudWatchSink:
 
     def write(self, text: str) -> None:
         """Queue each non-empty line of ``text`` as one event. Never blocks or raises."""
-        if self._closed:
-            return
-        now = int(time.time() * 1000)
-        for line in text.splitlines():
-            if line.strip():
-                self._written += 1
-                self._queue.put(Event(now, line))
+        if not self._closed:
+            self._queue.put((time.time(), text))
 
     def tee(self, stream: TextIO) -> _Tee:
         """A file-like object writing to ``stream`` and to this sink."""
@@ -119,7 +114,15 @@ class CloudWatchSink:
         self._deadline = time.monotonic() + self._flush_timeout_s
         self._queue.put(_END)
         self._thread.join(self._flush_timeout_s)
-        lost = self._written - self._delivered
+        unsent = 0  # what the thread did not get to before the flush ran out
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _END:
+                unsent += len(_lines(item[1]))
+        lost = self._written + unsent - self._delivered
         if lost:
             self._report(lost)
         return lost
@@ -129,7 +132,7 @@ class CloudWatchSink:
         line = json.dumps({
             "timestamp": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
             "level": "warning", "event": "cloudwatch.undelivered", "log_group": self.group,
-            "log_stream": self.stream, "written": self._written, "undelivered": lost,
+            "log_stream": self.stream, "written": self._delivered + lost, "undelivered": lost,
             "error": self._error or f"not sent within the {self._flush_timeout_s:g} s flush"})
         try:
             out.write(line + "\n")
@@ -147,7 +150,10 @@ class CloudWatchSink:
                     if item is _END:
                         done = True
                         break
-                    pending.append(item)
+                    stamp, text = item
+                    for line in _lines(text):
+                        self._written += 1
+                        pending.append(Event(int(stamp * 1000), line))
                     item = self._queue.get_nowait()
             except queue.Empty:
                 pass
@@ -189,22 +195,36 @@ class CloudWatchSink:
 
 
 class _Tee:
-    """What structlog's WriteLogger writes to: the original stream first, then the sink."""
+    """What structlog's WriteLogger writes to: the stream, and the sink's queue.
+
+    The runner's SIGTERM handler raises in this thread wherever it happens to be. Once the
+    line has gone to the stream, the ``finally`` queues it with no Python call in between
+    (the interpreter runs a signal handler only at calls and loops), so the stream and
+    CloudWatch never disagree about a line."""
 
     def __init__(self, stream: TextIO, sink: CloudWatchSink) -> None:
         self._stream = stream
+        self._put = sink._queue.put
         self._sink = sink
 
     def write(self, text: str) -> int:
-        written = self._stream.write(text)
-        self._sink.write(text)
-        return written
+        if self._sink._closed:
+            return self._stream.write(text)
+        item = (time.time(), text)
+        try:
+            return self._stream.write(text)
+        finally:
+            self._put(item)
 
     def flush(self) -> None:
         self._stream.flush()
 
     def isatty(self) -> bool:
         return self._stream.isatty()
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
 
 
 _active: dict[str, CloudWatchSink | None] = {}  # "sink": decided once per process

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,8 @@ import pytest
 from runner.cloudwatch_sink import (EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
                                     MAX_MESSAGE_BYTES, CloudWatchSink, Event, batches, truncate)
 from tests.aws import FAKE_ENV, aws_server, moto_server  # noqa: F401
-from tests.helpers import run, runner_env
+from devtools.pgcluster import free_port
+from tests.helpers import Running, run, runner_env
 
 REVS = ["a1", "a2"]
 
@@ -156,3 +158,23 @@ def test_a_cloudwatch_outage_does_not_fail_the_migration(failing_endpoint: str, 
     assert len(reports) == 1, result.stderr
     assert reports[0]["undelivered"] == len(result.stdout.splitlines())
     assert _Failing.calls >= 1
+
+
+def test_a_runner_stopped_by_sigterm_still_flushes_every_line(aws_server: Any, project: Any) -> None:
+    import boto3
+
+    project.audited_chain(REVS)
+    nobody = f"postgresql://runner:not-the-password@127.0.0.1:{free_port()}/db"  # refused: the runner keeps waiting
+    runner = Running(runner_env(None, project, **FAKE_ENV, DATABASE_URL=nobody,
+                                AWS_ENDPOINT_URL=aws_server.url,
+                                MIGRATION_CLOUDWATCH_LOG_GROUP="/runs/migrations",
+                                MIGRATION_CLOUDWATCH_LOG_STREAM="ci/44"))
+    runner.wait_for_event("db.connect_failed")
+    runner.signal(signal.SIGTERM)
+    result = runner.finish()
+
+    assert result.code == 130, result.stdout + result.stderr
+    got = boto3.client("logs").get_log_events(logGroupName="/runs/migrations",
+                                              logStreamName="ci/44", startFromHead=True)
+    assert [e["message"] for e in got["events"]] == result.stdout.splitlines(), result.stderr
+    assert json.loads(got["events"][-1]["message"])["outcome"] == "interrupted"
