@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from runner import logs
 from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError
-from runner.ecs.launcher import LaunchRequest, LaunchResult, Pacing, Stop
+from runner.ecs.launcher import Launcher, LaunchRequest, LaunchResult, Pacing, Stop
 
 ENV = "MIGRATION_ECS_"
 USER_AGENT = "migration-runner-ecs"
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         stop = Stop()
         stop.install()
     result: LaunchResult | None = None
-    launcher: Any = None
+    launcher: Launcher | None = None
     try:
         request, pacing = parse(sys.argv[2:] if argv is None else argv, environ)
         launcher = _launcher(pacing, stop, log)
@@ -140,14 +140,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return code
 
 
-def _launcher(pacing: Pacing, stop: Stop, log: Any) -> Any:
+def _launcher(pacing: Pacing, stop: Stop, log: Any) -> Launcher:
     try:
         import boto3
         from botocore.config import Config
     except ImportError:
         raise LaunchUsageError("migration-runner ecs needs boto3: install "
                                "migration-runner[aws]") from None
-    from runner.ecs.launcher import Launcher
     from runner.ecs.logs_tail import render
 
     session = boto3.session.Session()
