@@ -1,0 +1,104 @@
+"""The service's database settings: read once from the environment, validated once.
+
+The same variables the team's guide and the migration runner use: ``DB_HOST DB_PORT DB_NAME
+DB_USER DB_PASSWORD``, with ``DB_SSLMODE`` and ``DB_SSLROOTCERT`` (for RDS: ``verify-full`` and
+the CA bundle, e.g. ``/certs/global-bundle.pem``). Pool settings are ``DB_POOL_*``.
+
+Nothing here connects anywhere. Every problem is a :class:`DatabaseConfigError` naming the
+variable to fix; no message, ``repr`` or URL shown by this module ever carries the password.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL
+
+#: the async driver: psycopg 3 (already the runner's driver), so both speak libpq with the
+#: same sslmode/sslrootcert semantics and the service needs no second PostgreSQL driver
+DRIVER = "postgresql+psycopg"
+
+
+class DatabaseConfigError(Exception):
+    """A database setting is missing or invalid. ``str(err)`` names the variable(s) to fix."""
+
+
+class DatabaseSettings(BaseSettings):
+    """Every database setting the service reads, by environment variable (case-insensitive)."""
+
+    # an empty variable (ECS can inject one) counts as unset, as for the runner
+    model_config = SettingsConfigDict(env_prefix="DB_", extra="ignore", case_sensitive=False,
+                                      env_ignore_empty=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=5432, ge=1, le=65535)
+    name: str = Field(min_length=1)
+    user: str = Field(min_length=1)
+    password: SecretStr | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    sslrootcert: Path | None = None
+
+    #: connections kept open per process (ECS task); RDS max_connections is shared by all tasks
+    pool_size: int = Field(default=5, ge=1)
+    #: extra connections opened under load beyond ``pool_size``, closed when returned
+    pool_max_overflow: int = Field(default=5, ge=0)
+    #: seconds a request waits for a pooled connection before failing
+    pool_timeout: float = Field(default=10.0, gt=0)
+    #: seconds after which a pooled connection is replaced: shorter than any idle timeout
+    #: between the task and RDS (NAT, RDS Proxy), and it spreads reconnects after a failover
+    pool_recycle: int = Field(default=1800, ge=1)
+    #: check a pooled connection before handing it out (a failover kills every connection)
+    pool_pre_ping: bool = True
+    #: seconds to wait for a new connection (libpq connect_timeout)
+    connect_timeout: int = Field(default=5, ge=1)
+    application_name: str = "service"
+
+    @field_validator("sslmode", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("sslrootcert")
+    @classmethod
+    def _cert_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and str(value) != "system" and not value.is_file():
+            raise ValueError(f"no such file {str(value)!r} (for RDS, the CA bundle, "
+                             "e.g. /certs/global-bundle.pem)")
+        return value
+
+    def url(self) -> URL:
+        """The async SQLAlchemy URL. A ``URL`` hides its password when printed or logged;
+        ``url().render_as_string(hide_password=False)`` is a secret."""
+        query = {k: str(v) for k, v in (("sslmode", self.sslmode),
+                                         ("sslrootcert", self.sslrootcert)) if v is not None}
+        return URL.create(DRIVER, username=self.user,
+                          password=self.password.get_secret_value() if self.password else None,
+                          host=self.host, port=self.port, database=self.name, query=query)
+
+    def engine_options(self) -> dict[str, object]:
+        """Keyword arguments for ``create_async_engine`` besides the URL."""
+        return {
+            "pool_size": self.pool_size, "max_overflow": self.pool_max_overflow,
+            "pool_timeout": self.pool_timeout, "pool_recycle": self.pool_recycle,
+            "pool_pre_ping": self.pool_pre_ping,
+            "connect_args": {"connect_timeout": self.connect_timeout,
+                             "application_name": self.application_name},
+        }
+
+
+def load_settings() -> DatabaseSettings:
+    """Read and validate the environment once. Raises :class:`DatabaseConfigError`."""
+    try:
+        return DatabaseSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            name = "DB_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+            reason = "missing" if err["type"] == "missing" else err["msg"]
+            problems.append(f"{name}: {reason}")
+        raise DatabaseConfigError("invalid database settings: " + "; ".join(problems)
+                                  + " (the service reads DB_HOST, DB_NAME, DB_USER, DB_PASSWORD "
+                                  "and optionally DB_PORT, DB_SSLMODE, DB_SSLROOTCERT)") from None

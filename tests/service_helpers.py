@@ -1,0 +1,74 @@
+"""Helpers for the service's tests (src/ and tests/test_service_*.py): its settings for a test
+database, a database migrated by the runner, and running async code from plain tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from tests.helpers import Database, Server, run, runner_env
+
+T = TypeVar("T")
+
+
+def service_env(db: Database) -> dict[str, str]:
+    """The environment of a runner or service process for ``db``: the guide's DB_* variables
+    (the service reads only those; the runner reads either those or DATABASE_URL)."""
+    env = runner_env(None)
+    env.update(DB_HOST=db.server.host, DB_PORT=str(db.server.port), DB_NAME=db.name,
+               DB_USER=db.server.user, DB_PASSWORD=db.server.password)
+    return env
+
+
+def settings_for(db: Database, **overrides: Any):  # -> DatabaseSettings
+    from src.db.config import DatabaseSettings
+
+    return DatabaseSettings(host=db.server.host, port=db.server.port, name=db.name,
+                            user=db.server.user, password=db.server.password, **overrides)
+
+
+def migrate(db: Database, *args: str) -> None:
+    """Run ``migration-runner upgrade`` (or ``args``) on ``db`` as a process; assert it worked."""
+    result = run(service_env(db), *(args or ("upgrade",)))
+    assert result.code == 0, result.stdout + result.stderr
+
+
+def run_async(body: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(body())  # type: ignore[arg-type]
+
+
+def in_session(db: Database, body: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``body(session)`` in a session on ``db`` that is rolled back afterwards."""
+    from src.db.database import Database as ServiceDatabase
+
+    async def main() -> T:
+        service = ServiceDatabase(settings_for(db))
+        try:
+            async with service.sessions() as session:
+                try:
+                    return await body(session)
+                finally:
+                    await session.rollback()
+        finally:
+            await service.dispose()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def migrated_database(server: Server) -> Iterator[Database]:
+    """One database per test module, migrated to head by the runner. Tests that share it work
+    in rolled-back sessions, or use data of their own (a fresh user id)."""
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    db = Database(server, name)
+    migrate(db)
+    yield db
+    with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
