@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -18,13 +19,15 @@ from sqlalchemy.exc import OperationalError
 
 from src.db.config import DatabaseConfigError, load_settings
 from src.db.database import Database
+from src.db.migrations import ALEMBIC_INI
 from src.routes import calls, health
 
 log = logging.getLogger(__name__)
 
 
-def create_app(database: Database) -> FastAPI:
-    """The app over ``database``, which it disposes of on shutdown."""
+def create_app(database: Database, alembic_ini: Path = ALEMBIC_INI) -> FastAPI:
+    """The app over ``database`` (disposed of on shutdown); ``/healthz`` compares it with the
+    heads of the migrations that ``alembic_ini`` names."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -33,6 +36,7 @@ def create_app(database: Database) -> FastAPI:
 
     app = FastAPI(title="service", lifespan=lifespan)
     app.state.database = database
+    app.state.alembic_ini = alembic_ini
     app.include_router(health.router)
     app.include_router(calls.router)
     app.add_exception_handler(OperationalError, _database_unavailable)

@@ -28,8 +28,9 @@ def service_env(db: Database) -> dict[str, str]:
 def settings_for(db: Database, **overrides: Any):  # -> DatabaseSettings
     from src.db.config import DatabaseSettings
 
-    return DatabaseSettings(host=db.server.host, port=db.server.port, name=db.name,
-                            user=db.server.user, password=db.server.password, **overrides)
+    fields = dict(host=db.server.host, port=db.server.port, name=db.name, user=db.server.user,
+                  password=db.server.password)
+    return DatabaseSettings(**{**fields, **overrides})
 
 
 def migrate(db: Database, *args: str) -> None:

@@ -28,7 +28,8 @@ def script_heads(ini: Path = ALEMBIC_INI) -> tuple[frozenset[str], frozenset[str
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    scripts = ScriptDirectory.from_config(Config(str(ini)))
+    # the revision files only: not from_config, whose sys.path set-up is env.py's business
+    scripts = ScriptDirectory(Config(str(ini)).get_main_option("script_location"))
     return (frozenset(scripts.get_heads()),
             frozenset(rev.revision for rev in scripts.walk_revisions()))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
-async def healthz(database: Annotated[Database, Depends(get_database)]) -> JSONResponse:
-    heads, known = script_heads()
+async def healthz(request: Request,
+                  database: Annotated[Database, Depends(get_database)]) -> JSONResponse:
+    heads, known = script_heads(request.app.state.alembic_ini)
     try:
         async with database.engine.connect() as conn:
             current = await database_revisions(conn)
