@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -61,15 +62,39 @@ def in_session(db: Database, body: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
+@contextmanager
+def new_database(server: Server, template: Database | None = None) -> Iterator[Database]:
+    """A new database (a copy of ``template`` if given), dropped afterwards."""
+    name = f"s_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template.name}"' if template else ""
+    with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')
+    try:
+        yield Database(server, name)
+    finally:
+        with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_template(server: Server) -> Iterator[Database]:
+    """A database the runner migrated to head, once per test process; tests get copies
+    (PostgreSQL's CREATE DATABASE ... TEMPLATE), so the schema is always the runner's."""
+    with new_database(server) as db:
+        migrate(db)
+        yield db
+
+
 @pytest.fixture(scope="module")
-def migrated_database(server: Server) -> Iterator[Database]:
-    """One database per test module, migrated to head by the runner. Tests that share it work
-    in rolled-back sessions, or use data of their own (a fresh user id)."""
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db = Database(server, name)
-    migrate(db)
-    yield db
-    with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def migrated_database(server: Server, migrated_template: Database) -> Iterator[Database]:
+    """A database at head per test module. Tests that share it work in rolled-back sessions,
+    or on data of their own (a fresh user id)."""
+    with new_database(server, migrated_template) as db:
+        yield db
+
+
+@pytest.fixture
+def fresh_migrated_database(server: Server, migrated_template: Database) -> Iterator[Database]:
+    """A database at head for one test."""
+    with new_database(server, migrated_template) as db:
+        yield db

@@ -16,7 +16,7 @@ from src.db.database import Database as ServiceDatabase
 from src.db.migrations import ALEMBIC_INI, migration_status
 from src.main import create_app
 from tests.helpers import ROOT, Database
-from tests.service_helpers import migrated_database, run_async, settings_for  # noqa: F401
+from tests.service_helpers import migrated_database, migrated_template, run_async, settings_for  # noqa: F401
 
 HEAD = "ba8c60a76780"
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import ROOT, Database, Result, run
-from tests.service_helpers import service_env
+from tests.service_helpers import fresh_migrated_database, migrated_template, service_env  # noqa: F401
 
 HEAD = "ba8c60a76780"
 COPIED = ("alembic", "alembic.ini", "src", "package.json", "pyproject.toml", "uv.lock")
@@ -149,11 +149,9 @@ def review_duration_revision(path: Path) -> None:
 
 
 @pytest.fixture
-def guide_project(tmp_path: Path, database: Database) -> GuideProject:
+def guide_project(tmp_path: Path, fresh_migrated_database: Database) -> GuideProject:
     """A copy of the project whose database is at the head of its migrations."""
-    project = GuideProject(tmp_path / "server", database)
-    project.run("upgrade")
-    return project
+    return GuideProject(tmp_path / "server", fresh_migrated_database)
 
 
 def test_adding_a_new_column_as_the_guide_shows(guide_project):
