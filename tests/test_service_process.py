@@ -62,8 +62,8 @@ def test_service_without_database_settings_exits_2_naming_the_variables():
     out, err = server.communicate(timeout=60)
     assert server.returncode == 2, err
     assert err.strip().splitlines() == [
-        "error: invalid database settings: DB_HOST: missing; DB_NAME: missing; DB_USER: missing "
-        "(the service reads DB_HOST, DB_NAME, DB_USER, DB_PASSWORD and optionally DB_PORT, "
+        "error: no database configured: missing DB_HOST, DB_NAME, DB_USER (the service reads "
+        "DB_HOST, DB_NAME, DB_USER, DB_PASSWORD, or DB_SECRET, and optionally DB_PORT, "
         "DB_SSLMODE, DB_SSLROOTCERT)"]
 
 

@@ -2,7 +2,9 @@
 
 The same variables the team's guide and the migration runner use: ``DB_HOST DB_PORT DB_NAME
 DB_USER DB_PASSWORD``, with ``DB_SSLMODE`` and ``DB_SSLROOTCERT`` (for RDS: ``verify-full`` and
-the CA bundle, e.g. ``/certs/global-bundle.pem``). Pool settings are ``DB_POOL_*``.
+the CA bundle, e.g. ``/certs/global-bundle.pem``); like the runner, gaps may be filled from
+``DB_SECRET``, the JSON of an RDS / Secrets Manager secret that ECS injects. Pool settings are
+``DB_POOL_*``.
 
 Nothing here connects anywhere. Every problem is a :class:`DatabaseConfigError` naming the
 variable to fix; no message, ``repr`` or URL shown by this module ever carries the password.
@@ -10,10 +12,11 @@ variable to fix; no message, ``repr`` or URL shown by this module ever carries t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL
 
@@ -33,11 +36,12 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DB_", extra="ignore", case_sensitive=False,
                                       env_ignore_empty=True)
 
-    host: str = Field(min_length=1)
+    host: str | None = Field(default=None, min_length=1)
     port: int = Field(default=5432, ge=1, le=65535)
-    name: str = Field(min_length=1)
-    user: str = Field(min_length=1)
+    name: str | None = Field(default=None, min_length=1)
+    user: str | None = Field(default=None, min_length=1)
     password: SecretStr | None = None
+    secret: SecretStr | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
     sslrootcert: Path | None = None
 
@@ -69,6 +73,25 @@ class DatabaseSettings(BaseSettings):
                              "e.g. /certs/global-bundle.pem)")
         return value
 
+    @model_validator(mode="after")
+    def _complete(self) -> DatabaseSettings:
+        # raised as DatabaseConfigError itself (pydantic passes it through): the message is ours
+        if self.secret is not None:
+            for field, value in _secret_fields(self.secret.get_secret_value()).items():
+                current = getattr(self, field)
+                if isinstance(current, SecretStr):
+                    current = current.get_secret_value()
+                if field not in self.model_fields_set:
+                    setattr(self, field, SecretStr(value) if field == "password" else value)
+                elif current != value:
+                    raise DatabaseConfigError(f"DB_{field.upper()} and DB_SECRET disagree "
+                                              f"on the {field}: give one of them")
+        missing = [f"DB_{f.upper()}" for f in ("host", "name", "user") if getattr(self, f) is None]
+        if missing:
+            raise DatabaseConfigError(f"no database configured: missing {', '.join(missing)} "
+                                      f"({_EXPECTED})")
+        return self
+
     def url(self) -> URL:
         """The async SQLAlchemy URL. A ``URL`` hides its password when printed or logged;
         ``url().render_as_string(hide_password=False)`` is a secret."""
@@ -97,8 +120,31 @@ def load_settings() -> DatabaseSettings:
         problems = []
         for err in exc.errors(include_input=False, include_url=False):
             name = "DB_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
-            reason = "missing" if err["type"] == "missing" else err["msg"]
-            problems.append(f"{name}: {reason}")
-        raise DatabaseConfigError("invalid database settings: " + "; ".join(problems)
-                                  + " (the service reads DB_HOST, DB_NAME, DB_USER, DB_PASSWORD "
-                                  "and optionally DB_PORT, DB_SSLMODE, DB_SSLROOTCERT)") from None
+            problems.append(f"{name}: {err['msg']}")
+        raise DatabaseConfigError(f"invalid database settings: {'; '.join(problems)} "
+                                  f"({_EXPECTED})") from None
+
+
+_EXPECTED = ("the service reads DB_HOST, DB_NAME, DB_USER, DB_PASSWORD, or DB_SECRET, and "
+             "optionally DB_PORT, DB_SSLMODE, DB_SSLROOTCERT")
+#: a secret's keys (as RDS and Secrets Manager name them) and the settings they fill
+_SECRET_KEYS = {"host": "host", "port": "port", "dbname": "name", "username": "user",
+                "password": "password"}
+
+
+def _secret_fields(raw: str) -> dict[str, object]:
+    """The settings in the JSON of ``DB_SECRET``. Messages never quote it."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise DatabaseConfigError('DB_SECRET is not a JSON object (expected the secret\'s JSON, '
+                                  'e.g. {"username": "...", "password": "..."})')
+    fields: dict[str, object] = {field: str(data[key]) for key, field in _SECRET_KEYS.items()
+                                 if data.get(key) is not None}
+    if "port" in fields:
+        if not str(fields["port"]).isdigit():
+            raise DatabaseConfigError("DB_SECRET's port is not a number")
+        fields["port"] = int(str(fields["port"]))
+    return fields

@@ -1,0 +1,85 @@
+"""The service's database settings (src/db/config.py): the guide's DB_* variables, DB_SECRET as
+ECS injects it, errors naming the variable, and never the password in any message or URL shown."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from src.db.config import DatabaseConfigError, load_settings
+from tests.helpers import PASSWORD
+
+BASE = {"DB_HOST": "db.example.internal", "DB_NAME": "maive", "DB_USER": "maive_app"}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch):
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("DB_"):
+            monkeypatch.delenv(name)
+
+    def set_env(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+
+    return set_env
+
+
+def failure(env, **values: str) -> str:
+    env(**values)
+    with pytest.raises(DatabaseConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert PASSWORD not in message
+    return message
+
+
+def test_the_guides_variables_make_the_async_psycopg_url(env):
+    env(**BASE, DB_PORT="6543", DB_PASSWORD=PASSWORD, DB_SSLMODE="VERIFY-FULL",
+        DB_SSLROOTCERT=__file__)
+    url = load_settings().url()
+    assert (url.drivername, url.host, url.port, url.database, url.username, url.password) == (
+        "postgresql+psycopg", "db.example.internal", 6543, "maive", "maive_app", PASSWORD)
+    assert dict(url.query) == {"sslmode": "verify-full", "sslrootcert": __file__}
+    assert PASSWORD not in str(url) and PASSWORD not in repr(load_settings())
+
+
+def test_pool_settings_suit_rds_behind_ecs_by_default(env):
+    env(**BASE)
+    assert load_settings().engine_options() == {
+        "pool_size": 5, "max_overflow": 5, "pool_timeout": 10.0, "pool_recycle": 1800,
+        "pool_pre_ping": True,
+        "connect_args": {"connect_timeout": 5, "application_name": "service"}}
+
+
+def test_db_secret_fills_what_the_db_variables_leave_out(env):
+    env(DB_HOST="db.example.internal", DB_NAME="maive",
+        DB_SECRET=json.dumps({"username": "from_secret", "password": PASSWORD, "port": 6000,
+                              "engine": "postgres"}))
+    settings = load_settings()
+    assert (settings.user, settings.port, settings.url().password) == ("from_secret", 6000, PASSWORD)
+
+
+def test_db_secret_and_a_db_variable_that_disagree_are_refused(env):
+    message = failure(env, **BASE, DB_SECRET=json.dumps({"username": "other", "password": PASSWORD}))
+    assert message == "DB_USER and DB_SECRET disagree on the user: give one of them"
+
+
+def test_db_secret_that_is_not_json_is_refused_without_quoting_it(env):
+    assert failure(env, **BASE, DB_SECRET=f"password={PASSWORD}").startswith(
+        "DB_SECRET is not a JSON object")
+
+
+def test_nothing_configured_names_every_missing_variable(env):
+    assert failure(env).startswith("no database configured: missing DB_HOST, DB_NAME, DB_USER (")
+
+
+@pytest.mark.parametrize(("name", "value"), [("DB_PORT", "99999"), ("DB_SSLMODE", "sometimes"),
+                                             ("DB_POOL_SIZE", "0"),
+                                             ("DB_SSLROOTCERT", "/nonexistent/bundle.pem")])
+def test_an_invalid_setting_is_named(env, name, value):
+    message = failure(env, **BASE, DB_PASSWORD=PASSWORD, **{name: value})
+    assert message.startswith(f"invalid database settings: {name}: ")
