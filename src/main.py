@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError
 
 from src.db.config import DatabaseConfigError, load_settings
 from src.db.database import Database
@@ -39,12 +39,13 @@ def create_app(database: Database, alembic_ini: Path = ALEMBIC_INI) -> FastAPI:
     app.state.alembic_ini = alembic_ini
     app.include_router(health.router)
     app.include_router(calls.router)
-    app.add_exception_handler(OperationalError, _database_unavailable)
+    # connection-level failures (failover, network, an exhausted pool): retryable, so 503
+    for error in (OperationalError, InterfaceError, TimeoutError):
+        app.add_exception_handler(error, _database_unavailable)
     return app
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    # connection-level failures (failover, network): retryable, so 503, and one line, no traceback
     log.error("database unavailable during %s %s: %s", request.method, request.url.path,
               type(exc).__name__)
     return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503)

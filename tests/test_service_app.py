@@ -69,12 +69,26 @@ def test_health_stays_ok_when_a_newer_deploy_migrated_the_database_ahead(databas
         200, {"status": "ahead", "revision": ["feedface0001"], "heads": [HEAD]})
 
 
-def test_health_fails_fast_when_the_database_is_unreachable(database):
-    with socket.socket() as probe:  # a port nothing listens on
+def closed_port() -> int:
+    with socket.socket() as probe:  # bound, never listening: connections are refused
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    assert with_client(database, get_health, port=port) == (
+        return probe.getsockname()[1]
+
+
+def test_health_fails_fast_when_the_database_is_unreachable(database):
+    assert with_client(database, get_health, port=closed_port()) == (
         503, {"status": "unreachable", "heads": [HEAD]})
+
+
+def test_calls_answer_503_to_retry_when_the_database_is_unreachable(database, caplog):
+    async def body(client: httpx.AsyncClient) -> tuple[int, Any]:
+        response = await client.post("/calls", json={"user_id": "u", "phone_number": "+1"})
+        return response.status_code, response.json()
+
+    assert with_client(database, body, port=closed_port()) == (
+        503, {"detail": "database unavailable, retry later"})
+    assert [r.getMessage() for r in caplog.records if r.name == "src.main"] == [
+        "database unavailable during POST /calls: OperationalError"]
 
 
 def test_migration_status_decides_from_revisions_alone():

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from src.db.database import Database
 from src.db.dependencies import get_database
@@ -28,7 +28,7 @@ async def healthz(request: Request,
     try:
         async with database.engine.connect() as conn:
             current = await database_revisions(conn)
-    except (DBAPIError, OSError) as exc:
+    except (SQLAlchemyError, OSError) as exc:
         # the driver's message names host and port (never the password); enough to act on
         log.warning("healthz: database unreachable: %s", type(exc).__name__)
         return JSONResponse({"status": "unreachable", "heads": sorted(heads)}, status_code=503)

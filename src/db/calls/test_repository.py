@@ -88,6 +88,9 @@ def test_active_calls_query_is_served_by_idx_user_active(migrated_database):
 
     plan = in_session(migrated_database, body)
     assert "idx_user_active" in plan, plan
+    # both columns are conditions of the index scan, not a filter applied after it
+    conditions = [line for line in plan.splitlines() if "Index Cond" in line]
+    assert len(conditions) == 1 and "user_id" in conditions[0] and "is_active" in conditions[0], plan
 
 
 def test_end_sets_ended_at_and_deactivates_once(migrated_database):
