@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -85,9 +84,11 @@ def operations(path: Path) -> dict[str, list[str]]:
 
 
 def down_revision(path: Path) -> Any:
+    """The revision's ``down_revision`` (a plain or annotated assignment in the template)."""
     for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None and \
-                ast.unparse(node.targets[0] if isinstance(node, ast.Assign) else node.target) == "down_revision":
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) else None)
+        if isinstance(target, ast.Name) and target.id == "down_revision" and node.value:
             return ast.literal_eval(node.value)
     raise AssertionError(f"no down_revision in {path}")
 

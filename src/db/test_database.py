@@ -57,4 +57,4 @@ def test_settings_are_read_from_the_environment_only_on_first_use(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     db = Database()  # no settings yet: nothing read, nothing raised
     with pytest.raises(DatabaseConfigError, match="missing DB_HOST, DB_NAME, DB_USER"):
-        db.engine
+        _ = db.engine
