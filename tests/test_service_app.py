@@ -16,7 +16,8 @@ from src.db.database import Database as ServiceDatabase
 from src.db.migrations import ALEMBIC_INI, migration_status
 from src.main import create_app
 from tests.helpers import ROOT, Database
-from tests.service_helpers import migrated_database, migrated_template, run_async, settings_for  # noqa: F401
+from tests.service_helpers import (  # noqa: F401
+    fresh_migrated_database, migrated_database, migrated_template, run_async, settings_for)
 
 HEAD = "ba8c60a76780"
 
@@ -27,7 +28,9 @@ def with_client(db: Database, body: Callable[[httpx.AsyncClient], Awaitable[Any]
         database = ServiceDatabase(settings_for(db, **settings))
         app = create_app(database, alembic_ini)
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+            # a failing request answers 500, as a server would, instead of raising in the test
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport,
                                          base_url="http://service") as client:
                 return await body(client)
         finally:
@@ -130,3 +133,18 @@ def test_calls_are_started_listed_ended_and_deleted_over_http(migrated_database)
     with_client(migrated_database, body)
     # committed, not just flushed: another connection sees what the requests did
     assert migrated_database.query("SELECT is_active FROM calls WHERE user_id = %s", (user,)) == [(False,)]
+
+
+def test_a_request_whose_commit_fails_never_answers_success(fresh_migrated_database):
+    """The session commits before the response is sent: a commit that fails (here a deferred
+    constraint, checked only at COMMIT) turns into an error, not a 201 for a lost write."""
+    with fresh_migrated_database.connect() as conn:
+        conn.execute("ALTER TABLE calls ADD CONSTRAINT one_call_per_number UNIQUE (phone_number) "
+                     "DEFERRABLE INITIALLY DEFERRED")
+
+    async def body(client: httpx.AsyncClient) -> list[int]:
+        call = {"user_id": "u", "phone_number": "+15550199"}
+        return [(await client.post("/calls", json=call)).status_code for _ in range(2)]
+
+    assert with_client(fresh_migrated_database, body) == [201, 500]
+    assert fresh_migrated_database.query("SELECT count(*) FROM calls") == [(1,)]
