@@ -4,6 +4,7 @@ ECS injects it, errors naming the variable, and never the password in any messag
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 
@@ -61,6 +62,29 @@ def test_db_secret_fills_what_the_db_variables_leave_out(env):
                               "engine": "postgres"}))
     settings = load_settings()
     assert (settings.user, settings.port, settings.url().password) == ("from_secret", 6000, PASSWORD)
+
+
+def test_database_url_as_the_runner_takes_it_names_the_database_too(env):
+    env(DATABASE_URL=f"postgresql+psycopg://maive_app:{quote(PASSWORD, safe='')}@db.example.internal"
+                     f":6543/maive?sslmode=verify-full", DB_NAME="maive")
+    url = load_settings().url()
+    assert (url.host, url.port, url.database, url.username, url.password, dict(url.query)) == (
+        "db.example.internal", 6543, "maive", "maive_app", PASSWORD, {"sslmode": "verify-full"})
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("postgresql://u:p@h/other", "DB_NAME and DATABASE_URL disagree on the name: give one of them"),
+    ("mysql://u:p@h/maive", "DATABASE_URL must start with postgresql://"),
+    ("postgresql://u:p@h:notaport/maive", "DATABASE_URL is malformed"),
+    ("postgresql://u:p@h/maive?options=-csearch_path%3Dx",
+     "DATABASE_URL: the service reads only sslmode and sslrootcert from the query, not options"),
+    ("postgresql://u:p@h/maive?sslmode=sometimes", "invalid database settings: DB_SSLMODE: "),
+])
+def test_a_database_url_the_service_cannot_use_is_refused_without_quoting_it(env, url, message):
+    secret = quote(PASSWORD, safe="")
+    text = failure(env, DATABASE_URL=url.replace(":p@", f":{secret}@"), DB_NAME="maive")
+    assert text.startswith(message), text
+    assert secret not in text and "@h" not in text
 
 
 def test_db_secret_and_a_db_variable_that_disagree_are_refused(env):

@@ -25,7 +25,7 @@ def uvicorn(env: dict[str, str], sock: socket.socket | None = None) -> subproces
 
 
 def test_runner_then_uvicorn_serves_a_healthy_app_on_the_migrated_database(database):
-    env = service_env(database)
+    env = runner_env(database)  # one environment for both (DATABASE_URL), as --then passes it
     # `migration-runner upgrade --then -- uvicorn src.main:app`, as two steps until --then lands
     migrated = run(env, "upgrade")
     assert migrated.code == 0, migrated.stdout
@@ -63,8 +63,8 @@ def test_service_without_database_settings_exits_2_naming_the_variables():
     assert server.returncode == 2, err
     assert err.strip().splitlines() == [
         "error: no database configured: missing DB_HOST, DB_NAME, DB_USER (the service reads "
-        "DB_HOST, DB_NAME, DB_USER, DB_PASSWORD, or DB_SECRET, and optionally DB_PORT, "
-        "DB_SSLMODE, DB_SSLROOTCERT)"]
+        "DATABASE_URL, or DB_HOST, DB_NAME, DB_USER and DB_PASSWORD (or DB_SECRET), and "
+        "optionally DB_PORT, DB_SSLMODE, DB_SSLROOTCERT)"]
 
 
 def test_service_with_a_bad_setting_names_it_and_never_the_password(database):

@@ -2,9 +2,10 @@
 
 The same variables the team's guide and the migration runner use: ``DB_HOST DB_PORT DB_NAME
 DB_USER DB_PASSWORD``, with ``DB_SSLMODE`` and ``DB_SSLROOTCERT`` (for RDS: ``verify-full`` and
-the CA bundle, e.g. ``/certs/global-bundle.pem``); like the runner, gaps may be filled from
-``DB_SECRET``, the JSON of an RDS / Secrets Manager secret that ECS injects. Pool settings are
-``DB_POOL_*``.
+the CA bundle, e.g. ``/certs/global-bundle.pem``). As for the runner, ``DATABASE_URL`` may name
+the database instead, and ``DB_SECRET`` (the JSON of an RDS / Secrets Manager secret, as ECS
+injects it) may fill what the others leave out; sources that are both given must agree. Pool
+settings are ``DB_POOL_*``.
 
 Nothing here connects anywhere. Every problem is a :class:`DatabaseConfigError` naming the
 variable to fix; no message, ``repr`` or URL shown by this module ever carries the password.
@@ -18,7 +19,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 #: the async driver: psycopg 3 (already the runner's driver), so both speak libpq with the
 #: same sslmode/sslrootcert semantics and the service needs no second PostgreSQL driver
@@ -42,6 +44,7 @@ class DatabaseSettings(BaseSettings):
     user: str | None = Field(default=None, min_length=1)
     password: SecretStr | None = None
     secret: SecretStr | None = None
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
     sslrootcert: Path | None = None
 
@@ -73,19 +76,28 @@ class DatabaseSettings(BaseSettings):
                              "e.g. /certs/global-bundle.pem)")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill(cls, data: dict[str, object]) -> dict[str, object]:
+        """Fill the fields DATABASE_URL and DB_SECRET give, before validation (so their values
+        are validated as the DB_* variables are). Raises DatabaseConfigError on disagreement:
+        pydantic lets it through as it is, and the message is ours (it never quotes a value)."""
+        data = dict(data)
+        origin = {field: f"DB_{field.upper()}" for field in _FILLED if data.get(field) is not None}
+        for source, key, parse in (("DATABASE_URL", "DATABASE_URL", _url_fields),
+                                   ("DB_SECRET", "secret", _secret_fields)):
+            if data.get(key) is None:
+                continue
+            for field, value in parse(_plain(data[key])).items():
+                if field not in origin:
+                    data[field], origin[field] = value, source
+                elif _plain(data[field]) != str(value):
+                    raise DatabaseConfigError(f"{origin[field]} and {source} disagree on the "
+                                              f"{field}: give one of them")
+        return data
+
     @model_validator(mode="after")
     def _complete(self) -> DatabaseSettings:
-        # raised as DatabaseConfigError itself (pydantic passes it through): the message is ours
-        if self.secret is not None:
-            for field, value in _secret_fields(self.secret.get_secret_value()).items():
-                current = getattr(self, field)
-                if isinstance(current, SecretStr):
-                    current = current.get_secret_value()
-                if field not in self.model_fields_set:
-                    setattr(self, field, SecretStr(value) if field == "password" else value)
-                elif current != value:
-                    raise DatabaseConfigError(f"DB_{field.upper()} and DB_SECRET disagree "
-                                              f"on the {field}: give one of them")
         missing = [f"DB_{f.upper()}" for f in ("host", "name", "user") if getattr(self, f) is None]
         if missing:
             raise DatabaseConfigError(f"no database configured: missing {', '.join(missing)} "
@@ -125,11 +137,37 @@ def load_settings() -> DatabaseSettings:
                                   f"({_EXPECTED})") from None
 
 
-_EXPECTED = ("the service reads DB_HOST, DB_NAME, DB_USER, DB_PASSWORD, or DB_SECRET, and "
-             "optionally DB_PORT, DB_SSLMODE, DB_SSLROOTCERT")
+_EXPECTED = ("the service reads DATABASE_URL, or DB_HOST, DB_NAME, DB_USER and DB_PASSWORD "
+             "(or DB_SECRET), and optionally DB_PORT, DB_SSLMODE, DB_SSLROOTCERT")
+#: the fields DATABASE_URL and DB_SECRET can give
+_FILLED = ("host", "port", "name", "user", "password", "sslmode", "sslrootcert")
 #: a secret's keys (as RDS and Secrets Manager name them) and the settings they fill
 _SECRET_KEYS = {"host": "host", "port": "port", "dbname": "name", "username": "user",
                 "password": "password"}
+_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
+_URL_SHAPE = "expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME, the password percent-encoded"
+
+
+def _plain(value: object) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def _url_fields(raw: str) -> dict[str, object]:
+    """The settings in ``DATABASE_URL``. Messages never quote it (it holds the password)."""
+    try:
+        url = make_url(raw.strip())
+        port = url.port
+    except (ArgumentError, ValueError):
+        raise DatabaseConfigError(f"DATABASE_URL is malformed ({_URL_SHAPE})") from None
+    if url.drivername not in _SCHEMES:
+        raise DatabaseConfigError(f"DATABASE_URL must start with postgresql:// ({_URL_SHAPE})")
+    unknown = sorted(set(url.query) - {"sslmode", "sslrootcert"})
+    if unknown:
+        raise DatabaseConfigError(f"DATABASE_URL: the service reads only sslmode and sslrootcert "
+                                  f"from the query, not {', '.join(unknown)}")
+    fields = {"host": url.host, "port": port, "name": url.database, "user": url.username,
+              "password": url.password, **url.query}
+    return {field: value for field, value in fields.items() if value}
 
 
 def _secret_fields(raw: str) -> dict[str, object]:
@@ -141,10 +179,5 @@ def _secret_fields(raw: str) -> dict[str, object]:
     if not isinstance(data, dict):
         raise DatabaseConfigError('DB_SECRET is not a JSON object (expected the secret\'s JSON, '
                                   'e.g. {"username": "...", "password": "..."})')
-    fields: dict[str, object] = {field: str(data[key]) for key, field in _SECRET_KEYS.items()
-                                 if data.get(key) is not None}
-    if "port" in fields:
-        if not str(fields["port"]).isdigit():
-            raise DatabaseConfigError("DB_SECRET's port is not a number")
-        fields["port"] = int(str(fields["port"]))
-    return fields
+    return {field: str(data[key]) for key, field in _SECRET_KEYS.items()
+            if data.get(key) is not None}
