@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.arguments(parsed)
         if command.json_flag:
             parsed.add_argument("--json", action="store_true", help="print one JSON document")
+    sub.add_parser("ecs", help="ecs run: run the migration as a one-off ECS task and wait for it "
+                   "([aws] extra)")
     sub.add_parser("demo", help="start a throwaway PostgreSQL and race several upgrades at it"
                    ).add_argument("--runners", type=int, default=5,
                                   help="how many upgrade processes (default 5)")
@@ -175,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["ecs"]:  # the ECS launcher (runner/ecs): no database settings needed
+        from runner.ecs.cli import main as ecs_main
+        return ecs_main(words[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -288,6 +294,7 @@ def entry() -> NoReturn:
     of ms on every deploy) and has nothing left to do: every connection is closed and every
     stream is flushed here. ``main`` stays an ordinary function for callers in-process."""
     code = main()
+    logs.close()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
