@@ -28,3 +28,21 @@ def checklist_arguments(*, verify: bool) -> Arguments:
         p.add_argument("--exclude", action="append", default=[], metavar="RULE",
                        help="turn a lint rule off (repeatable)")
     return add
+
+
+def dry_run_flag(arguments: Arguments) -> Arguments:
+    """``upgrade``'s arguments and ``--dry-run``."""
+    return with_flag("--dry-run", "lint what would be applied against the live table sizes; "
+                     "apply nothing", arguments)
+
+
+#: ``check``'s ``--lint``
+lint_flag = with_flag("--lint", "also lint the pending revisions against the live table sizes")
+
+#: the checklist's own commands: name -> (help, the verb's arguments, how to parse them)
+CHECKLIST = {
+    "verify": ("the pre-deployment checklist, against a scratch PostgreSQL",
+               ("database_url", "skip", "since", "exclude"), checklist_arguments(verify=True)),
+    "lint": ("lint each revision's SQL: squawk and backwards compatibility",
+             ("since", "exclude"), checklist_arguments(verify=False)),
+}

@@ -24,7 +24,7 @@ from runner import __version__, logs
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.interrupt import Interrupt
 from runner.lock import lock_key
-from runner.checklist_args import checklist_arguments, with_flag
+from runner.checklist_args import CHECKLIST, dry_run_flag, lint_flag
 from runner.outcome import Outcome, Result
 
 Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
@@ -101,9 +101,8 @@ def _upgrade(args: argparse.Namespace, settings: Any, facts: Any, interrupt: Int
 
 
 COMMANDS = (
-    Command("upgrade", "apply pending migrations (pnpm db:migrate)", _upgrade, with_flag(
-        "--dry-run", "lint what would be applied against the live table sizes; apply nothing",
-        _target("revision (default: MIGRATION_TARGET, which defaults to head)", optional=True)),
+    Command("upgrade", "apply pending migrations (pnpm db:migrate)", _upgrade, dry_run_flag(_target(
+        "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True)),
         writes=True, json_flag=True),
     Command("downgrade", "roll back, under the lock (pnpm db:migrate:down)",
             _verb("commands.downgrade", "target", facts=True, interrupt=True),
@@ -113,9 +112,7 @@ COMMANDS = (
     Command("current", "the database's revision and whether it is at head (pnpm db:status)",
             _verb("reads.current", facts=True), reads=True, json_flag=True),
     Command("check", "exit 0 only if the database is exactly at head (CI gate, readiness)",
-            _verb("checklist.check", "lint", facts=True), with_flag(
-                "--lint", "also lint the pending revisions against the live table sizes"),
-            reads=True, json_flag=True),
+            _verb("checklist.check", "lint", facts=True), lint_flag, reads=True, json_flag=True),
     Command("history", "the migration timeline, marking what is applied (pnpm db:history)",
             _verb("reads.history", facts=True), reads=True, json_flag=True),
     Command("heads", "the scripts' heads; an error if more than one", _verb("reads.heads"),
@@ -130,12 +127,8 @@ COMMANDS = (
             _message),
     Command("revision", "write a new revision file (pnpm db:migrate:create)",
             _verb("authoring.revision", "message", "autogenerate", facts=True), _revision_arguments),
-    Command("verify", "the pre-deployment checklist, against a scratch PostgreSQL",
-            _verb("checklist.verify", "database_url", "skip", "since", "exclude"),
-            checklist_arguments(verify=True), reads=True, json_flag=True),
-    Command("lint", "lint each revision's SQL: squawk and backwards compatibility",
-            _verb("checklist.lint", "since", "exclude"), checklist_arguments(verify=False),
-            reads=True, json_flag=True),
+    *(Command(name, help_text, _verb(f"checklist.{name}", *names), arguments, reads=True, json_flag=True)
+      for name, (help_text, names, arguments) in CHECKLIST.items()),
 )
 BY_NAME = {command.name: command for command in COMMANDS}
 WRITING = tuple(c.name for c in COMMANDS if c.writes)
