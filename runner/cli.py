@@ -11,14 +11,11 @@ one :class:`Command` in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -26,8 +23,10 @@ from runner import __version__, logs
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.interrupt import Interrupt
 from runner.lock import lock_key
+from runner.checklist_args import CHECKLIST, dry_run_flag, lint_flag
 from runner.outcome import Outcome, Result
 from runner.record import Facts
+from runner.report import SUMMARY_ONCE, exit_now, log_error, report, summary
 
 Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -94,15 +93,18 @@ class Command:
 
 def _upgrade(args: argparse.Namespace, settings: Any, facts: Any, interrupt: Interrupt,
              log: Any) -> Result:
-    from runner import commands
+    from runner import checklist, commands
 
+    if args.dry_run:
+        return checklist.dry_run(settings, args.target or settings.migration_target, facts=facts, log=log)
     return commands.upgrade(settings, args.target or settings.migration_target, facts=facts,
                             interrupt=interrupt, log=log)
 
 
 COMMANDS = (
-    Command("upgrade", "apply pending migrations (pnpm db:migrate)", _upgrade, _target(
-        "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True), writes=True),
+    Command("upgrade", "apply pending migrations (pnpm db:migrate)", _upgrade, dry_run_flag(_target(
+        "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True)),
+        writes=True, json_flag=True),
     Command("downgrade", "roll back, under the lock (pnpm db:migrate:down)",
             _verb("commands.downgrade", "target", facts=True, interrupt=True),
             _target("-1 (one step), -N, a revision id, or base: required, never implied"), writes=True),
@@ -111,7 +113,7 @@ COMMANDS = (
     Command("current", "the database's revision and whether it is at head (pnpm db:status)",
             _verb("reads.current", facts=True), reads=True, json_flag=True),
     Command("check", "exit 0 only if the database is exactly at head (CI gate, readiness)",
-            _verb("reads.check", facts=True), reads=True, json_flag=True),
+            _verb("checklist.check", "lint", facts=True), lint_flag, reads=True, json_flag=True),
     Command("history", "the migration timeline, marking what is applied (pnpm db:history)",
             _verb("reads.history", facts=True), reads=True, json_flag=True),
     Command("heads", "the scripts' heads; an error if more than one", _verb("reads.heads"),
@@ -126,18 +128,22 @@ COMMANDS = (
             _message),
     Command("revision", "write a new revision file (pnpm db:migrate:create)",
             _verb("authoring.revision", "message", "autogenerate", facts=True), _revision_arguments),
+    *(Command(name, help_text, _verb(f"checklist.{name}", *names), arguments, reads=True, json_flag=True)
+      for name, (help_text, names, arguments) in CHECKLIST.items()),
 )
 BY_NAME = {command.name: command for command in COMMANDS}
 WRITING = tuple(c.name for c in COMMANDS if c.writes)
-#: ``check``'s verdicts; any other command exits 0 unless it raised
+#: ``check``'s verdicts; any other command exits 0 unless it raised or failed as below
 CHECK_EXIT = {Outcome.AT_HEAD: ExitCode.OK, Outcome.BEHIND: ExitCode.NOT_AT_HEAD,
               Outcome.EMPTY: ExitCode.NOT_AT_HEAD, Outcome.AHEAD: ExitCode.DATABASE_AHEAD}
+FAILED_EXIT = {Outcome.SEVERAL_HEADS: ExitCode.SCRIPTS_INVALID,
+               Outcome.CHECKS_FAILED: ExitCode.VERIFY_FAILED, Outcome.LINT_ERRORS: ExitCode.LINT_FAILED}
 
 
 def exit_code(command: str, outcome: Outcome) -> ExitCode:
     """The exit code of a run of ``command`` that ended with ``outcome`` (no error)."""
-    if outcome is Outcome.SEVERAL_HEADS:
-        return ExitCode.SCRIPTS_INVALID
+    if outcome in FAILED_EXIT:
+        return FAILED_EXIT[outcome]
     if command == "check":
         return CHECK_EXIT.get(outcome, ExitCode.OK)
     return ExitCode.OK
@@ -156,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.arguments(parsed)
         if command.json_flag:
             parsed.add_argument("--json", action="store_true", help="print one JSON document")
+    sub.add_parser("ecs", help="ecs run: run the migration as a one-off ECS task and wait for it "
+                   "([aws] extra)")
     sub.add_parser("demo", help="start a throwaway PostgreSQL and race several upgrades at it"
                    ).add_argument("--runners", type=int, default=5,
                                   help="how many upgrade processes (default 5)")
@@ -163,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["ecs"]:  # the ECS launcher (runner/ecs): no database settings needed
+        from runner.ecs.cli import main as ecs_main
+        return ecs_main(words[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -171,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         parser.print_usage(sys.stderr)
         logs.configure(secrets=environment_secrets())
-        _report(err, "usage", Outcome.FAILED, Facts())
+        report(err, "usage", Outcome.FAILED, Facts())
         return int(err.exit_code)
     if args.command == "demo":
         return _demo(args.runners)
@@ -198,7 +210,7 @@ def run_command(args: argparse.Namespace) -> int:
     from runner.settings import environment_secrets, load_settings
 
     command = BY_NAME[args.command]
-    stream = sys.stdout if command.writes else sys.stderr
+    stream = sys.stdout if command.writes and not getattr(args, "dry_run", False) else sys.stderr
     logs.configure(level=_level(command, "info", args.verbose, stream),
                    secrets=environment_secrets(), stream=stream)
     facts, outcome, code = Facts(), Outcome.FAILED, ExitCode.INTERNAL
@@ -218,18 +230,20 @@ def run_command(args: argparse.Namespace) -> int:
         if result.document is not None:
             print(json.dumps(result.document, indent=2, default=str) if getattr(args, "json", False)
                   else result.text, flush=True)
+        if result.annotations and os.environ.get("GITHUB_ACTIONS") == "true":  # on the PR's diff
+            print(*result.annotations, sep="\n", file=sys.stderr if args.json else sys.stdout)
         outcome, code = result.outcome, exit_code(command.name, result.outcome)
     except RunnerError as err:
         code = err.exit_code
         outcome = Outcome.INTERRUPTED if isinstance(err, Interrupted) else Outcome.FAILED
-        _log_error(log, err)
+        log_error(log, err)
     except BaseException as err:  # a bug (or sys.exit()): one event, traceback at debug only
         code = ExitCode.INTERNAL
         log.error("error", error_code="internal", exit_code=int(ExitCode.INTERNAL),
                   message=f"unexpected {type(err).__name__}: {err}; please report this "
                   "(MIGRATION_LOG_LEVEL=debug shows the traceback)", exc_info=True)
     finally:
-        with interrupt.deferred(), _SUMMARY:
+        with interrupt.deferred(), SUMMARY_ONCE:
             log.info("summary", **summary(command.name, outcome, facts, code))
             stream.flush()
             # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
@@ -239,14 +253,11 @@ def run_command(args: argparse.Namespace) -> int:
     return int(code)
 
 
-_SUMMARY = threading.Lock()  # held while the one summary is logged (or by the last resort)
-
-
 def _end_stuck(command: str, facts: Any, interrupt: Interrupt) -> None:
     """The last resort after a signal (:mod:`runner.interrupt`): report, exit 130 at once."""
-    if _SUMMARY.acquire(blocking=False):  # else the run is ending by itself
-        _report(interrupt.stuck_error(), command, Outcome.INTERRUPTED, facts)
-        _exit_now(int(ExitCode.INTERRUPTED))
+    if SUMMARY_ONCE.acquire(blocking=False):  # else the run is ending by itself
+        report(interrupt.stuck_error(), command, Outcome.INTERRUPTED, facts)
+        exit_now(int(ExitCode.INTERRUPTED))
 
 
 def _level(command: Command, level: str, verbose: bool, stream: Any, fmt: str = "auto") -> str:
@@ -259,40 +270,12 @@ def _level(command: Command, level: str, verbose: bool, stream: Any, fmt: str = 
     return level
 
 
-def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[str, Any]:
-    """The fields of the one ``summary`` event."""
-    return {"command": command, "outcome": outcome.value, "from_revision": facts.from_revision,
-            "to_revision": facts.to_revision, "applied": facts.applied,
-            "connect_attempts": facts.connect_attempts, "lock_wait_ms": facts.lock_wait_ms,
-            "exit_code": int(code), "total_ms": int((time.monotonic() - facts.started) * 1000)}
-
-
-def _report(err: RunnerError, command: str, outcome: Outcome, facts: Any) -> None:
-    """The ``error`` event and the ``summary`` of a run that ends outside ``run_command``."""
-    log = logs.get()
-    _log_error(log, err)
-    log.info("summary", **summary(command, outcome, facts, err.exit_code))
-
-
-def _log_error(log: Any, err: RunnerError) -> None:
-    """The one ``error`` event of a failed run."""
-    log.error("error", error_code=err.code, message=err.message, exit_code=int(err.exit_code),
-              **err.fields)
-
-
 def entry() -> NoReturn:
     """Run the command line for the process (see :mod:`runner.start`), then end
     without Python's interpreter teardown, which finalises some 500 imported modules (tens
     of ms on every deploy) and has nothing left to do: every connection is closed and every
     stream is flushed here. ``main`` stays an ordinary function for callers in-process."""
-    _exit_now(main())
-
-
-def _exit_now(code: int) -> NoReturn:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: the exit code tells
-            stream.flush()
-    os._exit(code)
+    exit_now(main())
 
 
 if __name__ == "__main__":

@@ -14,12 +14,14 @@ and so the secrets to redact, are known).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 import structlog
 
+from runner import cloudwatch_sink
 from runner.redact import clip, redact_text, spellings
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -82,10 +84,11 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
               stream: TextIO | None = None) -> None:
     """Install the pipeline for structlog and bridge stdlib logging (Alembic) into it."""
     out = stream or sys.stdout
+    sink = cloudwatch_sink.from_environment(os.environ)  # MIGRATION_CLOUDWATCH_LOG_GROUP
     structlog.configure(
         processors=pipeline(fmt, level, secrets, out),
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=sink.tee(out) if sink else out),
         cache_logger_on_first_use=False,
     )
     install_stdlib_bridge(level)
@@ -149,6 +152,11 @@ def install_stdlib_bridge(level: str | None = None) -> None:
                 child.removeHandler(handler)
             child.propagate = True
             child.disabled = False
+
+
+def close() -> None:
+    """Flush the second output (the CloudWatch sink), if any, within its bound: at exit."""
+    cloudwatch_sink.close_active()
 
 
 def get(name: str = "runner") -> Any:
