@@ -27,8 +27,9 @@ from runner import alembic_env, logs
 from runner.blockers import BlockerWatch
 from runner.errors import RunnerError
 from runner.failure import Where, classify_failure
+from runner.guard import LockGuard, stop_backends_via
 from runner.interrupt import Interrupt
-from runner.ledger import Entry, Ledger
+from runner.ledger import Entry, Ledger, step_entries
 from runner.limits import Timeouts, limits_for, watch_every
 from runner.plan import Plan
 from runner.scripts import Loaded, set_url
@@ -63,6 +64,7 @@ class Context:
     interrupt: Interrupt
     log: Any
     ledger: Ledger
+    lock_key: int | None = None  # the migration lock's (see runner.guard)
 
 
 def alembic_destination(plan: Plan, target: str) -> str:
@@ -110,6 +112,8 @@ class Execution:
         self.unwritten: list[Entry] = []  # ledger rows, written with the commit
         self.extra: list[psycopg.Connection[Any]] = []  # env.py's own sessions
         self.watch: BlockerWatch | None = None
+        self.guard: LockGuard | None = None  # when env.py migrates on its own connection
+        self.migration_pid: int | None = None
         self.separate = False  # env.py migrates on a connection of its own
         self.migration: Any = None  # the SQLAlchemy connection migrations run on
         self.lock_session: Any = None  # the SQLAlchemy connection holding the lock
@@ -137,7 +141,8 @@ class Execution:
                                  starting_rev=None, tag=None,
                                  destination_rev=alembic_destination(self.plan, self.target))
         try:
-            with ctx.interrupt.cancelling(lambda: self.cancel()), self.engine.connect() as sa_conn:
+            with ctx.interrupt.cancelling(lambda: self.cancel(), self._stop_backends), \
+                    self.engine.connect() as sa_conn:
                 env.configure = alembic_env.with_runner_defaults(  # type: ignore[method-assign]
                     env.configure, ctx.table, self._on_apply,
                     lambda c: self._on_configure(c, sa_conn), ctx.ledger.name)
@@ -147,7 +152,7 @@ class Execution:
                 if sa_conn.in_transaction():
                     sa_conn.commit()  # e.g. env.py without per-revision transactions
             self._flush()
-        except Exception as exc:
+        except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
                 raise ctx.interrupt.error() from None
             raise self._failure(exc) from None
@@ -155,7 +160,9 @@ class Execution:
             self._close()
         return self.committed
 
-    def _failure(self, exc: Exception) -> RunnerError:
+    def _failure(self, exc: BaseException) -> RunnerError:
+        if self.guard is not None and self.guard.lost:
+            return self.guard.error(self.revision)
         steps = self.plan.steps
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
         rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
@@ -169,6 +176,8 @@ class Execution:
         self.ctx.loaded.config.attributes.pop("connection", None)
         if self.watch is not None:
             self.watch.stop()
+        if self.guard is not None:
+            self.guard.stop()
         for other in self.extra:
             other.close()
         if not conn.closed and not conn.broken:
@@ -219,9 +228,10 @@ class Execution:
         """Inside the step's transaction: its ledger rows are written with its commit."""
         self.revision = None
         duration = int((time.monotonic() - self.clock) * 1000)
-        self.unwritten.extend(Entry(revision, self.outcome, self.checksums.get(revision),
-                                    self.wall, duration) for revision in step.up_revision_ids)
-        self.awaiting.append(Applied(",".join(step.up_revision_ids) or "base", duration))
+        entries, name = step_entries(self.outcome, step, self.ctx.loaded.scripts.graph(),
+                                     self.checksums, self.wall, duration)
+        self.unwritten.extend(entries)
+        self.awaiting.append(Applied(name, duration))
 
     def _on_configure(self, connection: Any, lock_session: Any) -> None:
         """env.py chose its connection: learn the mode, watch it, and cancel it on a signal."""
@@ -237,6 +247,10 @@ class Execution:
         if migration.engine is not self.engine:  # env.py's own engine: watch it too
             alembic_env.listen(migration, self._listeners())
         timeouts = self.ctx.timeouts
+        self.migration_pid = pid
+        if self.separate and self.guard is None and self.ctx.lock_key is not None:
+            self.guard = LockGuard.start(dbapi, self.ctx.lock_key, self.ctx.open_connection,
+                                         self.ctx.conn.info.backend_pid, pid)
         if timeouts.lock_timeout > 0 and self.watch is None:
             every = watch_every([timeouts.for_revision(rev.options).lock_timeout
                                  for rev in self.ctx.loaded.scripts.revisions.values()])
@@ -245,6 +259,10 @@ class Execution:
         self.ctx.log.info("migrate.mode", mode=mode, migration_backend_pid=pid, detail=(
             "migrations run on env.py's own connection; the lock is held alongside and checked "
             "before each revision" if self.separate else "migrations run on the locked connection"))
+
+    def _stop_backends(self) -> None:
+        """The last resort after a signal (see :mod:`runner.interrupt`)."""
+        stop_backends_via(self.ctx.open_connection, [self.migration_pid, self.ctx.conn.info.backend_pid])
 
     # --- SQLAlchemy events --------------------------------------------------------------
 

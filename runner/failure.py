@@ -57,7 +57,9 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         return exc
     orig = getattr(exc, "orig", None) or exc
     sqlstate = getattr(orig, "sqlstate", None)
-    detail = f"{type(orig).__name__}: {first_line(orig)}"[:500]
+    # not cut here: the log pipeline cuts after redacting (a cut first could leave a
+    # secret's prefix that no longer matches it)
+    detail = f"{type(orig).__name__}: {first_line(orig)}"
     place = "the upgrade"
     if where.revision:
         place = f"revision {where.revision}" + (f" ({where.path})" if where.path else "")
@@ -71,6 +73,9 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         return ConnectionLost(f"the connection to the database was lost during {place} ({detail}); "
                               "PostgreSQL rolls that revision back and frees the lock when it "
                               "notices. Run again: it resumes there", **fields)
+    if isinstance(orig, (SystemExit, KeyboardInterrupt)):
+        detail += (" (the migration ended the process itself: a revision must raise an "
+                   "exception to fail, never sys.exit() or KeyboardInterrupt)")
     if sqlstate == QUERY_CANCELED:
         detail += " (MIGRATION_STATEMENT_TIMEOUT, or the revision's migration_runner option)"
     return MigrationFailed(f"{place} failed and was rolled back: {detail}. Fix the migration and "
