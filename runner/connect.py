@@ -138,10 +138,13 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
     ``probe``, ``watch``, ``env.py`` ... for the further ones, named in ``db.connect_failed``).
     """
     started = time.monotonic()
-    policy, rng = backoff.CONNECT.with_max(max_interval_s), random.Random()
+    rng = random.Random()
     spec_for = spec_for_attempt or (lambda _attempt: spec)
 
     def next_delay(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        kind = exc.failure.kind if isinstance(exc, _Transient) else "other"
+        policy = backoff.for_connect_failure(kind, max_interval_s)
         remaining = budget_s - (time.monotonic() - started)
         return max(0.0, min(policy.delay(state.attempt_number, rng), remaining))
 
