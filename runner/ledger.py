@@ -19,6 +19,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier, Literal
 
+from runner.errors import ConfigError, first_line
+
 OUTCOMES = ("applied", "reverted", "stamped", "adopted")
 COLUMNS = ("id", "revision", "outcome", "checksum", "started_at", "finished_at", "duration_ms",
            "runner_version", "ran_on")
@@ -65,6 +67,18 @@ class Ledger:
         if self.exists(conn):
             return 0
         adopted = sorted(applied)
+        try:
+            self._create(conn, adopted, checksums)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ConfigError(
+                f"the database role may not create the audit ledger {self.qualified} "
+                f"({first_line(exc)}): run as a role that owns the database (on RDS, the master "
+                f"user or a role owning it), or GRANT CREATE ON SCHEMA {self.schema or 'public'} "
+                "to the runner's role") from exc
+        return len(adopted)
+
+    def _create(self, conn: psycopg.Connection[Any], adopted: list[str],
+                checksums: Mapping[str, str]) -> None:
         with conn.transaction():
             conn.execute(
                 f"CREATE TABLE {self.qualified} ("
@@ -79,7 +93,6 @@ class Ledger:
                 conn.execute(f"INSERT INTO {self.qualified} {WRITTEN} "
                              "VALUES (%s, 'adopted', %s, now(), 0, %s, %s)",
                              (revision, checksums.get(revision), self.runner_version, self.ran_on))
-        return len(adopted)
 
     def write_and_commit(self, dbapi_connection: Any, entries: Sequence[Entry]) -> None:
         """Write ``entries`` and commit, in one round trip, on a driver connection (psycopg
