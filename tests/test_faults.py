@@ -809,7 +809,8 @@ def test_unreachable_summary_counts_the_connect_attempts(project):
 @pytest.mark.parametrize("fault,expect", [
     ("raise", "planted failure in r3"),
     ("sqlerror", "division by zero"),
-    ("tempfile", "temporary file size exceeds temp_file_limit"),
+    # PostgreSQL 18 quotes the name: 'exceeds "temp_file_limit"'; 15 and 17 do not
+    ("tempfile", "temporary file size exceeds"),
 ])
 def test_failing_revision_rolls_back_alone(fault, expect, database, project, record_property):
     write_chain(project)
