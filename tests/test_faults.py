@@ -544,17 +544,19 @@ def term_as_internal(result: Result) -> bool:
             and "another command is already in progress" in result.stdout)
 
 
-def test_sigterm_during_the_pooler_probe(database, project, spawn):
-    """A SIGTERM lands while the runner's pre-lock probe query is in flight. To hold it
-    there, the test database resolves pg_backend_pid() to a slow wrapper first (search_path),
-    so each of the probe's queries takes a second."""
+def test_sigterm_during_the_pooler_probe(database, project, spawn, proxy):
+    """A SIGTERM lands while the runner's pre-lock probe query is in flight. The runner
+    connects through a TCP proxy (a session that reaches the server directly needs no probe).
+    To hold it there, the test database resolves pg_backend_pid() to a slow wrapper first
+    (search_path), so each of the probe's queries takes a second."""
     write_chain(project)
     with database.connect() as conn:
         conn.execute("CREATE SCHEMA slow")
         conn.execute("CREATE FUNCTION slow.pg_backend_pid() RETURNS int LANGUAGE sql AS "
                      "'SELECT pg_catalog.pg_sleep(1); SELECT pg_catalog.pg_backend_pid()'")
         conn.execute(f'ALTER DATABASE "{database.name}" SET search_path = slow, pg_catalog, public')
-    proc = spawn(env_for(database, project))
+    proc = spawn(env_for(database, project,
+                         DATABASE_URL=proxy.url(database.server.user, PASSWORD, database.name)))
     seconds_until(lambda: database.query(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
         "AND application_name LIKE 'migration-runner/%%probe' AND query LIKE '%%pg_backend_pid%%'",
