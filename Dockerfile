@@ -52,14 +52,6 @@ RUN find .venv/lib/python3*/site-packages -mindepth 2 -maxdepth 2 -type d \
       \( -name '*.c' -o -name '*.h' -o -name '*.cpp' -o -name '*.hpp' -o -name '*.pyx' \) -delete
 
 FROM ${BASE_IMAGE}
-ARG VERSION=unknown
-ARG REVISION=unknown
-ARG SOURCE=unknown
-LABEL org.opencontainers.image.title="migration-runner" \
-      org.opencontainers.image.description="Applies Alembic migrations to PostgreSQL safely before a deploy" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}"
 # The runtime needs no package installer: drop the base image's pip (absent on a Debian base).
 RUN if python3 -m pip --version >/dev/null 2>&1; then \
       python3 -m pip uninstall --yes --quiet pip setuptools wheel; \
@@ -82,6 +74,15 @@ RUN chmod 0444 /certs/global-bundle.pem \
     && python -m compileall -q alembic src \
     && migration-runner manifest
 USER 10001:10001
+# Last, so that a new commit changes no layer above.
+ARG VERSION=unknown
+ARG REVISION=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.title="migration-runner" \
+      org.opencontainers.image.description="Applies Alembic migrations to PostgreSQL safely before a deploy" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["migration-runner"]
 CMD ["upgrade"]

@@ -212,7 +212,7 @@ def test_the_image_holds_the_runner_and_the_migrations_only_and_runs_as_uid_1000
          "ls -A /app; for tool in uv pip pip3 gcc; do command -v $tool; done; "
          "ls /app/.venv/lib/python3*/site-packages | grep -c -e '^runner$' -e '^devtools$' "
          "-e '^tests$' -e '^pytest' -e '^pip$' -e '^setuptools$' || true; "
-         "test -s /certs/global-bundle.pem && echo bundle"],
+         "test -s /certs/global-bundle.pem && echo bundle; test -e /run/secrets/ca && echo ca; exit 0"],
         env=podman_env, capture_output=True, text=True, check=True).stdout.split()
     assert listing == [".venv", "alembic", "alembic.ini", "migration-manifest.json", "src",
                        "1", "bundle"]

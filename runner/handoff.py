@@ -1,0 +1,67 @@
+"""``migration-runner upgrade --then -- APP...``: migrate, then become the app.
+
+The team's guide starts containers with ``alembic upgrade head && uvicorn ...``, which races
+when several containers start at once. Here the upgrade runs under the migration lock like
+any other, and only on success the runner replaces itself with the app (``execvp``: same
+PID, so under ECS the app is PID 1 and receives ECS's SIGTERM itself). On any failure the
+runner exits with its own code and the app never starts.
+
+Contract:
+- :func:`split_app_command` is pure: the command line in, the runner's part and the app's
+  command out (``None`` without ``--then``).
+- :func:`resolve_app` checks before anything is migrated that the app can be started.
+- :func:`exec_app` logs one ``app.exec`` event, restores the default signal dispositions
+  (an ignored signal would stay ignored across exec), and does not return unless the exec
+  itself fails, which raises :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from runner.errors import ConfigError
+
+THEN = "--then"
+
+
+def split_app_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """``[..., "--then", "--", "app", ...]`` → (the runner's arguments, the app's command).
+    The ``--`` is optional; everything after ``--then`` belongs to the app."""
+    args = list(argv)
+    if THEN not in args:
+        return args, None
+    at = args.index(THEN)
+    app = args[at + 1:]
+    if app[:1] == ["--"]:
+        app = app[1:]
+    return args[:at], app
+
+
+def resolve_app(app: Sequence[str]) -> str:
+    """The executable the app command names. Raises :class:`ConfigError` when there is no
+    command or it cannot be found: better said before migrating than after."""
+    if not app:
+        raise ConfigError("--then needs the app's command: migration-runner upgrade --then -- "
+                          "uvicorn app:app ...")
+    found = shutil.which(app[0])
+    if found is None:
+        raise ConfigError(f"--then: the app command {app[0]!r} is not an executable on PATH")
+    return found
+
+
+def exec_app(app: Sequence[str], log: Any) -> None:
+    """Replace this process with the app. Returns only by raising :class:`ConfigError`."""
+    log.info("app.exec", command=list(app))
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execvp(app[0], list(app))
+    except OSError as exc:
+        raise ConfigError(f"--then: cannot start the app {app[0]!r}: {exc.strerror}") from None
