@@ -1,0 +1,25 @@
+"""The command line the gate runs: the runner's ECS launcher (`migration-runner ecs run`),
+which starts the task, streams its log lines and exits with the container's exit code."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Sequence
+
+
+def launcher_argv(*, launcher: str, cluster: str, task_definition: str,
+                  subnets: Sequence[str], security_groups: Sequence[str], container: str,
+                  timeout: int, assign_public_ip: bool = False) -> list[str]:
+    """`launcher` is the command that runs the runner's CLI (e.g. `migration-runner`, or
+    `uv run --project .. --extra aws migration-runner`), split like a shell would."""
+    argv = [*shlex.split(launcher), "ecs", "run",
+            "--cluster", cluster,
+            "--task-definition", task_definition,
+            "--subnets", ",".join(subnets),
+            "--security-groups", ",".join(security_groups),
+            "--container", container,
+            "--timeout", str(timeout)]
+    if assign_public_ip:
+        argv.append("--assign-public-ip")
+    return argv
+

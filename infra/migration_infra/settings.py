@@ -1,0 +1,269 @@
+"""The stack's settings: Pulumi config in, one validated `StackSettings` out.
+
+`parse_settings` is pure (a mapping of config keys to values, as `Pulumi.<stack>.yaml` holds
+them) and raises `SettingsError` naming every key to fix at once; `load_settings` is the edge
+that reads the stack's config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from migration_infra.images import ImageError, ImageRef, is_digest, parse_image
+
+CONFIG_NAMESPACE = "migration-runner"
+
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                      1827, 2192, 2557, 2922, 3288, 3653)
+
+# Fargate's CPU units and the memory (MiB) each accepts, up to 4 vCPU: a migration needs little.
+FARGATE_MEMORY = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+}
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class SettingsError(ValueError):
+    """The stack config is incomplete or contradictory; the message lists every key to fix."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """The example app service (the FastAPI server) deployed behind the gate."""
+
+    image: str
+    container_port: int = 8080
+    desired_count: int = 2
+    cpu: int = 512
+    memory: int = 1024
+    init_container: bool = False
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    service: str
+    environment: str
+    subnet_ids: tuple[str, ...]
+    security_group_id: str
+    db_host: str
+    db_name: str
+    db_port: int = 5432
+    db_secret_arn: str | None = None
+    db_secret_kms_key_arn: str | None = None
+    db_security_group_id: str | None = None
+    db_ssl_mode: str = "verify-full"
+    iam_auth: bool = False
+    db_user: str | None = None
+    db_resource_id: str | None = None
+    image: ImageRef | None = None          # an existing image, pinned by digest
+    image_digest: str | None = None        # pushed to the repository created here; None: not yet
+    repository_name: str = "migration-runner"
+    cluster_name: str | None = None        # an existing cluster; None: create one
+    assign_public_ip: bool = False
+    log_retention_days: int = 30
+    cpu: int = 256
+    memory: int = 512
+    cpu_architecture: str = "X86_64"
+    stop_timeout: int = 30
+    task_timeout: int = 1800
+    alarm_topic_arn: str | None = None
+    migrations_dir: str = "../alembic/versions"
+    launcher: str = "migration-runner"
+    app: AppSettings | None = None
+
+    @property
+    def creates_repository(self) -> bool:
+        return self.image is None
+
+
+_BOOL = {"true": True, "false": False}
+
+
+def _bool(raw: Mapping[str, Any], key: str, default: bool, problems: list[str]) -> bool:
+    value = raw.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in _BOOL:
+        return _BOOL[str(value).lower()]
+    problems.append(f"{key}: expected true or false, got {value!r}")
+    return default
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, problems: list[str]) -> int:
+    value = raw.get(key)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        problems.append(f"{key}: expected a whole number, got {value!r}")
+        return default
+
+
+def _str(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None or str(value).strip() == "":
+        return None
+    return str(value).strip()
+
+
+def _list(raw: Mapping[str, Any], key: str, problems: list[str]) -> tuple[str, ...]:
+    value = raw.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        except json.JSONDecodeError:
+            problems.append(f"{key}: expected a list, got {value!r}")
+            return ()
+    if not isinstance(value, (list, tuple)):
+        problems.append(f"{key}: expected a list, got {value!r}")
+        return ()
+    return tuple(str(item).strip() for item in value if str(item).strip())
+
+
+def _app(raw: Mapping[str, Any], problems: list[str]) -> AppSettings | None:
+    value = raw.get("app")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, Mapping) or not _str(value, "image"):
+        problems.append("app: expected an object with at least an image, e.g. {image: <uri>}")
+        return None
+    app = AppSettings(
+        image=_str(value, "image") or "",
+        container_port=_int(value, "containerPort", 8080, problems),
+        desired_count=_int(value, "desiredCount", 2, problems),
+        cpu=_int(value, "cpu", 512, problems),
+        memory=_int(value, "memory", 1024, problems),
+        init_container=_bool(value, "initContainer", False, problems),
+    )
+    if app.memory not in FARGATE_MEMORY.get(app.cpu, ()):
+        problems.append(f"app.cpu/app.memory: {app.cpu}/{app.memory} is not a Fargate size")
+    return app
+
+
+def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
+    """Validate the stack config (`raw`: keys without the namespace) into `StackSettings`.
+
+    Raises `SettingsError` listing every problem, so one `pulumi up` names all of them.
+    `stack` is the default `environment` (the metric dimension and name suffix).
+    """
+    problems: list[str] = [f"{key}: unknown setting (known: {', '.join(KEYS)})"
+                           for key in raw if key not in KEYS]
+    required = ("service", "securityGroupId", "dbHost", "dbName")
+    for key in required:
+        if _str(raw, key) is None:
+            problems.append(f"{key}: required")
+    subnet_ids = _list(raw, "subnetIds", problems)
+    if not subnet_ids:
+        problems.append("subnetIds: required (the private subnets the task runs in)")
+
+    iam_auth = _bool(raw, "iamAuth", False, problems)
+    db_secret_arn = _str(raw, "dbSecretArn")
+    if db_secret_arn is None and not iam_auth:
+        problems.append("dbSecretArn: required (the Secrets Manager secret with the database "
+                        "credentials), unless iamAuth is true")
+    if iam_auth:
+        for key in ("dbUser", "dbResourceId"):
+            if _str(raw, key) is None:
+                problems.append(f"{key}: required when iamAuth is true")
+
+    image: ImageRef | None = None
+    image_digest = _str(raw, "imageDigest")
+    if _str(raw, "image") is not None:
+        if image_digest is not None:
+            problems.append("image, imageDigest: give one: an existing image pinned by digest, "
+                            "or the digest pushed to the repository created here")
+        try:
+            image = parse_image(_str(raw, "image") or "")
+        except ImageError as exc:
+            problems.append(f"image: {exc}")
+    elif image_digest is not None and not is_digest(image_digest):
+        problems.append(f"imageDigest: sha256: and 64 lowercase hex digits (the digest "
+                        f"`docker push` printed), got {image_digest!r}")
+
+    ssl_mode = (_str(raw, "dbSslMode") or "verify-full").lower()
+    if ssl_mode not in SSL_MODES:
+        problems.append(f"dbSslMode: one of {', '.join(SSL_MODES)}, got {ssl_mode!r}")
+
+    settings = StackSettings(
+        service=_str(raw, "service") or "",
+        environment=_str(raw, "environment") or stack,
+        subnet_ids=subnet_ids,
+        security_group_id=_str(raw, "securityGroupId") or "",
+        db_host=_str(raw, "dbHost") or "",
+        db_name=_str(raw, "dbName") or "",
+        db_port=_int(raw, "dbPort", 5432, problems),
+        db_secret_arn=db_secret_arn,
+        db_secret_kms_key_arn=_str(raw, "dbSecretKmsKeyArn"),
+        db_security_group_id=_str(raw, "dbSecurityGroupId"),
+        db_ssl_mode=ssl_mode,
+        iam_auth=iam_auth,
+        db_user=_str(raw, "dbUser"),
+        db_resource_id=_str(raw, "dbResourceId"),
+        image=image,
+        image_digest=None if image is not None else image_digest,
+        repository_name=_str(raw, "repositoryName") or "migration-runner",
+        cluster_name=_str(raw, "clusterName"),
+        assign_public_ip=_bool(raw, "assignPublicIp", False, problems),
+        log_retention_days=_int(raw, "logRetentionDays", 30, problems),
+        cpu=_int(raw, "cpu", 256, problems),
+        memory=_int(raw, "memory", 512, problems),
+        cpu_architecture=(_str(raw, "cpuArchitecture") or "X86_64").upper(),
+        stop_timeout=_int(raw, "stopTimeout", 30, problems),
+        task_timeout=_int(raw, "taskTimeout", 1800, problems),
+        alarm_topic_arn=_str(raw, "alarmTopicArn"),
+        migrations_dir=_str(raw, "migrationsDir") or "../alembic/versions",
+        launcher=_str(raw, "launcher") or "migration-runner",
+        app=_app(raw, problems),
+    )
+    if settings.log_retention_days not in LOG_RETENTION_DAYS:
+        problems.append(f"logRetentionDays: one of CloudWatch's periods "
+                        f"({', '.join(map(str, LOG_RETENTION_DAYS))}), "
+                        f"got {settings.log_retention_days}")
+    if settings.memory not in FARGATE_MEMORY.get(settings.cpu, ()):
+        problems.append(f"cpu/memory: {settings.cpu}/{settings.memory} is not a Fargate size "
+                        f"(e.g. 256/512, 512/1024)")
+    if not 2 <= settings.stop_timeout <= 120:
+        problems.append(f"stopTimeout: 2 to 120 seconds on Fargate, got {settings.stop_timeout}")
+    if settings.task_timeout <= 0:
+        problems.append(f"taskTimeout: seconds, more than 0, got {settings.task_timeout}")
+    if settings.cpu_architecture not in ("X86_64", "ARM64"):
+        problems.append(f"cpuArchitecture: X86_64 or ARM64, got {settings.cpu_architecture!r}")
+    if problems:
+        raise SettingsError("stack config `migration-runner:*` needs fixing:\n  - "
+                            + "\n  - ".join(problems))
+    return settings
+
+
+KEYS = ("service", "environment", "subnetIds", "securityGroupId", "assignPublicIp", "dbHost",
+        "dbPort", "dbName", "dbSecretArn", "dbSecretKmsKeyArn", "dbSecurityGroupId", "dbSslMode",
+        "iamAuth", "dbUser", "dbResourceId", "image", "imageDigest", "repositoryName",
+        "clusterName", "logRetentionDays", "cpu", "memory", "cpuArchitecture", "stopTimeout",
+        "taskTimeout", "alarmTopicArn", "migrationsDir", "launcher", "app")
+
+
+def load_settings() -> StackSettings:
+    """Read the stack's `migration-runner:*` config (the edge; needs a Pulumi program)."""
+    import pulumi
+
+    config = pulumi.Config(CONFIG_NAMESPACE)
+    raw: dict[str, Any] = {}
+    for key in KEYS:
+        value = config.get(key)
+        if value is not None:
+            raw[key] = value
+    return parse_settings(raw, stack=pulumi.get_stack())
