@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from runner import __version__, logs
+from runner import __version__, ecs_metadata, emf, handoff, logs
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.interrupt import Interrupt
 from runner.lock import lock_key
@@ -98,7 +98,7 @@ def _upgrade(args: argparse.Namespace, settings: Any, facts: Any, interrupt: Int
 
 
 COMMANDS = (
-    Command("upgrade", "apply pending migrations (pnpm db:migrate)", _upgrade, _target(
+    Command("upgrade", "apply pending migrations (pnpm db:migrate); --then -- APP...: then exec APP", _upgrade, _target(
         "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True), writes=True),
     Command("downgrade", "roll back, under the lock (pnpm db:migrate:down)",
             _verb("commands.downgrade", "target", facts=True, interrupt=True),
@@ -167,8 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runner.ecs.cli import main as ecs_main
         return ecs_main(words[1:])
     parser = build_parser()
+    argv, app = handoff.split_app_command(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
+        if app is not None and args.command != "upgrade":
+            raise UsageError("--then goes with upgrade only: upgrade --then -- APP [ARGS...]")
     except UsageError as err:
         parser.print_usage(sys.stderr)
         logs.configure()
@@ -176,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(err.exit_code)
     if args.command == "demo":
         return _demo(args.runners)
-    return run_command(args)
+    return handoff.then(app, run_command(args, app), _log_error)
 
 
 def _demo(runners: int) -> int:
@@ -194,7 +197,7 @@ def _demo(runners: int) -> int:
     return run_demo(runners)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace, app: list[str] | None = None) -> int:
     """Run one verb: the only place a result or an error becomes an exit code."""
     from runner.record import Facts
     from runner.settings import load_settings
@@ -204,16 +207,21 @@ def run_command(args: argparse.Namespace) -> int:
     logs.configure(level=_level(command, "info", args.verbose, stream), stream=stream)
     interrupt = Interrupt()
     interrupt.install()
-    facts, outcome, code = Facts(), Outcome.FAILED, ExitCode.INTERNAL
+    facts, outcome, code, settings = Facts(), Outcome.FAILED, ExitCode.INTERNAL, None
     log = logs.get()
     try:
         settings = load_settings()
         level = _level(command, settings.migration_log_level, args.verbose, stream,
                        settings.migration_log_format)
-        logs.configure(settings.migration_log_format, level, settings.secrets(), stream=stream)
+        task, no_task = ecs_metadata.read_task(settings.ecs_container_metadata_uri_v4)
+        logs.configure(settings.migration_log_format, level, settings.secrets(), stream=stream,
+                       context=task.log_fields() if task else None)
         log = logs.get()
         log.info("start", version=__version__, command=command.name,
                  lock_key=lock_key(settings.lock_name()), settings=settings.redacted())
+        if no_task:
+            log.warning("ecs.metadata_unavailable", reason=no_task)
+        handoff.check_app(app)  # --then's app, before anything runs
         result = command.run(args, settings, facts, interrupt, log)
         if result.document is not None:
             print(json.dumps(result.document, indent=2, default=str) if getattr(args, "json", False)
@@ -230,7 +238,8 @@ def run_command(args: argparse.Namespace) -> int:
                   "(MIGRATION_LOG_LEVEL=debug shows the traceback)", exc_info=True)
     finally:
         with interrupt.deferred():
-            log.info("summary", **summary(command.name, outcome, facts, code))
+            fields = summary(command.name, outcome, facts, code)
+            log.info("summary", **fields, **emf.for_summary(fields, settings, time.time()))
             stream.flush()
             # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
             # (Python restores the default action while it shuts down, unless ignored)

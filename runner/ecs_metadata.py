@@ -3,10 +3,11 @@
 ``family:revision`` and availability zone, for every log event and the ledger's "ran on".
 
 Contract:
-- :func:`read_task` makes one HTTP request, bounded as a whole by ``timeout_s`` (a server
-  that accepts and then dribbles cannot hold the run), and never raises: without the
-  variable, or when the endpoint is slow, down or answers garbage, it returns no task and
-  the reason, and the run goes on as it would off ECS.
+- :func:`read_task` makes one HTTP request per process (later calls return the first
+  answer), bounded as a whole by ``timeout_s`` (a server that accepts and then dribbles
+  cannot hold the run), and never raises: without the variable, or when the endpoint is
+  slow, down or answers garbage, it returns no task and the reason, and the run goes on as
+  it would off ECS.
 - :func:`parse_task` is the decision, pure: a decoded document in, a :class:`Task` out (or
   ``None`` when the document names no task).
 """
@@ -14,6 +15,7 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 from typing import Any
@@ -68,6 +70,7 @@ def parse_task(document: Any) -> Task | None:
                 availability_zone=text("AvailabilityZone"))
 
 
+@functools.lru_cache(maxsize=None)
 def read_task(metadata_uri: str | None, timeout_s: float = TIMEOUT_S) -> tuple[Task | None, str | None]:
     """The task from the endpoint, or ``(None, why not)``; ``(None, None)`` off ECS."""
     if not metadata_uri:

@@ -64,3 +64,13 @@ def emf_members(summary: Mapping[str, Any], *, namespace: str, service: str | No
     clashes = set(members) & set(summary)
     assert not clashes, f"EMF members would overwrite summary fields: {sorted(clashes)}"
     return members
+
+
+def for_summary(summary: Mapping[str, Any], settings: Any, now_s: float) -> dict[str, Any]:
+    """:func:`emf_members` with the namespace and dimensions of ``settings``
+    (``MIGRATION_METRICS_*``), or the defaults when the settings could not be read (None)."""
+    return emf_members(
+        summary, namespace=getattr(settings, "migration_metrics_namespace", DEFAULT_NAMESPACE),
+        service=getattr(settings, "migration_metrics_service", None),
+        environment=getattr(settings, "migration_metrics_environment", None),
+        timestamp_ms=int(now_s * 1000))

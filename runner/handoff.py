@@ -9,10 +9,11 @@ runner exits with its own code and the app never starts.
 Contract:
 - :func:`split_app_command` is pure: the command line in, the runner's part and the app's
   command out (``None`` without ``--then``).
-- :func:`resolve_app` checks before anything is migrated that the app can be started.
-- :func:`exec_app` logs one ``app.exec`` event, restores the default signal dispositions
-  (an ignored signal would stay ignored across exec), and does not return unless the exec
-  itself fails, which raises :class:`ConfigError`.
+- :func:`check_app` checks before anything is migrated that the app can be started.
+- :func:`then`, after the run: the run's exit code unless it succeeded and there is an app;
+  else :func:`exec_app`, which logs one ``app.exec`` event, restores the default signal
+  dispositions (an ignored signal would stay ignored across exec) and does not return unless
+  the exec itself fails (then one ``error`` event, exit 2).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from runner.errors import ConfigError
+from runner import logs
+from runner.errors import ConfigError, ExitCode
 
 THEN = "--then"
 
@@ -42,6 +44,12 @@ def split_app_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]
     return args[:at], app
 
 
+def check_app(app: Sequence[str] | None) -> None:
+    """Without ``--then`` (None) nothing to check; else :func:`resolve_app`."""
+    if app is not None:
+        resolve_app(app)
+
+
 def resolve_app(app: Sequence[str]) -> str:
     """The executable the app command names. Raises :class:`ConfigError` when there is no
     command or it cannot be found: better said before migrating than after."""
@@ -54,8 +62,21 @@ def resolve_app(app: Sequence[str]) -> str:
     return found
 
 
-def exec_app(app: Sequence[str], log: Any) -> None:
-    """Replace this process with the app. Returns only by raising :class:`ConfigError`."""
+def then(app: Sequence[str] | None, code: int,
+         report: Callable[[Any, ConfigError], None]) -> int:
+    """After the run that exited ``code``: that code, unless the run succeeded and ``--then``
+    gave an app, which then replaces this process. Returns only if the exec failed, after
+    ``report`` logged why (the CLI's one ``error`` event): exit 2."""
+    if app is None or code != ExitCode.OK:
+        return code  # a failed upgrade never starts the app
+    log = logs.get()
+    failed = exec_app(app, log)
+    report(log, failed)
+    return int(failed.exit_code)
+
+
+def exec_app(app: Sequence[str], log: Any) -> ConfigError:
+    """Replace this process with the app. Returns only if that failed: what to report."""
     log.info("app.exec", command=list(app))
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -64,4 +85,4 @@ def exec_app(app: Sequence[str], log: Any) -> None:
     try:
         os.execvp(app[0], list(app))
     except OSError as exc:
-        raise ConfigError(f"--then: cannot start the app {app[0]!r}: {exc.strerror}") from None
+        return ConfigError(f"--then: cannot start the app {app[0]!r}: {exc.strerror}")

@@ -15,8 +15,10 @@ Contract:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from runner.dburl import ConnectionSpec
 from runner.errors import ConfigError
 
 SSL_MODES = ("require", "verify-ca", "verify-full")
@@ -34,6 +36,13 @@ def iam_sslmode(sslmode: str | None, sslrootcert: str | None, password_given: bo
         raise ConfigError(f"MIGRATION_IAM_AUTH=true needs SSL, but DB_SSLMODE is {sslmode!r}: use "
                           "verify-full with DB_SSLROOTCERT=/certs/global-bundle.pem (or require)")
     return sslmode
+
+
+def with_iam(spec: ConnectionSpec, region: str | None) -> ConnectionSpec:
+    """``spec`` with SSL required and a fresh token as the password of every connection."""
+    sslmode = iam_sslmode(spec.sslmode, spec.sslrootcert, password_given=spec.password is not None)
+    return dataclasses.replace(spec, sslmode=sslmode,
+                               password_source=TokenSource(spec.host, spec.port, spec.user, region))
 
 
 class TokenSource:

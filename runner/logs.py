@@ -32,6 +32,8 @@ MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _SQL_PASSWORD = re.compile(r"(?P<head>\bPASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE)
+# An RDS IAM auth token (a presigned URL): its signature and session token are the secret.
+_AWS_SIGNED = re.compile(r"(?P<head>X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s'\"]+")
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:
@@ -45,6 +47,8 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
     if "password" in text.lower():
         text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
         text = _SQL_PASSWORD.sub(lambda m: m.group("head") + "'" + MASK + "'", text)
+    if "X-Amz-" in text:
+        text = _AWS_SIGNED.sub(lambda m: m.group("head") + MASK, text)
     return text
 
 
@@ -74,11 +78,14 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
     return "console" if stream.isatty() else "json"
 
 
-def pipeline(fmt: str, level: str, secrets: Iterable[str], out: TextIO) -> list[Any]:
-    """The processors, in order; the last renders the line."""
+def pipeline(fmt: str, level: str, secrets: Iterable[str], out: TextIO,
+             context: Mapping[str, str] | None = None) -> list[Any]:
+    """The processors, in order; the last renders the line. ``context``: fields every event
+    carries (the ECS task), unless the event gives them itself."""
     return [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        lambda _logger, _name, event: {**(context or {}), **event},
         structlog.processors.format_exc_info if level == "debug" else _drop_exc_info,
         redactor(secrets),
         _headline_first,
@@ -95,12 +102,12 @@ def _renderer(fmt: str, level: str, out: TextIO) -> Any:
 
 
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (),
-              stream: TextIO | None = None) -> None:
+              stream: TextIO | None = None, context: Mapping[str, str] | None = None) -> None:
     """Install the pipeline for structlog and bridge stdlib logging (Alembic) into it."""
     out = stream or sys.stdout
     sink = cloudwatch_sink.from_environment(os.environ)  # MIGRATION_CLOUDWATCH_LOG_GROUP
     structlog.configure(
-        processors=pipeline(fmt, level, secrets, out),
+        processors=pipeline(fmt, level, secrets, out, context),
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=sink.tee(out) if sink else out),
         cache_logger_on_first_use=False,

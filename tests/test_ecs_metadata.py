@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from runner.ecs_metadata import Task, parse_task, read_task
+from tests.helpers import run, runner_env
 
 # Shaped like the Fargate example in the AWS documentation (task-metadata-endpoint-v4-fargate).
 TASK_DOCUMENT = {
@@ -26,6 +27,14 @@ TASK_DOCUMENT = {
 EXPECTED = Task(task_arn=TASK_DOCUMENT["TaskARN"], cluster=TASK_DOCUMENT["Cluster"],
                 family_revision="orders-migrate:42", availability_zone="us-west-2d")
 Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reads() -> Iterator[None]:
+    """read_task answers once per process: each test (and its ports) starts afresh."""
+    read_task.cache_clear()
+    yield
+    read_task.cache_clear()
 
 
 @pytest.fixture
@@ -159,3 +168,40 @@ def test_a_refused_connection_gives_no_task() -> None:
 def test_a_malformed_uri_gives_no_task() -> None:
     task, problem = read_task("not a url")
     assert task is None and problem
+
+
+def test_the_task_is_read_once_per_process(endpoint: Callable[[Handler], str]) -> None:
+    requests = []
+
+    def count(request: BaseHTTPRequestHandler) -> None:
+        requests.append(request.path)
+        answer(200, json.dumps(TASK_DOCUMENT).encode())(request)
+
+    uri = endpoint(count)
+    assert read_task(uri) == read_task(uri) == (EXPECTED, None)
+    assert requests == ["/v4/abc/task"]
+
+
+def test_on_ecs_every_event_names_the_task_and_the_ledger_says_where_it_ran(
+        endpoint: Callable[[Handler], str], database, project) -> None:
+    project.audited_chain(["m1"])
+    uri = endpoint(answer(200, json.dumps(TASK_DOCUMENT).encode()))
+    result = run(runner_env(database, project, ECS_CONTAINER_METADATA_URI_V4=uri))
+    assert result.code == 0, result.stdout
+    for event in result.events:
+        assert event["ecs_task_arn"] == TASK_DOCUMENT["TaskARN"], event
+        assert (event["ecs_cluster"], event["ecs_task_definition"], event["ecs_az"]) == (
+            TASK_DOCUMENT["Cluster"], "orders-migrate:42", "us-west-2d"), event
+    assert database.query("SELECT ran_on FROM migration_runner_ledger WHERE revision = 'm1'") == [
+        (EXPECTED.ran_on(),)]
+
+
+def test_a_broken_endpoint_costs_a_warning_not_the_run(endpoint: Callable[[Handler], str],
+                                                       database, project) -> None:
+    project.audited_chain(["m1"])
+    uri = endpoint(answer(200, b"<html>oops</html>"))
+    result = run(runner_env(database, project, ECS_CONTAINER_METADATA_URI_V4=uri))
+    assert result.code == 0, result.stdout
+    assert result.event("ecs.metadata_unavailable")["reason"] == "the answer is not JSON"
+    assert all("ecs_task_arn" not in event for event in result.events)
+    assert database.version() == ["m1"]

@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from runner.emf import DEFAULT_NAMESPACE, emf_members
+from tests.helpers import run, runner_env
 
 SCHEMA = json.loads((Path(__file__).parent / "emf_schema.json").read_text())
 MIGRATED = {"command": "upgrade", "outcome": "migrated", "from_revision": None,
@@ -53,6 +54,7 @@ def test_summary_is_a_valid_emf_document(summary: dict[str, Any]) -> None:
 
 
 def test_the_schema_and_rules_reject_what_the_specification_forbids() -> None:
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
     validator = jsonschema.Draft7Validator(SCHEMA)
     good = emf(MIGRATED)
     no_timestamp = json.loads(json.dumps(good))
@@ -108,3 +110,20 @@ def test_unset_service_and_environment_are_not_dimensions() -> None:
 def test_the_summary_fields_are_kept_as_they_were() -> None:
     document = emf(MIGRATED)
     assert {k: document[k] for k in MIGRATED} == MIGRATED
+
+
+def test_a_real_runs_summary_line_is_a_valid_emf_document(database, project) -> None:
+    project.audited_chain(["e1", "e2"])
+    result = run(runner_env(database, project, MIGRATION_METRICS_SERVICE="orders",
+                            MIGRATION_METRICS_ENVIRONMENT="prod"))
+    assert result.code == 0, result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if '"event": "summary"' in line]
+    document = json.loads(line)  # one log line: what CloudWatch Logs parses
+    jsonschema.Draft7Validator(SCHEMA).validate(document)
+    assert spec_violations(document) == []
+    assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == DEFAULT_NAMESPACE
+    assert (document["Service"], document["Environment"], document["Command"]) == (
+        "orders", "prod", "upgrade")
+    assert (document["RevisionsApplied"], document["Successes"], document["Failures"]) == (2, 1, 0)
+    assert document["DurationMs"] == document["total_ms"]
+    assert document["LockWaitMs"] == document["lock_wait_ms"]

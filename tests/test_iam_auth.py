@@ -13,9 +13,14 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import boto3
 import pytest
 
-from runner.errors import ConfigError
+from devtools.pgcluster import free_port
+from runner import logs
+from runner.connect import wait_for_database
+from runner.dburl import ConnectionSpec
+from runner.errors import ConfigError, DatabaseUnreachable
 from runner.iam_auth import TokenSource, iam_sslmode
-from tests.helpers import ROOT
+from runner.settings import load_settings
+from tests.helpers import ROOT, run, runner_env
 
 ACCESS_KEY = "AKIDEXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # the AWS documentation's example key
@@ -125,7 +130,70 @@ def test_a_password_given_as_well_is_refused() -> None:
         iam_sslmode("require", None, password_given=True)
 
 
+def test_a_token_in_a_log_line_is_masked(aws_env: None) -> None:
+    token = TokenSource("db.example.com", 5432, "migrator", session=fixed_session())()
+    masked = logs.redact_text(f"connection to {token} failed", [])
+    signature = dict(parse_qsl(token.split("?", 1)[1]))["X-Amz-Signature"]
+    assert signature not in masked and ACCESS_KEY not in masked
+    assert "X-Amz-Signature=***" in masked
+
+
 def test_boto3_is_not_imported_unless_iam_authentication_is_on() -> None:
     code = ("import sys, runner.iam_auth, runner.cli; "
             "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# --- wired in: the settings, the wait for the database, a real run -------------------------
+
+@pytest.fixture
+def iam_env(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Fixed credentials and region in the environment, as ECS's task role would give."""
+    values = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+              "AWS_REGION": "eu-west-1", "MIGRATION_IAM_AUTH": "true"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def test_with_iam_the_settings_give_a_token_as_every_connections_password(
+        iam_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"DB_HOST": "db.example.com", "DB_NAME": "app", "DB_USER": "migrator"}.items():
+        monkeypatch.setenv(name, value)
+    spec = load_settings().connection_spec()
+    assert spec.sslmode == "require" and spec.password is None
+    password = spec.libpq_params()["password"]
+    assert str(password).startswith("db.example.com:5432/?Action=connect&DBUser=migrator&")
+    assert "%2Feu-west-1%2Frds-db%2F" in str(password)
+    assert "X-Amz" not in repr(spec) and "X-Amz" not in spec.redacted()
+
+
+def test_with_iam_a_password_in_the_settings_is_refused(iam_env: dict[str, str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://migrator:pw@db.example.com/app")
+    with pytest.raises(ConfigError, match="remove the password"):
+        load_settings().connection_spec()
+
+
+def test_each_connection_attempt_gets_a_new_password() -> None:
+    made: list[int] = []
+    spec = ConnectionSpec(host="127.0.0.1", port=free_port(), dbname="app", user="migrator",
+                          password_source=lambda: str(made.append(1) or len(made)))
+    with pytest.raises(DatabaseUnreachable) as err:
+        wait_for_database(spec, budget_s=1.0, connect_timeout_s=2, max_interval_s=0.2,
+                          application_name="test", log=logs.get())
+    assert err.value.fields["attempts"] >= 2
+    assert len(made) == err.value.fields["attempts"]
+
+
+def test_a_run_with_iam_never_shows_the_token(iam_env: dict[str, str], database) -> None:
+    """The test server has no SSL: the run is refused (SSL is required), token unseen."""
+    env = runner_env(None, DB_HOST=database.server.host, DB_PORT=database.server.port,
+                     DB_NAME=database.name, DB_USER=database.server.user,
+                     MIGRATION_DB_WAIT_TIMEOUT=0, **iam_env)
+    result = run(env, "upgrade")
+    assert result.code == 4, result.stdout + result.stderr
+    assert result.event("error")["error_kind"] == "ssl_config"
+    everything = result.stdout + result.stderr
+    assert "X-Amz-Signature" not in everything and SECRET_KEY not in everything
+    assert f"{ACCESS_KEY}%2F" not in everything

@@ -197,6 +197,24 @@ def test_podman_stop_while_waiting_for_the_lock_exits_130_within_5_s(
     assert database.version() == []
 
 
+def test_then_starts_the_app_only_after_a_successful_upgrade(
+        podman_env: dict[str, str], image: str, database: Database) -> None:
+    app = ("--then", "--", "sh", "-c", "echo app-started; exit 5")
+    with database.connect() as holder:  # a run that fails: the lock is taken, no wait allowed
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key("alembic:public.alembic_version"),))
+        failed = Container(podman_env, image, database, "upgrade", *app,
+                           MIGRATION_LOCK_WAIT_TIMEOUT="0").run()
+    assert failed.code == 5, failed.stdout + failed.stderr
+    assert "app-started" not in failed.stdout and database.version() == []
+
+    started = Container(podman_env, image, database, "upgrade", *app).run()
+    assert started.code == 5, started.stdout + started.stderr  # the app's exit code
+    lines = started.stdout.splitlines()
+    assert lines[-1] == "app-started"
+    assert [json.loads(line)["event"] for line in lines[-3:-1]] == ["summary", "app.exec"]
+    assert database.version() == [SERVICE_HEAD]
+
+
 def test_the_image_holds_the_runner_and_the_migrations_only_and_runs_as_uid_10001(
         podman_env: dict[str, str], image: str) -> None:
     config = json.loads(subprocess.run(["podman", "image", "inspect", image], env=podman_env,
