@@ -21,7 +21,7 @@ from typing import Any
 from runner.dburl import ConnectionSpec
 from runner.errors import ConfigError
 
-SSL_MODES = ("require", "verify-ca", "verify-full")
+SSL_REQUIRED = ("require", "verify-ca", "verify-full")
 
 
 def iam_sslmode(sslmode: str | None, sslrootcert: str | None, password_given: bool) -> str:
@@ -32,7 +32,7 @@ def iam_sslmode(sslmode: str | None, sslrootcert: str | None, password_given: bo
                           "password (DB_PASSWORD, DB_SECRET's password, or the one in DATABASE_URL)")
     if sslmode is None:
         return "verify-full" if sslrootcert else "require"
-    if sslmode not in SSL_MODES:
+    if sslmode not in SSL_REQUIRED:
         raise ConfigError(f"MIGRATION_IAM_AUTH=true needs SSL, but DB_SSLMODE is {sslmode!r}: use "
                           "verify-full with DB_SSLROOTCERT=/certs/global-bundle.pem (or require)")
     return sslmode
