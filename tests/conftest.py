@@ -14,9 +14,18 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
+import structlog
 
 from devtools.pgcluster import Cluster
 from tests.helpers import PASSWORD, Database, Project, Server
+
+
+@pytest.fixture(autouse=True)
+def _default_log_config() -> Iterator[None]:
+    """A test that runs a CLI in-process configures the logs onto pytest's captured stream,
+    which is closed after it: the next test in that worker starts from structlog's defaults."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
