@@ -44,8 +44,10 @@ def podman_env() -> dict[str, str]:
     missing = _podman_missing()
     if missing:
         pytest.skip(missing)
-    out = subprocess.run(["bash", str(ROOT / ".ci" / "build-image"), "--print-env"],
-                         capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run(["bash", str(ROOT / ".ci" / "build-image"), "--print-env"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DB_", "DATABASE_URL", "MIGRATION_", "ALEMBIC_"))}
     env.update(line.split("=", 1) for line in out.splitlines() if "=" in line)
