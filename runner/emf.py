@@ -66,11 +66,12 @@ def emf_members(summary: Mapping[str, Any], *, namespace: str, service: str | No
     return members
 
 
-def for_summary(summary: Mapping[str, Any], settings: Any, now_s: float) -> dict[str, Any]:
-    """:func:`emf_members` with the namespace and dimensions of ``settings``
-    (``MIGRATION_METRICS_*``), or the defaults when the settings could not be read (None)."""
-    return emf_members(
+def with_metrics(summary: Mapping[str, Any], settings: Any, now_s: float) -> dict[str, Any]:
+    """The summary and its :func:`emf_members`, with the namespace and dimensions of
+    ``settings`` (``MIGRATION_METRICS_*``), or the defaults when the settings could not be
+    read (None)."""
+    return {**summary, **emf_members(
         summary, namespace=getattr(settings, "migration_metrics_namespace", DEFAULT_NAMESPACE),
         service=getattr(settings, "migration_metrics_service", None),
         environment=getattr(settings, "migration_metrics_environment", None),
-        timestamp_ms=int(now_s * 1000))
+        timestamp_ms=int(now_s * 1000))}

@@ -9,7 +9,7 @@ runner exits with its own code and the app never starts.
 Contract:
 - :func:`split_app_command` is pure: the command line in, the runner's part and the app's
   command out (``None`` without ``--then``).
-- :func:`check_app` checks before anything is migrated that the app can be started.
+- :func:`parse_command_line` checks before anything runs that the app can be started.
 - :func:`then`, after the run: the run's exit code unless it succeeded and there is an app;
   else :func:`exec_app`, which logs one ``app.exec`` event, restores the default signal
   dispositions (an ignored signal would stay ignored across exec) and does not return unless
@@ -18,6 +18,7 @@ Contract:
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -44,10 +45,21 @@ def split_app_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]
     return args[:at], app
 
 
-def check_app(app: Sequence[str] | None) -> None:
-    """Without ``--then`` (None) nothing to check; else :func:`resolve_app`."""
+def parse_command_line(parser: argparse.ArgumentParser,
+                       argv: Sequence[str]) -> tuple[argparse.Namespace, list[str] | None]:
+    """The runner's arguments, parsed, and ``--then``'s app command (None without it),
+    checked before anything runs: ``--then`` goes with ``upgrade`` only, and its app must be
+    found. Every problem goes to ``parser.error`` (the CLI's usage error, exit 2)."""
+    runner_args, app = split_app_command(argv)
+    args = parser.parse_args(runner_args)
+    if app is not None and args.command != "upgrade":
+        parser.error("--then goes with upgrade only: upgrade --then -- APP [ARGS...]")
     if app is not None:
-        resolve_app(app)
+        try:
+            resolve_app(app)
+        except ConfigError as err:
+            parser.error(err.message)
+    return args, app
 
 
 def resolve_app(app: Sequence[str]) -> str:
