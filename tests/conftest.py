@@ -6,6 +6,7 @@ TEST_DATABASE_URL names a server to use instead (its role needs CREATEDB).
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,10 +23,14 @@ from tests.helpers import PASSWORD, Database, Project, Server
 
 @pytest.fixture(autouse=True)
 def _default_log_config() -> Iterator[None]:
-    """A test that runs a CLI in-process configures the logs onto pytest's captured stream,
-    which is closed after it: the next test in that worker starts from structlog's defaults."""
+    """The next test in a worker starts with clean logging: a test that runs a CLI in-process
+    leaves structlog writing to pytest's captured stream (closed after it), and one that
+    applies a logging config with ``disable_existing_loggers`` leaves loggers disabled."""
     yield
     structlog.reset_defaults()
+    for logger in logging.Logger.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False
 
 
 @pytest.fixture(scope="session")
