@@ -16,10 +16,11 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from runner import __version__, logs
+from runner import __version__, ecs_metadata, emf, handoff, logs
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.interrupt import Interrupt
 from runner.lock import lock_key
@@ -102,7 +103,7 @@ def _upgrade(args: argparse.Namespace, settings: Any, facts: Any, interrupt: Int
 
 
 COMMANDS = (
-    Command("upgrade", "apply pending migrations (pnpm db:migrate)", _upgrade, dry_run_flag(_target(
+    Command("upgrade", "apply pending migrations (pnpm db:migrate; --then -- APP: exec APP after)", _upgrade, dry_run_flag(_target(
         "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True)),
         writes=True, json_flag=True),
     Command("downgrade", "roll back, under the lock (pnpm db:migrate:down)",
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ecs_main(words[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, app = handoff.parse_command_line(parser, sys.argv[1:] if argv is None else argv)
     except UsageError as err:
         from runner.settings import environment_secrets
 
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(err.exit_code)
     if args.command == "demo":
         return _demo(args.runners)
-    return run_command(args)
+    return handoff.then(app, run_command(args), _log_error)
 
 
 def _demo(runners: int) -> int:
@@ -213,7 +214,7 @@ def run_command(args: argparse.Namespace) -> int:
     stream = sys.stdout if command.writes and not getattr(args, "dry_run", False) else sys.stderr
     logs.configure(level=_level(command, "info", args.verbose, stream),
                    secrets=environment_secrets(), stream=stream)
-    facts, outcome, code = Facts(), Outcome.FAILED, ExitCode.INTERNAL
+    facts, outcome, code, settings = Facts(), Outcome.FAILED, ExitCode.INTERNAL, None
     interrupt = Interrupt(on_stuck=lambda: _end_stuck(command.name, facts, interrupt))
     log = logs.get()
     try:
@@ -222,7 +223,7 @@ def run_command(args: argparse.Namespace) -> int:
         settings = load_settings()
         level = _level(command, settings.migration_log_level, args.verbose, stream,
                        settings.migration_log_format)
-        logs.configure(settings.migration_log_format, level, settings.secrets(), stream=stream)
+        logs.configure(settings.migration_log_format, level, settings.secrets(), stream, ecs_metadata.log_fields(settings, log))
         log = logs.get()
         log.info("start", version=__version__, command=command.name,
                  lock_key=lock_key(settings.lock_name()), settings=settings.redacted())
@@ -244,7 +245,8 @@ def run_command(args: argparse.Namespace) -> int:
                   "(MIGRATION_LOG_LEVEL=debug shows the traceback)", exc_info=True)
     finally:
         with interrupt.deferred(), SUMMARY_ONCE:
-            log.info("summary", **summary(command.name, outcome, facts, code))
+            log.info("summary", **emf.with_metrics(summary(command.name, outcome, facts, code),
+                                                   settings, time.time()))
             stream.flush()
             # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
             # (Python restores the default action while it shuts down, unless ignored)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,10 +19,6 @@ from tenacity import Retrying, RetryCallState, retry_if_exception_type, stop_aft
 from runner import backoff
 from runner.dburl import ConnectionSpec
 from runner.errors import ConnectionRejected, DatabaseUnreachable, first_line
-
-#: a per-attempt source of the connection (e.g. one that puts a fresh IAM token in as the
-#: password); by default the same spec every attempt
-SpecForAttempt = Callable[[int], ConnectionSpec]
 
 # How quickly a dead peer is noticed: TCP keepalives on our side, and on the server's side
 # (PostgreSQL 14+) a check of our socket while it runs a long statement for us.
@@ -127,7 +122,6 @@ class Connected:
 
 def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_s: int,
                       max_interval_s: float, application_name: str, log: Any,
-                      spec_for_attempt: SpecForAttempt | None = None,
                       role: str = "session") -> Connected:
     """Connect to a writable primary, retrying transient failures for up to ``budget_s``.
 
@@ -139,7 +133,6 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
     """
     started = time.monotonic()
     rng = random.Random()
-    spec_for = spec_for_attempt or (lambda _attempt: spec)
 
     def next_delay(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -161,7 +154,7 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
         for attempt in retrying:
             with attempt:
                 attempts = attempt.retry_state.attempt_number
-                conn = _attempt(spec_for(attempts), connect_timeout_s, application_name)
+                conn = _attempt(spec, connect_timeout_s, application_name)
     except ConnectionRejected as rejected:
         rejected.fields["attempts"] = attempts
         raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from runner.errors import ConfigError
@@ -37,13 +37,21 @@ class ConnectionSpec:
     driver: str = "psycopg"
     #: further libpq parameters from the URL's query string (e.g. ``options``)
     params: tuple[tuple[str, str], ...] = ()
+    #: makes the password of each new connection (an IAM auth token); wins over ``password``
+    password_source: Callable[[], str] | None = dataclasses.field(default=None, repr=False,
+                                                                  compare=False)
+
+    def current_password(self) -> str | None:
+        """The password for a connection made now (a secret: never log it)."""
+        return self.password_source() if self.password_source else self.password
 
     def libpq_params(self) -> dict[str, str | int]:
         """Keyword arguments for ``psycopg.connect`` (password included: handle with care)."""
         out: dict[str, str | int] = dict(self.params)
         out.update(host=self.host, port=self.port, dbname=self.dbname, user=self.user)
-        if self.password is not None:
-            out["password"] = self.password
+        password = self.current_password()
+        if password is not None:
+            out["password"] = password
         if self.sslmode:
             out["sslmode"] = self.sslmode
         if self.sslrootcert:
@@ -53,8 +61,8 @@ class ConnectionSpec:
     def url(self, *, hide_password: bool = True) -> str:
         """A SQLAlchemy URL. With ``hide_password=False`` it is a secret: never log it."""
         auth = quote(self.user, safe="")
-        if self.password is not None:
-            auth += ":" + (REDACTED if hide_password else quote(self.password, safe=""))
+        if self.password is not None or self.password_source is not None:
+            auth += ":" + (REDACTED if hide_password else quote(self.current_password() or "", safe=""))
         query = {key: REDACTED if hide_password and is_secret_param(key) else value
                  for key, value in self.params}
         if self.sslmode:

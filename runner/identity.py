@@ -1,11 +1,14 @@
-"""Who this runner is, for the DBA reading pg_stat_activity: ``application_name``."""
+"""Who this runner is and where it runs: ``application_name`` for the DBA reading
+pg_stat_activity, and the ledger's "ran on". On ECS both name the task, from the task
+metadata (read once per process, see :mod:`runner.ecs_metadata`); elsewhere the host name.
+"""
 
 from __future__ import annotations
 
-import json
 import socket
 
 from runner import __version__
+from runner.ecs_metadata import TIMEOUT_S, parse_task, read_task
 
 MAX_APPLICATION_NAME = 63  # NAMEDATALEN - 1: PostgreSQL truncates beyond this
 
@@ -18,20 +21,17 @@ def application_name(where: str, version: str = __version__) -> str:
 
 def task_id_from_metadata(task: dict[str, object]) -> str | None:
     """The ECS task id: the last segment of ``TaskARN`` in the task metadata document."""
-    arn = task.get("TaskARN")
-    return arn.rsplit("/", 1)[-1] if isinstance(arn, str) and arn else None
+    parsed = parse_task(task)
+    return parsed.task_id if parsed else None
 
 
-def where_am_i(metadata_uri: str | None, timeout_s: float = 0.5) -> str:
-    """The ECS task id when running on ECS (metadata endpoint v4), else the host name."""
-    if metadata_uri:
-        import urllib.request  # only on ECS: keep the common start-up lean
+def where_am_i(metadata_uri: str | None, timeout_s: float = TIMEOUT_S) -> str:
+    """``task/<ECS task id>`` when running on ECS, else the host name (which ECS also sets)."""
+    task, _problem = read_task(metadata_uri, timeout_s)
+    return f"task/{task.task_id}" if task else socket.gethostname()
 
-        try:
-            with urllib.request.urlopen(f"{metadata_uri}/task", timeout=timeout_s) as resp:  # noqa: S310
-                task_id = task_id_from_metadata(json.load(resp))
-            if task_id:
-                return f"task/{task_id}"
-        except (OSError, ValueError):
-            pass  # no metadata: fall back to the host name, which ECS also sets
-    return socket.gethostname()
+
+def ran_on(metadata_uri: str | None) -> str:
+    """For the ledger: the task, its cluster, task definition and zone on ECS, else the host."""
+    task, _problem = read_task(metadata_uri)
+    return task.ran_on() if task else socket.gethostname()

@@ -60,11 +60,14 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
     return "console" if stream.isatty() else "json"
 
 
-def pipeline(fmt: str, level: str, secrets: Iterable[str], out: TextIO) -> list[Any]:
-    """The processors, in order; the last renders the line."""
+def pipeline(fmt: str, level: str, secrets: Iterable[str], out: TextIO,
+             context: Mapping[str, str] | None = None) -> list[Any]:
+    """The processors, in order; the last renders the line. ``context``: fields every event
+    carries (the ECS task), unless the event gives them itself."""
     return [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        lambda _logger, _name, event: {**(context or {}), **event},
         structlog.processors.format_exc_info if level == "debug" else _drop_exc_info,
         redactor(secrets),
         _headline_first,
@@ -81,12 +84,12 @@ def _renderer(fmt: str, level: str, out: TextIO) -> Any:
 
 
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (),
-              stream: TextIO | None = None) -> None:
+              stream: TextIO | None = None, context: Mapping[str, str] | None = None) -> None:
     """Install the pipeline for structlog and bridge stdlib logging (Alembic) into it."""
     out = stream or sys.stdout
     sink = cloudwatch_sink.from_environment(os.environ)  # MIGRATION_CLOUDWATCH_LOG_GROUP
     structlog.configure(
-        processors=pipeline(fmt, level, secrets, out),
+        processors=pipeline(fmt, level, secrets, out, context),
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=sink.tee(out) if sink else out),
         cache_logger_on_first_use=False,

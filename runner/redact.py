@@ -29,6 +29,8 @@ _KV_PASSWORD = re.compile(
     r"(?:'(?:\\.|[^'\\])*'?|\"(?:\\.|[^\"\\])*\"?|[^\s,;&)}\]]+)", re.IGNORECASE)
 # SQL's PASSWORD '...' (ALTER/CREATE ROLE), also when the statement was cut inside it.
 _SQL_PASSWORD = re.compile(r"(?P<head>\bPASSWORD\s+)'(?:[^']|'')*(?:'|$)", re.IGNORECASE)
+# An RDS IAM auth token (a presigned URL): its signature and session token are the secret.
+_AWS_SIGNED = re.compile(r"(?P<head>X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s'\"]+")
 
 
 def spellings(secret: str) -> list[str]:
@@ -53,6 +55,8 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     if "password" in lowered or "passwd" in lowered:
         text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
         text = _SQL_PASSWORD.sub(lambda m: m.group("head") + "'" + MASK + "'", text)
+    if "X-Amz-" in text:
+        text = _AWS_SIGNED.sub(lambda m: m.group("head") + MASK, text)
     return text
 
 

@@ -17,7 +17,7 @@ import psycopg
 
 from runner import __version__, connect
 from runner.errors import ConfigError, ConnectionLost, RunnerError, first_line
-from runner.identity import application_name, where_am_i
+from runner.identity import application_name, ran_on, where_am_i
 from runner.interrupt import Interrupt
 from runner.ledger import Ledger
 from runner.lock import MigrationLock
@@ -50,7 +50,8 @@ class Session:
     @property
     def ledger(self) -> Ledger:
         return Ledger(self.settings.migration_ledger_table,
-                      self.settings.migration_version_table_schema, __version__, self.where)
+                      self.settings.migration_version_table_schema, __version__,
+                      ran_on(self.settings.ecs_container_metadata_uri_v4))
 
     def helper_connection(self, role: str) -> psycopg.Connection[Any]:
         """A further session, with the same classification of failures and the same wait

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     migration_log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: set by ECS on every task; used to name the task in application_name and logs
     ecs_container_metadata_uri_v4: str | None = None
+    #: the summary's CloudWatch metrics (EMF): namespace and dimensions
+    migration_metrics_namespace: str = Field(default="MigrationRunner", min_length=1, max_length=255)
+    migration_metrics_service: str | None = Field(default=None, max_length=1024)
+    migration_metrics_environment: str | None = Field(default=None, max_length=1024)
+    #: IAM database authentication: a fresh token as the password of each connection
+    migration_iam_auth: bool = False
+    migration_iam_region: str | None = None
+    aws_region: str | None = None  # set by ECS
 
     @field_validator("migration_log_format", "migration_log_level", "db_sslmode", mode="before")
     @classmethod
@@ -101,7 +109,12 @@ class Settings(BaseSettings):
         discrete = {"host": self.db_host, "port": self.db_port, "dbname": self.db_name,
                     "user": self.db_user, "password": _secret(self.db_password)}
         spec = resolve_connection(_secret(self.database_url), discrete, _secret(self.db_secret))
-        return _with_ssl(spec, self.db_sslmode, self.db_sslrootcert)
+        spec = _with_ssl(spec, self.db_sslmode, self.db_sslrootcert)
+        if self.migration_iam_auth:
+            from runner.iam_auth import with_iam  # boto3: only with IAM authentication
+
+            spec = with_iam(spec, self.migration_iam_region or self.aws_region)
+        return spec
 
     def lock_name(self) -> str:
         """The advisory-lock name: by default the version table's qualified name, so two

@@ -15,6 +15,7 @@ runs the tests as the superuser instead, as before.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
+import structlog
 from psycopg import sql
 
 from devtools.pgcluster import SUPERUSER, Cluster, find_bindir
@@ -71,6 +73,18 @@ def create_roles(admin_conninfo: str) -> None:
                 sql.Identifier(role), sql.Literal(PASSWORD)))
         conn.execute(sql.SQL("GRANT {} TO {}").format(
             sql.SQL(", ").join(map(sql.Identifier, RDS_GRANTS)), sql.Identifier(OWNER)))
+
+
+@pytest.fixture(autouse=True)
+def _default_log_config() -> Iterator[None]:
+    """The next test in a worker starts with clean logging: a test that runs a CLI in-process
+    leaves structlog writing to pytest's captured stream (closed after it), and one that
+    applies a logging config with ``disable_existing_loggers`` leaves loggers disabled."""
+    yield
+    structlog.reset_defaults()
+    for logger in logging.Logger.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ import pytest
 
 from tests.helpers import ROOT
 
-SERVICE_STACK = ("fastapi", "starlette", "uvicorn", "httpx", "greenlet")
+# greenlet is not here: the runner needs it too (sqlalchemy[asyncio], for async env.py files)
+SERVICE_STACK = ("fastapi", "starlette", "uvicorn", "httpx")
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not installed")
