@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(err.exit_code)
     if args.command == "demo":
         return _demo(args.runners)
-    return handoff.then(app, run_command(args), _log_error)
+    return handoff.then(app, run_command(args), log_error)
 
 
 def _demo(runners: int) -> int:
