@@ -58,3 +58,26 @@ def test_env_py_with_its_own_settings_for_the_same_database_migrates(database, p
     assert result.event("migrate.mode")["mode"] == "separate_connection"
     assert database.version() == ["s2"]
     result.assert_clean()
+
+
+# --- the decision, as a pure function --------------------------------------------------------
+
+from runner.same_database import Identity, mismatch  # noqa: E402
+
+HERE = Identity("app", "10.0.0.5", 5432, "7312")
+
+
+@pytest.mark.parametrize("migrating,sees_the_lock,same", [
+    (HERE, True, True),
+    (Identity("app", None, None, None), True, True),  # a unix socket, no pg_control_system()
+    (Identity("app", "10.0.0.6", 5432, "7312"), True, True),  # another address of the server
+    (Identity("other", "10.0.0.5", 5432, "7312"), False, False),
+    (Identity("app", "10.0.0.9", 5432, "9999"), False, False),  # a same-named database elsewhere
+    (Identity("app", "10.0.0.9", 5432, "9999"), True, False),  # systems differ: never the same
+    (Identity("app", "10.0.0.5", 5432, None), False, False),
+])
+def test_the_visible_lock_and_the_system_identifier_decide(migrating, sees_the_lock, same):
+    problem = mismatch(HERE, migrating, sees_the_lock)
+    assert (problem is None) == same
+    if problem:
+        assert "'app' on 10.0.0.5:5432, system 7312" in problem and migrating.describe() in problem
