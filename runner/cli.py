@@ -1,25 +1,33 @@
-"""The command line: parse, set up logging and signals, call one verb, map the outcome to an
-exit code. Every failure becomes one ``error`` event; every run ends with one ``summary``
-event. Writing verbs log to stdout (what ECS ships to CloudWatch); verbs that print a result
-(``current``, ``history``, ``sql`` ...) print it on stdout and log to stderr.
+"""The command line: parse, set up logging and signals, call one verb, and map its
+:class:`~runner.outcome.Result` (or error) to an exit code. Every failure becomes one
+``error`` event; every run ends with one ``summary`` event. Writing verbs log to stdout
+(what ECS ships to CloudWatch); verbs that print a result (``current``, ``history``,
+``sql`` ...) print it on stdout and log to stderr.
+
+Adding a subcommand: a function ``(args, settings, facts, interrupt, log) -> Result`` and
+one :class:`Command` in :data:`COMMANDS`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from runner import __version__, logs
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.interrupt import Interrupt
 from runner.lock import lock_key
+from runner.outcome import Outcome, Result
 
-WRITING = ("upgrade", "downgrade", "stamp")
+Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
+Arguments = Callable[[argparse.ArgumentParser], None]
 
 
 class UsageError(ConfigError):
@@ -33,48 +41,131 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see migration-runner --help)")
 
 
+def _verb(name: str, *names: str, facts: bool = False, interrupt: bool = False) -> Verb:
+    """The verb ``module.function`` called with the settings, the arguments ``names`` from
+    the command line, and (as asked) the run's facts and interrupt. The module is imported
+    only when the verb runs: a run imports what it needs, no more."""
+    module, function = name.split(".")
+
+    def call(args: argparse.Namespace, settings: Any, run_facts: Any, run_interrupt: Interrupt,
+             log: Any) -> Result:
+        import importlib
+
+        fn = getattr(importlib.import_module(f"runner.{module}"), function)
+        kwargs: dict[str, Any] = {"log": log}
+        if facts:
+            kwargs["facts"] = run_facts
+        if interrupt:
+            kwargs["interrupt"] = run_interrupt
+        return fn(settings, *(getattr(args, n) for n in names), **kwargs)  # type: ignore[no-any-return]
+
+    return call
+
+
+def _target(help_text: str, *, optional: bool = False) -> Arguments:
+    return lambda p: p.add_argument("target", nargs="?" if optional else None, help=help_text)
+
+
+def _message(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--message", required=True)
+
+
+def _revision_arguments(p: argparse.ArgumentParser) -> None:
+    _message(p)
+    p.add_argument("--autogenerate", action="store_true",
+                   help="diff the models against the database (needs its settings)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    run: Verb
+    arguments: Arguments = lambda _p: None
+    #: logs go to stdout (the run's record); else stderr, and the result to stdout
+    writes: bool = False
+    #: prints a result; on a terminal, nothing else at the default level
+    reads: bool = False
+    json_flag: bool = False
+
+
+def _upgrade(args: argparse.Namespace, settings: Any, facts: Any, interrupt: Interrupt,
+             log: Any) -> Result:
+    from runner import commands
+
+    return commands.upgrade(settings, args.target or settings.migration_target, facts=facts,
+                            interrupt=interrupt, log=log)
+
+
+COMMANDS = (
+    Command("upgrade", "apply pending migrations (pnpm db:migrate)", _upgrade, _target(
+        "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True), writes=True),
+    Command("downgrade", "roll back, under the lock (pnpm db:migrate:down)",
+            _verb("commands.downgrade", "target", facts=True, interrupt=True),
+            _target("-1 (one step), -N, a revision id, or base: required, never implied"), writes=True),
+    Command("stamp", "set the version without running migrations, under the lock",
+            _verb("commands.stamp", "target", facts=True, interrupt=True), _target("a revision id, head, or base"), writes=True),
+    Command("current", "the database's revision and whether it is at head (pnpm db:status)",
+            _verb("reads.current", facts=True), reads=True, json_flag=True),
+    Command("check", "exit 0 only if the database is exactly at head (CI gate, readiness)",
+            _verb("reads.check", facts=True), reads=True, json_flag=True),
+    Command("history", "the migration timeline, marking what is applied (pnpm db:history)",
+            _verb("reads.history", facts=True), reads=True, json_flag=True),
+    Command("heads", "the scripts' heads; an error if more than one", _verb("reads.heads"),
+            reads=True, json_flag=True),
+    Command("manifest", "write the scripts' manifest (at image build time: makes no-op runs fast)",
+            _verb("authoring.write_manifest"), json_flag=True),
+    Command("sql", "print the SQL an upgrade would run, without connecting",
+            _verb("authoring.sql", "span"), lambda p: p.add_argument(
+                "span", nargs="?", default="head",
+                help="[FROM:]TO (default: head, from an empty database)")),
+    Command("merge", "write a revision merging every head", _verb("authoring.merge", "message"),
+            _message),
+    Command("revision", "write a new revision file (pnpm db:migrate:create)",
+            _verb("authoring.revision", "message", "autogenerate", facts=True), _revision_arguments),
+)
+BY_NAME = {command.name: command for command in COMMANDS}
+WRITING = tuple(c.name for c in COMMANDS if c.writes)
+#: ``check``'s verdicts; any other command exits 0 unless it raised
+CHECK_EXIT = {Outcome.AT_HEAD: ExitCode.OK, Outcome.BEHIND: ExitCode.NOT_AT_HEAD,
+              Outcome.EMPTY: ExitCode.NOT_AT_HEAD, Outcome.AHEAD: ExitCode.DATABASE_AHEAD}
+
+
+def exit_code(command: str, outcome: Outcome) -> ExitCode:
+    """The exit code of a run of ``command`` that ended with ``outcome`` (no error)."""
+    if outcome is Outcome.SEVERAL_HEADS:
+        return ExitCode.SCRIPTS_INVALID
+    if command == "check":
+        return CHECK_EXIT.get(outcome, ExitCode.OK)
+    return ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="migration-runner",
         description="Apply Alembic migrations to PostgreSQL safely (see README for settings).")
     parser.add_argument("--version", action="version", version=f"migration-runner {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log everything (as MIGRATION_LOG_LEVEL=debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name: str, help_text: str, *, json_flag: bool = False) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        if json_flag:
-            command.add_argument("--json", action="store_true", help="print one JSON document")
-        return command
-
-    add("upgrade", "apply pending migrations (pnpm db:migrate)").add_argument(
-        "target", nargs="?", help="revision (default: MIGRATION_TARGET, which defaults to head)")
-    add("downgrade", "roll back, under the lock (pnpm db:migrate:down)").add_argument(
-        "target", help="-1 (one step), -N, a revision id, or base: required, never implied")
-    add("stamp", "set the version without running migrations, under the lock").add_argument(
-        "target", help="a revision id, head, or base")
-    add("current", "the database's revision and whether it is at head (pnpm db:status)",
-        json_flag=True)
-    add("check", "exit 0 only if the database is exactly at head (CI gate, readiness)",
-        json_flag=True)
-    add("history", "the migration timeline, marking what is applied (pnpm db:history)",
-        json_flag=True)
-    add("heads", "the scripts' heads; an error if more than one", json_flag=True)
-    add("manifest", "write the scripts' manifest (at image build time: makes no-op runs fast)",
-        json_flag=True)
-    add("sql", "print the SQL an upgrade would run, without connecting").add_argument(
-        "span", nargs="?", default="head", help="[FROM:]TO (default: head, from an empty database)")
-    add("merge", "write a revision merging every head").add_argument(
-        "-m", "--message", required=True)
-    revision = add("revision", "write a new revision file (pnpm db:migrate:create)")
-    revision.add_argument("-m", "--message", required=True)
-    revision.add_argument("--autogenerate", action="store_true",
-                          help="diff the models against the database (needs its settings)")
-    add("demo", "start a throwaway PostgreSQL and race several upgrades at it").add_argument(
-        "--runners", type=int, default=5, help="how many upgrade processes (default 5)")
+    for command in COMMANDS:
+        parsed = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.arguments(parsed)
+        if command.json_flag:
+            parsed.add_argument("--json", action="store_true", help="print one JSON document")
+    sub.add_parser("ecs", help="ecs run: run the migration as a one-off ECS task and wait for it "
+                   "([aws] extra)")
+    sub.add_parser("demo", help="start a throwaway PostgreSQL and race several upgrades at it"
+                   ).add_argument("--runners", type=int, default=5,
+                                  help="how many upgrade processes (default 5)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["ecs"]:  # the ECS launcher (runner/ecs): no database settings needed
+        from runner.ecs.cli import main as ecs_main
+        return ecs_main(words[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -89,9 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(runners: int) -> int:
-    """The demo lives in the repository's ``devtools`` (never in the image or the wheel)."""
+    """The demo lives in the repository's ``devtools`` (never in the image or the wheel):
+    looked up by name, as a plugin, so that ``runner`` has no import of it (a checked
+    contract: see ``[tool.importlinter]`` in pyproject.toml)."""
+    import importlib
+
     try:
-        from devtools.demo import run_demo
+        run_demo = importlib.import_module("devtools.demo").run_demo
     except ImportError:
         print("migration-runner demo: runs from a checkout of the repository only "
               "(uv run migration-runner demo, at its root)", file=sys.stderr)
@@ -100,58 +195,74 @@ def _demo(runners: int) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from runner.record import Record
+    """Run one verb: the only place a result or an error becomes an exit code."""
+    from runner.record import Facts
     from runner.settings import load_settings
 
-    log_stream = sys.stdout if args.command in WRITING else sys.stderr
-    logs.configure(stream=log_stream)
+    command = BY_NAME[args.command]
+    stream = sys.stdout if command.writes else sys.stderr
+    logs.configure(level=_level(command, "info", args.verbose, stream), stream=stream)
     interrupt = Interrupt()
     interrupt.install()
-    record = Record(command=args.command)
+    facts, outcome, code = Facts(), Outcome.FAILED, ExitCode.INTERNAL
     log = logs.get()
     try:
         settings = load_settings()
-        logs.configure(settings.migration_log_format, settings.migration_log_level,
-                       settings.secrets(), stream=log_stream)
+        level = _level(command, settings.migration_log_level, args.verbose, stream,
+                       settings.migration_log_format)
+        logs.configure(settings.migration_log_format, level, settings.secrets(), stream=stream)
         log = logs.get()
-        log.info("start", version=__version__, command=args.command,
+        log.info("start", version=__version__, command=command.name,
                  lock_key=lock_key(settings.lock_name()), settings=settings.redacted())
-        report = _dispatch(args, settings, record, interrupt, log)
-        if report is not None:
-            print(json.dumps(report.document, indent=2, default=str) if getattr(args, "json", False)
-                  else report.text, flush=True)
-            record.exit_code = report.exit_code
-            if record.outcome == "failed" and report.exit_code == ExitCode.OK:
-                record.outcome = "ok"
-        else:
-            record.exit_code = ExitCode.OK
+        result = command.run(args, settings, facts, interrupt, log)
+        if result.document is not None:
+            print(json.dumps(result.document, indent=2, default=str) if getattr(args, "json", False)
+                  else result.text, flush=True)
+        outcome, code = result.outcome, exit_code(command.name, result.outcome)
     except RunnerError as err:
-        record.exit_code = err.exit_code
-        if isinstance(err, Interrupted):
-            record.outcome = "interrupted"
+        code = err.exit_code
+        outcome = Outcome.INTERRUPTED if isinstance(err, Interrupted) else Outcome.FAILED
         _log_error(log, err)
     except Exception as err:  # a bug: one event, traceback only at debug level
-        record.exit_code = ExitCode.INTERNAL
+        code = ExitCode.INTERNAL
         log.error("error", error_code="internal", exit_code=int(ExitCode.INTERNAL),
                   message=f"unexpected {type(err).__name__}: {err}; please report this "
                   "(MIGRATION_LOG_LEVEL=debug shows the traceback)", exc_info=True)
     finally:
         with interrupt.deferred():
-            log.info("summary", **record.summary())
-            log_stream.flush()
+            log.info("summary", **summary(command.name, outcome, facts, code))
+            stream.flush()
             # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
             # (Python restores the default action while it shuts down, unless ignored)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return int(record.exit_code)
+    return int(code)
+
+
+def _level(command: Command, level: str, verbose: bool, stream: Any, fmt: str = "auto") -> str:
+    """The log level in effect: debug with ``-v``; on a terminal, a read command at the
+    default level shows only warnings and errors (its result is what a person asked for)."""
+    if verbose:
+        return "debug"
+    if command.reads and level == "info" and logs.resolve_format(fmt, stream) == "console":
+        return "warning"
+    return level
+
+
+def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[str, Any]:
+    """The fields of the one ``summary`` event."""
+    return {"command": command, "outcome": outcome.value, "from_revision": facts.from_revision,
+            "to_revision": facts.to_revision, "applied": facts.applied,
+            "connect_attempts": facts.connect_attempts, "lock_wait_ms": facts.lock_wait_ms,
+            "exit_code": int(code), "total_ms": int((time.monotonic() - facts.started) * 1000)}
 
 
 def record_usage_error(err: UsageError) -> None:
-    from runner.record import Record
+    from runner.record import Facts
 
     log = logs.get()
     _log_error(log, err)
-    log.info("summary", **Record(command="usage", exit_code=err.exit_code).summary())
+    log.info("summary", **summary("usage", Outcome.FAILED, Facts(), err.exit_code))
 
 
 def _log_error(log: Any, err: RunnerError) -> None:
@@ -160,36 +271,13 @@ def _log_error(log: Any, err: RunnerError) -> None:
               **err.fields)
 
 
-def _dispatch(args: argparse.Namespace, settings: Any, record: Any, interrupt: Interrupt,
-              log: Any) -> Any:
-    from runner import commands
-
-    command = args.command
-    if command == "upgrade":
-        return commands.upgrade(settings, args.target or settings.migration_target, record=record,
-                                interrupt=interrupt, log=log)
-    if command in ("downgrade", "stamp"):
-        return getattr(commands, command)(settings, args.target, record=record,
-                                          interrupt=interrupt, log=log)
-    if command in ("current", "check", "history"):
-        return getattr(commands, command)(settings, record=record, log=log)
-    if command == "manifest":
-        return commands.write_manifest(settings, log=log)
-    if command == "heads":
-        return commands.heads(settings, log=log)
-    if command == "sql":
-        return commands.sql(settings, args.span, log=log)
-    if command == "merge":
-        return commands.merge(settings, args.message, log=log)
-    return commands.revision(settings, args.message, args.autogenerate, record=record, log=log)
-
-
 def entry() -> NoReturn:
     """Run the command line for the process (see :mod:`runner.start`), then end
     without Python's interpreter teardown, which finalises some 500 imported modules (tens
     of ms on every deploy) and has nothing left to do: every connection is closed and every
     stream is flushed here. ``main`` stays an ordinary function for callers in-process."""
     code = main()
+    logs.close()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -9,15 +9,21 @@ autocommit mode, so it holds no transaction or snapshot until a migration begins
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from tenacity import Retrying, RetryCallState, retry_if_exception_type, stop_after_delay
-from tenacity.wait import wait_random_exponential
 
+from runner import backoff
+from runner.dburl import ConnectionSpec
 from runner.errors import ConnectionRejected, DatabaseUnreachable, first_line
-from runner.settings import ConnectionSpec
+
+#: a per-attempt source of the connection (e.g. one that puts a fresh IAM token in as the
+#: password); by default the same spec every attempt
+SpecForAttempt = Callable[[int], ConnectionSpec]
 
 # How quickly a dead peer is noticed: TCP keepalives on our side, and on the server's side
 # (PostgreSQL 14+) a check of our socket while it runs a long statement for us.
@@ -39,29 +45,31 @@ class Failure:
     hint: str = ""
 
 
-# (substring of the lower-cased message, kind, what to fix). First match wins.
+# (substrings that must all be in the lower-cased message, kind, what to fix). First match wins.
 _FATAL = [
-    ("password authentication failed", "bad_password",
+    (("password authentication failed",), "bad_password",
      "check DB_PASSWORD (or DB_SECRET's password, or the password in DATABASE_URL) and DB_USER"),
-    ("no password supplied", "no_password", "set DB_PASSWORD (or a password in DATABASE_URL)"),
-    ("fe_sendauth", "no_password", "set DB_PASSWORD (or a password in DATABASE_URL)"),
-    ("does not exist\n", "missing", ""),  # refined below: database vs role
-    ("no pg_hba.conf entry", "not_allowed",
+    (("no password supplied",), "no_password", "set DB_PASSWORD (or a password in DATABASE_URL)"),
+    (("fe_sendauth",), "no_password", "set DB_PASSWORD (or a password in DATABASE_URL)"),
+    (("database", "does not exist"), "database_missing",
+     "check DB_NAME (or the database in DATABASE_URL)"),
+    (("role", "does not exist"), "role_missing", "check DB_USER (or the user in DATABASE_URL)"),
+    (("no pg_hba.conf entry",), "not_allowed",
      "the server refuses this user/database/address (pg_hba.conf); on RDS with rds.force_ssl, "
      "set DB_SSLMODE=require or verify-full"),
-    ("not permitted to log in", "cannot_login", "the role in DB_USER lacks LOGIN"),
-    ("permission denied for database", "no_connect_privilege",
+    (("not permitted to log in",), "cannot_login", "the role in DB_USER lacks LOGIN"),
+    (("permission denied for database",), "no_connect_privilege",
      "grant CONNECT on the database to the role in DB_USER"),
-    ("root certificate file", "ssl_config", "check DB_SSLROOTCERT (the RDS CA bundle path)"),
-    ("certificate verify failed", "ssl_config",
+    (("root certificate file",), "ssl_config", "check DB_SSLROOTCERT (the RDS CA bundle path)"),
+    (("certificate verify failed",), "ssl_config",
      "the server certificate does not verify against DB_SSLROOTCERT; use the RDS CA bundle"),
-    ("does not match host name", "ssl_config",
+    (("does not match host name",), "ssl_config",
      "the certificate does not name DB_HOST: connect to the RDS endpoint name, not an IP"),
-    ("server does not support ssl", "ssl_config",
+    (("server does not support ssl",), "ssl_config",
      "the server has no SSL: fix DB_SSLMODE (require/verify-* need SSL)"),
-    ("ssl", "ssl_config", "check DB_SSLMODE and DB_SSLROOTCERT"),
-    ("invalid connection option", "bad_option", "remove the unknown parameter from DATABASE_URL"),
-    ("invalid sslmode", "bad_option", "fix DB_SSLMODE"),
+    (("ssl",), "ssl_config", "check DB_SSLMODE and DB_SSLROOTCERT"),
+    (("invalid connection option",), "bad_option", "remove the unknown parameter from DATABASE_URL"),
+    (("invalid sslmode",), "bad_option", "fix DB_SSLMODE"),
 ]
 _TRANSIENT = [
     ("connection refused", "refused"),
@@ -94,14 +102,8 @@ def classify(message: str) -> Failure:
     for needle, kind in _TRANSIENT:
         if needle in text:
             return Failure(kind, transient=True)
-    for needle, kind, hint in _FATAL:
-        if needle == "does not exist\n":
-            if "database" in text and "does not exist" in text:
-                return Failure("database_missing", False, "check DB_NAME (or the database in DATABASE_URL)")
-            if "role" in text and "does not exist" in text:
-                return Failure("role_missing", False, "check DB_USER (or the user in DATABASE_URL)")
-            continue
-        if needle in text:
+    for needles, kind, hint in _FATAL:
+        if all(needle in text for needle in needles):
             return Failure(kind, transient=False, hint=hint)
     return Failure("other", transient=True)
 
@@ -120,7 +122,8 @@ class Connected:
 
 
 def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_s: int,
-                      max_interval_s: float, application_name: str, log: Any) -> Connected:
+                      max_interval_s: float, application_name: str, log: Any,
+                      spec_for_attempt: SpecForAttempt | None = None) -> Connected:
     """Connect to a writable primary, retrying transient failures for up to ``budget_s``.
 
     Raises :class:`ConnectionRejected` at once on a fatal error, and
@@ -128,11 +131,12 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
     with its number, kind and the delay before the next one.
     """
     started = time.monotonic()
-    jitter = wait_random_exponential(multiplier=0.25, max=max_interval_s)
+    policy, rng = backoff.CONNECT.with_max(max_interval_s), random.Random()
+    spec_for = spec_for_attempt or (lambda _attempt: spec)
 
     def next_delay(state: RetryCallState) -> float:
         remaining = budget_s - (time.monotonic() - started)
-        return max(0.0, min(jitter(state), remaining))
+        return max(0.0, min(policy.delay(state.attempt_number, rng), remaining))
 
     def log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -147,7 +151,7 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
         for attempt in retrying:
             with attempt:
                 attempts = attempt.retry_state.attempt_number
-                conn = _connect_once(spec, connect_timeout_s, application_name)
+                conn = _attempt(spec_for(attempts), connect_timeout_s, application_name)
     except ConnectionRejected as rejected:
         rejected.fields["attempts"] = attempts
         raise
@@ -165,7 +169,7 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
     return Connected(conn, attempts, elapsed_ms)
 
 
-def open_session(spec: ConnectionSpec, timeout_s: int, application_name: str) -> psycopg.Connection[Any]:
+def open_connection(spec: ConnectionSpec, timeout_s: int, application_name: str) -> psycopg.Connection[Any]:
     """One connection attempt, no retries: for the runner's helper sessions once the
     database is known to be up. Autocommit, no server-side prepared statements (they break
     behind transaction poolers), keepalives on both sides."""
@@ -200,11 +204,11 @@ def session_is_sticky(conn: psycopg.Connection[Any], probe: psycopg.Connection[A
     return probe_pid != before and after == before
 
 
-def _connect_once(spec: ConnectionSpec, timeout_s: int, application_name: str) -> psycopg.Connection[Any]:
+def _attempt(spec: ConnectionSpec, timeout_s: int, application_name: str) -> psycopg.Connection[Any]:
     try:
-        conn = open_session(spec, timeout_s, application_name)
+        conn = open_connection(spec, timeout_s, application_name)
     except psycopg.Error as exc:
-        detail = _first_line(exc)
+        detail = libpq_reason(exc)
         failure = classify(str(exc))
         if not failure.transient:
             raise ConnectionRejected(f"the database refused the connection ({failure.kind}): "
@@ -223,7 +227,7 @@ def _check_writable(conn: psycopg.Connection[Any]) -> None:
     try:
         row = conn.execute("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')").fetchone()
     except psycopg.OperationalError as exc:
-        raise _Transient(classify(str(exc)), _first_line(exc)) from None
+        raise _Transient(classify(str(exc)), libpq_reason(exc)) from None
     assert row is not None
     if row[0]:
         raise _Transient(Failure("in_recovery", True), "server is a standby (pg_is_in_recovery); "
@@ -232,7 +236,7 @@ def _check_writable(conn: psycopg.Connection[Any]) -> None:
         raise _Transient(Failure("read_only", True), "server is read-only (transaction_read_only)")
 
 
-def _first_line(exc: BaseException) -> str:
+def libpq_reason(exc: BaseException) -> str:
     """The useful line of a libpq message ("FATAL: ..."), without psycopg's preamble."""
     line = first_line(exc)
     if "failed: " in line:

@@ -22,11 +22,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from runner.backoff import LOCK_POLL
 from runner.errors import LockTimeout, name_sessions
 
 REPORT_EVERY_S = 5.0
-POLL_FIRST_S = 0.05
-POLL_MAX_S = 1.0
+POLL_MAX_S = LOCK_POLL.max_s
 
 
 def lock_key(name: str) -> int:
@@ -37,11 +37,6 @@ def lock_key(name: str) -> int:
 def channel_for(key: int) -> str:
     """The LISTEN/NOTIFY channel on which the holder announces the release of ``key``."""
     return f"migration_runner_{key & 0xFFFFFFFFFFFFFFFF:016x}"
-
-
-def next_poll(previous: float, rng: random.Random) -> float:
-    """The fallback poll interval: doubling from 50 ms to 1 s, with ±50 % jitter."""
-    return min(POLL_MAX_S, previous * 2) * rng.uniform(0.5, 1.5)
 
 
 HOLDERS_SQL = """
@@ -87,7 +82,7 @@ class MigrationLock:
         self.conn.execute(f'LISTEN "{self.channel}"')
         deadline = started + budget_s
         next_report = started
-        poll = POLL_FIRST_S
+        polls = 1  # the fallback poll's attempt number (see runner.backoff.LOCK_POLL)
         try:
             # try again now that we listen: a release between the first try and the LISTEN
             # sent its NOTIFY to nobody
@@ -99,10 +94,11 @@ class MigrationLock:
                     next_report = now + REPORT_EVERY_S
                 if now >= deadline:
                     raise self._timeout(budget_s)
+                poll = LOCK_POLL.delay(polls, self._rng)
                 timeout = max(0.0, min(poll, deadline - now, next_report - now))
+                polls += 1
                 for _notify in self.conn.notifies(timeout=timeout, stop_after=1):
-                    poll = POLL_FIRST_S  # the holder spoke: its successor is likely soon
-                poll = next_poll(poll, self._rng)
+                    polls = 1  # the holder spoke: its successor is likely soon
             waited_ms = int((time.monotonic() - started) * 1000)
             self.log.info("lock.acquired", lock=self.name, key=self.key, waited_ms=waited_ms)
         finally:

@@ -1,6 +1,9 @@
-"""Log set-up: one structlog pipeline, JSON lines on stdout (or a readable console on a TTY).
+"""Log set-up: one structlog pipeline, JSON lines (or, on a terminal, the short coloured
+lines of :mod:`runner.console`) on the stream the CLI gives: stdout for writing verbs,
+stderr for verbs that print a result.
 
-The pipeline is a list of small steps: level, ISO-8601 UTC timestamp, redaction, renderer.
+The pipeline is a list of small steps (:func:`pipeline`: one line each): level, ISO-8601
+UTC timestamp, exception handling, redaction, headline first, renderer.
 Alembic's own records (stdlib ``logging``) are bridged into the same pipeline. The runner's
 logger writes straight to stdout, not through stdlib logging, so an env.py that calls
 ``logging.config.fileConfig`` cannot silence it. Configure once at start-up with
@@ -11,12 +14,15 @@ and so the secrets to redact, are known).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 import structlog
+
+from runner import cloudwatch_sink
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
@@ -68,28 +74,35 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
     return "console" if stream.isatty() else "json"
 
 
+def pipeline(fmt: str, level: str, secrets: Iterable[str], out: TextIO) -> list[Any]:
+    """The processors, in order; the last renders the line."""
+    return [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        structlog.processors.format_exc_info if level == "debug" else _drop_exc_info,
+        redactor(secrets),
+        _headline_first,
+        _renderer(fmt, level, out),
+    ]
+
+
+def _renderer(fmt: str, level: str, out: TextIO) -> Any:
+    if resolve_format(fmt, out) == "console":
+        from runner.console import Console, use_colors
+
+        return Console(colors=use_colors(out), verbose=level == "debug")
+    return structlog.processors.JSONRenderer(default=str)
+
+
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (),
               stream: TextIO | None = None) -> None:
     """Install the pipeline for structlog and bridge stdlib logging (Alembic) into it."""
     out = stream or sys.stdout
-    processors: list[Any] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-    ]
-    if level == "debug":
-        processors.append(structlog.processors.format_exc_info)
-    else:
-        processors.append(_drop_exc_info)
-    processors.append(redactor(secrets))
-    processors.append(_headline_first)
-    if resolve_format(fmt, out) == "console":
-        processors.append(structlog.dev.ConsoleRenderer(colors=False))
-    else:
-        processors.append(structlog.processors.JSONRenderer(default=str))
+    sink = cloudwatch_sink.from_environment(os.environ)  # MIGRATION_CLOUDWATCH_LOG_GROUP
     structlog.configure(
-        processors=processors,
+        processors=pipeline(fmt, level, secrets, out),
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=sink.tee(out) if sink else out),
         cache_logger_on_first_use=False,
     )
     install_stdlib_bridge(level)
@@ -153,6 +166,11 @@ def install_stdlib_bridge(level: str | None = None) -> None:
                 child.removeHandler(handler)
             child.propagate = True
             child.disabled = False
+
+
+def close() -> None:
+    """Flush the second output (the CloudWatch sink), if any, within its bound: at exit."""
+    cloudwatch_sink.close_active()
 
 
 def get(name: str = "runner") -> Any:

@@ -1,6 +1,8 @@
-"""The decision: given where the database is and where the scripts say to go, what to do.
+"""The decision: given where the database is and where to go, what to do.
 
-Pure functions over plain data (revision ids and the down-revision graph); no I/O.
+Pure functions over plain data (revision ids and the down-revision graph); no I/O. A verb
+resolves its target once, computes a :class:`Plan`, logs it, and the execution runs exactly
+its steps (:mod:`runner.execution` checks Alembic's own step list against it).
 """
 
 from __future__ import annotations
@@ -8,20 +10,29 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from runner.errors import DatabaseAhead
+from runner.errors import ConfigError, DatabaseAhead
 
-Graph = Mapping[str, tuple[str, ...]]  # revision id -> its down revisions, base first
+Graph = Mapping[str, tuple[str, ...]]  # revision id -> its down revisions; ordered base first
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
+    """``kind`` (upgrade, downgrade, stamp) from ``current`` to ``target``: ``steps`` are
+    the revisions to run, in order (upgrades base first, downgrades head first); a stamp
+    runs none."""
+
+    kind: str
     current: tuple[str, ...]
     target: tuple[str, ...]
-    pending: tuple[str, ...]  # revisions to apply, in order
+    steps: tuple[str, ...]
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        return self.steps
 
     @property
     def up_to_date(self) -> bool:
-        return not self.pending
+        return not self.steps and (self.kind != "stamp" or self.current == self.target)
 
 
 def ancestry(graph: Graph, revisions: Iterable[str]) -> set[str]:
@@ -48,7 +59,48 @@ def plan_upgrade(current: Iterable[str], target: Iterable[str], graph: Graph) ->
     (typically a newer release migrated it). A database already at or past ``target`` gets
     an empty plan.
     """
-    current_t, target_t = tuple(sorted(current)), tuple(sorted(target))
+    current_t, target_t = _known(current, graph), tuple(sorted(target))
+    needed = ancestry(graph, target_t) - ancestry(graph, current_t)
+    return Plan("upgrade", current_t, target_t, tuple(rev for rev in graph if rev in needed))
+
+
+def plan_downgrade(current: Iterable[str], target: Iterable[str], graph: Graph) -> Plan:
+    """Which revisions a downgrade from ``current`` to ``target`` (``()``: base) reverts,
+    newest first: everything applied that ``target`` does not descend from."""
+    current_t, target_t = _known(current, graph), tuple(sorted(target))
+    undo = ancestry(graph, current_t) - ancestry(graph, target_t)
+    return Plan("downgrade", current_t, target_t,
+                tuple(rev for rev in reversed(list(graph)) if rev in undo))
+
+
+def plan_stamp(current: Iterable[str], target: Iterable[str]) -> Plan:
+    """A stamp sets the version to ``target`` and runs nothing."""
+    return Plan("stamp", tuple(sorted(current)), tuple(sorted(target)), ())
+
+
+def relative_target(current: Iterable[str], steps_back: int, graph: Graph) -> tuple[str, ...]:
+    """The revisions ``-N`` names: ``steps_back`` revisions below ``current`` along a linear
+    history (``()`` is base). Raises :class:`ConfigError` past base or across a branch or
+    merge point, where "N steps" is ambiguous: name the revision instead."""
+    heads = _known(current, graph)
+    if len(heads) > 1:
+        raise ConfigError(f"the database is at several heads ({', '.join(heads)}): a relative "
+                          "downgrade is ambiguous; give a revision id")
+    at = heads
+    for _ in range(steps_back):
+        if not at:
+            raise ConfigError(f"cannot go {steps_back} revisions back from {', '.join(heads) or 'base'}: "
+                              "that is past base")
+        down = graph[at[0]]
+        if len(down) > 1:
+            raise ConfigError(f"revision {at[0]} merges branches: a relative downgrade across it "
+                              "is ambiguous; give a revision id")
+        at = down
+    return at
+
+
+def _known(current: Iterable[str], graph: Graph) -> tuple[str, ...]:
+    current_t = tuple(sorted(current))
     unknown = [rev for rev in current_t if rev not in graph]
     if unknown:
         raise DatabaseAhead(
@@ -56,7 +108,4 @@ def plan_upgrade(current: Iterable[str], target: Iterable[str], graph: Graph) ->
             "not contain: a newer release has probably migrated it. Deploy that release (or "
             "newer), or downgrade with the image that has the revision",
             database_revision=unknown)
-    done = ancestry(graph, current_t)
-    needed = ancestry(graph, target_t) - done
-    order = [rev for rev in graph if rev in needed]  # graph is ordered base -> heads
-    return Plan(current_t, target_t, tuple(order))
+    return current_t

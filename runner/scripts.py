@@ -187,3 +187,27 @@ def _culprit(exc: BaseException, versions: Path) -> str:
         if Path(frame.filename).parent == versions:
             return frame.filename
     return str(versions)
+
+
+def resolve_destination(scripts: Scripts, directory: Any, target: str,
+                        current: tuple[str, ...]) -> tuple[str, ...]:
+    """The revision ids a downgrade or stamp ``target`` names, resolved once: ``base`` is
+    ``()``, ``-N`` counts back from ``current`` (see :func:`runner.plan.relative_target`),
+    ``head``/``heads`` are the scripts' heads, anything else a revision id or prefix."""
+    from alembic.util import CommandError
+
+    from runner.plan import relative_target
+
+    if target == "base":
+        return ()
+    if target[:1] == "-" and target[1:].isdigit():
+        return relative_target(current, int(target[1:]), scripts.graph())
+    if target in ("head", "heads"):
+        if target == "head":
+            require_single_head(scripts)
+        return scripts.heads
+    try:
+        found = directory.get_revisions(target)
+    except CommandError as exc:
+        raise ConfigError(f"{target!r} is not a known revision: {exc}") from None
+    return tuple(sorted(rev.revision for rev in found if rev is not None))

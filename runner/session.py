@@ -1,6 +1,6 @@
 """The database session every command works through, and the migration lock on it.
 
-:func:`open_session` waits for a writable database (retries, budgets) and yields a
+:func:`database_session` waits for a writable database (retries, budgets) and yields a
 :class:`Session`; :func:`migration_lock` checks that the session is really ours (not a
 transaction-mode pooler's), takes the advisory lock on it, and releases it whatever happens.
 """
@@ -20,9 +20,9 @@ from runner.identity import application_name, where_am_i
 from runner.interrupt import Interrupt
 from runner.ledger import Ledger
 from runner.lock import MigrationLock
-from runner.migrate import VersionTable, read_revision
-from runner.record import Record
+from runner.record import Facts
 from runner.settings import ConnectionSpec, Settings
+from runner.version_table import VersionTable, read_revision
 
 
 @dataclasses.dataclass
@@ -51,14 +51,14 @@ class Session:
         return Ledger(self.settings.migration_ledger_table,
                       self.settings.migration_version_table_schema, __version__, self.where)
 
-    def open_connection(self, role: str) -> psycopg.Connection[Any]:
+    def helper_connection(self, role: str) -> psycopg.Connection[Any]:
         """A further session (no retries: the database is known to be up)."""
-        return connect.open_session(self.spec, self.settings.migration_connect_timeout,
+        return connect.open_connection(self.spec, self.settings.migration_connect_timeout,
                                     f"{self.application_name} {role}"[:63])
 
 
 @contextlib.contextmanager
-def open_session(settings: Settings, *, record: Record, log: Any) -> Iterator[Session]:
+def database_session(settings: Settings, *, facts: Facts, log: Any) -> Iterator[Session]:
     """Wait for the database and yield a session on it; closed on exit."""
     spec = settings.connection_spec()
     where = where_am_i(settings.ecs_container_metadata_uri_v4)
@@ -69,9 +69,9 @@ def open_session(settings: Settings, *, record: Record, log: Any) -> Iterator[Se
             max_interval_s=settings.migration_retry_max_interval,
             application_name=application_name(where), log=log)
     except RunnerError as failed:
-        record.connect_attempts = int(failed.fields.get("attempts", 0))  # type: ignore[call-overload]
+        facts.connect_attempts = int(failed.fields.get("attempts", 0))  # type: ignore[call-overload]
         raise
-    record.connect_attempts = connected.attempts
+    facts.connect_attempts = connected.attempts
     try:
         yield Session(connected.conn, spec, settings, where, log)
     except psycopg.OperationalError as exc:  # the session died outside a revision
@@ -86,26 +86,26 @@ PREPARE_THRESHOLD = 5  # psycopg's default
 
 
 @contextlib.contextmanager
-def migration_lock(session: Session, *, record: Record, interrupt: Interrupt) -> Iterator[MigrationLock]:
+def migration_lock(session: Session, *, facts: Facts, interrupt: Interrupt) -> Iterator[MigrationLock]:
     """Hold the migration lock on ``session`` for the body.
 
     On the way out (success, error or signal) the final revision is recorded if still
-    unknown, and the lock released. Never raises over the error that brought us out: if the
-    session is unusable, closing it (which :func:`open_session` does) releases the lock.
+    unknown (``facts.to_revision`` is None while revisions run), and the lock released. Never raises over the error that brought us out: if the
+    session is unusable, closing it (which :func:`database_session` does) releases the lock.
     """
     _require_own_session(session)
     lock = MigrationLock(session.conn, session.settings.lock_name(), session.log)
-    record.lock_wait_ms = lock.acquire(session.settings.migration_lock_wait_timeout)
+    facts.lock_wait_ms = lock.acquire(session.settings.migration_lock_wait_timeout)
     try:
         yield lock
     finally:
         with interrupt.deferred():
-            _release(session, lock, record)
+            _release(session, lock, facts)
 
 
 def _require_own_session(session: Session) -> None:
     """Refuse a transaction-mode pooler: a session lock there would not protect anything."""
-    with contextlib.closing(session.open_connection("probe")) as probe:
+    with contextlib.closing(session.helper_connection("probe")) as probe:
         sticky = connect.session_is_sticky(session.conn, probe)
     if not sticky:
         raise ConfigError(
@@ -118,12 +118,11 @@ def _require_own_session(session: Session) -> None:
     session.conn.prepare_threshold = PREPARE_THRESHOLD
 
 
-def _release(session: Session, lock: MigrationLock, record: Record) -> None:
+def _release(session: Session, lock: MigrationLock, facts: Facts) -> None:
     try:
-        if record.to_revision is None or record.outcome == "failed":
-            if lock.session_usable():
-                with contextlib.suppress(psycopg.Error, ConfigError):
-                    record.to_revision = list(session.revision())
+        if facts.to_revision is None and lock.session_usable():
+            with contextlib.suppress(psycopg.Error, ConfigError):
+                facts.to_revision = list(session.revision())
         lock.release()
     except psycopg.Error as exc:
         lock.log.warning("lock.release_failed", lock=lock.name, error=type(exc).__name__,

@@ -10,7 +10,7 @@ from runner.heap import long_lived
 
 def main() -> NoReturn:
     with long_lived():
-        import runner.commands  # noqa: F401  (the CLI imports it lazily; pydantic, psycopg)
+        import runner.commands  # noqa: F401  (what every run needs: pydantic, psycopg)
         import runner.settings  # noqa: F401
         from runner.cli import entry
     entry()

@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 import psycopg
 
+from tests.urls import pg_url
+
 # Special characters on purpose: URL-encoding, conninfo quoting and redaction must all cope.
 PASSWORD = "s3cr@t:/%#?pw"
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +43,8 @@ class Database:
 
     def url(self, password: str | None = None, name: str | None = None) -> str:
         secret = self.server.password if password is None else password
-        return (f"postgresql+psycopg://{quote(self.server.user, safe='')}:{quote(secret, safe='')}"
-                f"@{self.server.host}:{self.server.port}/{quote(name or self.name, safe='')}")
+        return pg_url(self.server.user, secret, self.server.host, self.server.port,
+                      name or self.name)
 
     def connect(self, **kw: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(host=self.server.host, port=self.server.port, user=self.server.user,
@@ -170,6 +172,29 @@ class Result:
         assert "Traceback" not in everything, everything
         for line in self.log.splitlines():
             json.loads(line)
+
+    def check_log_contract(self, *, traceback_allowed: bool = False) -> list[dict[str, Any]]:
+        """The log contract of every run that was not SIGKILLed: every log line a JSON
+        event; one ``summary``, last, whose exit_code is the process's; a failed run logs
+        exactly one ``error`` event (level error, its exit code, a message and an
+        error_code) just before it, a successful one none. Returns the events."""
+        everything = f"exit {self.code}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+        if not traceback_allowed:
+            assert "Traceback" not in self.stdout + self.stderr, everything
+        events = [json.loads(line) for line in self.log.splitlines() if line.strip()]
+        names = [e["event"] for e in events]
+        assert names and names[-1] == "summary", f"the log does not end with a summary: {everything}"
+        assert names.count("summary") == 1, f"several summaries: {everything}"
+        assert events[-1]["exit_code"] == self.code, f"summary exit_code != exit code: {everything}"
+        if self.code != 0:
+            assert len(events) >= 2 and names[-2] == "error", f"no error event before the summary: {everything}"
+            error = events[-2]
+            assert error["level"] == "error" and error["exit_code"] == self.code, everything
+            assert error.get("message") and error.get("error_code"), everything
+            assert names.count("error") == 1, f"several error events: {everything}"
+        else:
+            assert "error" not in names, everything
+        return events
 
 
 def runner_env(db: Database | None, project: Project | None = None, **settings: Any) -> dict[str, str]:

@@ -48,11 +48,11 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 import psycopg
 
 from devtools.pgcluster import free_port
+from tests.urls import pg_url
 
 PoolMode = Literal["session", "transaction"]
 RUN_AS = "postgres"  # PgBouncer refuses to run as root
@@ -116,8 +116,8 @@ class PgBouncer:
 
     def url(self, dbname: str, driver: str = "psycopg") -> str:
         """A SQLAlchemy URL through PgBouncer (contains the password)."""
-        return (f"postgresql+{driver}://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-                f"@{self.host}:{self.port}/{quote(dbname, safe='')}")
+        return pg_url(self.user, self.password, self.host, self.port, dbname,
+                      scheme=f"postgresql+{driver}")
 
     def connect_kwargs(self, dbname: str) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect`` through PgBouncer (contain the password)."""

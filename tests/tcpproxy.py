@@ -23,7 +23,8 @@ import select
 import socket
 import struct
 import threading
-from urllib.parse import quote
+
+from tests.urls import pg_url
 
 POLL_S = 0.05
 CHUNK = 65536
@@ -179,8 +180,7 @@ class TcpProxy:
 
     def url(self, user: str, password: str, dbname: str) -> str:
         """A database URL through the proxy."""
-        return (f"postgresql+psycopg://{quote(user, safe='')}:{quote(password, safe='')}"
-                f"@127.0.0.1:{self.port}/{quote(dbname, safe='')}")
+        return pg_url(user, password, "127.0.0.1", self.port, dbname)
 
     def close(self) -> None:
         """Stop listening and reset every connection. Idempotent."""

@@ -40,6 +40,7 @@ from psycopg import sql
 from runner.errors import ExitCode
 from devtools.pgcluster import Cluster, ClusterError
 from tests.helpers import PASSWORD, Database, Project, Result, Server, run, runner_env
+from tests.urls import pg_url
 
 # --------------------------------------------------------------------------------------
 # context and checks
@@ -67,12 +68,13 @@ class Ctx:
         user = self.server.user if user is None else user
         password = self.server.password if password is None else password
         port = self.server.port if port is None else port
-        return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{self.server.host}"
-                f":{port}/{quote(self.database.name, safe='')}" + (f"?{query}" if query else ""))
+        return pg_url(user, password, self.server.host, port, self.database.name,
+                      scheme="postgresql", query=query)
 
     def raw_url(self, user: str, password: str) -> str:
         """The same URL with the password pasted in as it is (not percent-encoded)."""
-        return f"postgresql://{user}:{password}@{self.server.host}:{self.server.port}/{self.database.name}"
+        return pg_url(user, password, self.server.host, self.server.port, self.database.name,
+                      scheme="postgresql", encode=False)
 
     def discrete(self, *, as_role: bool = False, **override: str) -> dict[str, str]:
         """DB_* variables for the test database (the superuser's, or the case's role)."""
@@ -121,25 +123,12 @@ def assert_no_secret(result: Result, secrets: tuple[str, ...]) -> None:
             assert piece not in lowered, f"a piece of secret {secret!r} ({piece!r}) leaked:\n{raw}"
 
 
-def _events(result: Result) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-
-
 def assert_json_log(result: Result, *, traceback_allowed: bool = False,
                     stderr_allowed: bool = False) -> list[dict[str, Any]]:
-    """Every stdout line a JSON event, nothing on stderr (unless allowed), one summary, last,
-    agreeing with the exit code; no traceback."""
-    if not traceback_allowed:
-        assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    """Nothing on stderr (unless allowed), and the log contract (helpers.Result)."""
     if not stderr_allowed:
         assert result.stderr.strip() == "", f"unexpected stderr:\n{result.stderr}"
-    events = _events(result)  # raises on a non-JSON line
-    assert events, "no log events at all"
-    summaries = [e for e in events if e["event"] == "summary"]
-    assert len(summaries) == 1, result.stdout
-    assert events[-1]["event"] == "summary", result.stdout
-    assert events[-1]["exit_code"] == result.code, result.stdout
-    return events
+    return result.check_log_contract(traceback_allowed=traceback_allowed)
 
 
 def snapshot(db: Database) -> dict[str, Any]:

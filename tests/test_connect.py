@@ -10,7 +10,7 @@ from runner import logs
 from runner.connect import classify, wait_for_database
 from runner.errors import ConnectionRejected, DatabaseUnreachable
 from devtools.pgcluster import free_port
-from runner.settings import ConnectionSpec
+from runner.dburl import ConnectionSpec
 
 
 @pytest.mark.parametrize("message, kind", [

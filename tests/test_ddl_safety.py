@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 from runner.errors import ExitCode
-from runner.migrate import NO_LIMITS, Timeouts, limits_for, watch_every
+from runner.limits import NO_LIMITS, Timeouts, limits_for, watch_every
 from devtools.pgcluster import free_port
 from tests.helpers import (
     Database,
@@ -38,6 +38,7 @@ from tests.helpers import (
     runner_env,
     wait_until,
 )
+from tests.urls import pg_url
 
 ADD_NOTE = 'op.execute("ALTER TABLE accounts ADD COLUMN note text")'
 CIC = """
@@ -426,7 +427,7 @@ INVALID_OPTIONS = ['{"lock_timeot": 0}', '{"lock_timeout": -1}', '{"statement_ti
 
 def test_invalid_revision_options_fail_before_connecting(tmp_path, runners):
     # nothing listens there: a runner that connected first would log db.connect_failed
-    url = f"postgresql://postgres:pw@127.0.0.1:{free_port()}/postgres"
+    url = pg_url("postgres", "pw", "127.0.0.1", free_port(), "postgres", scheme="postgresql")
     cases = []
     for index, options in enumerate(INVALID_OPTIONS):  # one project each, run concurrently
         project = Project(tmp_path / f"p{index}")

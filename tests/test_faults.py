@@ -38,6 +38,8 @@ Seeds: ``FAULTS_SEED`` (default: fixed in CI, else one per session, printed by e
 ``FAULTS_BLACKHOLE_S`` (default 6) is how long the black-hole test keeps the connection
 silent before cutting it. Each test prints its counts and timings:
 ``pytest -rP tests/test_faults.py`` shows them (they are also ``record_property`` values).
+The random matrices count their invariant violations (:class:`Invariants`) and fail after
+reporting them; a single-fault test fails at its first violated invariant, before reporting.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -65,6 +66,7 @@ from runner.lock import lock_key
 from devtools.pgcluster import free_port
 from tests.helpers import PASSWORD, Database, Project, Result, Running, Server, run, runner_env
 from tests.tcpproxy import TcpProxy
+from tests.urls import pg_url
 
 REVS = ["r1", "r2", "r3", "r4", "r5"]
 STEP_S = 0.12  # each of the two pauses inside a revision while faults are injected
@@ -229,26 +231,12 @@ def seconds_until(predicate: Callable[[], bool], since: float, timeout: float, w
 
 
 def check_log(result: Result, context: str) -> list[dict[str, Any]]:
-    """(f) for a run that was not SIGKILLed."""
-    everything = f"{context}\nexit {result.code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    """(f) for a run that was not SIGKILLed: no password, and the log contract."""
     result.assert_clean()  # JSON lines only, no password (raw or encoded), no Traceback
-    assert "Traceback" not in everything and PASSWORD not in everything
-    events = [json.loads(line) for line in result.stdout.splitlines()]
-    names = [e["event"] for e in events]
-    assert names and names[-1] == "summary", f"the log does not end with a summary: {everything}"
-    assert names.count("summary") == 1, f"several summaries: {everything}"
-    summary = events[-1]
-    assert summary["exit_code"] == result.code, f"summary exit_code != process exit code: {everything}"
-    if result.code != 0:
-        assert len(events) >= 2 and names[-2] == "error", \
-            f"no error event before the summary: {everything}"
-        error = events[-2]
-        assert error["level"] == "error" and error["exit_code"] == result.code, everything
-        assert error.get("message") and error.get("error_code"), everything
-        assert names.count("error") == 1, f"several error events: {everything}"
-    else:
-        assert "error" not in names, everything
-    return events
+    try:
+        return result.check_log_contract()
+    except AssertionError as exc:
+        raise AssertionError(f"{context}\n{exc}") from None
 
 
 def check_reported(events: list[dict[str, Any]], before: State, after: State, context: str,
@@ -329,6 +317,29 @@ def proxy(server: Server) -> Iterator[TcpProxy]:
         yield tcp
 
 
+class Invariants:
+    """The invariant checks of a matrix of faults, counted: a violated one is recorded
+    (and its run's row says so) and the matrix goes on, so that the report gives the real
+    number; the test then fails if there was any."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.violations: list[str] = []
+
+    @contextlib.contextmanager
+    def check(self, context: str, rows: list[str]) -> Iterator[None]:
+        self.runs += 1
+        try:
+            yield
+        except AssertionError as exc:
+            self.violations.append(f"{context}: {exc}")
+            rows.append(f"{context}: INVARIANT VIOLATED: {str(exc).splitlines()[0][:200]}")
+
+    def assert_none(self) -> None:
+        assert not self.violations, f"{len(self.violations)} of {self.runs} runs violated an " \
+                                    "invariant:\n" + "\n\n".join(self.violations)
+
+
 def report(record_property: Callable[[str, Any], None], name: str, lines: list[str],
            **numbers: Any) -> None:
     print(f"\n[{name}] FAULTS_SEED={SEED}")
@@ -383,6 +394,7 @@ def test_sigkill_at_random_points_loses_nothing(databases, project, spawn, recor
     rng = random.Random(SEED)
     rows, lock_release, backend_gone, runs = [], [], [], []
     killed = mid_revision = 0
+    invariants = Invariants()
     for index in range(_count("FAULTS_KILL_SEEDS", 12)):
         db = databases()
         point = pick_point(rng, ["db.connected", "lock.acquired", "revision.started",
@@ -392,34 +404,37 @@ def test_sigkill_at_random_points_loses_nothing(databases, project, spawn, recor
         wait_for_point(proc, point, context)
         sent = proc.signal(signal.SIGKILL)
         result = proc.finish(timeout=30)
-        assert result.code in (-signal.SIGKILL, 0), f"{context}: exit {result.code}\n{result.stdout}"
-        lines = "".join(proc.lines)
-        held = "lock.acquired" in lines and "lock.released" not in lines
-        complete = result.stdout[:result.stdout.rfind("\n") + 1]  # a kill may cut a line short
-        dataclasses.replace(result, stdout=complete).assert_clean()
-        phase = last_step(complete)
-        # (d) the server notices the dead client and frees its lock (bounded wait)
-        freed = seconds_until(lambda: advisory_locks(db) == 0, sent, 30, f"{context}: lock free")
-        gone = seconds_until(lambda: runner_backends(db) == 0, sent, 30, f"{context}: backends gone")
-        if result.code == 0:
-            check_log(result, context)
-        else:
-            killed += 1
-            mid_revision += phase.startswith("revision.started")
-            if held:
-                lock_release.append(freed)
-                backend_gone.append(gone)
-        before = check_schema(db, context)
-        nxt = check_next_run(db, project, before, context)
-        runs.append(nxt.elapsed)
-        outcome = f"killed after {phase}" if result.code else "finished first"
-        rows.append(f"#{index} {point}: {outcome}, "
-                    f"left at {before.version or 'base'}, lock {'held' if held else 'not held'} "
-                    f"-> free after {freed * 1000:.0f} ms; next run {nxt.elapsed:.1f} s")
-    report(record_property, "SIGKILL", rows, faults_injected=len(rows), killed=killed,
-           killed_with_a_revision_in_flight=mid_revision, invariant_violations=0,
+        with invariants.check(context, rows):
+            assert result.code in (-signal.SIGKILL, 0), f"{context}: exit {result.code}\n{result.stdout}"
+            lines = "".join(proc.lines)
+            held = "lock.acquired" in lines and "lock.released" not in lines
+            complete = result.stdout[:result.stdout.rfind("\n") + 1]  # a kill may cut a line short
+            dataclasses.replace(result, stdout=complete).assert_clean()
+            phase = last_step(complete)
+            # (d) the server notices the dead client and frees its lock (bounded wait)
+            freed = seconds_until(lambda: advisory_locks(db) == 0, sent, 30, f"{context}: lock free")
+            gone = seconds_until(lambda: runner_backends(db) == 0, sent, 30, f"{context}: backends gone")
+            if result.code == 0:
+                check_log(result, context)
+            else:
+                killed += 1
+                mid_revision += phase.startswith("revision.started")
+                if held:
+                    lock_release.append(freed)
+                    backend_gone.append(gone)
+            before = check_schema(db, context)
+            nxt = check_next_run(db, project, before, context)
+            runs.append(nxt.elapsed)
+            outcome = f"killed after {phase}" if result.code else "finished first"
+            rows.append(f"#{index} {point}: {outcome}, "
+                        f"left at {before.version or 'base'}, lock {'held' if held else 'not held'} "
+                        f"-> free after {freed * 1000:.0f} ms; next run {nxt.elapsed:.1f} s")
+    report(record_property, "SIGKILL", rows, faults_injected=invariants.runs, killed=killed,
+           killed_with_a_revision_in_flight=mid_revision,
+           invariant_violations=len(invariants.violations),
            lock_freed_after_kill=ms(lock_release),
            backends_gone_after_kill=ms(backend_gone), next_run_s=ms(runs))
+    invariants.assert_none()
 
 
 def last_step(stdout: str) -> str:
@@ -440,6 +455,7 @@ def test_sigterm_at_random_points_rolls_back_and_reports(databases, project, spa
     rng = random.Random(SEED + 1)
     rows, to_exit = [], []
     interrupted = 0
+    invariants = Invariants()
     for index in range(_count("FAULTS_TERM_SEEDS", 8)):
         db = databases()
         point = pick_point(rng, ["scripts.loaded", "db.connected", "lock.acquired",
@@ -450,30 +466,32 @@ def test_sigterm_at_random_points_rolls_back_and_reports(databases, project, spa
         sent = proc.signal(signal.SIGTERM)
         result = proc.finish(timeout=30)
         exited = time.monotonic() - sent if result.code == ExitCode.INTERRUPTED else None
-        where = f"{context}: exit {result.code}\n{result.stdout}\n{result.stderr}"
-        assert not (result.code == -signal.SIGTERM and _finished_before(result)), \
-            f"{KILLED_AFTER_SUMMARY}\n{where}"
-        assert not term_as_internal(result), f"{TERM_AS_INTERNAL}\n{where}"
-        assert result.code in (ExitCode.INTERRUPTED, ExitCode.OK), where
-        events = check_log(result, context)
-        summary = events[-1]
-        if result.code == ExitCode.INTERRUPTED:
-            interrupted += 1
-            assert exited is not None and exited < 5, f"{context}: exited {exited} s after SIGTERM"
-            assert summary["outcome"] == "interrupted", where
-            assert events[-2]["error_code"] == "interrupted" and events[-2]["signal"] == "SIGTERM", where
-            to_exit.append(exited)
-        else:
-            assert summary["outcome"] in ("migrated", "up_to_date"), where
-        # (d) released by the runner itself: only a short bound
-        seconds_until(lambda: advisory_locks(db) == 0, sent, 5, f"{context}: lock free")
-        before = check_schema(db, context)
-        check_reported(events, State([], []), before, context, commit_may_be_unknown=False)
-        check_next_run(db, project, before, context)
-        rows.append(f"#{index} {point}: exit {result.code}, left at {before.version or 'base'}"
-                    + (f", exited {exited * 1000:.0f} ms after the signal" if exited else ""))
-    report(record_property, "SIGTERM", rows, faults_injected=len(rows), interrupted=interrupted,
-           invariant_violations=0, signal_to_exit=ms(to_exit))
+        with invariants.check(context, rows):
+            where = f"{context}: exit {result.code}\n{result.stdout}\n{result.stderr}"
+            assert not (result.code == -signal.SIGTERM and _finished_before(result)), \
+                f"{KILLED_AFTER_SUMMARY}\n{where}"
+            assert not term_as_internal(result), f"{TERM_AS_INTERNAL}\n{where}"
+            assert result.code in (ExitCode.INTERRUPTED, ExitCode.OK), where
+            events = check_log(result, context)
+            summary = events[-1]
+            if result.code == ExitCode.INTERRUPTED:
+                interrupted += 1
+                assert exited is not None and exited < 5, f"{context}: exited {exited} s after SIGTERM"
+                assert summary["outcome"] == "interrupted", where
+                assert events[-2]["error_code"] == "interrupted" and events[-2]["signal"] == "SIGTERM", where
+                to_exit.append(exited)
+            else:
+                assert summary["outcome"] in ("migrated", "up_to_date"), where
+            # (d) released by the runner itself: only a short bound
+            seconds_until(lambda: advisory_locks(db) == 0, sent, 5, f"{context}: lock free")
+            before = check_schema(db, context)
+            check_reported(events, State([], []), before, context, commit_may_be_unknown=False)
+            check_next_run(db, project, before, context)
+            rows.append(f"#{index} {point}: exit {result.code}, left at {before.version or 'base'}"
+                        + (f", exited {exited * 1000:.0f} ms after the signal" if exited else ""))
+    report(record_property, "SIGTERM", rows, faults_injected=invariants.runs, interrupted=interrupted,
+           invariant_violations=len(invariants.violations), signal_to_exit=ms(to_exit))
+    invariants.assert_none()
 
 
 def _finished_before(result: Result) -> bool:
@@ -588,7 +606,7 @@ def test_postgres_restart_mid_revision(stopped_cluster, project, spawn, mode, re
     check_next_run(db, project, after, context)
     report(record_property, f"restart-{mode}",
            [f"exit {result.code} ({error['error_code']}) {exited:.1f} s after the stop began: "
-            f"{error['message']}"], faults_injected=1, invariant_violations=0)
+            f"{error['message']}"], faults_injected=1)
 
 
 # --- 4. The TCP connection cut or black-holed ---------------------------------------------
@@ -643,7 +661,7 @@ def test_tcp_cut_mid_statement(database, project, proxy, spawn, record_property)
     gone, freed, after = _after_network_fault(database, project, result, cut, context)
     assert after.applied == ["r1"], context
     report(record_property, "tcp-cut", [result.events[-2]["message"]], faults_injected=1,
-           invariant_violations=0, runner_exit_after_cut_ms=int(exited * 1000),
+           runner_exit_after_cut_ms=int(exited * 1000),
            server_backend_gone_after_cut_ms=int(gone * 1000),
            lock_free_after_cut_ms=int(freed * 1000))
 
@@ -652,6 +670,7 @@ def test_tcp_cut_at_random_points(databases, project, server, spawn, record_prop
     write_chain(project)
     rng = random.Random(SEED + 2)
     rows, exits = [], []
+    invariants = Invariants()
     for index in range(_count("FAULTS_CUT_SEEDS", 3)):
         db = databases()
         point = pick_point(rng, ["lock.acquired", "revision.started", "revision.applied"])
@@ -663,18 +682,20 @@ def test_tcp_cut_at_random_points(databases, project, server, spawn, record_prop
             cut = time.monotonic()
             tcp.cut()
             result = proc.finish(timeout=30)
-        if result.code == 0:  # finished before the cut
-            check_log(result, context)
-            before = check_schema(db, context)
-            check_next_run(db, project, before, context)
-            rows.append(f"#{index} {point}: finished first")
-            continue
-        exits.append(time.monotonic() - cut)
-        _gone, freed, after = _after_network_fault(db, project, result, cut, context)
-        rows.append(f"#{index} {point}: exit {result.code}, left at {after.version or 'base'}, "
-                    f"lock free after {freed * 1000:.0f} ms")
-    report(record_property, "tcp-cut-random", rows, faults_injected=len(rows),
-           invariant_violations=0, runner_exit_after_cut=ms(exits))
+        with invariants.check(context, rows):
+            if result.code == 0:  # finished before the cut
+                check_log(result, context)
+                before = check_schema(db, context)
+                check_next_run(db, project, before, context)
+                rows.append(f"#{index} {point}: finished first")
+            else:
+                exits.append(time.monotonic() - cut)
+                _gone, freed, after = _after_network_fault(db, project, result, cut, context)
+                rows.append(f"#{index} {point}: exit {result.code}, left at {after.version or 'base'}, "
+                            f"lock free after {freed * 1000:.0f} ms")
+    report(record_property, "tcp-cut-random", rows, faults_injected=invariants.runs,
+           invariant_violations=len(invariants.violations), runner_exit_after_cut=ms(exits))
+    invariants.assert_none()
 
 
 def test_tcp_cut_while_waiting_for_the_lock(database, project, proxy, spawn, record_property):
@@ -693,7 +714,7 @@ def test_tcp_cut_while_waiting_for_the_lock(database, project, proxy, spawn, rec
     _gone, freed, after = _after_network_fault(database, project, result, cut, context)
     assert after.applied == [], context
     report(record_property, "tcp-cut-lock-wait", [result.events[-2]["message"]],
-           faults_injected=1, invariant_violations=0, runner_exit_after_cut_ms=int(exited * 1000))
+           faults_injected=1, runner_exit_after_cut_ms=int(exited * 1000))
 
 
 def test_tcp_blackhole_mid_statement(database, project, proxy, spawn, record_property):
@@ -735,7 +756,7 @@ def test_tcp_blackhole_mid_statement(database, project, proxy, spawn, record_pro
         f"then cut: runner exited {exited * 1000:.0f} ms later, backend gone {gone * 1000:.0f} ms, "
         f"lock free {freed * 1000:.0f} ms",
     ]
-    report(record_property, "tcp-blackhole", observed, faults_injected=1, invariant_violations=0,
+    report(record_property, "tcp-blackhole", observed, faults_injected=1,
            blackhole_window_s=window,
            runner_noticed_blackhole_s=runner_exit if runner_exit is not None else "never",
            server_noticed_blackhole_s=backend_gone if backend_gone is not None else "never",
@@ -745,7 +766,7 @@ def test_tcp_blackhole_mid_statement(database, project, proxy, spawn, record_pro
 # --- 5. The database refusing connections past the wait budget ----------------------------
 
 def database_url(port: int, dbname: str) -> str:
-    return f"postgresql://postgres:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/{dbname}"
+    return pg_url("postgres", PASSWORD, "127.0.0.1", port, dbname, scheme="postgresql")
 
 
 def allow_connections(server: Server, database: Database, allow: bool) -> None:
@@ -791,7 +812,7 @@ def test_database_refusing_connections_exits_unreachable(how, database, project,
     report(record_property, f"refused-{how}",
            [f"exit 3 after {result.elapsed:.1f} s, {len(failed)} attempts "
             f"(kind {failed[-1]['error_kind']}): {error['message']}"],
-           faults_injected=1, invariant_violations=0)
+           faults_injected=1)
 
 
 def test_unreachable_summary_counts_the_connect_attempts(project):
@@ -827,8 +848,7 @@ def test_failing_revision_rolls_back_alone(fault, expect, database, project, rec
     assert after.applied == ["r1", "r2"], where  # the previous revisions stay
     check_reported(events, State([], []), after, context, commit_may_be_unknown=False)
     check_next_run(database, project, after, context)
-    report(record_property, f"failing-{fault}", [error["message"]], faults_injected=1,
-           invariant_violations=0)
+    report(record_property, f"failing-{fault}", [error["message"]], faults_injected=1)
 
 
 # --- the checks can fail -------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 
 import psycopg
@@ -10,7 +9,7 @@ import pytest
 
 from runner import logs
 from runner.errors import LockTimeout
-from runner.lock import POLL_MAX_S, MigrationLock, channel_for, lock_key, next_poll
+from runner.lock import MigrationLock, channel_for, lock_key
 from tests.helpers import wait_until
 
 
@@ -20,16 +19,6 @@ def test_lock_key_is_stable_signed_64_bit_and_name_specific():
     assert -(2**63) <= lock_key("x") < 2**63
     assert lock_key("alembic:public.alembic_version") == 7267386378400977936  # never changes
     assert channel_for(-1) == "migration_runner_ffffffffffffffff"
-
-
-def test_fallback_poll_grows_with_jitter_and_stays_bounded():
-    rng = random.Random(1)
-    delay, seen = 0.05, []
-    for _ in range(30):
-        delay = next_poll(delay, rng)
-        seen.append(delay)
-    assert all(0 < d <= POLL_MAX_S * 1.5 for d in seen)
-    assert len({round(d, 6) for d in seen}) > 20  # jittered, not a fixed sleep
 
 
 @pytest.fixture

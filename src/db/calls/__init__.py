@@ -1,3 +1,4 @@
 from src.db.calls.model import Call
+from src.db.calls.repository import CallRepository
 
-__all__ = ["Call"]
+__all__ = ["Call", "CallRepository"]

@@ -1,0 +1,108 @@
+"""How the runner plugs into Alembic's environment: the defaults added to env.py's
+``context.configure``, the step wrapper that runs a hook before each revision, and the
+SQLAlchemy event hooks. Every private Alembic name the runner uses is listed in
+:data:`PRIVATE_API` (a test fails loudly if one disappears).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from runner.errors import ConfigError, ConnectionLost
+from runner.version_table import VersionTable
+
+#: (module, class, attribute) of every private Alembic API the runner relies on
+PRIVATE_API = (
+    ("alembic.script.base", "ScriptDirectory", "_upgrade_revs"),
+    ("alembic.script.base", "ScriptDirectory", "_downgrade_revs"),
+    ("alembic.script.base", "ScriptDirectory", "_stamp_revs"),
+    ("alembic.script.base", "ScriptDirectory", "_version_locations"),
+    ("alembic.script.base", "Script", "_normalized_down_revisions"),
+)
+
+
+def alembic_steps(directory: Any, kind: str, destination: str, heads: Any) -> list[Any]:
+    """Alembic's own step list for ``kind`` from ``heads`` to ``destination``."""
+    if kind == "stamp":
+        return list(directory._stamp_revs((destination,), heads))
+    return list(getattr(directory, f"_{kind}_revs")(destination, heads))
+
+
+class StepWithHook:
+    """Alembic's migration step, with ``before`` run just before the revision's function."""
+
+    def __init__(self, step: Any, before: Callable[[Any], None]) -> None:
+        self._step, self._before = step, before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._step, name)
+
+    def __str__(self) -> str:
+        return str(self._step)
+
+    @property
+    def migration_fn(self) -> Callable[..., Any]:
+        fn = self._step.migration_fn
+
+        def run(**kw: Any) -> Any:
+            self._before(self._step)
+            return fn(**kw)
+
+        return run
+
+
+def listen(target: Any, listeners: dict[str, Callable[..., Any]]) -> None:
+    """Hook a migration engine or connection: transaction starts (a new transaction begins
+    only after the previous revision's commit succeeded), commits, autocommit switches, and
+    every statement (a pending signal is raised there; the session's limits are set)."""
+    from sqlalchemy import event
+
+    for name, listener in listeners.items():
+        event.listen(target, name, listener)
+
+
+def check_lock_session(lock_session: Any, revision: str) -> None:
+    """Raise :class:`ConnectionLost` unless the session holding the lock still answers."""
+    try:
+        lock_session.exec_driver_sql("SELECT 1")
+        lock_session.commit()
+    except Exception:
+        raise ConnectionLost(f"the session holding the migration lock was lost; stopped before "
+                             f"revision {revision} so that no other runner can interleave. Run "
+                             "again", revision=revision) from None
+
+
+def _excluding(table_name: str, include_name: Any) -> Callable[..., bool]:
+    """An autogenerate ``include_name`` that hides the ledger table, then asks env.py's own."""
+    def include(name: str | None, type_: str, parent_names: Any) -> bool:
+        if type_ == "table" and name == table_name:
+            return False
+        return include_name(name, type_, parent_names) if include_name else True
+
+    return include
+
+
+def with_runner_defaults(configure: Any, table: VersionTable, on_apply: Any,
+                         on_configure: Callable[[Any], None], ledger_name: str) -> Any:
+    """env.py's ``context.configure`` with the runner's defaults: one transaction per
+    revision, the configured version table (a different one is a :class:`ConfigError`), the
+    ledger hidden from autogenerate, and ``on_apply`` after env.py's own callbacks."""
+    def configure_with_defaults(**kw: Any) -> Any:
+        kw.setdefault("transaction_per_migration", True)
+        kw.setdefault("version_table", table.name)
+        kw.setdefault("version_table_schema", table.schema)
+        if (kw["version_table"], kw["version_table_schema"]) != (table.name, table.schema):
+            raise ConfigError(
+                f"env.py uses version table {kw['version_table_schema'] or ''}"
+                f"{'.' if kw['version_table_schema'] else ''}{kw['version_table']} but the runner "
+                f"is set to {table.schema + '.' if table.schema else ''}{table.name}: set "
+                "MIGRATION_VERSION_TABLE / MIGRATION_VERSION_TABLE_SCHEMA to match env.py")
+        kw["include_name"] = _excluding(ledger_name, kw.get("include_name"))
+        callbacks = kw.get("on_version_apply") or []
+        kw["on_version_apply"] = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]),
+                                  on_apply]
+        on_configure(kw.get("connection"))
+        return configure(**kw)
+
+    return configure_with_defaults

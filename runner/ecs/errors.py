@@ -1,0 +1,46 @@
+"""The launcher's own failures and exit codes.
+
+The container's exit code is passed through as it is (0 to 255; the runner's codes are 0-12
+and 130), so the launcher's own codes sit in a range the runner never uses: a pipeline can
+tell "the migration failed" from "the migration never ran, or was stopped".
+"""
+
+from __future__ import annotations
+
+import enum
+
+from runner.errors import RunnerError
+
+
+class LaunchExit(enum.IntEnum):
+    """Documented in the README ("Deploying on ECS"). Stable: pipelines act on them."""
+
+    INTERNAL = 1  # a bug in the launcher: please report it
+    USAGE = 20  # the command line or a MIGRATION_ECS_* variable is missing or wrong
+    AWS_ERROR = 21  # an AWS call failed: credentials, permissions, unknown cluster or family
+    RUN_FAILED = 22  # RunTask started no task (its failures[] say why)
+    NOT_STARTED = 23  # the task stopped without the container's exit code: it never ran
+    TIMEOUT = 24  # --timeout passed: the task was stopped (StopTask)
+    INTERRUPTED = 25  # SIGINT or SIGTERM: the task was stopped (StopTask)
+
+
+class LaunchError(RunnerError):
+    """A launcher failure: ``message`` says what to fix, ``exit_code`` is a :class:`LaunchExit`."""
+
+    exit_code = LaunchExit.AWS_ERROR  # type: ignore[assignment]
+    code = "ecs_aws_error"
+
+
+class LaunchUsageError(LaunchError):
+    exit_code = LaunchExit.USAGE  # type: ignore[assignment]
+    code = "ecs_usage"
+
+
+class RunTaskFailed(LaunchError):
+    exit_code = LaunchExit.RUN_FAILED  # type: ignore[assignment]
+    code = "ecs_run_failed"
+
+
+class StoppedBeforeStart(LaunchError):
+    exit_code = LaunchExit.INTERRUPTED  # type: ignore[assignment]
+    code = "ecs_interrupted"

@@ -1,0 +1,263 @@
+"""Run the migration as a one-off ECS task and wait for it: the orchestration.
+
+One verb, :meth:`Launcher.run`: describe the task definition (and register a revision with a
+new image, if asked), RunTask, stream the container's log events while polling DescribeTasks
+with backoff until STOPPED, drain the remaining events, and return a :class:`LaunchResult`.
+On ``--timeout`` or a stop request (SIGINT/SIGTERM, via :class:`Stop`) it calls StopTask, so
+the runner in the container rolls back and releases its lock, and still waits for the task
+to stop and drains its logs. The launcher never picks an exit code for the process itself
+except through the result; AWS errors surface as botocore exceptions for the CLI to render.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.ecs import taskdef
+from runner.ecs.errors import LaunchExit, RunTaskFailed, StoppedBeforeStart
+from runner.ecs.logs_tail import LogTail, runner_summary
+from runner.ecs.outcome import Outcome, run_failures, task_outcome
+
+STARTED_BY = "migration-runner"
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    cluster: str
+    task_definition: str  # family, family:revision or ARN
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    assign_public_ip: bool = False
+    container: str | None = None
+    image: str | None = None
+    command: tuple[str, ...] | None = None
+    timeout_s: float | None = None
+    platform_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How often to ask AWS. DescribeTasks backs off from ``first_poll_s`` to ``max_poll_s``
+    (log events are fetched at the same pace); after the task stops, events are drained until
+    the runner's ``summary`` is seen or ``drain_s`` passes (awslogs ships within seconds);
+    after StopTask the task gets ``stop_wait_s`` to stop (Fargate's stopTimeout is 120 s at
+    most)."""
+
+    first_poll_s: float = 1.0
+    max_poll_s: float = 5.0
+    drain_s: float = 10.0
+    stop_wait_s: float = 150.0
+
+
+@dataclass
+class LaunchResult:
+    exit_code: int
+    task_arn: str
+    task_definition: str  # family:revision that ran
+    registered: bool  # True when --image registered that revision
+    duration_s: float
+    outcome: Outcome | None  # None when the task did not stop within the stop wait
+    stopped_by: str | None = None  # "timeout", or the signal's name
+    runner_summary: dict[str, Any] | None = None
+    events: int = 0  # log events printed
+
+
+class Stop:
+    """A stop request from a signal handler, seen by the launcher at its next poll.
+    :meth:`wait` sleeps, but wakes at once for a new request."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.repeated = False
+        self._event = threading.Event()
+
+    def install(self) -> None:
+        """SIGINT and SIGTERM request a stop (main thread only)."""
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        else:
+            self.repeated = True
+        self._event.set()
+
+    def wait(self, seconds: float) -> None:
+        self._event.wait(seconds)
+        self._event.clear()
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.request(signal.Signals(signum).name)
+
+
+@dataclass
+class _Run:
+    """The state of one task being followed."""
+
+    task_arn: str
+    container: str
+    tail: LogTail | None
+    started: float
+    summary: dict[str, Any] | None = None
+    events: int = 0
+    stopped_by: str | None = None
+    stop_sent_at: float | None = None
+    task: dict[str, Any] = field(default_factory=dict)
+
+
+class Launcher:
+    """``ecs`` is a boto3 ECS client; ``logs_client(region)`` a CloudWatch Logs client for
+    the ``awslogs-region`` of the container (None: the default region); ``out`` receives
+    each container log event; ``log`` is a structlog logger for the launcher's own events."""
+
+    def __init__(self, ecs: Any, logs_client: Callable[[str | None], Any], *,
+                 out: Callable[[dict[str, Any]], None], log: Any,
+                 pacing: Pacing = Pacing(), stop: Stop | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ecs = ecs
+        self._logs_client = logs_client
+        self._out = out
+        self._log = log
+        self._pacing = pacing
+        self._stop = stop or Stop()
+        self._clock = clock
+        #: the task started, once RunTask has answered (for an error that comes after)
+        self.task_arn: str | None = None
+
+    def run(self, request: LaunchRequest) -> LaunchResult:
+        """Run the task to its end. Raises :class:`RunTaskFailed` when RunTask starts nothing,
+        :class:`~runner.ecs.errors.LaunchUsageError` for a container that cannot be chosen,
+        and botocore's errors for failed AWS calls."""
+        described = self._ecs.describe_task_definition(taskDefinition=request.task_definition,
+                                                       include=["TAGS"])
+        definition = described["taskDefinition"]
+        migrate = taskdef.container(definition, request.container)
+        registered = False
+        if request.image is not None and request.image != migrate["image"]:
+            new = taskdef.with_image(definition, described.get("tags"), migrate["name"],
+                                     request.image)
+            definition = self._ecs.register_task_definition(**new)["taskDefinition"]
+            migrate = taskdef.container(definition, migrate["name"])
+            registered = True
+            self._log.info("ecs.registered", task_definition=taskdef.label(definition),
+                           container=migrate["name"], image=request.image)
+        if self._stop.reason is not None:
+            raise StoppedBeforeStart(f"stopped by {self._stop.reason} before the task was started: "
+                                     "nothing ran", signal=self._stop.reason)
+        started = self._clock()
+        task_arn = self.task_arn = self._run_task(request, definition, migrate["name"])
+        where = taskdef.log_location(migrate, task_arn)
+        self._log.info("ecs.started", task_arn=task_arn, task_definition=taskdef.label(definition),
+                       container=migrate["name"], log_group=where and where.group,
+                       log_stream=where and where.stream)
+        if where is None:
+            self._log.warning("ecs.no_logs", message="the container does not use the awslogs "
+                              "driver with a stream prefix: its events cannot be followed")
+        run = _Run(task_arn=task_arn, container=migrate["name"], started=started,
+                   tail=LogTail(self._logs_client(where.region), where.group, where.stream)
+                   if where else None)
+        stopped = self._follow(run, request)
+        self._drain(run)
+        outcome = task_outcome(run.task, run.container) if stopped else None
+        if run.stopped_by == "timeout":
+            code = int(LaunchExit.TIMEOUT)
+        elif run.stopped_by is not None:
+            code = int(LaunchExit.INTERRUPTED)
+        else:
+            code = outcome.exit_code if outcome else int(LaunchExit.INTERRUPTED)
+        return LaunchResult(exit_code=code, task_arn=task_arn,
+                            task_definition=taskdef.label(definition), registered=registered,
+                            duration_s=round(self._clock() - started, 3), outcome=outcome,
+                            stopped_by=run.stopped_by, runner_summary=run.summary,
+                            events=run.events)
+
+    def _run_task(self, request: LaunchRequest, definition: dict[str, Any], container: str) -> str:
+        args: dict[str, Any] = {
+            "cluster": request.cluster,
+            "taskDefinition": definition["taskDefinitionArn"],
+            "launchType": "FARGATE",
+            "count": 1,
+            "startedBy": STARTED_BY,
+            "networkConfiguration": {"awsvpcConfiguration": {
+                "subnets": list(request.subnets),
+                "securityGroups": list(request.security_groups),
+                "assignPublicIp": "ENABLED" if request.assign_public_ip else "DISABLED"}},
+        }
+        if request.platform_version:
+            args["platformVersion"] = request.platform_version
+        if request.command is not None:
+            args["overrides"] = {"containerOverrides": [
+                {"name": container, "command": list(request.command)}]}
+        response = self._ecs.run_task(**args)
+        tasks = response.get("tasks") or []
+        if not tasks:
+            raise RunTaskFailed(
+                "RunTask started no task: " + (run_failures(response.get("failures") or [])
+                                               or "ECS gave no reason"),
+                failures=response.get("failures") or [])
+        return str(tasks[0]["taskArn"])
+
+    def _follow(self, run: _Run, request: LaunchRequest) -> bool:
+        """Poll until the task is STOPPED (True), or it did not stop within the stop wait
+        after StopTask, or a second stop request came (False)."""
+        delay = self._pacing.first_poll_s
+        while True:
+            self._pump(run)
+            run.task = self._ecs.describe_tasks(cluster=request.cluster,
+                                                tasks=[run.task_arn])["tasks"][0]
+            if run.task.get("lastStatus") == "STOPPED":
+                return True
+            now = self._clock()
+            if run.stop_sent_at is None:
+                if self._stop.reason is not None:
+                    self._stop_task(run, request, self._stop.reason,
+                                    f"migration-runner ecs run received {self._stop.reason}")
+                elif request.timeout_s is not None and now - run.started >= request.timeout_s:
+                    self._stop_task(run, request, "timeout", "migration-runner ecs run: "
+                                    f"--timeout {request.timeout_s:g} s passed")
+            elif self._stop.repeated or now - run.stop_sent_at >= self._pacing.stop_wait_s:
+                self._log.warning("ecs.not_stopped", task_arn=run.task_arn,
+                                  last_status=run.task.get("lastStatus"),
+                                  message="gave up waiting for the stopped task to stop")
+                return False
+            pause = delay
+            if request.timeout_s is not None and run.stop_sent_at is None:
+                pause = max(0.0, min(delay, run.started + request.timeout_s - now))
+            self._stop.wait(pause)
+            delay = min(delay * 2, self._pacing.max_poll_s)
+
+    def _stop_task(self, run: _Run, request: LaunchRequest, cause: str, reason: str) -> None:
+        self._log.warning("ecs.stopping", task_arn=run.task_arn, cause=cause, reason=reason)
+        self._ecs.stop_task(cluster=request.cluster, task=run.task_arn, reason=reason[:255])
+        run.stopped_by = cause
+        run.stop_sent_at = self._clock()
+
+    def _drain(self, run: _Run) -> None:
+        """Fetch what awslogs ships after the task stopped: until the runner's summary (its
+        last event) has been seen, or ``drain_s`` passes."""
+        if run.tail is None:
+            return
+        deadline = self._clock() + self._pacing.drain_s
+        delay = self._pacing.first_poll_s
+        while True:
+            self._pump(run)
+            if run.summary is not None or self._clock() >= deadline:
+                return
+            self._stop.wait(min(delay, max(0.0, deadline - self._clock())))
+            delay = min(delay * 2, self._pacing.max_poll_s)
+
+    def _pump(self, run: _Run) -> None:
+        if run.tail is None:
+            return
+        for event in run.tail.fetch():
+            run.events += 1
+            self._out(event)
+            summary = runner_summary(event.get("message", ""))
+            if summary is not None:
+                run.summary = summary

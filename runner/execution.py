@@ -1,0 +1,282 @@
+"""The execution: run a :class:`~runner.plan.Plan` through Alembic's Python API on the
+locked connection, and nothing else.
+
+env.py receives the runner's connection in ``config.attributes["connection"]`` (Alembic's
+shared-connection pattern) and the database URL in ``sqlalchemy.url``. The runner adds its
+defaults to env.py's ``context.configure`` (:mod:`runner.alembic_env`). Alembic's own step
+list must be the plan's: if it differs, that is a :class:`PlanDiverged` (an internal error),
+never a silent divergence.
+
+Every statement of a revision runs under its limits (:mod:`runner.limits`), set on the
+migration session only when they change. The ledger rows of a transaction's revisions are
+sent with its COMMIT. When env.py migrates on a connection of its own, the runner checks
+before each revision that the session holding the lock is still alive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+
+from runner import alembic_env, logs
+from runner.blockers import BlockerWatch
+from runner.errors import RunnerError
+from runner.failure import Where, classify_failure
+from runner.interrupt import Interrupt
+from runner.ledger import Entry, Ledger
+from runner.limits import Timeouts, limits_for, watch_every
+from runner.plan import Plan
+from runner.scripts import Loaded, set_url
+from runner.version_table import VersionTable
+
+OpenConnection = Callable[[str], psycopg.Connection[Any]]
+OUTCOME = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}  # ledger outcome
+
+
+class PlanDiverged(RunnerError):
+    """Alembic would run other steps than the plan: a bug, never run."""
+
+    code = "plan_diverged"
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    revision: str
+    duration_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What an execution works with, fixed for its whole run."""
+
+    conn: psycopg.Connection[Any]  # the locked session (autocommit)
+    loaded: Loaded
+    table: VersionTable
+    timeouts: Timeouts
+    url: str  # a secret: becomes sqlalchemy.url for env.py
+    open_connection: OpenConnection
+    interrupt: Interrupt
+    log: Any
+    ledger: Ledger
+
+
+def alembic_destination(plan: Plan, target: str) -> str:
+    """The destination handed to Alembic: the plan's resolved target."""
+    if not plan.target:
+        return "base"
+    return plan.target[0] if len(plan.target) == 1 else target
+
+
+def check_steps(plan: Plan, found: list[Any]) -> list[Any]:
+    """Alembic's steps in the plan's order; :class:`PlanDiverged` if they are others."""
+    if plan.kind == "stamp":
+        reached = sorted({rev for step in found for rev in step.to_revisions})
+        if reached != sorted(plan.target) and (found or plan.current != plan.target):
+            raise PlanDiverged(f"internal error: Alembic would stamp {reached or 'base'}, the plan "
+                               f"says {list(plan.target) or 'base'}; nothing was run. Please report "
+                               "this", planned=list(plan.target), alembic=reached)
+        return found
+    by_id = {step.revision.revision: step for step in found}
+    if sorted(by_id) != sorted(plan.steps) or len(by_id) != len(found):
+        raise PlanDiverged(f"internal error: Alembic would run {[s.revision.revision for s in found]}"
+                           f", the plan says {list(plan.steps)}; nothing was run. Please report "
+                           "this", planned=list(plan.steps),
+                           alembic=[s.revision.revision for s in found])
+    return [by_id[rev] for rev in plan.steps]
+
+
+class Execution:
+    """One attempt at a plan. :meth:`run` returns the steps committed; ``on_committed``
+    hears of each as soon as its commit succeeded.
+
+    Raises, after the failing revision's transaction was rolled back (revisions committed
+    before it stay): what :func:`runner.failure.classify_failure` makes of the error, or
+    Interrupted after a signal. ``ctx.conn`` is back in autocommit mode on return, unless
+    the session was lost. Each step is recorded in the ledger by the commit that applied it.
+    """
+
+    def __init__(self, ctx: Context, plan: Plan, target: str,
+                 on_committed: Callable[[Applied], None]) -> None:
+        self.ctx, self.plan, self.target, self.on_committed = ctx, plan, target, on_committed
+        self.outcome = OUTCOME[plan.kind]
+        self.checksums = ctx.loaded.scripts.checksums()
+        self.committed: list[Applied] = []
+        self.awaiting: list[Applied] = []  # completed, commit not yet seen
+        self.unwritten: list[Entry] = []  # ledger rows, written with the commit
+        self.extra: list[psycopg.Connection[Any]] = []  # env.py's own sessions
+        self.watch: BlockerWatch | None = None
+        self.separate = False  # env.py migrates on a connection of its own
+        self.migration: Any = None  # the SQLAlchemy connection migrations run on
+        self.lock_session: Any = None  # the SQLAlchemy connection holding the lock
+        self.cancel: Callable[[], None] = ctx.conn.cancel_safe
+        self.revision: str | None = None  # in flight
+        self.limits: Timeouts | None = None  # the revision in flight's
+        self.session_limits: Timeouts | None = None  # in effect on the migration session
+        self.autocommit_in: str | None = None  # the revision that ran an autocommit block
+        self.clock, self.wall = time.monotonic(), datetime.now(timezone.utc)
+        self.handed = False
+        self.engine: Any = None
+
+    # --- the run ------------------------------------------------------------------------
+
+    def run(self) -> list[Applied]:
+        from alembic.runtime.environment import EnvironmentContext
+        from sqlalchemy import create_engine
+
+        ctx, loaded = self.ctx, self.ctx.loaded
+        ctx.conn.autocommit = False
+        set_url(loaded.config, ctx.url)
+        self.engine = create_engine("postgresql+psycopg://", creator=self._creator)
+        alembic_env.listen(self.engine, self._listeners())
+        env = EnvironmentContext(loaded.config, loaded.directory, fn=self._steps, as_sql=False,
+                                 starting_rev=None, tag=None,
+                                 destination_rev=alembic_destination(self.plan, self.target))
+        try:
+            with ctx.interrupt.cancelling(lambda: self.cancel()), self.engine.connect() as sa_conn:
+                env.configure = alembic_env.with_runner_defaults(  # type: ignore[method-assign]
+                    env.configure, ctx.table, self._on_apply,
+                    lambda c: self._on_configure(c, sa_conn), ctx.ledger.name)
+                loaded.config.attributes["connection"] = sa_conn
+                with env:
+                    loaded.directory.run_env()
+                if sa_conn.in_transaction():
+                    sa_conn.commit()  # e.g. env.py without per-revision transactions
+            self._flush()
+        except Exception as exc:
+            if ctx.interrupt.requested:
+                raise ctx.interrupt.error() from None
+            raise self._failure(exc) from None
+        finally:
+            self._close()
+        return self.committed
+
+    def _failure(self, exc: Exception) -> RunnerError:
+        steps = self.plan.steps
+        failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
+        rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
+        conn = self.ctx.conn
+        where = Where(failed, rev.path if rev else None, conn.closed or conn.broken,
+                      failed is not None and failed == self.autocommit_in)
+        return classify_failure(exc, where, self.watch.last if self.watch else [])
+
+    def _close(self) -> None:
+        conn = self.ctx.conn
+        self.ctx.loaded.config.attributes.pop("connection", None)
+        if self.watch is not None:
+            self.watch.stop()
+        for other in self.extra:
+            other.close()
+        if not conn.closed and not conn.broken:
+            conn.rollback()
+            conn.autocommit = True
+
+    def _flush(self) -> None:
+        """Report the steps whose commit succeeded."""
+        for done in self.awaiting:
+            self.committed.append(done)
+            self.on_committed(done)
+            rev = self.ctx.loaded.scripts.revisions.get(done.revision)
+            self.ctx.log.info(f"revision.{self.outcome}", revision=done.revision,
+                              duration_ms=done.duration_ms, message=rev.message if rev else None)
+        self.awaiting.clear()
+
+    def _creator(self) -> Any:
+        """Our locked connection first; further ones (env.py's) are new sessions."""
+        if not self.handed:
+            self.handed = True
+            return self.ctx.conn
+        self.extra.append(self.ctx.open_connection("env.py"))
+        self.extra[-1].autocommit = False
+        return self.extra[-1]
+
+    # --- what Alembic calls -------------------------------------------------------------
+
+    def _steps(self, heads: Any, _context: Any) -> list[Any]:
+        found = alembic_env.alembic_steps(self.ctx.loaded.directory, self.plan.kind,
+                                          alembic_destination(self.plan, self.target), heads)
+        ordered = check_steps(self.plan, found)
+        if self.plan.kind == "stamp":
+            return ordered
+        return [alembic_env.StepWithHook(step, self._before_revision) for step in ordered]
+
+    def _before_revision(self, step: Any) -> None:
+        revision = step.revision.revision
+        if self.separate:
+            alembic_env.check_lock_session(self.lock_session, revision)
+        described = self.ctx.loaded.scripts.revisions[revision]
+        self.revision, self.limits = revision, self.ctx.timeouts.for_revision(described.options)
+        self.ctx.log.info("revision.started", revision=revision, message=described.message,
+                          lock_timeout_s=self.limits.lock_timeout,
+                          statement_timeout_s=self.limits.statement_timeout)
+        self.clock, self.wall = time.monotonic(), datetime.now(timezone.utc)
+
+    def _on_apply(self, *, step: Any, **_kw: Any) -> None:
+        """Inside the step's transaction: its ledger rows are written with its commit."""
+        self.revision = None
+        duration = int((time.monotonic() - self.clock) * 1000)
+        self.unwritten.extend(Entry(revision, self.outcome, self.checksums.get(revision),
+                                    self.wall, duration) for revision in step.up_revision_ids)
+        self.awaiting.append(Applied(",".join(step.up_revision_ids) or "base", duration))
+
+    def _on_configure(self, connection: Any, lock_session: Any) -> None:
+        """env.py chose its connection: learn the mode, watch it, and cancel it on a signal."""
+        migration = connection if connection is not None else lock_session
+        self.migration, self.lock_session = migration, lock_session
+        self.separate = migration is not lock_session
+        dbapi = migration.connection.dbapi_connection
+        self.cancel = getattr(dbapi, "cancel_safe", None) or dbapi.cancel
+        logs.install_stdlib_bridge()  # env.py may have run logging.config.fileConfig
+        # no query here: a transaction begun before configure() makes Alembic treat it as
+        # external and run every revision in it, instead of one transaction per revision
+        pid = dbapi.info.backend_pid if hasattr(dbapi, "info") else dbapi.get_backend_pid()
+        if migration.engine is not self.engine:  # env.py's own engine: watch it too
+            alembic_env.listen(migration, self._listeners())
+        timeouts = self.ctx.timeouts
+        if timeouts.lock_timeout > 0 and self.watch is None:
+            every = watch_every([timeouts.for_revision(rev.options).lock_timeout
+                                 for rev in self.ctx.loaded.scripts.revisions.values()])
+            self.watch = BlockerWatch(lambda: self.ctx.open_connection("watch"), pid, every)
+        mode = "separate_connection" if self.separate else "locked_connection"
+        self.ctx.log.info("migrate.mode", mode=mode, migration_backend_pid=pid, detail=(
+            "migrations run on env.py's own connection; the lock is held alongside and checked "
+            "before each revision" if self.separate else "migrations run on the locked connection"))
+
+    # --- SQLAlchemy events --------------------------------------------------------------
+
+    def _listeners(self) -> dict[str, Callable[..., Any]]:
+        return {"begin": lambda _c: self._flush(),  # a transaction begins: the last committed
+                "set_connection_execution_options": self._on_options,
+                "commit": self._on_commit,
+                "before_cursor_execute": self._before_statement}
+
+    def _on_options(self, _connection: Any, options: Any) -> None:
+        if options.get("isolation_level") == "AUTOCOMMIT" and self.revision:
+            self.autocommit_in = self.revision
+
+    def _before_statement(self, connection: Any, cursor: Any, *_args: Any) -> None:
+        """Raise a pending signal; set the session's limits when the statement needs others
+        than those in effect (rarely: at the first revision, around overrides and
+        autocommit blocks). Straight to the driver: SQLAlchemy's statement machinery costs
+        more than the statement."""
+        self.ctx.interrupt.check()
+        if connection is not self.migration:
+            return
+        dbapi = cursor.connection
+        wanted = limits_for(self.limits if self.revision else None, dbapi.autocommit)
+        if wanted is not None and wanted != self.session_limits:
+            dbapi.cursor().execute(wanted.statement())
+            # inside a transaction the setting reverts if it rolls back: and so does the run
+            self.session_limits = wanted
+
+    def _on_commit(self, connection: Any) -> None:
+        """The ledger rows of the steps this transaction applied travel with its COMMIT,
+        in one round trip; the driver's own commit then finds nothing left to commit."""
+        if connection is self.migration and self.unwritten:
+            self.ctx.ledger.write_and_commit(connection.connection.dbapi_connection, self.unwritten)
+            self.unwritten.clear()
+            self._flush()

@@ -1,0 +1,39 @@
+"""What a verb returns: an :class:`Outcome` and, for verbs that print one, a document.
+
+Verbs never choose an exit code: the CLI maps a :class:`Result` (or an error) to one, and
+writes the summary from it and the run's :class:`~runner.record.Facts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+
+class Outcome(enum.StrEnum):
+    """How a run ended; logged as the summary's ``outcome``."""
+
+    MIGRATED = "migrated"  # upgrade applied revisions
+    UP_TO_DATE = "up_to_date"  # upgrade: nothing pending
+    DATABASE_AHEAD = "database_ahead"  # upgrade: ahead, accepted (MIGRATION_ALLOW_DATABASE_AHEAD)
+    DOWNGRADED = "downgraded"
+    STAMPED = "stamped"
+    AT_HEAD = "at_head"  # current/check/history: where the database stands
+    BEHIND = "behind"
+    EMPTY = "empty"
+    AHEAD = "ahead"
+    SEVERAL_HEADS = "several_heads"  # heads: the scripts need a merge
+    OK = "ok"  # a verb that only prints or writes files
+    FAILED = "failed"  # an error (the CLI's, never a verb's)
+    INTERRUPTED = "interrupted"  # SIGTERM/SIGINT (the CLI's)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A verb's result: its outcome, and what it prints (``document`` as JSON with
+    ``--json``, else ``text``); None for verbs that print nothing."""
+
+    outcome: Outcome
+    document: dict[str, Any] | None = None
+    text: str = ""

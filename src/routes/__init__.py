@@ -1,0 +1,1 @@
+"""The service's HTTP endpoints, one module per resource."""
