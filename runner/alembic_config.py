@@ -47,7 +47,7 @@ def open_config(named: Path) -> Any:
 
     ini, toml = config_files(named)
     config = Config(str(ini) if ini else None, toml_file=str(toml) if toml else None)
-    databases = config.get_main_option("databases")
+    databases = config.get_alembic_option("databases")
     if databases:
         raise ConfigError(
             f"{str(ini or toml)!r} configures several databases (databases = {databases}, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runner.errors import ConfigError, ConnectionLost
+from runner.errors import ConfigError
 from runner.version_table import VersionTable
 
 #: (module, class, attribute) of every private Alembic API the runner relies on
@@ -60,17 +60,6 @@ def listen(target: Any, listeners: dict[str, Callable[..., Any]]) -> None:
 
     for name, listener in listeners.items():
         event.listen(target, name, listener)
-
-
-def check_lock_session(lock_session: Any, revision: str) -> None:
-    """Raise :class:`ConnectionLost` unless the session holding the lock still answers."""
-    try:
-        lock_session.exec_driver_sql("SELECT 1")
-        lock_session.commit()
-    except Exception:
-        raise ConnectionLost(f"the session holding the migration lock was lost; stopped before "
-                             f"revision {revision} so that no other runner can interleave. Run "
-                             "again", revision=revision) from None
 
 
 def _excluding(table_name: str, include_name: Any) -> Callable[..., bool]:

@@ -97,7 +97,8 @@ def _at_b1_then(project: GeneratedProject, database: Database, driver: str, b2: 
 def test_lock_timeout_is_retried_then_names_the_blocker(driver, env_py, database, tmp_path):
     project = _project(tmp_path, database, driver, env_py)
     _at_b1_then(project, database, driver, 'op.add_column("t", sa.Column("m", sa.Integer))')
-    with database.connect(autocommit=False) as blocker:
+    with database.connect() as blocker:
+        blocker.autocommit = False
         blocker.execute("SELECT * FROM t")  # holds ACCESS SHARE until it ends
         blocker_pid = blocker.info.backend_pid
         result = run(_env(project, database, driver, MIGRATION_DDL_LOCK_TIMEOUT="0.5",
@@ -161,4 +162,19 @@ def test_sigterm_stops_the_running_statement_within_five_seconds(driver, env_py,
     assert database.query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' "
                           "AND state = 'active'") == [(0,)]
     assert database.advisory_locks() == 0
+    result.assert_clean()
+
+
+def test_a_driver_that_is_not_installed_is_named_before_connecting(database, tmp_path):
+    hide = tmp_path / "hide"
+    hide.mkdir()  # the interpreter is told asyncpg cannot be imported, as in an image without it
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['asyncpg'] = None\n")
+    project = _project(tmp_path, database, "asyncpg")
+    project.revision("d1", "first", "op.execute('CREATE TABLE t (x int)')")
+    result = run({**_env(project, database, "asyncpg"), "PYTHONPATH": str(hide)})
+
+    assert result.code == ExitCode.CONFIG, result.stdout + result.stderr
+    message = result.event("error")["message"]
+    assert "asyncpg" in message and "not installed" in message
+    assert not [e for e in result.events if e["event"].startswith("db.")]
     result.assert_clean()
