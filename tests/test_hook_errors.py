@@ -4,7 +4,7 @@ revision runs, is an internal error (exit 1), never "the migration failed, fix i
 from __future__ import annotations
 
 from runner.errors import ExitCode
-from tests.helpers import run, runner_env
+from tests.helpers import PASSWORD, run, runner_env
 
 # Loaded by every Python process that has this directory on PYTHONPATH: the runner's
 # before_cursor_execute listeners are wrapped by a function compiled as if it were in the
@@ -45,7 +45,12 @@ def test_runner_bug_inside_a_hook_is_an_internal_error(database, project, tmp_pa
     assert error["error_code"] == "internal"
     assert "KeyError" in error["message"] and "report" in error["message"]
     assert database.version() == ["h1"] and not database.table_exists("broken_by_the_runner")
-    result.assert_clean()
+    result.assert_clean()  # no traceback at the default level
+
+    debug = run(runner_env(database, project, PYTHONPATH=str(inject), MIGRATION_LOG_LEVEL="debug"))
+    assert debug.code == ExitCode.INTERNAL
+    (traceback,) = [e["exception"] for e in debug.events if "exception" in e]
+    assert "KeyError: 'injected runner bug'" in traceback and PASSWORD not in debug.stdout
 
 
 def test_revision_raising_the_same_error_is_a_failed_migration(database, project):
