@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -110,6 +109,8 @@ class Canceller:
 
 
 def _own_cancel(driver_connection: Any) -> Callable[[], None] | None:
+    import inspect
+
     module = type(driver_connection).__module__.split(".")[0]
     if module == "psycopg":
         cancel = getattr(driver_connection, "cancel_safe", None)
