@@ -129,7 +129,7 @@ class Execution:
 
     def run(self) -> list[Applied]:
         ctx = self.ctx
-        ctx.conn.autocommit = self.driver.name != "psycopg"  # handed to env.py: Alembic's
+        ctx.conn.autocommit = self.driver.name != "psycopg"  # handed to env.py: Alembic commits
         set_url(ctx.loaded.config, ctx.url)
         self.engine = migration_connection.engine_for(self.driver, ctx.url, self._creator)
         alembic_env.listen(self.engine, self._listeners())

@@ -73,7 +73,8 @@ def adopt(migration: Any, lock_conn: psycopg.Connection[Any], separate: bool,
           open_session: Callable[[str], Any]) -> Migrating:
     """Learn about ``migration`` (the SQLAlchemy connection env.py configured); when it is
     ``separate`` from the locked session ``lock_conn``, refuse it (``ConfigError``) unless it
-    is on the same database. Sends no statement on a connection of psycopg 3 or psycopg2."""
+    is on the same database (a few catalog reads, their transaction rolled back unless env.py
+    has one open). The pid comes from the driver where it knows it (all four do)."""
     record = migration.connection
     pid = backend_pid(record.driver_connection, record.dbapi_connection)
     if separate:
