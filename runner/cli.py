@@ -24,6 +24,7 @@ from runner import __version__, logs
 from runner.errors import ConfigError, ExitCode, Interrupted, RunnerError
 from runner.interrupt import Interrupt
 from runner.lock import lock_key
+from runner.checklist_args import CHECKLIST, dry_run_flag, lint_flag
 from runner.outcome import Outcome, Result
 
 Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
@@ -91,15 +92,18 @@ class Command:
 
 def _upgrade(args: argparse.Namespace, settings: Any, facts: Any, interrupt: Interrupt,
              log: Any) -> Result:
-    from runner import commands
+    from runner import checklist, commands
 
+    if args.dry_run:
+        return checklist.dry_run(settings, args.target or settings.migration_target, facts=facts, log=log)
     return commands.upgrade(settings, args.target or settings.migration_target, facts=facts,
                             interrupt=interrupt, log=log)
 
 
 COMMANDS = (
-    Command("upgrade", "apply pending migrations (pnpm db:migrate)", _upgrade, _target(
-        "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True), writes=True),
+    Command("upgrade", "apply pending migrations (pnpm db:migrate)", _upgrade, dry_run_flag(_target(
+        "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True)),
+        writes=True, json_flag=True),
     Command("downgrade", "roll back, under the lock (pnpm db:migrate:down)",
             _verb("commands.downgrade", "target", facts=True, interrupt=True),
             _target("-1 (one step), -N, a revision id, or base: required, never implied"), writes=True),
@@ -108,7 +112,7 @@ COMMANDS = (
     Command("current", "the database's revision and whether it is at head (pnpm db:status)",
             _verb("reads.current", facts=True), reads=True, json_flag=True),
     Command("check", "exit 0 only if the database is exactly at head (CI gate, readiness)",
-            _verb("reads.check", facts=True), reads=True, json_flag=True),
+            _verb("checklist.check", "lint", facts=True), lint_flag, reads=True, json_flag=True),
     Command("history", "the migration timeline, marking what is applied (pnpm db:history)",
             _verb("reads.history", facts=True), reads=True, json_flag=True),
     Command("heads", "the scripts' heads; an error if more than one", _verb("reads.heads"),
@@ -123,18 +127,22 @@ COMMANDS = (
             _message),
     Command("revision", "write a new revision file (pnpm db:migrate:create)",
             _verb("authoring.revision", "message", "autogenerate", facts=True), _revision_arguments),
+    *(Command(name, help_text, _verb(f"checklist.{name}", *names), arguments, reads=True, json_flag=True)
+      for name, (help_text, names, arguments) in CHECKLIST.items()),
 )
 BY_NAME = {command.name: command for command in COMMANDS}
 WRITING = tuple(c.name for c in COMMANDS if c.writes)
-#: ``check``'s verdicts; any other command exits 0 unless it raised
+#: ``check``'s verdicts; any other command exits 0 unless it raised or failed as below
 CHECK_EXIT = {Outcome.AT_HEAD: ExitCode.OK, Outcome.BEHIND: ExitCode.NOT_AT_HEAD,
               Outcome.EMPTY: ExitCode.NOT_AT_HEAD, Outcome.AHEAD: ExitCode.DATABASE_AHEAD}
+FAILED_EXIT = {Outcome.SEVERAL_HEADS: ExitCode.SCRIPTS_INVALID,
+               Outcome.CHECKS_FAILED: ExitCode.VERIFY_FAILED, Outcome.LINT_ERRORS: ExitCode.LINT_FAILED}
 
 
 def exit_code(command: str, outcome: Outcome) -> ExitCode:
     """The exit code of a run of ``command`` that ended with ``outcome`` (no error)."""
-    if outcome is Outcome.SEVERAL_HEADS:
-        return ExitCode.SCRIPTS_INVALID
+    if outcome in FAILED_EXIT:
+        return FAILED_EXIT[outcome]
     if command == "check":
         return CHECK_EXIT.get(outcome, ExitCode.OK)
     return ExitCode.OK
@@ -200,7 +208,7 @@ def run_command(args: argparse.Namespace) -> int:
     from runner.settings import load_settings
 
     command = BY_NAME[args.command]
-    stream = sys.stdout if command.writes else sys.stderr
+    stream = sys.stdout if command.writes and not getattr(args, "dry_run", False) else sys.stderr
     logs.configure(level=_level(command, "info", args.verbose, stream), stream=stream)
     interrupt = Interrupt()
     interrupt.install()
@@ -218,6 +226,8 @@ def run_command(args: argparse.Namespace) -> int:
         if result.document is not None:
             print(json.dumps(result.document, indent=2, default=str) if getattr(args, "json", False)
                   else result.text, flush=True)
+        if result.annotations and os.environ.get("GITHUB_ACTIONS") == "true":  # on the PR's diff
+            print(*result.annotations, sep="\n", file=sys.stderr if args.json else sys.stdout)
         outcome, code = result.outcome, exit_code(command.name, result.outcome)
     except RunnerError as err:
         code = err.exit_code

@@ -25,6 +25,9 @@ class Outcome(enum.StrEnum):
     AHEAD = "ahead"
     SEVERAL_HEADS = "several_heads"  # heads: the scripts need a merge
     OK = "ok"  # a verb that only prints or writes files
+    PASSED = "passed"  # verify, lint, upgrade --dry-run: nothing blocks
+    CHECKS_FAILED = "checks_failed"  # verify: a check failed
+    LINT_ERRORS = "lint_errors"  # lint, check --lint, upgrade --dry-run: an error-level finding
     FAILED = "failed"  # an error (the CLI's, never a verb's)
     INTERRUPTED = "interrupted"  # SIGTERM/SIGINT (the CLI's)
 
@@ -37,3 +40,5 @@ class Result:
     outcome: Outcome
     document: dict[str, Any] | None = None
     text: str = ""
+    #: GitHub Actions workflow commands (``::error file=...``), printed under Actions only
+    annotations: tuple[str, ...] = ()

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     migration_version_table: str = Field(default="alembic_version", min_length=1)
     migration_version_table_schema: str | None = Field(default=None, min_length=1)
     migration_log_format: Literal["auto", "json", "console"] = "auto"
+    #: size-aware lint (check --lint, upgrade --dry-run): below both small limits a table is
+    #: tiny, at or above either large limit it is big
+    migration_lint_small_table_rows: int = Field(default=10_000, ge=0)
+    migration_lint_small_table_bytes: int = Field(default=10 * 2**20, ge=0)
+    migration_lint_large_table_rows: int = Field(default=1_000_000, ge=0)
+    migration_lint_large_table_bytes: int = Field(default=2**30, ge=0)
     migration_log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: set by ECS on every task; used to name the task in application_name and logs
     ecs_container_metadata_uri_v4: str | None = None

@@ -100,7 +100,7 @@ def test_a_stream_that_appears_late_and_logs_that_arrive_after_the_stop_are_show
     assert one(err, "ecs.summary")["runner_summary"]["outcome"] == "migrated"
 
 
-def test_timeout_stops_the_task_and_exits_24(aws_server: Any, capsys: Any) -> None:
+def test_timeout_stops_the_task_and_exits_44(aws_server: Any, capsys: Any) -> None:
     aws_server.hold_tasks_running()
     world = make_world()
     world.register()
@@ -108,12 +108,12 @@ def test_timeout_stops_the_task_and_exits_24(aws_server: Any, capsys: Any) -> No
     code = cli.main(world.args("--timeout", "0.2"), environ={})
 
     _, err = capsys.readouterr()
-    assert code == LaunchExit.TIMEOUT == 24
+    assert code == LaunchExit.TIMEOUT == 44
     task = world.the_task()
     assert task["lastStatus"] == "STOPPED"
     assert "--timeout 0.2 s passed" in task["stoppedReason"]
     error = one(err, "error")
-    assert error["error_code"] == "ecs_timeout" and error["exit_code"] == 24
+    assert error["error_code"] == "ecs_timeout" and error["exit_code"] == 44
     assert one(err, "ecs.summary")["stopped_by"] == "timeout"
 
 
@@ -153,7 +153,7 @@ def test_command_overrides_the_containers_command(aws_server: Any, capsys: Any) 
         {"name": "migrate", "command": ["downgrade", "-1"]}]
 
 
-def test_sigint_stops_the_task_and_exits_25(aws_server: Any, tmp_path: Any) -> None:
+def test_sigint_stops_the_task_and_exits_45(aws_server: Any, tmp_path: Any) -> None:
     aws_server.hold_tasks_running()
     world = make_world()
     world.register()
@@ -177,7 +177,7 @@ def test_sigint_stops_the_task_and_exits_25(aws_server: Any, tmp_path: Any) -> N
             process.kill()
             process.wait()
 
-    assert process.returncode == LaunchExit.INTERRUPTED == 25
+    assert process.returncode == LaunchExit.INTERRUPTED == 45
     task = world.the_task()
     assert task["lastStatus"] == "STOPPED"
     assert task["stoppedReason"] == "migration-runner ecs run received SIGINT"
@@ -206,7 +206,7 @@ def test_a_failed_migration_passes_its_exit_code_through(aws_in_process: None,
     assert one(err, "ecs.summary")["container_exit_code"] == 6
 
 
-def test_a_task_that_failed_to_start_exits_23_with_ecs_reasons(aws_in_process: None,
+def test_a_task_that_failed_to_start_exits_43_with_ecs_reasons(aws_in_process: None,
                                                               capsys: Any) -> None:
     world = make_world()
     world.register()
@@ -217,7 +217,7 @@ def test_a_task_that_failed_to_start_exits_23_with_ecs_reasons(aws_in_process: N
         container_reason="CannotPullContainerError: registry/migrator:1: not found")))
 
     _, err = capsys.readouterr()
-    assert code == LaunchExit.NOT_STARTED == 23
+    assert code == LaunchExit.NOT_STARTED == 43
     error = one(err, "error")
     assert error["error_code"] == "ecs_not_started"
     assert error["stop_code"] == "TaskFailedToStart"
@@ -227,7 +227,7 @@ def test_a_task_that_failed_to_start_exits_23_with_ecs_reasons(aws_in_process: N
     assert one(err, "ecs.summary")["container_exit_code"] is None
 
 
-def test_a_container_without_exit_code_exits_23(aws_in_process: None, capsys: Any) -> None:
+def test_a_container_without_exit_code_exits_43(aws_in_process: None, capsys: Any) -> None:
     world = make_world()
     world.register()
 
@@ -236,7 +236,7 @@ def test_a_container_without_exit_code_exits_23(aws_in_process: None, capsys: An
         stopped_reason="Essential container in task exited")))
 
     _, err = capsys.readouterr()
-    assert code == 23
+    assert code == 43
     assert one(err, "error")["stop_code"] == "EssentialContainerExited"
 
 
@@ -249,13 +249,13 @@ def test_an_unknown_cluster_is_an_aws_error_naming_it(aws_server: Any, capsys: A
     code = cli.main(args, environ={})
 
     _, err = capsys.readouterr()
-    assert code == LaunchExit.AWS_ERROR == 21
+    assert code == LaunchExit.AWS_ERROR == 41
     message = one(err, "error")["message"]
     assert "RunTask failed" in message and "ClusterNotFoundException" in message
     assert "Traceback" not in err
 
 
-def test_run_task_failures_exit_22_naming_the_reasons(aws_server: Any) -> None:
+def test_run_task_failures_exit_42_naming_the_reasons(aws_server: Any) -> None:
     import boto3
     from botocore.stub import Stubber
 
@@ -275,7 +275,7 @@ def test_run_task_failures_exit_22_naming_the_reasons(aws_server: Any) -> None:
         with pytest.raises(RunTaskFailed) as caught:
             launcher.run(cli.parse(world.args(), {})[0])
 
-    assert caught.value.exit_code == LaunchExit.RUN_FAILED == 22
+    assert caught.value.exit_code == LaunchExit.RUN_FAILED == 42
     assert caught.value.message == ("RunTask started no task: arn:aws:ecs:us-east-1:"
                                     "123456789012:cluster/migrations Capacity is unavailable "
                                     "at this time")

@@ -54,7 +54,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument("--image", default=env("IMAGE"),
                      help="register a new revision with this image for that container, run it")
     run.add_argument("--timeout", type=_seconds, default=env("TIMEOUT"), metavar="SECONDS",
-                     help="stop the task (StopTask) after this long; exit 24 (default: none)")
+                     help="stop the task (StopTask) after this long; exit 44 (default: none)")
     run.add_argument("--platform-version", default=env("PLATFORM_VERSION"),
                      help="Fargate platform version (default: LATEST)")
     run.add_argument("--poll-interval", type=_seconds, default=env("POLL_INTERVAL") or "5",

@@ -1,6 +1,6 @@
 """The launcher's own failures and exit codes.
 
-The container's exit code is passed through as it is (0 to 255; the runner's codes are 0-12
+The container's exit code is passed through as it is (0 to 255; the runner's codes are 0-21
 and 130), so the launcher's own codes sit in a range the runner never uses: a pipeline can
 tell "the migration failed" from "the migration never ran, or was stopped".
 """
@@ -16,12 +16,12 @@ class LaunchExit(enum.IntEnum):
     """Documented in the README ("Deploying on ECS"). Stable: pipelines act on them."""
 
     INTERNAL = 1  # a bug in the launcher: please report it
-    USAGE = 20  # the command line or a MIGRATION_ECS_* variable is missing or wrong
-    AWS_ERROR = 21  # an AWS call failed: credentials, permissions, unknown cluster or family
-    RUN_FAILED = 22  # RunTask started no task (its failures[] say why)
-    NOT_STARTED = 23  # the task stopped without the container's exit code: it never ran
-    TIMEOUT = 24  # --timeout passed: the task was stopped (StopTask)
-    INTERRUPTED = 25  # SIGINT or SIGTERM: the task was stopped (StopTask)
+    USAGE = 40  # the command line or a MIGRATION_ECS_* variable is missing or wrong
+    AWS_ERROR = 41  # an AWS call failed: credentials, permissions, unknown cluster or family
+    RUN_FAILED = 42  # RunTask started no task (its failures[] say why)
+    NOT_STARTED = 43  # the task stopped without the container's exit code: it never ran
+    TIMEOUT = 44  # --timeout passed: the task was stopped (StopTask)
+    INTERRUPTED = 45  # SIGINT or SIGTERM: the task was stopped (StopTask)
 
 
 class LaunchError(RunnerError):
