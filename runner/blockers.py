@@ -10,10 +10,17 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from runner.errors import RunnerError
+from runner.redact import clip
+
+#: how much of another session's query a blocker report shows: fetched longer, redacted
+#: (it may be ``ALTER ROLE ... PASSWORD '...'``), then cut here, never by SQL
+QUERY_SHOWN = 60
+
 BLOCKERS_SQL = """
 SELECT pid, application_name, host(client_addr) AS client_addr, state,
        round(extract(epoch FROM now() - xact_start))::int AS transaction_open_s,
-       left(regexp_replace(query, '\\s+', ' ', 'g'), 60) AS query
+       left(regexp_replace(query, '\\s+', ' ', 'g'), 2000) AS query
 FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid
 """
 
@@ -38,10 +45,17 @@ class BlockerWatch:
                 while not self._stop.wait(self.every_s):
                     rows = conn.cursor(row_factory=dict_row).execute(BLOCKERS_SQL, (self.pid,)).fetchall()
                     if rows:
-                        self.last = rows
-        except psycopg.Error:
+                        self.last = [shown_query(row, QUERY_SHOWN) for row in rows]
+        except (psycopg.Error, RunnerError):  # RunnerError: no session within the budget
             return  # only diagnostics: the migration itself reports real trouble
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+
+
+def shown_query(row: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``row`` (a pg_stat_activity row) with its ``query`` redacted and cut to ``limit``."""
+    if row.get("query"):
+        row["query"] = clip(row["query"], limit)
+    return row

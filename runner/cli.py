@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -26,6 +25,8 @@ from runner.interrupt import Interrupt
 from runner.lock import lock_key
 from runner.checklist_args import CHECKLIST, dry_run_flag, lint_flag
 from runner.outcome import Outcome, Result
+from runner.record import Facts
+from runner.report import SUMMARY_ONCE, exit_now, log_error, report, summary
 
 Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -178,9 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as err:
+        from runner.settings import environment_secrets
+
         parser.print_usage(sys.stderr)
-        logs.configure()
-        record_usage_error(err)
+        logs.configure(secrets=environment_secrets())
+        report(err, "usage", Outcome.FAILED, Facts())
         return int(err.exit_code)
     if args.command == "demo":
         return _demo(args.runners)
@@ -204,17 +207,18 @@ def _demo(runners: int) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run one verb: the only place a result or an error becomes an exit code."""
-    from runner.record import Facts
-    from runner.settings import load_settings
+    from runner.settings import environment_secrets, load_settings
 
     command = BY_NAME[args.command]
     stream = sys.stdout if command.writes and not getattr(args, "dry_run", False) else sys.stderr
-    logs.configure(level=_level(command, "info", args.verbose, stream), stream=stream)
-    interrupt = Interrupt()
-    interrupt.install()
+    logs.configure(level=_level(command, "info", args.verbose, stream),
+                   secrets=environment_secrets(), stream=stream)
     facts, outcome, code = Facts(), Outcome.FAILED, ExitCode.INTERNAL
+    interrupt = Interrupt(on_stuck=lambda: _end_stuck(command.name, facts, interrupt))
     log = logs.get()
     try:
+        interrupt.install()
+        interrupt.check()  # a signal during start-up: stop now, with a summary
         settings = load_settings()
         level = _level(command, settings.migration_log_level, args.verbose, stream,
                        settings.migration_log_format)
@@ -232,14 +236,14 @@ def run_command(args: argparse.Namespace) -> int:
     except RunnerError as err:
         code = err.exit_code
         outcome = Outcome.INTERRUPTED if isinstance(err, Interrupted) else Outcome.FAILED
-        _log_error(log, err)
-    except Exception as err:  # a bug: one event, traceback only at debug level
+        log_error(log, err)
+    except BaseException as err:  # a bug (or sys.exit()): one event, traceback at debug only
         code = ExitCode.INTERNAL
         log.error("error", error_code="internal", exit_code=int(ExitCode.INTERNAL),
                   message=f"unexpected {type(err).__name__}: {err}; please report this "
                   "(MIGRATION_LOG_LEVEL=debug shows the traceback)", exc_info=True)
     finally:
-        with interrupt.deferred():
+        with interrupt.deferred(), SUMMARY_ONCE:
             log.info("summary", **summary(command.name, outcome, facts, code))
             stream.flush()
             # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
@@ -247,6 +251,13 @@ def run_command(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     return int(code)
+
+
+def _end_stuck(command: str, facts: Any, interrupt: Interrupt) -> None:
+    """The last resort after a signal (:mod:`runner.interrupt`): report, exit 130 at once."""
+    if SUMMARY_ONCE.acquire(blocking=False):  # else the run is ending by itself
+        report(interrupt.stuck_error(), command, Outcome.INTERRUPTED, facts)
+        exit_now(int(ExitCode.INTERRUPTED))
 
 
 def _level(command: Command, level: str, verbose: bool, stream: Any, fmt: str = "auto") -> str:
@@ -259,41 +270,12 @@ def _level(command: Command, level: str, verbose: bool, stream: Any, fmt: str = 
     return level
 
 
-def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[str, Any]:
-    """The fields of the one ``summary`` event."""
-    return {"command": command, "outcome": outcome.value, "from_revision": facts.from_revision,
-            "to_revision": facts.to_revision, "applied": facts.applied,
-            "connect_attempts": facts.connect_attempts, "lock_wait_ms": facts.lock_wait_ms,
-            "exit_code": int(code), "total_ms": int((time.monotonic() - facts.started) * 1000)}
-
-
-def record_usage_error(err: UsageError) -> None:
-    from runner.record import Facts
-
-    log = logs.get()
-    _log_error(log, err)
-    log.info("summary", **summary("usage", Outcome.FAILED, Facts(), err.exit_code))
-
-
-def _log_error(log: Any, err: RunnerError) -> None:
-    """The one ``error`` event of a failed run."""
-    log.error("error", error_code=err.code, message=err.message, exit_code=int(err.exit_code),
-              **err.fields)
-
-
 def entry() -> NoReturn:
     """Run the command line for the process (see :mod:`runner.start`), then end
     without Python's interpreter teardown, which finalises some 500 imported modules (tens
     of ms on every deploy) and has nothing left to do: every connection is closed and every
     stream is flushed here. ``main`` stays an ordinary function for callers in-process."""
-    code = main()
-    logs.close()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: the exit code still tells
-            pass
-    os._exit(code)
+    exit_now(main())
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ def _execute(session: Session, loaded: scripts.Loaded, target: str, current: tup
     ``lock_timeout``, read again, plan again from there, and retry with backoff."""
     from runner.execution import Context, Execution  # not on the no-op path
     from runner.limits import Timeouts
+    from runner.lock import lock_key
     from runner.retry import retry_blocked
 
     settings, ledger, log = session.settings, session.ledger, session.log
@@ -120,7 +121,7 @@ def _execute(session: Session, loaded: scripts.Loaded, target: str, current: tup
     ctx = Context(session.conn, loaded, session.table,
                   Timeouts(settings.migration_ddl_lock_timeout, settings.migration_statement_timeout),
                   session.spec.url(hide_password=False), session.helper_connection, interrupt,
-                  log, ledger, session.spec.driver)
+                  log, ledger, lock_key(settings.lock_name()), session.spec.driver)
     facts.to_revision = None  # unknown while revisions run: never report a stale one
     first = [current]  # read under the lock just now; a retry reads again
 
@@ -128,7 +129,10 @@ def _execute(session: Session, loaded: scripts.Loaded, target: str, current: tup
         plan = planner(first.pop() if first else session.revision())
         log.info(f"{plan.kind}.plan", from_revision=list(plan.current), target=list(plan.target),
                  pending=list(plan.steps))
-        Execution(ctx, plan, target, lambda step: facts.applied.append(step.revision)).run()
+        # a stamp applies nothing: the summary's to_revision says where it left the database
+        record = (lambda _step: None) if plan.kind == "stamp" else (
+            lambda step: facts.applied.append(step.revision))
+        Execution(ctx, plan, target, record).run()
 
     retry_blocked(attempt, retries=settings.migration_ddl_lock_retries, log=log)
     with interrupt.deferred():  # the work is done: a signal now must not hide where it ended

@@ -73,6 +73,10 @@ _FATAL = [
 ]
 _TRANSIENT = [
     ("connection refused", "refused"),
+    # a TLS handshake cut by a restarting server or a load balancer: not an SSL set-up
+    # problem (only certificate, verification and configuration failures are fatal)
+    ("unexpected eof", "reset"),
+    ("eof detected", "reset"),
     ("ssl syscall error", "reset"),
     ("ssl connection has been closed unexpectedly", "reset"),
     ("could not translate host name", "dns"),
@@ -123,12 +127,15 @@ class Connected:
 
 def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_s: int,
                       max_interval_s: float, application_name: str, log: Any,
-                      spec_for_attempt: SpecForAttempt | None = None) -> Connected:
+                      spec_for_attempt: SpecForAttempt | None = None,
+                      role: str = "session") -> Connected:
     """Connect to a writable primary, retrying transient failures for up to ``budget_s``.
 
     Raises :class:`ConnectionRejected` at once on a fatal error, and
     :class:`DatabaseUnreachable` when the budget is spent. Each failed attempt is logged
-    with its number, kind and the delay before the next one.
+    with its number, kind and the delay before the next one. Every connection the runner
+    opens comes through here (``role``: ``session``, the one ``db.connected`` announces;
+    ``probe``, ``watch``, ``env.py`` ... for the further ones, named in ``db.connect_failed``).
     """
     started = time.monotonic()
     policy, rng = backoff.CONNECT.with_max(max_interval_s), random.Random()
@@ -142,7 +149,7 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
         exc = state.outcome.exception() if state.outcome else None
         assert isinstance(exc, _Transient)
         log.warning("db.connect_failed", attempt=state.attempt_number, error_kind=exc.failure.kind,
-                    error=str(exc), next_delay_s=round(state.upcoming_sleep, 3))
+                    error=str(exc), next_delay_s=round(state.upcoming_sleep, 3), role=role)
 
     retrying = Retrying(retry=retry_if_exception_type(_Transient), wait=next_delay,
                         stop=stop_after_delay(budget_s), before_sleep=log_retry, reraise=True)
@@ -157,15 +164,16 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
         raise
     except _Transient as exc:
         log.warning("db.connect_failed", attempt=attempts, error_kind=exc.failure.kind,
-                    error=str(exc), next_delay_s=None)
+                    error=str(exc), next_delay_s=None, role=role)
         raise DatabaseUnreachable(
             f"database not reachable after {attempts} attempts in {budget_s:g} s "
             f"(last error: {exc.failure.kind}: {exc}); check DB_HOST/DB_PORT, the security "
             "groups between this task and RDS, and that the instance is available, or raise "
             "MIGRATION_DB_WAIT_TIMEOUT", attempts=attempts, last_error_kind=exc.failure.kind) from None
     elapsed_ms = int((time.monotonic() - started) * 1000)
-    log.info("db.connected", attempt=attempts, elapsed_ms=elapsed_ms,
-             server_version=conn.info.server_version, backend_pid=conn.info.backend_pid)
+    (log.info if role == "session" else log.debug)(
+        "db.connected", attempt=attempts, elapsed_ms=elapsed_ms, role=role,
+        server_version=conn.info.server_version, backend_pid=conn.info.backend_pid)
     return Connected(conn, attempts, elapsed_ms)
 
 

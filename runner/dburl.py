@@ -54,7 +54,8 @@ class ConnectionSpec:
         auth = quote(self.user, safe="")
         if self.password is not None:
             auth += ":" + (REDACTED if hide_password else quote(self.password, safe=""))
-        query = dict(self.params)
+        query = {key: REDACTED if hide_password and is_secret_param(key) else value
+                 for key, value in self.params}
         if self.sslmode:
             query["sslmode"] = self.sslmode
         if self.sslrootcert:
@@ -66,6 +67,16 @@ class ConnectionSpec:
 
     def redacted(self) -> str:
         return self.url(hide_password=True)
+
+    def secrets(self) -> list[str]:
+        """The password and every password-like parameter's value (e.g. ``sslpassword``)."""
+        values = [value for key, value in self.params if is_secret_param(key)]
+        return [v for v in (self.password, *values) if v]
+
+
+def is_secret_param(key: str) -> bool:
+    """A URL query parameter whose value is a secret (``sslpassword``, any ``*password``)."""
+    return "password" in key.lower() or "passwd" in key.lower()
 
 
 
@@ -95,10 +106,12 @@ def parse_database_url(url: str) -> ConnectionSpec:
                           f"({_URL_SHAPE})")
     scheme = named.lower() if sep else parts.scheme.lower()
     if scheme not in SCHEMES:
-        shown = scheme if scheme and len(scheme) < 40 else "?"
+        # a scheme is echoed only when it is one (``secret:word`` is not a URL: it may be the
+        # password itself)
+        shown = (f", got scheme {scheme!r}" if scheme and len(scheme) < 40
+                 and url.strip().lower().startswith(scheme + "://") else "")
         raise ConfigError(f"DATABASE_URL must start with postgresql:// or postgresql+DRIVER:// "
-                          f"(DRIVER: {', '.join(sorted(set(SCHEMES.values())))}; got scheme "
-                          f"{shown!r})")
+                          f"(DRIVER: {', '.join(sorted(set(SCHEMES.values())))}{shown})")
     if not parts.hostname:
         raise ConfigError(f"DATABASE_URL has no host ({_URL_SHAPE})")
     dbname = unquote(parts.path.lstrip("/"))
@@ -184,6 +197,8 @@ def parse_secret(raw: str) -> dict[str, object]:
             out["port"] = int(out["port"])  # type: ignore[call-overload]
         except (TypeError, ValueError):
             raise ConfigError("DB_SECRET's port is not a number") from None
+        if not 1 <= out["port"] <= 65535:  # type: ignore[operator]
+            raise ConfigError("DB_SECRET's port must be a number from 1 to 65535")
     return out
 
 

@@ -26,12 +26,14 @@ from typing import Any
 import psycopg
 
 from runner import alembic_env, logs, migration_connection
+from runner.alembic_env import PlanDiverged, alembic_destination, check_steps  # noqa: F401 (API)
 from runner.blockers import BlockerWatch
 from runner.drivers import DRIVERS
 from runner.errors import ExitCode, RunnerError
 from runner.failure import Where, classify_failure
+from runner.guard import stop_backends_via
 from runner.interrupt import Interrupt
-from runner.ledger import Entry, Ledger
+from runner.ledger import Entry, Ledger, step_entries
 from runner.limits import Timeouts, limits_for, watch_every
 from runner.output_capture import OutputCapture
 from runner.plan import Plan
@@ -40,12 +42,6 @@ from runner.version_table import VersionTable
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
 OUTCOME = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}  # ledger outcome
-
-
-class PlanDiverged(RunnerError):
-    """Alembic would run other steps than the plan: a bug, never run."""
-
-    code = "plan_diverged"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,32 +63,8 @@ class Context:
     interrupt: Interrupt
     log: Any
     ledger: Ledger
+    lock_key: int | None = None  # the migration lock's (see runner.guard)
     driver: str = "psycopg"  # the driver the URL names: env.py's connection uses it
-
-
-def alembic_destination(plan: Plan, target: str) -> str:
-    """The destination handed to Alembic: the plan's resolved target."""
-    if not plan.target:
-        return "base"
-    return plan.target[0] if len(plan.target) == 1 else target
-
-
-def check_steps(plan: Plan, found: list[Any]) -> list[Any]:
-    """Alembic's steps in the plan's order; :class:`PlanDiverged` if they are others."""
-    if plan.kind == "stamp":
-        reached = sorted({rev for step in found for rev in step.to_revisions})
-        if reached != sorted(plan.target) and (found or plan.current != plan.target):
-            raise PlanDiverged(f"internal error: Alembic would stamp {reached or 'base'}, the plan "
-                               f"says {list(plan.target) or 'base'}; nothing was run. Please report "
-                               "this", planned=list(plan.target), alembic=reached)
-        return found
-    by_id = {step.revision.revision: step for step in found}
-    if sorted(by_id) != sorted(plan.steps) or len(by_id) != len(found):
-        raise PlanDiverged(f"internal error: Alembic would run {[s.revision.revision for s in found]}"
-                           f", the plan says {list(plan.steps)}; nothing was run. Please report "
-                           "this", planned=list(plan.steps),
-                           alembic=[s.revision.revision for s in found])
-    return [by_id[rev] for rev in plan.steps]
 
 
 class Execution:
@@ -135,10 +107,11 @@ class Execution:
         alembic_env.listen(self.engine, self._listeners())
         try:
             with ctx.interrupt.cancelling(lambda: (self.migrating.cancel if self.migrating
-                                                   else ctx.conn.cancel_safe)()):  # ours only
+                                                   else ctx.conn.cancel_safe)(),  # ours only
+                                          self._stop_backends):
                 migration_connection.run(self.driver, self._run_env)
             self._flush()
-        except Exception as exc:
+        except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
                 raise ctx.interrupt.error() from None
             raise self._failure(exc) from None
@@ -154,8 +127,8 @@ class Execution:
         env = EnvironmentContext(loaded.config, loaded.directory, fn=self._steps, as_sql=False,
                                  starting_rev=None, tag=None,
                                  destination_rev=alembic_destination(self.plan, self.target))
-        capture = OutputCapture(self.ctx.log, lambda: self.revision)
-        with capture.active(), self.engine.connect() as sa_conn:
+        with OutputCapture(self.ctx.log, lambda: self.revision).active(), \
+                self.engine.connect() as sa_conn:
             env.configure = alembic_env.with_runner_defaults(  # type: ignore[method-assign]
                 env.configure, self.ctx.table, self._on_apply,
                 lambda c: self._on_configure(c, sa_conn), self.ctx.ledger.name)
@@ -165,7 +138,10 @@ class Execution:
             if sa_conn.in_transaction():
                 sa_conn.commit()  # e.g. env.py without per-revision transactions
 
-    def _failure(self, exc: Exception) -> RunnerError:
+    def _failure(self, exc: BaseException) -> RunnerError:
+        guard = self.migrating.guard if self.migrating else None
+        if guard is not None and guard.lost:
+            return guard.error(self.revision)
         steps = self.plan.steps
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
         rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
@@ -183,7 +159,7 @@ class Execution:
         if self.watch is not None:
             self.watch.stop()
         if self.migrating is not None:
-            self.migrating.cancel.close()
+            self.migrating.close()
         for other in self.extra:
             other.close()
         if not conn.closed and not conn.broken:
@@ -234,9 +210,10 @@ class Execution:
         """Inside the step's transaction: its ledger rows are written with its commit."""
         self.revision = None
         duration = int((time.monotonic() - self.clock) * 1000)
-        self.unwritten.extend(Entry(revision, self.outcome, self.checksums.get(revision),
-                                    self.wall, duration) for revision in step.up_revision_ids)
-        self.awaiting.append(Applied(",".join(step.up_revision_ids) or "base", duration))
+        entries, name = step_entries(self.outcome, step, self.ctx.loaded.scripts.graph(),
+                                     self.checksums, self.wall, duration)
+        self.unwritten.extend(entries)
+        self.awaiting.append(Applied(name, duration))
 
     def _on_configure(self, connection: Any, handed: Any) -> None:
         """env.py chose its connection: check it, learn the mode, how to cancel, watch it."""
@@ -244,20 +221,25 @@ class Execution:
         self.migration = migration
         separate = self.driver.name != "psycopg" or migration is not handed
         logs.install_stdlib_bridge()  # env.py may have run logging.config.fileConfig
-        self.migrating = migration_connection.adopt(migration, self.ctx.conn, separate,
-                                                    self.ctx.open_connection)
+        self.migrating = migrating = migration_connection.adopt(
+            migration, self.ctx.conn, separate, self.ctx.open_connection, self.ctx.lock_key)
         if migration.engine is not self.engine:  # env.py's own engine: watch it too
             alembic_env.listen(migration, self._listeners())
         timeouts = self.ctx.timeouts
         if timeouts.lock_timeout > 0 and self.watch is None:
             every = watch_every([timeouts.for_revision(rev.options).lock_timeout
                                  for rev in self.ctx.loaded.scripts.revisions.values()])
-            self.watch = BlockerWatch(lambda: self.ctx.open_connection("watch"),
-                                      self.migrating.pid, every)
-        mode = "separate_connection" if separate else "locked_connection"
-        self.ctx.log.info("migrate.mode", mode=mode, migration_backend_pid=self.migrating.pid, detail=(
+            self.watch = BlockerWatch(lambda: self.ctx.open_connection("watch"), migrating.pid, every)
+        self.ctx.log.info("migrate.mode", mode="separate_connection" if separate else
+                          "locked_connection", migration_backend_pid=migrating.pid, detail=(
             f"migrations run on a {self.driver.name} connection of their own; the lock is held "
-            "alongside and checked before each revision" if separate else "migrations run on the locked connection"))
+            "alongside and checked before each revision" if separate
+            else "migrations run on the locked connection"))
+
+    def _stop_backends(self) -> None:
+        """The last resort after a signal (see :mod:`runner.interrupt`)."""
+        stop_backends_via(self.ctx.open_connection, [self.migrating and self.migrating.pid,
+                                                     self.ctx.conn.info.backend_pid])
 
     # --- SQLAlchemy events --------------------------------------------------------------
 
@@ -291,10 +273,9 @@ class Execution:
         one round trip where the driver can (the driver's own commit then finds nothing left
         to commit), else just before it (reported at the next transaction's begin)."""
         if connection is self.migration and self.unwritten:
-            dbapi = connection.connection.dbapi_connection
             pipelined = self.driver.name in migration_connection.PIPELINES_COMMIT
             (self.ctx.ledger.write_and_commit if pipelined else self.ctx.ledger.write)(
-                dbapi, self.unwritten)
+                connection.connection.dbapi_connection, self.unwritten)
             self.unwritten.clear()
             if pipelined:
                 self._flush()

@@ -82,7 +82,9 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         return exc
     orig = getattr(exc, "orig", None) or exc
     sqlstate = sqlstate_of(exc)
-    detail = f"{type(orig).__name__}: {first_line(orig)}"[:500]
+    # not cut here: the log pipeline cuts after redacting (a cut first could leave a
+    # secret's prefix that no longer matches it)
+    detail = f"{type(orig).__name__}: {first_line(orig)}"
     place = "the upgrade"
     if where.revision:
         place = f"revision {where.revision}" + (f" ({where.path})" if where.path else "")
@@ -96,7 +98,10 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         return ConnectionLost(f"the connection to the database was lost during {place} ({detail}); "
                               "PostgreSQL rolls that revision back and frees the lock when it "
                               "notices. Run again: it resumes there", **fields)
-    if sqlstate is None and raised_by_runner(exc.__traceback__):
+    if isinstance(orig, (SystemExit, KeyboardInterrupt)):
+        detail += (" (the migration ended the process itself: a revision must raise an "
+                   "exception to fail, never sys.exit() or KeyboardInterrupt)")
+    elif sqlstate is None and raised_by_runner(exc.__traceback__):
         return RunnerBug(f"internal error in the runner during {place}: {detail}; the revision "
                          "was rolled back. Please report this (MIGRATION_LOG_LEVEL=debug shows "
                          "the traceback)", **fields)

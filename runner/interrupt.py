@@ -28,27 +28,51 @@ from runner import signal_watch
 from runner.errors import Interrupted
 
 RECANCEL_EVERY_S = 0.5
-RECANCEL_MAX = 20
+#: how long a cancelled migration may take to unwind before the last resort (a revision
+#: busy in Python never sends the statement a cancel could stop)
+STUCK_GRACE_S = 5.0
+#: how long the last resort waits for the migration's backends to be ended
+STOP_WAIT_S = 3.0
+
+#: signals that arrived before :meth:`Interrupt.install` (see :func:`record_early`)
+_early: list[str] = []
+
+
+def record_early() -> None:
+    """Record SIGTERM/SIGINT from the process's first moments (the entry point calls this
+    before its imports) until :meth:`Interrupt.install` takes over and honours them: a
+    signal then must not kill the process without its summary."""
+    def record(signum: int, _frame: Any) -> None:
+        _early.append(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, record)
+    signal.signal(signal.SIGINT, record)
 
 
 class Interrupt:
-    def __init__(self) -> None:
+    def __init__(self, on_stuck: Callable[[], None] | None = None) -> None:
         self.signal_name: str | None = None
         self._mode = "raise"
         self._cancel: Callable[[], None] | None = None
+        self._stop: Callable[[], None] | None = None
         self._generation = 0
         self._cancelling = -1  # the generation whose cancel loop is running
         self._mutex = threading.Lock()
+        #: the last resort (the CLI's): report, and end the process
+        self.on_stuck = on_stuck
 
     @property
     def requested(self) -> bool:
         return self.signal_name is not None
 
     def install(self) -> None:
-        """Take over SIGTERM and SIGINT (main thread only)."""
+        """Take over SIGTERM and SIGINT (main thread only). A signal recorded before (see
+        :func:`record_early`) counts as received: :meth:`check` raises."""
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
         signal_watch.watch(lambda _signum: self._start_cancelling())
+        if _early and self.signal_name is None:
+            self.signal_name = _early[0]
 
     def error(self) -> Interrupted:
         return Interrupted(f"stopped by {self.signal_name}: the revision in flight (if any) was "
@@ -61,11 +85,20 @@ class Interrupt:
             raise self.error()
 
     @contextlib.contextmanager
-    def cancelling(self, cancel: Callable[[], None]) -> Iterator[None]:
-        """While inside, a signal calls ``cancel`` (from a helper thread) instead of raising."""
+    def cancelling(self, cancel: Callable[[], None],
+                   stop: Callable[[], None] | None = None) -> Iterator[None]:
+        """While inside, a signal calls ``cancel`` (from a helper thread) instead of raising,
+        again every ``RECANCEL_EVERY_S``. If the region has not ended ``STUCK_GRACE_S``
+        after the signal, ``stop`` ends the migration's backends from a side session (the
+        server rolls back; at most ``STOP_WAIT_S``) and :attr:`on_stuck` ends the run."""
         self.check()
-        with self._in_mode("cancel", cancel):
-            yield
+        saved = self._stop
+        self._stop = stop
+        try:
+            with self._in_mode("cancel", cancel):
+                yield
+        finally:
+            self._stop = saved
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -107,9 +140,29 @@ class Interrupt:
                          daemon=True, name="cancel").start()
 
     def _keep_cancelling(self, cancel: Callable[[], None], generation: int) -> None:
-        for _ in range(RECANCEL_MAX):
+        stop = self._stop
+        deadline = time.monotonic() + STUCK_GRACE_S
+        while time.monotonic() < deadline:
             if self._generation != generation:
                 return
             with contextlib.suppress(Exception):
                 cancel()
             time.sleep(RECANCEL_EVERY_S)
+        if self._generation == generation and self.on_stuck is not None:
+            if stop is not None:  # bounded: the process ends anyway, and the server notices
+                stopper = threading.Thread(target=_quietly, args=(stop,), daemon=True)
+                stopper.start()
+                stopper.join(STOP_WAIT_S)
+            self.on_stuck()
+
+    def stuck_error(self) -> Interrupted:
+        return Interrupted(
+            f"stopped by {self.signal_name}: the revision in flight did not stop within "
+            f"{STUCK_GRACE_S:g} s of the cancel (busy in Python?), so its backend was "
+            "terminated (PostgreSQL rolled it back and freed the lock) and the process ended "
+            "without waiting for it. Run again", signal=self.signal_name, stuck=True)
+
+
+def _quietly(call: Callable[[], None]) -> None:
+    with contextlib.suppress(Exception):
+        call()

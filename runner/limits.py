@@ -6,6 +6,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+#: the largest lock_timeout/statement_timeout PostgreSQL accepts: 2147483647 ms
+MAX_TIMEOUT_S = 2147483.647
+
+
+def milliseconds(seconds: float) -> int:
+    """A timeout in PostgreSQL's milliseconds. A positive value never rounds to 0 (which
+    would turn the protection off): at least 1 ms."""
+    if seconds <= 0:
+        return 0
+    return max(1, round(seconds * 1000))
+
 
 @dataclasses.dataclass(frozen=True)
 class Timeouts:
@@ -21,8 +32,8 @@ class Timeouts:
     def statement(self) -> str:
         """Session-level, so that they are set once for a run of revisions that share them,
         not once per revision (see :func:`limits_for`)."""
-        return (f"SELECT set_config('lock_timeout', '{int(self.lock_timeout * 1000)}', false), "
-                f"set_config('statement_timeout', '{int(self.statement_timeout * 1000)}', false)")
+        return (f"SELECT set_config('lock_timeout', '{milliseconds(self.lock_timeout)}', false), "
+                f"set_config('statement_timeout', '{milliseconds(self.statement_timeout)}', false)")
 
 
 NO_LIMITS = Timeouts(0.0, 0.0)

@@ -23,10 +23,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from runner.backoff import LOCK_POLL
+from runner.blockers import shown_query
 from runner.errors import LockTimeout, name_sessions
 
 REPORT_EVERY_S = 5.0
 POLL_MAX_S = LOCK_POLL.max_s
+HOLDER_QUERY_SHOWN = 80
 
 
 def lock_key(name: str) -> int:
@@ -34,16 +36,35 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+def guard_key(key: int) -> int:
+    """The key a migrating session holds when it is not the one holding ``key`` (env.py's
+    own connection: see :mod:`runner.guard`). A runner that takes ``key`` waits until no
+    session holds this one: a revision still running for a runner that lost its lock
+    session is never run alongside."""
+    return lock_key(f"{key}:migrating")
+
+
+def _key_params(key: int) -> dict[str, int]:
+    return {"classid": (key >> 32) & 0xFFFFFFFF, "objid": key & 0xFFFFFFFF}
+
+
 def channel_for(key: int) -> str:
     """The LISTEN/NOTIFY channel on which the holder announces the release of ``key``."""
     return f"migration_runner_{key & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
+_HELD = """
+EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND classid = %(classid)s::int8::oid AND objid = %(objid)s::int8::oid)"""
+TRY_SQL = f"SELECT pg_try_advisory_lock(%(key)s), {_HELD}"
+GUARDED_SQL = f"SELECT {_HELD}"
+
 HOLDERS_SQL = """
 SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr, a.usename AS user,
        a.state, round(extract(epoch FROM now() - a.backend_start))::int AS connected_for_s,
        round(extract(epoch FROM now() - a.state_change))::int AS state_for_s,
-       left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) AS query
+       left(regexp_replace(a.query, '\\s+', ' ', 'g'), 2000) AS query
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -66,9 +87,16 @@ class MigrationLock:
         self._rng = rng or random.Random()
 
     def try_acquire(self) -> bool:
-        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+        """Take the lock if free; True once it is ours and no migration of a runner that
+        lost it is still running (:func:`guard_key`). Holding the lock while that one ends
+        keeps everyone else out meanwhile."""
+        guard = _key_params(guard_key(self.key))
+        if self.held:
+            row = self.conn.execute(GUARDED_SQL, guard).fetchone()
+            return not (row and row[0])
+        row = self.conn.execute(TRY_SQL, {"key": self.key, **guard}).fetchone()
         self.held = bool(row and row[0])
-        return self.held
+        return self.held and not (row and row[1])
 
     def acquire(self, budget_s: float) -> int:
         """Take the lock within ``budget_s`` seconds; return how long we waited, in ms.
@@ -101,16 +129,21 @@ class MigrationLock:
                     polls = 1  # the holder spoke: its successor is likely soon
             waited_ms = int((time.monotonic() - started) * 1000)
             self.log.info("lock.acquired", lock=self.name, key=self.key, waited_ms=waited_ms)
+        except BaseException:
+            if self.held and self.session_usable():  # waited on behind a stopping migration
+                self.release()
+            raise
         finally:
             if self.session_usable():
                 self.conn.execute(f'UNLISTEN "{self.channel}"')
         return waited_ms
 
     def holders(self) -> list[dict[str, Any]]:
-        """Who holds the lock now (pid, application_name, client address, ...)."""
-        params = {"classid": (self.key >> 32) & 0xFFFFFFFF, "objid": self.key & 0xFFFFFFFF}
+        """Who holds the lock now (pid, application_name, client address, ...); once it is
+        ours, who still migrates for a runner that lost it."""
+        params = _key_params(guard_key(self.key) if self.held else self.key)
         cur = self.conn.cursor(row_factory=dict_row)
-        return list(cur.execute(HOLDERS_SQL, params).fetchall())
+        return [shown_query(row, HOLDER_QUERY_SHOWN) for row in cur.execute(HOLDERS_SQL, params)]
 
     def release(self) -> None:
         """Release the lock and wake the waiters. Safe to call twice, and after the session

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
@@ -23,38 +22,24 @@ from typing import Any, TextIO
 import structlog
 
 from runner import cloudwatch_sink
+from runner.redact import clip, redact_text, spellings
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
-MASK = "***"
-
-# A password inside a URL (scheme://user:PASSWORD@host) or a conninfo (password=...).
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_SQL_PASSWORD = re.compile(r"(?P<head>\bPASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE)
-
-
-def redact_text(text: str, secrets: Iterable[str]) -> str:
-    """Remove every known secret and anything shaped like a password from ``text``."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, MASK)
-    # the patterns only where they can match: most strings are revision ids and messages
-    if "://" in text:
-        text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
-    if "password" in text.lower():
-        text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
-        text = _SQL_PASSWORD.sub(lambda m: m.group("head") + "'" + MASK + "'", text)
-    return text
+#: no string in an event is longer (a driver's message can run on; a traceback, shown at
+#: debug level, is exempt): cut after redaction, never before (see :func:`runner.redact.clip`)
+MAX_STRING = 1000
 
 
 def redactor(secrets: Iterable[str]) -> Callable[[Any, str, dict[str, Any]], dict[str, Any]]:
-    """A structlog processor that redacts every string in the event, however nested."""
-    known = sorted({s for s in secrets if s}, key=len, reverse=True)
+    """A structlog processor that redacts, then clips, every string in the event, however
+    nested."""
+    known = sorted({s for secret in secrets if secret for s in spellings(secret)},
+                   key=len, reverse=True)
 
-    def scrub(value: Any) -> Any:
+    def scrub(value: Any, limit: int | None = MAX_STRING) -> Any:
         if isinstance(value, str):
-            return redact_text(value, known)
+            return clip(value, limit, known) if limit else redact_text(value, known)
         if isinstance(value, Mapping):
             return {k: scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -62,7 +47,8 @@ def redactor(secrets: Iterable[str]) -> Callable[[Any, str, dict[str, Any]], dic
         return value
 
     def process(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-        return {key: scrub(value) for key, value in event.items()}
+        return {key: scrub(value, None if key == "exception" else MAX_STRING)
+                for key, value in event.items()}
 
     return process
 

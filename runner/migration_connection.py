@@ -9,7 +9,7 @@
 Whatever connection env.py finally migrates on (the one handed, or one of its own), the
 runner learns its backend pid, how to cancel its statement from another thread, and — when it
 is not the locked session — checks that it is on the locked session's database
-(:mod:`runner.same_database`) before the first revision.
+(:mod:`runner.same_database`) before the first revision, and guards it (:mod:`runner.guard`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from runner import async_bridge, same_database
 from runner.connect import KEEPALIVES
 from runner.drivers import Canceller, Driver, backend_pid
 from runner.errors import ConnectionLost
+from runner.guard import LockGuard
 
 T = TypeVar("T")
 
@@ -67,21 +68,32 @@ class Migrating:
     cancel: Canceller
     #: not the locked session: the lock is held alongside
     separate: bool
+    guard: LockGuard | None = None
+
+    def close(self) -> None:
+        if self.guard is not None:
+            self.guard.stop()
+        self.cancel.close()
 
 
 def adopt(migration: Any, lock_conn: psycopg.Connection[Any], separate: bool,
-          open_session: Callable[[str], Any]) -> Migrating:
+          open_session: Callable[[str], Any], lock_key: int | None) -> Migrating:
     """Learn about ``migration`` (the SQLAlchemy connection env.py configured); when it is
     ``separate`` from the locked session ``lock_conn``, refuse it (``ConfigError``) unless it
     is on the same database (a few catalog reads, their transaction rolled back unless env.py
-    has one open). The pid comes from the driver where it knows it (all four do)."""
+    has one open), then guard it with the lock ``lock_key``'s guard key. The pid comes from
+    the driver where it knows it (all four do)."""
     record = migration.connection
     pid = backend_pid(record.driver_connection, record.dbapi_connection)
+    migrating = Migrating(pid, Canceller(record.driver_connection, pid,
+                                         lambda: open_session("cancel")), separate)
     if separate:
         same_database.check(same_database.identify(lock_conn), lock_conn.info.backend_pid,
                             record.dbapi_connection, end_transaction=not migration.in_transaction())
-    return Migrating(pid, Canceller(record.driver_connection, pid, lambda: open_session("cancel")),
-                     separate)
+        if lock_key is not None:
+            migrating.guard = LockGuard.start(record.dbapi_connection, lock_key, open_session,
+                                              lock_conn.info.backend_pid, pid)
+    return migrating
 
 
 def check_lock_session(lock_conn: psycopg.Connection[Any], revision: str) -> None:

@@ -57,7 +57,8 @@ def history(settings: Settings, *, facts: Facts, log: Any) -> Result:
         marks += ["EDITED since applied"] if row["edited"] else []
         entry = row["ledger"]
         when = (f"  {entry['outcome']} {entry['finished_at'][:19].replace('T', ' ')} UTC on "
-                f"{entry['ran_on']} ({entry['duration_ms']} ms)") if entry else ""
+                f"{entry['ran_on']} ({entry['duration_ms']} ms"
+                + (f", {entry['detail']}" if entry.get("detail") else "") + ")") if entry else ""
         lines.append(f"{'●' if row['applied'] else '○'} {row['revision']:<14}"
                      f"{row['message']:<{width + 2}}{', '.join(marks)}{when}")
     if state["status"] == "ahead":

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.alembic_config import open_config
-from runner.errors import ConfigError, ScriptsInvalid
+from runner.errors import ConfigError, RunnerError, ScriptsInvalid
+from runner.limits import MAX_TIMEOUT_S
 
 
 #: The module-level dict a revision may define to change how the runner applies it, e.g.
@@ -93,7 +94,9 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
         ordered = list(reversed(list(directory.walk_revisions())))
     except CommandError as exc:
         raise ScriptsInvalid(f"the revision history in {versions} is inconsistent: {exc}") from None
-    except Exception as exc:  # any error raised while importing a revision file
+    except RunnerError:  # Interrupted: a signal while the files were imported
+        raise
+    except BaseException as exc:  # anything a revision file raised at import, sys.exit too
         raise ScriptsInvalid(f"cannot load migration script {_culprit(exc, versions)}: "
                              f"{type(exc).__name__}: {exc}", path=_culprit(exc, versions)) from None
     known = checksums or {}
@@ -127,9 +130,10 @@ def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
         if key not in OPTION_KEYS:
             raise ScriptsInvalid(f"{path}: unknown {OPTIONS_ATTRIBUTE} option {key!r} (known: "
                                  f"{', '.join(OPTION_KEYS)})", path=path)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 <= value <= MAX_TIMEOUT_S):  # NaN fails the comparison too
             raise ScriptsInvalid(f"{path}: {OPTIONS_ATTRIBUTE}[{key!r}] must be a number of "
-                                 "seconds (0: no limit)", path=path)
+                                 f"seconds from 0 (no limit) to {MAX_TIMEOUT_S:g}", path=path)
         out.append((key, float(value)))
     return tuple(sorted(out))
 

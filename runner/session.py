@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,9 +53,26 @@ class Session:
                       self.settings.migration_version_table_schema, __version__, self.where)
 
     def helper_connection(self, role: str) -> psycopg.Connection[Any]:
-        """A further session (no retries: the database is known to be up)."""
-        return connect.open_connection(self.spec, self.settings.migration_connect_timeout,
-                                    f"{self.application_name} {role}"[:63])
+        """A further session, with the same classification of failures and the same wait
+        budget as the first (under load, ``too many clients`` is as transient for a probe
+        as for the first connection)."""
+        return _connect(self.settings, self.spec, f"{self.application_name} {role}"[:63],
+                        self.log, role).conn
+
+    def reconnect(self) -> None:
+        """Replace a lost session (a lock waiter's, before it holds anything) with a new
+        one, within the wait budget. The old one is closed."""
+        self.conn.close()
+        self.conn = _connect(self.settings, self.spec, self.application_name, self.log).conn
+
+
+def _connect(settings: Settings, spec: ConnectionSpec, application_name: str, log: Any,
+             role: str = "session") -> connect.Connected:
+    return connect.wait_for_database(
+        spec, budget_s=settings.migration_db_wait_timeout,
+        connect_timeout_s=settings.migration_connect_timeout,
+        max_interval_s=settings.migration_retry_max_interval,
+        application_name=application_name, log=log, role=role)
 
 
 @contextlib.contextmanager
@@ -63,23 +81,20 @@ def database_session(settings: Settings, *, facts: Facts, log: Any) -> Iterator[
     spec = settings.connection_spec()
     where = where_am_i(settings.ecs_container_metadata_uri_v4)
     try:
-        connected = connect.wait_for_database(
-            spec, budget_s=settings.migration_db_wait_timeout,
-            connect_timeout_s=settings.migration_connect_timeout,
-            max_interval_s=settings.migration_retry_max_interval,
-            application_name=application_name(where), log=log)
+        connected = _connect(settings, spec, application_name(where), log)
     except RunnerError as failed:
         facts.connect_attempts = int(failed.fields.get("attempts", 0))  # type: ignore[call-overload]
         raise
     facts.connect_attempts = connected.attempts
+    session = Session(connected.conn, spec, settings, where, log)
     try:
-        yield Session(connected.conn, spec, settings, where, log)
+        yield session
     except psycopg.OperationalError as exc:  # the session died outside a revision
         raise ConnectionLost(
             f"the connection to the database was lost ({first_line(exc)}); "
             "no revision was in flight. Run again", error_class=type(exc).__name__) from None
     finally:
-        connected.conn.close()
+        session.conn.close()
 
 
 PREPARE_THRESHOLD = 5  # psycopg's default
@@ -94,13 +109,34 @@ def migration_lock(session: Session, *, facts: Facts, interrupt: Interrupt) -> I
     session is unusable, closing it (which :func:`database_session` does) releases the lock.
     """
     _require_own_session(session)
-    lock = MigrationLock(session.conn, session.settings.lock_name(), session.log)
-    facts.lock_wait_ms = lock.acquire(session.settings.migration_lock_wait_timeout)
+    lock = _acquire(session, facts)
     try:
         yield lock
     finally:
         with interrupt.deferred():
             _release(session, lock, facts)
+
+
+def _acquire(session: Session, facts: Facts) -> MigrationLock:
+    """Wait for the lock within MIGRATION_LOCK_WAIT_TIMEOUT. A waiter whose session is lost
+    (a failover while it waits: it holds nothing yet) reconnects, within the wait budget,
+    and waits on for what is left of its lock budget."""
+    budget = session.settings.migration_lock_wait_timeout
+    started = time.monotonic()
+    while True:
+        lock = MigrationLock(session.conn, session.settings.lock_name(), session.log)
+        try:
+            lock.acquire(max(0.0, budget - (time.monotonic() - started)))
+        except psycopg.OperationalError as exc:
+            if not (session.conn.closed or session.conn.broken):
+                raise
+            session.log.warning("lock.reconnecting", lock=lock.name, error=first_line(exc),
+                                detail="the waiting session was lost; it held nothing yet")
+            session.reconnect()
+            _require_own_session(session)
+            continue
+        facts.lock_wait_ms = int((time.monotonic() - started) * 1000)
+        return lock
 
 
 def _require_own_session(session: Session) -> None:

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.dburl import REDACTED, ConnectionSpec, parse_database_url, resolve_connection
 from runner.errors import ConfigError
+from runner.limits import MAX_TIMEOUT_S
+from runner.redact import spellings
 
 __all__ = ["ConnectionSpec", "Settings", "load_settings", "parse_database_url"]
 
@@ -52,12 +54,13 @@ class Settings(BaseSettings):
     migration_manifest: Path | None = None
     migration_target: str = Field(default="head", min_length=1)
     migration_db_wait_timeout: float = Field(default=60.0, ge=0)
-    migration_connect_timeout: int = Field(default=5, ge=2)
+    migration_connect_timeout: int = Field(default=5, ge=2, le=2147483647)
     migration_retry_max_interval: float = Field(default=5.0, gt=0)
     migration_lock_wait_timeout: float = Field(default=300.0, ge=0)
     migration_lock_name: str | None = Field(default=None, min_length=1)
-    migration_ddl_lock_timeout: float = Field(default=5.0, ge=0)
-    migration_statement_timeout: float = Field(default=0.0, ge=0)
+    # PostgreSQL's range: a value beyond it would fail inside the first revision
+    migration_ddl_lock_timeout: float = Field(default=5.0, ge=0, le=MAX_TIMEOUT_S)
+    migration_statement_timeout: float = Field(default=0.0, ge=0, le=MAX_TIMEOUT_S)
     migration_ddl_lock_retries: int = Field(default=5, ge=1)
     migration_allow_database_ahead: bool = False
     migration_ledger_table: str = Field(default="migration_runner_ledger", min_length=1)
@@ -115,12 +118,10 @@ class Settings(BaseSettings):
             if secret is not None and secret.get_secret_value():
                 found.append(secret.get_secret_value())
         try:
-            password = self.connection_spec().password
+            found += self.connection_spec().secrets()
         except ConfigError:
-            password = None
-        if password:
-            found += [password, quote(password, safe=""), quote(password)]
-        return sorted(set(found), key=len, reverse=True)
+            pass
+        return sorted({s for secret in found for s in spellings(secret)}, key=len, reverse=True)
 
     def redacted(self) -> dict[str, object]:
         """The settings as logged by the ``start`` event: secrets replaced, URL without password."""
@@ -163,6 +164,13 @@ def load_settings() -> Settings:
     except ConfigError:
         pass
     return settings
+
+
+def environment_secrets() -> list[str]:
+    """The secret variables' raw values, whatever their shape: masked in what is logged
+    before the settings are read (an invalid setting, a bad command line)."""
+    env = {name.upper(): value for name, value in os.environ.items()}
+    return [env[name] for name in ("DATABASE_URL", "DB_PASSWORD", "DB_SECRET") if env.get(name)]
 
 
 def _secret(value: SecretStr | None) -> str | None:

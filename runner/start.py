@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from runner.heap import long_lived
+from runner.interrupt import record_early
+
+record_early()  # first: a SIGTERM during the imports below still ends with a summary (130)
+
+from runner.heap import long_lived  # noqa: E402
 
 
 def main() -> NoReturn:

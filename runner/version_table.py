@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from runner.bounds import bounded
 from runner.errors import ConfigError
 
 
@@ -23,14 +24,20 @@ class VersionTable:
 
 def read_revision(conn: psycopg.Connection[Any], table: VersionTable) -> tuple[str, ...]:
     """The database's current revision(s), sorted; ``()`` when the version table does not
-    exist. Raises :class:`ConfigError` when the role may not read it."""
+    exist. Raises :class:`ConfigError` when the role may not read it, :class:`MigrationBlocked`
+    when another session's lock on it outlasts the runner's bound (:mod:`runner.bounds`)."""
     ident = table.identifier().as_string(conn)
     try:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (ident,)).fetchone()
-        if not (exists and exists[0]):
-            return ()
-        rows = conn.execute(sql.SQL("SELECT version_num FROM {}").format(table.identifier())).fetchall()
+        with bounded(conn, ident):
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (ident,)).fetchone()
+            if not (exists and exists[0]):
+                return ()
+            rows = conn.execute(sql.SQL("SELECT version_num FROM {}").format(table.identifier())).fetchall()
     except psycopg.errors.InsufficientPrivilege:
         raise ConfigError(f"DB_USER may not read the version table {ident}: grant it SELECT (and "
                           "the rights the migrations need), or use the migration role") from None
+    except psycopg.errors.InvalidSchemaName:
+        raise ConfigError(f"the schema {table.schema!r} (MIGRATION_VERSION_TABLE_SCHEMA) does not "
+                          f"exist: create it (CREATE SCHEMA {table.schema}) or fix the "
+                          "setting", schema=table.schema) from None
     return tuple(sorted(row[0] for row in rows))

@@ -10,7 +10,10 @@ to ``127.0.0.1:target_port``, one pump thread per direction. Faults:
   simulate: the proxy's kernel still ACKs the peers' segments and TCP keepalive probes, so
   to both peers the connection looks alive and silent (a hung terminating proxy, such as a
   stuck pooler), not like a partition where packets vanish;
-- :meth:`TcpProxy.refuse` makes the proxy accept new connections and reset them at once.
+- :meth:`TcpProxy.refuse` makes the proxy accept new connections and reset them at once;
+- :meth:`TcpProxy.cut_handshakes` makes the proxy answer the next connections' SSLRequest
+  itself with "S" and close (FIN) once the TLS ClientHello arrives: a TLS handshake cut
+  by a restarting server ("SSL error: unexpected eof while reading").
 
 Everything is bounded: pump threads poll a stop flag every ``POLL_S``, :meth:`close` stops
 the listener and cuts every connection, and the proxy is a context manager.
@@ -36,6 +39,16 @@ def _reset(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(OSError):
         sock.close()
+
+
+def _cut_handshake(client: socket.socket) -> None:
+    """Accept the SSLRequest, then close as the TLS handshake begins (bounded)."""
+    with contextlib.closing(client):
+        client.settimeout(5)
+        with contextlib.suppress(OSError):
+            if len(client.recv(8)) == 8:
+                client.sendall(b"S")
+                client.recv(CHUNK)  # the ClientHello
 
 
 class _Pair:
@@ -116,6 +129,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._refusing = False
+        self._handshake_cuts = 0
+        self._refuse_after, self._refuse_left = 0, 0
         self.accepted = 0
         self._thread = threading.Thread(target=self._accept_loop, daemon=True, name="proxy-accept")
         self._thread.start()
@@ -136,7 +151,13 @@ class TcpProxy:
             except OSError:
                 continue
             self.accepted += 1
-            if self._refusing:
+            if self._handshake_cuts > 0:
+                self._handshake_cuts -= 1
+                threading.Thread(target=_cut_handshake, args=(client,), daemon=True).start()
+                continue
+            if self._refusing or (self.accepted > self._refuse_after and self._refuse_left > 0):
+                if not self._refusing:
+                    self._refuse_left -= 1
                 _reset(client)
                 continue
             try:
@@ -177,6 +198,15 @@ class TcpProxy:
     def refuse(self, refusing: bool = True) -> None:
         """Reset new connections as soon as they are accepted (or forward them again)."""
         self._refusing = refusing
+
+    def refuse_later(self, after: int, count: int) -> None:
+        """Forward the first ``after`` connections, reset the ``count`` after them, then
+        forward again (a server out of connection slots for a moment)."""
+        self._refuse_after, self._refuse_left = self.accepted + after, count
+
+    def cut_handshakes(self, count: int) -> None:
+        """Cut the TLS handshake of the next ``count`` connections (see the module's doc)."""
+        self._handshake_cuts = count
 
     def url(self, user: str, password: str, dbname: str) -> str:
         """A database URL through the proxy."""

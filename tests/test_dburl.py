@@ -41,6 +41,7 @@ def test_async_drivers_are_recognised_and_kept_in_the_url_for_env_py(driver):
     ("postgresql://u:pw@h/d?sslmode=sometimes", "sslmode must be one of"),
     ("postgresql://u:pw@h1:5432,h2:5432/d", "several hosts"),
     ("postgresql://u@h/d?password=pw", "not as ?password="),
+    ("secretpw:pw", "must start with postgresql://"),  # a bare secret: its "scheme" is not echoed
 ])
 def test_malformed_url_is_refused_without_echoing_it(url, fragment):
     with pytest.raises(ConfigError) as err:
@@ -72,3 +73,15 @@ def test_a_url_and_discrete_values_must_agree():
 def test_a_bad_secret_is_refused_without_echoing_it(raw, fragment):
     with pytest.raises(ConfigError, match=fragment):
         parse_secret(raw)
+
+
+def test_a_scheme_is_named_only_when_it_is_one():
+    with pytest.raises(ConfigError) as err:
+        parse_database_url("mysql://u:x@h/d")
+    assert "got scheme 'mysql'" in str(err.value)
+
+
+@pytest.mark.parametrize("port", [99999, 0, -1, "65536"])
+def test_a_secret_with_a_port_out_of_range_is_refused(port):
+    with pytest.raises(ConfigError, match="port must be a number from 1 to 65535"):
+        parse_secret(json.dumps({"username": "u", "password": "x", "port": port}))

@@ -3,7 +3,10 @@
 The full runner runs as a process against real PostgreSQL; each test injects a fault (SIGKILL
 or SIGTERM at random points, PostgreSQL stopped mid-run, the TCP connection cut or
 black-holed, the database refusing connections, a revision raising, a revision hitting
-``temp_file_limit``) and then checks the same invariants:
+``temp_file_limit``; and the kinds of issue 10: a revision calling ``sys.exit`` or raising
+``KeyboardInterrupt``, SIGTERM to a revision busy in Python, the lock session terminated
+while env.py migrates on its own connection, the version table locked by another session,
+connections refused after the first) and then checks the same invariants:
 
 (a) the database is at a revision the scripts contain, or at base;
 (b) every applied revision is complete and none is half applied: each revision ``r`` of the
@@ -64,7 +67,8 @@ import pytest
 from runner.errors import ExitCode
 from runner.lock import lock_key
 from devtools.pgcluster import free_port
-from tests.helpers import PASSWORD, Database, Project, Result, Running, Server, run, runner_env
+from tests.helpers import (ENV_PY, PASSWORD, Database, Project, Result, Running, Server, run,
+                           runner_env)
 from tests.tcpproxy import TcpProxy
 from tests.urls import pg_url
 
@@ -117,6 +121,12 @@ def _revision_body(rev: str, first: bool) -> str:
         "    op.execute(\"SET LOCAL temp_file_limit = '1MB'\")",
         "    op.execute('SELECT g FROM generate_series(1, 2000000) g ORDER BY random() '",
         "               'OFFSET 1999999')",
+        "if fault == 'exit':",  # a revision that ends the process itself
+        "    import sys; sys.exit(0)",
+        "if fault == 'keyboard':",
+        "    raise KeyboardInterrupt",
+        "if fault == 'spin':",  # busy in Python: no statement for a cancel to stop
+        "    while True: pass",
         "if fault.startswith('hold='):",
         "    op.execute(f'SELECT pg_sleep({float(fault[5:])})')",
         "if step:",
@@ -699,6 +709,8 @@ def test_tcp_cut_at_random_points(databases, project, server, spawn, record_prop
 
 
 def test_tcp_cut_while_waiting_for_the_lock(database, project, proxy, spawn, record_property):
+    """A waiter holds nothing: when its session is lost (a failover while it waits) it
+    reconnects within its budgets and waits on, then migrates once the holder lets go."""
     write_chain(project)
     context = "TCP cut while the runner waits for the migration lock"
     with database.connect(application_name="fault-holder") as holder:
@@ -708,13 +720,19 @@ def test_tcp_cut_while_waiting_for_the_lock(database, project, proxy, spawn, rec
         proc.wait_for_event("lock.waiting", timeout=30)
         cut = time.monotonic()
         assert proxy.cut() >= 1
-        result = proc.finish(timeout=30)
-    exited = time.monotonic() - cut
-    assert exited < 10, f"{context}: the runner took {exited:.1f} s to notice"
-    _gone, freed, after = _after_network_fault(database, project, result, cut, context)
-    assert after.applied == [], context
-    report(record_property, "tcp-cut-lock-wait", [result.events[-2]["message"]],
-           faults_injected=1, runner_exit_after_cut_ms=int(exited * 1000))
+        proc.wait_for_event("lock.reconnecting", timeout=10)
+        reconnected = time.monotonic() - cut
+        proc.wait_for_event("lock.waiting", timeout=30)  # waiting again, on a new session
+        holder.execute("SELECT pg_advisory_unlock(%s)", (LOCK,))
+        result = proc.finish(timeout=60)
+    where = f"{context}: exit {result.code}\n{result.stdout}\n{result.stderr}"
+    assert result.code == 0, where
+    check_log(result, context)
+    after = check_schema(database, context)
+    assert after.applied == REVS, where
+    assert advisory_locks(database) == 0, where
+    report(record_property, "tcp-cut-lock-wait", [f"reconnected after {reconnected * 1000:.0f} ms"],
+           faults_injected=1, runner_noticed_cut_ms=int(reconnected * 1000))
 
 
 def test_tcp_blackhole_mid_statement(database, project, proxy, spawn, record_property):
@@ -832,6 +850,8 @@ def test_unreachable_summary_counts_the_connect_attempts(project):
     ("raise", "planted failure in r3"),
     ("sqlerror", "division by zero"),
     ("tempfile", "temporary file size exceeds temp_file_limit"),
+    ("exit", "ended the process itself"),  # sys.exit(0): once a green deploy (exit 0)
+    ("keyboard", "ended the process itself"),  # once a raw traceback and -2
 ])
 def test_failing_revision_rolls_back_alone(fault, expect, database, project, record_property):
     write_chain(project)
@@ -849,6 +869,108 @@ def test_failing_revision_rolls_back_alone(fault, expect, database, project, rec
     check_reported(events, State([], []), after, context, commit_may_be_unknown=False)
     check_next_run(database, project, after, context)
     report(record_property, f"failing-{fault}", [error["message"]], faults_injected=1)
+
+
+# --- 8. The fault kinds of issue 10 (an adversarial afternoon) -----------------------------
+
+STOCK_ENV_PY = ENV_PY.replace('connection = config.attributes.get("connection")',
+                              "connection = None  # the stock template: its own engine")
+
+
+def test_sigterm_to_a_revision_busy_in_python(database, project, spawn, record_property):
+    write_chain(project)
+    context = "SIGTERM while r3 spins in Python"
+    proc = spawn(env_for(database, project, FAULT_AT_R3="spin"))
+    while proc.wait_for_event("revision.started", timeout=30)["revision"] != "r3":
+        pass
+    seconds_until(lambda: database.query(  # r3's audit row sent, then Python spins
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+        "AND query LIKE 'INSERT INTO audit (rev) VALUES (''r3'')%%'")[0][0] == 1,
+        time.monotonic(), 10, "r3 to spin")
+    sent = proc.signal(signal.SIGTERM)
+    result = proc.finish(timeout=30)
+    exited = time.monotonic() - sent
+    where = f"{context}: exit {result.code}\n{result.stdout}\n{result.stderr}"
+    assert result.code == ExitCode.INTERRUPTED, where
+    events = check_log(result, context)
+    assert events[-2].get("stuck") is True, where
+    assert exited < 15, where
+    seconds_until(lambda: advisory_locks(database) == 0, sent, 10, f"{context}: lock free")
+    after = check_schema(database, context)
+    assert after.applied == ["r1", "r2"], where
+    check_reported(events, State([], []), after, context, commit_may_be_unknown=False)
+    check_next_run(database, project, after, context)
+    report(record_property, "sigterm-spin", [events[-2]["message"]], faults_injected=1,
+           runner_exit_after_signal_ms=int(exited * 1000))
+
+
+def test_lock_session_terminated_while_env_py_migrates_on_its_own(database, project, spawn,
+                                                                   record_property):
+    write_chain(project)
+    (project.root / "migrations" / "env.py").write_text(STOCK_ENV_PY)
+    context = "lock session terminated during r2 (env.py's own connection)"
+    proc = spawn(env_for(database, project, FAULT_AT_R2="hold=30"))
+    lock_pid = proc.wait_for_event("db.connected")["backend_pid"]
+    _hold_r2(database, proc)
+    killed = time.monotonic()
+    database.query("SELECT pg_terminate_backend(%s)", (lock_pid,))
+    result = proc.finish(timeout=30)
+    exited = time.monotonic() - killed
+    where = f"{context}: exit {result.code}\n{result.stdout}\n{result.stderr}"
+    assert result.code == ExitCode.CONNECTION_LOST, where
+    events = check_log(result, context)
+    assert events[-2]["revision"] == "r2" and "revision r2" in events[-2]["message"], where
+    assert exited < 10, where
+    gone = seconds_until(lambda: runner_backends(database) == 0, killed, 10,
+                         f"{context}: the migrating backend gone")
+    after = check_schema(database, context)
+    assert after.applied == ["r1"], where
+    check_reported(events, State([], []), after, context, commit_may_be_unknown=False)
+    check_next_run(database, project, after, context)
+    report(record_property, "lock-session-lost-own-engine", [events[-2]["message"]],
+           faults_injected=1, runner_exit_after_kill_ms=int(exited * 1000),
+           migrating_backend_gone_after_kill_ms=int(gone * 1000))
+
+
+def test_version_table_locked_by_another_session(database, project, record_property):
+    write_chain(project)
+    context = "LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE by another session"
+    assert run(env_for(database, project), "upgrade", "r2").code == 0
+    before = check_schema(database, context)
+    with database.connect(application_name="fault-locker") as locker:
+        locker.autocommit = False
+        locker.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+        result = run(env_for(database, project), timeout=90)
+        locker.rollback()
+    where = f"{context}: exit {result.code}\n{result.stdout}\n{result.stderr}"
+    assert result.code == ExitCode.MIGRATION_BLOCKED, where
+    events = check_log(result, context)
+    assert "fault-locker" in events[-2]["message"], where
+    assert check_schema(database, context) == before, where
+    assert advisory_locks(database) == 0, where
+    check_next_run(database, project, before, context)
+    report(record_property, "version-table-locked", [events[-2]["message"]], faults_injected=1,
+           runner_exit_ms=int(result.elapsed * 1000))
+
+
+def test_connections_refused_after_the_first(database, project, server, record_property):
+    """Connection pressure: the probe and the blocker watch meet 'too many clients'-like
+    refusals the first connection did not; retried within the wait budget."""
+    write_chain(project)
+    context = "two connections refused after the first (the probe's)"
+    with TcpProxy(server.port) as tcp:
+        tcp.refuse_later(after=1, count=2)
+        result = run(env_for(database, project, MIGRATION_DB_WAIT_TIMEOUT=30,
+                             DATABASE_URL=tcp.url("postgres", PASSWORD, database.name)), timeout=90)
+    where = f"{context}: exit {result.code}\n{result.stdout}\n{result.stderr}"
+    assert result.code == 0, where
+    events = check_log(result, context)
+    assert [e["role"] for e in events if e["event"] == "db.connect_failed"] == ["probe"] * 2, where
+    after = check_schema(database, context)
+    assert after.applied == REVS, where
+    check_next_run(database, project, after, context)
+    report(record_property, "probe-refused", [f"exit 0 after {result.elapsed:.1f} s"],
+           faults_injected=2)
 
 
 # --- the checks can fail -------------------------------------------------------------------

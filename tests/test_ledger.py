@@ -95,6 +95,49 @@ def test_ledger_rows_are_quoted_by_psycopg_and_travel_with_the_commit():
                                           Entry("a2", "applied", "c" * 64, at, 8)])
     assert statement == (
         'INSERT INTO "audit"."ledger" (revision, outcome, checksum, started_at, duration_ms, '
-        "runner_version, ran_on) VALUES ('a1''; DROP TABLE x; --', 'applied', NULL, "
-        "'2026-01-02 03:04:05+00:00'::timestamptz, 7, '1.0', 'host ''a'''), ('a2', 'applied', "
-        f"'{'c' * 64}', '2026-01-02 03:04:05+00:00'::timestamptz, 8, '1.0', 'host ''a'''); COMMIT")
+        "detail, runner_version, ran_on) VALUES ('a1''; DROP TABLE x; --', 'applied', NULL, "
+        "'2026-01-02 03:04:05+00:00'::timestamptz, 7, NULL, '1.0', 'host ''a'''), ('a2', "
+        f"'applied', '{'c' * 64}', '2026-01-02 03:04:05+00:00'::timestamptz, 8, NULL, '1.0', "
+        "'host ''a'''); COMMIT")
+
+
+def test_a_stamp_records_what_it_did_both_ways_and_history_reads_it(database, project):
+    for rev, down in (("a1", None), ("a2", "a1"), ("a3", "a2")):
+        project.revision(rev, down, f"op.execute('CREATE TABLE t_{rev} (id int)')")
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "a1").code == 0
+
+    def rows() -> list[tuple[str, str, bool, str | None]]:
+        return database.query("SELECT revision, outcome, checksum IS NOT NULL, detail FROM "
+                              "migration_runner_ledger WHERE outcome <> 'applied' ORDER BY id")
+
+    up = run(env, "stamp", "a3")
+    assert up.code == 0 and up.summary["applied"] == [] and up.summary["to_revision"] == ["a3"]
+    assert rows() == [("a2", "stamped", True, "stamp a1 -> a3"), ("a3", "stamped", True, "stamp a1 -> a3")]
+    down = run(env, "stamp", "a1")
+    assert down.code == 0 and down.summary["applied"] == [] and down.summary["to_revision"] == ["a1"]
+    assert rows()[2:] == [("a2", "unstamped", True, "stamp a3 -> a1"),
+                          ("a3", "unstamped", True, "stamp a3 -> a1")]
+    assert run(env, "stamp", "base").code == 0
+    assert rows()[4:] == [("a1", "unstamped", True, "stamp a1 -> base")]
+    history = json.loads(run(env, "history", "--json").stdout)
+    by_id = {row["revision"]: row for row in history["revisions"]}
+    assert [by_id[r]["applied"] for r in ("a1", "a2", "a3")] == [False, False, False]
+    assert by_id["a2"]["ledger"]["outcome"] == "unstamped"
+    assert "unstamped" in run(env, "history").stdout
+
+
+def test_an_older_ledger_is_brought_up_to_date_under_the_lock(database, project):
+    project.revision("a1", None, "pass")
+    project.revision("a2", "a1", "pass")
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "a1").code == 0
+    with database.connect() as conn:  # as the previous runner version left it
+        conn.execute("ALTER TABLE migration_runner_ledger DROP COLUMN detail, DROP CONSTRAINT "
+                     "migration_runner_ledger_outcome_check, ADD CONSTRAINT "
+                     "migration_runner_ledger_outcome_check CHECK (outcome IN "
+                     "('applied', 'reverted', 'stamped', 'adopted'))")
+    assert run(env, "current").code == 0  # reads an older ledger as it is
+    assert run(env, "stamp", "base").code == 0
+    assert database.query("SELECT outcome, detail FROM migration_runner_ledger "
+                          "ORDER BY id DESC LIMIT 1") == [("unstamped", "stamp a1 -> base")]

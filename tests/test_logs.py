@@ -38,17 +38,6 @@ def test_known_secrets_are_masked_everywhere_in_the_event(stream):
     assert lines(stream)[0]["nested"] == {"list": ["x *** y"]}
 
 
-@pytest.mark.parametrize("text, leak", [
-    ("could not parse postgresql://app:TopSecret@host/db", "TopSecret"),
-    ("invalid dsn: host=h password=TopSecret dbname=d", "TopSecret"),
-    ("invalid dsn: password='Top Secret' host=h", "Top Secret"),
-    ("ALTER ROLE app PASSWORD 'TopSecret'", "TopSecret"),
-])
-def test_password_shapes_are_masked_even_when_unknown(text, leak):
-    redacted = logs.redact_text(text, [])
-    assert leak not in redacted and "***" in redacted
-
-
 def test_alembic_records_go_through_the_same_pipeline(stream):
     logging.getLogger("alembic.autogenerate.compare").info("Detected added table %r", "calls")
     (event,) = lines(stream)
