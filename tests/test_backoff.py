@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from runner.backoff import BLOCKED, CONNECT, LOCK_POLL, Backoff
+from runner.backoff import BLOCKED, CONNECT, LOCK_POLL, Backoff, for_connect_failure
 from runner.lock import POLL_MAX_S
 
 
@@ -38,3 +38,27 @@ def test_connect_uses_full_jitter_under_the_configured_cap():
     delays = [policy.delay(n, rng) for n in range(1, 40)]
     assert all(0 <= d <= 2.0 for d in delays)
     assert min(delays) < 0.5 < max(delays)
+
+
+@pytest.mark.parametrize("kind", ["refused", "starting_up", "recovering", "dns", "reset"])
+def test_while_no_server_accepts_connect_polls_four_to_five_times_a_second(kind):
+    rng = random.Random(7)
+    policy = for_connect_failure(kind, max_interval_s=5.0)
+    steady = [policy.delay(n, rng) for n in range(4, 400)]
+    assert all(0.2 <= d <= 0.25 for d in steady)  # at most 5 attempts/s, never 0.25 s late
+    assert 1 / (sum(steady) / len(steady)) <= 5
+
+
+@pytest.mark.parametrize("kind", ["too_many_connections", "read_only", "other"])
+def test_a_server_that_is_up_but_turns_us_away_gets_exponential_backoff(kind):
+    rng = random.Random(7)
+    policy = for_connect_failure(kind, max_interval_s=5.0)
+    assert policy == CONNECT
+    assert max(policy.delay(n, rng) for n in range(8, 60)) > 2.0
+
+
+def test_a_small_retry_cap_bounds_both_policies():
+    rng = random.Random(1)
+    for kind in ("refused", "too_many_connections"):
+        policy = for_connect_failure(kind, max_interval_s=0.1)
+        assert all(policy.delay(n, rng) <= 0.1 for n in range(1, 50))

@@ -386,13 +386,19 @@ def make_role(server: Server) -> Iterator[Callable[..., str]]:
         except psycopg.errors.InsufficientPrivilege:
             pytest.skip("the test server's role may not create roles")
         made.append((name, db))
-        with db.connect() as conn:  # PostgreSQL 15+: public is not writable by default
+        with as_admin(db) as conn:  # PostgreSQL 15+: public is not writable by default
             conn.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(name)))
+            if server.user != name:  # the tests' role reads what the new role writes
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(name),
+                                                              sql.Identifier(server.user)))
         return name
+
+    def as_admin(db: Database) -> psycopg.Connection[Any]:
+        return psycopg.connect(server.admin_conninfo, dbname=db.name, autocommit=True)
 
     yield create
     for name, db in made:
-        with contextlib.suppress(psycopg.Error), db.connect() as conn:
+        with contextlib.suppress(psycopg.Error), as_admin(db) as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
         with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))

@@ -128,8 +128,7 @@ def test_stamp_sets_the_version_without_running_migrations(database, chain):
 
 
 def test_sql_output_applies_with_psql_and_matches_upgrade(server, database, tmp_path):
-    psql = shutil.which("psql") or str(find_bindir() / "psql")
-    pg_dump = str(find_bindir() / "pg_dump")
+    psql, pg_dump = (str(find_bindir() / tool) for tool in ("psql", "pg_dump"))  # the server's
     offline = run(runner_env(None), "sql", "head")
     assert offline.code == 0, offline.stderr
     assert "CREATE TABLE calls" in offline.stdout
@@ -137,7 +136,7 @@ def test_sql_output_applies_with_psql_and_matches_upgrade(server, database, tmp_
 
     other = f"{database.name}_sql"
     with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{other}"')
+        conn.execute(f'CREATE DATABASE "{other}" OWNER "{server.user}"')
     try:
         env = {"PGPASSWORD": server.password, "PATH": "/usr/bin:/bin"}
         target = ["-h", server.host, "-p", str(server.port), "-U", server.user]

@@ -101,7 +101,11 @@ def test_a_blocking_pg_advisory_lock_waiter_would_deadlock_with_cic(database, se
     setup = sessions()
     setup.execute("CREATE TABLE big AS SELECT g AS x FROM generate_series(1, 1000) g")
     key = lock_key("L")
-    holder = sessions("holder")
+    with psycopg.connect(database.server.admin_conninfo, autocommit=True) as admin:
+        # a superuser's setting: the holder (only) finds the deadlock at once
+        admin.execute(f'ALTER DATABASE "{database.name}" SET deadlock_timeout = \'100ms\'')
+        holder = sessions("holder")
+        admin.execute(f'ALTER DATABASE "{database.name}" RESET deadlock_timeout')
     holder.execute("SELECT pg_advisory_lock(%s)", (key,))
     blocked = sessions("blocked")
     errors: list = []
@@ -117,7 +121,6 @@ def test_a_blocking_pg_advisory_lock_waiter_would_deadlock_with_cic(database, se
     wait_until(lambda: database.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                                       "AND NOT granted")[0][0] == 1, what="the blocked waiter")
     with pytest.raises(psycopg.Error) as err:
-        holder.execute("SET deadlock_timeout = '100ms'")
         holder.execute("SET lock_timeout = '5s'")
         holder.execute("CREATE INDEX CONCURRENTLY big_x ON big (x)")
         holder.execute("SELECT pg_advisory_unlock(%s)", (key,))

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 from runner import manifest
-from tests.helpers import ROOT, age_files, run, runner_env
+from runner.lock import lock_key
+from tests.helpers import ROOT, Running, age_files, run, runner_env
 
 PROBE = """
 import json, sys
@@ -128,3 +129,22 @@ def test_old_files_are_trusted_by_size_and_mtime_and_an_edit_is_caught(database,
     edited = run(env)
     assert edited.event("manifest.ignored")["reason"] == "stale"
     assert edited.event("scripts.loaded")["source"] == "files"
+
+
+def test_a_waiter_that_finds_the_work_done_never_loads_the_revision_files(database, project):
+    """A herd on a deploy: the waiters learn the graph from the manifest, find the database
+    migrated once they get the lock, and exit without loading Alembic or a revision file."""
+    project.audited_chain(["a1", "a2"])
+    env = runner_env(database, project)
+    assert run(env, "manifest").code == 0
+    with database.connect() as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key("alembic:public.alembic_version"),))
+        waiter = Running(env)
+        waiter.wait_for_event("lock.waiting")
+        # someone else migrates meanwhile (a lock of another name: it does not wait for ours)
+        assert run(dict(env, MIGRATION_LOCK_NAME="elsewhere")).code == 0
+        holder.execute("SELECT pg_advisory_unlock(%s)", (lock_key("alembic:public.alembic_version"),))
+        result = waiter.finish()
+    assert result.code == 0
+    assert result.event("upgrade.up_to_date")["locked"] is True
+    assert [e["source"] for e in result.events if e["event"] == "scripts.loaded"] == ["manifest"]

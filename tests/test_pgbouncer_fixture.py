@@ -104,7 +104,8 @@ def test_transaction_mode_breaks_psycopg_prepared_statements(pgbouncer_transacti
 
 def test_url_and_auth(pgbouncer_transaction: pgb.PgBouncer, database: Database) -> None:
     url = pgbouncer_transaction.url(database.name)
-    assert url == (f"postgresql+psycopg://postgres:{quote(database.server.password, safe='')}"
+    assert url == (f"postgresql+psycopg://{database.server.user}:"
+                   f"{quote(database.server.password, safe='')}"
                    f"@127.0.0.1:{pgbouncer_transaction.port}/{database.name}")
     sqlalchemy = pytest.importorskip("sqlalchemy")
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)

@@ -57,3 +57,13 @@ def test_transaction_pooling_does_not_stop_a_runner_with_nothing_to_do(database,
     result = run(runner_env(database, project, DATABASE_URL=transaction_pool.url(database.name)))
     assert result.code == 0
     assert result.summary["outcome"] == "up_to_date"
+
+
+def test_a_session_that_reaches_the_server_directly_opens_no_probe(database, project):
+    """The pooler check needs a second connection only when something stands between the
+    runner and the server: a herd starting at once then holds one connection per runner."""
+    project.revision("a1", None, "op.execute('CREATE TABLE t1 (id int)')")
+    result = run(runner_env(database, project, MIGRATION_LOG_LEVEL="debug"))
+    assert result.code == 0, result.stdout
+    roles = [e.get("role") for e in result.events if e["event"] == "db.connected"]
+    assert "probe" not in roles and roles[0] == "session", roles
