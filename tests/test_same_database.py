@@ -29,7 +29,7 @@ with engine.connect() as connection:
 def other(database: Database):
     name = f"other_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(database.server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{database.server.user}"')
     yield Database(database.server, name)
     with psycopg.connect(database.server.admin_conninfo, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -28,7 +28,7 @@ def reference(database: Database) -> Database:
     """A second database on the same server, for plain Alembic's run."""
     name = f"ref_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(database.server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{database.server.user}"')
     yield Database(database.server, name)
     with psycopg.connect(database.server.admin_conninfo, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
