@@ -47,6 +47,8 @@ def bounded(conn: psycopg.Connection[Any], table: str) -> Iterator[None]:
             conn.execute(_LIMITS)
             yield
     except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+        if not gave_up_waiting(exc):
+            raise  # cancelled on purpose (a signal): the caller reports that
         holders = lock_holders(conn, table)
         who = name_sessions(holders, lambda h: f"{h['mode']}, {h['state']}, transaction open "
                                                f"{h['transaction_open_s']} s, {h['query']!r}")
@@ -56,6 +58,14 @@ def bounded(conn: psycopg.Connection[Any], table: str) -> Iterator[None]:
             f"{OWN_STATEMENT_TIMEOUT_S} s); {table} is locked by {who}. End or shorten that "
             "transaction and run again; nothing was changed", table=table,
             blockers=holders) from None
+
+
+def gave_up_waiting(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is one of our own limits firing: ``lock_timeout`` (its own SQLSTATE)
+    or ``statement_timeout`` (57014, which a deliberate cancel shares: told by its text)."""
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return True
+    return "statement timeout" in (exc.diag.message_primary or "")
 
 
 def lock_holders(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:

@@ -160,7 +160,7 @@ def _require_own_session(session: Session) -> None:
 def _release(session: Session, lock: MigrationLock, facts: Facts) -> None:
     try:
         if facts.to_revision is None and lock.session_usable():
-            with contextlib.suppress(psycopg.Error, ConfigError):
+            with contextlib.suppress(psycopg.Error, RunnerError):  # never over what brought us out
                 facts.to_revision = list(session.revision())
         lock.release()
     except psycopg.Error as exc:

@@ -50,6 +50,10 @@ class Database:
         return psycopg.connect(host=self.server.host, port=self.server.port, user=self.server.user,
                                password=self.server.password, dbname=self.name, autocommit=True, **kw)
 
+    def admin(self) -> psycopg.Connection[Any]:
+        """The superuser on this database: for arranging what the tests' role may not do."""
+        return psycopg.connect(self.server.admin_conninfo, dbname=self.name, autocommit=True)
+
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         with self.connect() as conn:
             return list(conn.execute(sql, params).fetchall())

@@ -173,10 +173,11 @@ def test_a_blockers_password_literal_is_masked_before_its_query_is_cut(database,
     role_password = "Rol3Secret" * 8
     with database.connect() as setup:
         setup.execute("CREATE TABLE t (id int)")
-        setup.execute("DROP ROLE IF EXISTS adversary")
-        setup.execute("CREATE ROLE adversary")
+    with database.admin() as admin:
+        admin.execute("DROP ROLE IF EXISTS adversary")
+        admin.execute("CREATE ROLE adversary")
     project.revision("a1", None, "op.execute('ALTER TABLE t ADD COLUMN c int')")
-    with database.connect() as blocker:
+    with database.admin() as blocker:  # a role that may set another's password
         blocker.autocommit = False
         blocker.execute("LOCK TABLE t IN ACCESS SHARE MODE")
         blocker.execute(f"ALTER ROLE adversary PASSWORD '{role_password}'")  # its last query
@@ -209,11 +210,11 @@ from tests.urls import pg_url  # noqa: E402
 def plain_role(database):
     """A login role that owns nothing (PostgreSQL 15: no CREATE on schema public)."""
     name = f"app_{uuid.uuid4().hex[:8]}"
-    with database.connect() as admin:
+    with database.admin() as admin:
         admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'role-pw-123'")
         admin.execute(f'GRANT CONNECT ON DATABASE "{database.name}" TO {name}')
     yield name
-    with database.connect() as admin:
+    with database.admin() as admin:
         admin.execute(f"DROP OWNED BY {name}")
     with psycopg.connect(database.server.admin_conninfo, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')

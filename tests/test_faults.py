@@ -966,7 +966,7 @@ def test_connections_refused_after_the_first(database, project, server, record_p
     with TcpProxy(server.port) as tcp:
         tcp.refuse_later(after=1, count=2)
         result = run(env_for(database, project, MIGRATION_DB_WAIT_TIMEOUT=30,
-                             DATABASE_URL=tcp.url("postgres", PASSWORD, database.name)), timeout=90)
+                             DATABASE_URL=tcp.url(database.server.user, PASSWORD, database.name)), timeout=90)
     where = f"{context}: exit {result.code}\n{result.stdout}\n{result.stderr}"
     assert result.code == 0, where
     events = check_log(result, context)

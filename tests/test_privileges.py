@@ -90,7 +90,7 @@ def test_a_role_that_may_not_create_in_public_is_told_which_grant_it_lacks(datab
     assert result.code == ExitCode.CONFIG, result.stdout
     error = result.event("error")
     assert error["error_code"] == "config"
-    assert "may not create the audit ledger" in error["message"]
+    assert "may not create the runner's audit ledger" in error["message"]
     assert "GRANT CREATE ON SCHEMA public" in error["message"], error["message"]
     assert database.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
     result.assert_clean()
