@@ -1,7 +1,7 @@
 """How the runner plugs into Alembic's environment: the defaults added to env.py's
-``context.configure``, the step wrapper that runs a hook before each revision, and the
-SQLAlchemy event hooks. Every private Alembic name the runner uses is listed in
-:data:`PRIVATE_API` (a test fails loudly if one disappears).
+``context.configure``, the check that Alembic's steps are the plan's, the step wrapper that
+runs a hook before each revision, and the SQLAlchemy event hooks. Every private Alembic name
+the runner uses is listed in :data:`PRIVATE_API` (a test fails loudly if one disappears).
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runner.errors import ConfigError, ConnectionLost
+from runner.errors import ConfigError, RunnerError
+from runner.plan import Plan
 from runner.version_table import VersionTable
 
 #: (module, class, attribute) of every private Alembic API the runner relies on
@@ -27,6 +28,37 @@ def alembic_steps(directory: Any, kind: str, destination: str, heads: Any) -> li
     if kind == "stamp":
         return list(directory._stamp_revs((destination,), heads))
     return list(getattr(directory, f"_{kind}_revs")(destination, heads))
+
+
+class PlanDiverged(RunnerError):
+    """Alembic would run other steps than the plan: a bug, never run."""
+
+    code = "plan_diverged"
+
+
+def alembic_destination(plan: Plan, target: str) -> str:
+    """The destination handed to Alembic: the plan's resolved target."""
+    if not plan.target:
+        return "base"
+    return plan.target[0] if len(plan.target) == 1 else target
+
+
+def check_steps(plan: Plan, found: list[Any]) -> list[Any]:
+    """Alembic's steps in the plan's order; :class:`PlanDiverged` if they are others."""
+    if plan.kind == "stamp":
+        reached = sorted({rev for step in found for rev in step.to_revisions})
+        if reached != sorted(plan.target) and (found or plan.current != plan.target):
+            raise PlanDiverged(f"internal error: Alembic would stamp {reached or 'base'}, the plan "
+                               f"says {list(plan.target) or 'base'}; nothing was run. Please report "
+                               "this", planned=list(plan.target), alembic=reached)
+        return found
+    by_id = {step.revision.revision: step for step in found}
+    if sorted(by_id) != sorted(plan.steps) or len(by_id) != len(found):
+        raise PlanDiverged(f"internal error: Alembic would run {[s.revision.revision for s in found]}"
+                           f", the plan says {list(plan.steps)}; nothing was run. Please report "
+                           "this", planned=list(plan.steps),
+                           alembic=[s.revision.revision for s in found])
+    return [by_id[rev] for rev in plan.steps]
 
 
 class StepWithHook:
@@ -60,17 +92,6 @@ def listen(target: Any, listeners: dict[str, Callable[..., Any]]) -> None:
 
     for name, listener in listeners.items():
         event.listen(target, name, listener)
-
-
-def check_lock_session(lock_session: Any, revision: str) -> None:
-    """Raise :class:`ConnectionLost` unless the session holding the lock still answers."""
-    try:
-        lock_session.exec_driver_sql("SELECT 1")
-        lock_session.commit()
-    except Exception:
-        raise ConnectionLost(f"the session holding the migration lock was lost; stopped before "
-                             f"revision {revision} so that no other runner can interleave. Run "
-                             "again", revision=revision) from None
 
 
 def _excluding(table_name: str, include_name: Any) -> Callable[..., bool]:

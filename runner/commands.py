@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runner import scripts, sources
+from runner.drivers import require
 from runner.errors import DatabaseAhead
 from runner.interrupt import Interrupt
 from runner.outcome import Outcome, Result
@@ -25,7 +26,7 @@ def upgrade(settings: Settings, target: str, *, facts: Facts, interrupt: Interru
             log: Any) -> Result:
     """Bring the database to ``target``: no lock if it is already there; otherwise take the
     lock, read again, and apply what is still pending."""
-    settings.connection_spec()  # a configuration error comes before anything else
+    require(settings.connection_spec().driver)  # a configuration error comes before anything
     known, loaded = sources.describe(settings, log)
     target_heads = scripts.resolve_exact(known, target)
     if target_heads is None:  # a prefix, or no head: Alembic resolves (or explains) it
@@ -90,7 +91,7 @@ def stamp(settings: Settings, target: str, *, facts: Facts, interrupt: Interrupt
 
 def _move(settings: Settings, kind: str, target: str, *, facts: Facts, interrupt: Interrupt,
           log: Any) -> None:
-    settings.connection_spec()
+    require(settings.connection_spec().driver)
     loaded = sources.load(settings, log)
     graph = loaded.scripts.graph()
     with database_session(settings, facts=facts, log=log) as session, \
@@ -122,7 +123,7 @@ def _execute(session: Session, loaded: scripts.Loaded, target: str, current: tup
     ctx = Context(session.conn, loaded, session.table,
                   Timeouts(settings.migration_ddl_lock_timeout, settings.migration_statement_timeout),
                   session.spec.url(hide_password=False), session.helper_connection, interrupt,
-                  log, ledger, lock_key(settings.lock_name()))
+                  log, ledger, lock_key(settings.lock_name()), session.spec.driver)
     facts.to_revision = None  # unknown while revisions run: never report a stale one
     first = [current]  # read under the lock just now; a retry reads again
 

@@ -13,11 +13,10 @@ import json
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from runner.drivers import SCHEMES
 from runner.errors import ConfigError
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-DRIVERS = {"postgresql": "psycopg", "postgres": "psycopg", "postgresql+psycopg": "psycopg",
-           "postgresql+psycopg2": "psycopg2"}
 DEFAULT_PORT = 5432
 REDACTED = "***"
 
@@ -94,8 +93,10 @@ def parse_database_url(url: str) -> ConnectionSpec:
 
     Error messages name ``DATABASE_URL`` and never echo the URL (it holds the password).
     """
+    # urlsplit() takes no "_" in a scheme (postgresql+psycopg_async): split it off first
+    named, sep, rest = url.strip().partition("://")
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(f"postgresql://{rest}" if sep else url.strip())
     except ValueError:
         raise ConfigError(f"DATABASE_URL is malformed ({_URL_SHAPE})") from None
     if "," in parts.netloc:
@@ -111,14 +112,14 @@ def parse_database_url(url: str) -> ConnectionSpec:
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError(f"DATABASE_URL is malformed: the port must be a number from 1 to 65535 "
                           f"({_URL_SHAPE})")
-    scheme = parts.scheme.lower()
-    if scheme not in DRIVERS:
+    scheme = named.lower() if sep else parts.scheme.lower()
+    if scheme not in SCHEMES:
         # a scheme is echoed only when it is one (``secret:word`` is not a URL: it may be the
         # password itself)
-        shown = (f" (got scheme {scheme!r})" if scheme and len(scheme) < 40
+        shown = (f", got scheme {scheme!r}" if scheme and len(scheme) < 40
                  and url.strip().lower().startswith(scheme + "://") else "")
-        raise ConfigError(f"DATABASE_URL must start with postgresql:// or postgresql+psycopg://"
-                          f"{shown}")
+        raise ConfigError(f"DATABASE_URL must start with postgresql:// or postgresql+DRIVER:// "
+                          f"(DRIVER: {', '.join(sorted(set(SCHEMES.values())))}{shown})")
     if not parts.hostname:
         raise ConfigError(f"DATABASE_URL has no host ({_URL_SHAPE})")
     dbname = unquote(parts.path.lstrip("/"))
@@ -138,7 +139,7 @@ def parse_database_url(url: str) -> ConnectionSpec:
         host=parts.hostname, port=DEFAULT_PORT if port is None else port, dbname=dbname,
         user=unquote(parts.username),
         password=unquote(parts.password) if parts.password is not None else None,
-        sslmode=sslmode, sslrootcert=sslrootcert, driver=DRIVERS[scheme],
+        sslmode=sslmode, sslrootcert=sslrootcert, driver=SCHEMES[scheme],
         params=tuple(sorted(params.items())),
     )
 

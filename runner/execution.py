@@ -9,8 +9,10 @@ never a silent divergence.
 
 Every statement of a revision runs under its limits (:mod:`runner.limits`), set on the
 migration session only when they change. The ledger rows of a transaction's revisions are
-sent with its COMMIT. When env.py migrates on a connection of its own, the runner checks
-before each revision that the session holding the lock is still alive.
+sent with its COMMIT. When migrations run on another connection than the locked one (see
+:mod:`runner.migration_connection`), the runner checks that it is on the same database, and
+before each revision that the lock session is alive. What the project's code prints becomes
+``revision.output`` events (:mod:`runner.output_capture`).
 """
 
 from __future__ import annotations
@@ -23,26 +25,23 @@ from typing import Any
 
 import psycopg
 
-from runner import alembic_env, logs
+from runner import alembic_env, logs, migration_connection
+from runner.alembic_env import PlanDiverged, alembic_destination, check_steps  # noqa: F401 (API)
 from runner.blockers import BlockerWatch
-from runner.errors import RunnerError
+from runner.drivers import DRIVERS
+from runner.errors import ExitCode, RunnerError
 from runner.failure import Where, classify_failure
-from runner.guard import LockGuard, stop_backends_via
+from runner.guard import stop_backends_via
 from runner.interrupt import Interrupt
 from runner.ledger import Entry, Ledger, step_entries
 from runner.limits import Timeouts, limits_for, watch_every
+from runner.output_capture import OutputCapture
 from runner.plan import Plan
 from runner.scripts import Loaded, set_url
 from runner.version_table import VersionTable
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
 OUTCOME = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}  # ledger outcome
-
-
-class PlanDiverged(RunnerError):
-    """Alembic would run other steps than the plan: a bug, never run."""
-
-    code = "plan_diverged"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,31 +64,7 @@ class Context:
     log: Any
     ledger: Ledger
     lock_key: int | None = None  # the migration lock's (see runner.guard)
-
-
-def alembic_destination(plan: Plan, target: str) -> str:
-    """The destination handed to Alembic: the plan's resolved target."""
-    if not plan.target:
-        return "base"
-    return plan.target[0] if len(plan.target) == 1 else target
-
-
-def check_steps(plan: Plan, found: list[Any]) -> list[Any]:
-    """Alembic's steps in the plan's order; :class:`PlanDiverged` if they are others."""
-    if plan.kind == "stamp":
-        reached = sorted({rev for step in found for rev in step.to_revisions})
-        if reached != sorted(plan.target) and (found or plan.current != plan.target):
-            raise PlanDiverged(f"internal error: Alembic would stamp {reached or 'base'}, the plan "
-                               f"says {list(plan.target) or 'base'}; nothing was run. Please report "
-                               "this", planned=list(plan.target), alembic=reached)
-        return found
-    by_id = {step.revision.revision: step for step in found}
-    if sorted(by_id) != sorted(plan.steps) or len(by_id) != len(found):
-        raise PlanDiverged(f"internal error: Alembic would run {[s.revision.revision for s in found]}"
-                           f", the plan says {list(plan.steps)}; nothing was run. Please report "
-                           "this", planned=list(plan.steps),
-                           alembic=[s.revision.revision for s in found])
-    return [by_id[rev] for rev in plan.steps]
+    driver: str = "psycopg"  # the driver the URL names: env.py's connection uses it
 
 
 class Execution:
@@ -112,45 +87,29 @@ class Execution:
         self.unwritten: list[Entry] = []  # ledger rows, written with the commit
         self.extra: list[psycopg.Connection[Any]] = []  # env.py's own sessions
         self.watch: BlockerWatch | None = None
-        self.guard: LockGuard | None = None  # when env.py migrates on its own connection
-        self.migration_pid: int | None = None
-        self.separate = False  # env.py migrates on a connection of its own
+        self.driver = DRIVERS[ctx.driver]
+        self.migrating: migration_connection.Migrating | None = None
         self.migration: Any = None  # the SQLAlchemy connection migrations run on
-        self.lock_session: Any = None  # the SQLAlchemy connection holding the lock
-        self.cancel: Callable[[], None] = ctx.conn.cancel_safe
         self.revision: str | None = None  # in flight
         self.limits: Timeouts | None = None  # the revision in flight's
         self.session_limits: Timeouts | None = None  # in effect on the migration session
         self.autocommit_in: str | None = None  # the revision that ran an autocommit block
         self.clock, self.wall = time.monotonic(), datetime.now(timezone.utc)
-        self.handed = False
-        self.engine: Any = None
+        self.handed, self.engine = False, None  # our session handed out; the migration engine
 
     # --- the run ------------------------------------------------------------------------
 
     def run(self) -> list[Applied]:
-        from alembic.runtime.environment import EnvironmentContext
-        from sqlalchemy import create_engine
-
-        ctx, loaded = self.ctx, self.ctx.loaded
-        ctx.conn.autocommit = False
-        set_url(loaded.config, ctx.url)
-        self.engine = create_engine("postgresql+psycopg://", creator=self._creator)
+        ctx = self.ctx
+        ctx.conn.autocommit = self.driver.name != "psycopg"  # handed to env.py: Alembic commits
+        set_url(ctx.loaded.config, ctx.url)
+        self.engine = migration_connection.engine_for(self.driver, ctx.url, self._creator)
         alembic_env.listen(self.engine, self._listeners())
-        env = EnvironmentContext(loaded.config, loaded.directory, fn=self._steps, as_sql=False,
-                                 starting_rev=None, tag=None,
-                                 destination_rev=alembic_destination(self.plan, self.target))
         try:
-            with ctx.interrupt.cancelling(lambda: self.cancel(), self._stop_backends), \
-                    self.engine.connect() as sa_conn:
-                env.configure = alembic_env.with_runner_defaults(  # type: ignore[method-assign]
-                    env.configure, ctx.table, self._on_apply,
-                    lambda c: self._on_configure(c, sa_conn), ctx.ledger.name)
-                loaded.config.attributes["connection"] = sa_conn
-                with env:
-                    loaded.directory.run_env()
-                if sa_conn.in_transaction():
-                    sa_conn.commit()  # e.g. env.py without per-revision transactions
+            with ctx.interrupt.cancelling(lambda: (self.migrating.cancel if self.migrating
+                                                   else ctx.conn.cancel_safe)(),  # ours only
+                                          self._stop_backends):
+                migration_connection.run(self.driver, self._run_env)
             self._flush()
         except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
@@ -160,24 +119,47 @@ class Execution:
             self._close()
         return self.committed
 
+    def _run_env(self) -> None:
+        """env.py, run by Alembic with the runner's connection and hooks, its output captured."""
+        from alembic.runtime.environment import EnvironmentContext
+
+        loaded = self.ctx.loaded
+        env = EnvironmentContext(loaded.config, loaded.directory, fn=self._steps, as_sql=False,
+                                 starting_rev=None, tag=None,
+                                 destination_rev=alembic_destination(self.plan, self.target))
+        with OutputCapture(self.ctx.log, lambda: self.revision).active(), \
+                self.engine.connect() as sa_conn:
+            env.configure = alembic_env.with_runner_defaults(  # type: ignore[method-assign]
+                env.configure, self.ctx.table, self._on_apply,
+                lambda c: self._on_configure(c, sa_conn), self.ctx.ledger.name)
+            loaded.config.attributes["connection"] = sa_conn
+            with env:
+                loaded.directory.run_env()
+            if sa_conn.in_transaction():
+                sa_conn.commit()  # e.g. env.py without per-revision transactions
+
     def _failure(self, exc: BaseException) -> RunnerError:
-        if self.guard is not None and self.guard.lost:
-            return self.guard.error(self.revision)
+        guard = self.migrating.guard if self.migrating else None
+        if guard is not None and guard.lost:
+            return guard.error(self.revision)
         steps = self.plan.steps
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
         rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
         conn = self.ctx.conn
         where = Where(failed, rev.path if rev else None, conn.closed or conn.broken,
                       failed is not None and failed == self.autocommit_in)
-        return classify_failure(exc, where, self.watch.last if self.watch else [])
+        error = classify_failure(exc, where, self.watch.last if self.watch else [])
+        if error.exit_code == ExitCode.INTERNAL:
+            self.ctx.log.debug("internal.traceback", exc_info=exc)
+        return error
 
     def _close(self) -> None:
         conn = self.ctx.conn
         self.ctx.loaded.config.attributes.pop("connection", None)
         if self.watch is not None:
             self.watch.stop()
-        if self.guard is not None:
-            self.guard.stop()
+        if self.migrating is not None:
+            self.migrating.close()
         for other in self.extra:
             other.close()
         if not conn.closed and not conn.broken:
@@ -215,8 +197,8 @@ class Execution:
 
     def _before_revision(self, step: Any) -> None:
         revision = step.revision.revision
-        if self.separate:
-            alembic_env.check_lock_session(self.lock_session, revision)
+        if self.migrating is not None and self.migrating.separate:
+            migration_connection.check_lock_session(self.ctx.conn, revision)
         described = self.ctx.loaded.scripts.revisions[revision]
         self.revision, self.limits = revision, self.ctx.timeouts.for_revision(described.options)
         self.ctx.log.info("revision.started", revision=revision, message=described.message,
@@ -233,36 +215,31 @@ class Execution:
         self.unwritten.extend(entries)
         self.awaiting.append(Applied(name, duration))
 
-    def _on_configure(self, connection: Any, lock_session: Any) -> None:
-        """env.py chose its connection: learn the mode, watch it, and cancel it on a signal."""
-        migration = connection if connection is not None else lock_session
-        self.migration, self.lock_session = migration, lock_session
-        self.separate = migration is not lock_session
-        dbapi = migration.connection.dbapi_connection
-        self.cancel = getattr(dbapi, "cancel_safe", None) or dbapi.cancel
+    def _on_configure(self, connection: Any, handed: Any) -> None:
+        """env.py chose its connection: check it, learn the mode, how to cancel, watch it."""
+        migration = connection if connection is not None else handed
+        self.migration = migration
+        separate = self.driver.name != "psycopg" or migration is not handed
         logs.install_stdlib_bridge()  # env.py may have run logging.config.fileConfig
-        # no query here: a transaction begun before configure() makes Alembic treat it as
-        # external and run every revision in it, instead of one transaction per revision
-        pid = dbapi.info.backend_pid if hasattr(dbapi, "info") else dbapi.get_backend_pid()
+        self.migrating = migrating = migration_connection.adopt(
+            migration, self.ctx.conn, separate, self.ctx.open_connection, self.ctx.lock_key)
         if migration.engine is not self.engine:  # env.py's own engine: watch it too
             alembic_env.listen(migration, self._listeners())
         timeouts = self.ctx.timeouts
-        self.migration_pid = pid
-        if self.separate and self.guard is None and self.ctx.lock_key is not None:
-            self.guard = LockGuard.start(dbapi, self.ctx.lock_key, self.ctx.open_connection,
-                                         self.ctx.conn.info.backend_pid, pid)
         if timeouts.lock_timeout > 0 and self.watch is None:
             every = watch_every([timeouts.for_revision(rev.options).lock_timeout
                                  for rev in self.ctx.loaded.scripts.revisions.values()])
-            self.watch = BlockerWatch(lambda: self.ctx.open_connection("watch"), pid, every)
-        mode = "separate_connection" if self.separate else "locked_connection"
-        self.ctx.log.info("migrate.mode", mode=mode, migration_backend_pid=pid, detail=(
-            "migrations run on env.py's own connection; the lock is held alongside and checked "
-            "before each revision" if self.separate else "migrations run on the locked connection"))
+            self.watch = BlockerWatch(lambda: self.ctx.open_connection("watch"), migrating.pid, every)
+        self.ctx.log.info("migrate.mode", mode="separate_connection" if separate else
+                          "locked_connection", migration_backend_pid=migrating.pid, detail=(
+            f"migrations run on a {self.driver.name} connection of their own; the lock is held "
+            "alongside and checked before each revision" if separate
+            else "migrations run on the locked connection"))
 
     def _stop_backends(self) -> None:
         """The last resort after a signal (see :mod:`runner.interrupt`)."""
-        stop_backends_via(self.ctx.open_connection, [self.migration_pid, self.ctx.conn.info.backend_pid])
+        stop_backends_via(self.ctx.open_connection, [self.migrating and self.migrating.pid,
+                                                     self.ctx.conn.info.backend_pid])
 
     # --- SQLAlchemy events --------------------------------------------------------------
 
@@ -284,7 +261,7 @@ class Execution:
         self.ctx.interrupt.check()
         if connection is not self.migration:
             return
-        dbapi = cursor.connection
+        dbapi = connection.connection.dbapi_connection
         wanted = limits_for(self.limits if self.revision else None, dbapi.autocommit)
         if wanted is not None and wanted != self.session_limits:
             dbapi.cursor().execute(wanted.statement())
@@ -292,9 +269,13 @@ class Execution:
             self.session_limits = wanted
 
     def _on_commit(self, connection: Any) -> None:
-        """The ledger rows of the steps this transaction applied travel with its COMMIT,
-        in one round trip; the driver's own commit then finds nothing left to commit."""
+        """The ledger rows of the steps this transaction applied travel with its COMMIT, in
+        one round trip where the driver can (the driver's own commit then finds nothing left
+        to commit), else just before it (reported at the next transaction's begin)."""
         if connection is self.migration and self.unwritten:
-            self.ctx.ledger.write_and_commit(connection.connection.dbapi_connection, self.unwritten)
+            pipelined = self.driver.name in migration_connection.PIPELINES_COMMIT
+            (self.ctx.ledger.write_and_commit if pipelined else self.ctx.ledger.write)(
+                connection.connection.dbapi_connection, self.unwritten)
             self.unwritten.clear()
-            self._flush()
+            if pipelined:
+                self._flush()

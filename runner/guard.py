@@ -66,7 +66,8 @@ class LockGuard:
         if hasattr(dbapi, "autocommit"):
             dbapi.autocommit = True
             try:
-                dbapi.cursor().execute("SELECT pg_advisory_lock(%s)", (guard_key(key),))
+                # a literal: drivers differ on the parameter style (asyncpg's is $1)
+                dbapi.cursor().execute(f"SELECT pg_advisory_lock({int(guard_key(key))})")
             finally:
                 dbapi.autocommit = False
         return cls(connect, lock_pid, migration_pid)

@@ -8,7 +8,9 @@ the runner is doing, which the runner declares with the context managers below:
 - inside :meth:`Interrupt.cancelling` (a migration is running) it cancels the in-flight
   statement (re-sending the cancel until the region ends, in case the signal landed just
   before a statement was sent) and lets the failure unwind through the transaction's
-  rollback; :meth:`Interrupt.check` raises before any further statement;
+  rollback; :meth:`Interrupt.check` raises before any further statement. The cancel starts
+  from a helper thread that watches the wakeup fd (:mod:`runner.signal_watch`), so it also
+  stops a statement of a driver that keeps the main thread inside C (psycopg2);
 - inside :meth:`Interrupt.deferred` (releasing the lock, logging the summary) it only
   records the signal.
 """
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from runner import signal_watch
 from runner.errors import Interrupted
 
 RECANCEL_EVERY_S = 0.5
@@ -53,6 +56,8 @@ class Interrupt:
         self._cancel: Callable[[], None] | None = None
         self._stop: Callable[[], None] | None = None
         self._generation = 0
+        self._cancelling = -1  # the generation whose cancel loop is running
+        self._mutex = threading.Lock()
         #: the last resort (the CLI's): report, and end the process
         self.on_stuck = on_stuck
 
@@ -65,6 +70,7 @@ class Interrupt:
         :func:`record_early`) counts as received: :meth:`check` raises."""
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
+        signal_watch.watch(lambda _signum: self._start_cancelling())
         if _early and self.signal_name is None:
             self.signal_name = _early[0]
 
@@ -118,10 +124,20 @@ class Interrupt:
         if not first or self._mode == "defer":
             return
         if self._mode == "cancel" and self._cancel is not None:
-            threading.Thread(target=self._keep_cancelling, args=(self._cancel, self._generation),
-                             daemon=True, name="cancel").start()
+            self._start_cancelling()
             return
         raise self.error()
+
+    def _start_cancelling(self) -> None:
+        """In cancel mode, start the cancel loop once per region (from the main thread's
+        handler or the wakeup-fd watcher, whichever comes first)."""
+        with self._mutex:
+            cancel, generation = self._cancel, self._generation
+            if self._mode != "cancel" or cancel is None or self._cancelling == generation:
+                return
+            self._cancelling = generation
+        threading.Thread(target=self._keep_cancelling, args=(cancel, generation),
+                         daemon=True, name="cancel").start()
 
     def _keep_cancelling(self, cancel: Callable[[], None], generation: int) -> None:
         stop = self._stop

@@ -137,12 +137,22 @@ class Ledger:
         revisions or not at all. The ledger exists: :meth:`ensure` ran under the lock."""
         dbapi_connection.cursor().execute(self.insert_and_commit(entries))
 
+    def write(self, dbapi_connection: Any, entries: Sequence[Entry]) -> None:
+        """Write ``entries`` inside the transaction that applied them, on a driver connection
+        that cannot send a COMMIT with them (asyncpg): its own commit follows."""
+        dbapi_connection.cursor().execute(self.insert(entries))
+
     def insert_and_commit(self, entries: Sequence[Entry]) -> str:
-        """The statement :meth:`write_and_commit` sends: values as literals (quoted by
-        psycopg), since several statements in one message need the simple protocol."""
+        """The statement :meth:`write_and_commit` sends."""
+        return f"{self.insert(entries)}; COMMIT"
+
+    def insert(self, entries: Sequence[Entry]) -> str:
+        """The INSERT of ``entries``: values as literals (quoted by psycopg), since several
+        statements in one message need the simple protocol, and drivers differ on the
+        parameter style."""
         rows = ", ".join("(" + ", ".join(Literal(v).as_string(None) for v in entry.row())
                          + self._same_for_every_row for entry in entries)
-        return f"INSERT INTO {self.qualified} {WRITTEN} VALUES {rows}; COMMIT"
+        return f"INSERT INTO {self.qualified} {WRITTEN} VALUES {rows}"
 
     def latest(self, conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         """The most recent row for each revision (empty if there is no ledger)."""

@@ -108,11 +108,18 @@ def _drop_exc_info(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str,
     return event
 
 
+#: while revisions run, the project's own records go here first (``True``: taken), to
+#: become ``revision.output`` events (:mod:`runner.output_capture`)
+record_sink: Callable[[logging.LogRecord], bool] | None = None
+
+
 class _Bridge(logging.Handler):
     """Forwards stdlib records (Alembic's "Running upgrade ..." lines) to structlog."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if record_sink is not None and record_sink(record):
+                return
             log = structlog.get_logger(record.name)
             getattr(log, record.levelname.lower(), log.info)(record.getMessage(), logger=record.name)
         except Exception:  # a log line must never break a migration

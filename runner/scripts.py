@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from runner.alembic_config import open_config
 from runner.errors import ConfigError, RunnerError, ScriptsInvalid
 from runner.limits import MAX_TIMEOUT_S
 
@@ -70,18 +71,15 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
     a current manifest), so that those files are not read a second time. Raises
     :class:`ConfigError` for a missing or unusable ini, :class:`ScriptsInvalid` for broken
     scripts."""
-    from alembic.config import Config
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    if not config_path.is_file():
-        raise ConfigError(f"ALEMBIC_CONFIG: no such file {str(config_path)!r} (the runner looks "
-                          "for alembic.ini in the working directory unless ALEMBIC_CONFIG is set)")
-    config = Config(str(config_path))
     try:
-        location = config.get_main_option("script_location")
+        config = open_config(config_path)
+        location = config.get_alembic_option("script_location")
         if not location:
-            raise ConfigError(f"ALEMBIC_CONFIG {str(config_path)!r} has no script_location in [alembic]")
+            raise ConfigError(f"ALEMBIC_CONFIG {str(config_path)!r} has no script_location in "
+                              "[alembic] (nor in [tool.alembic] of a pyproject.toml beside it)")
         directory = ScriptDirectory.from_config(config)
     except CommandError as exc:
         raise ConfigError(f"ALEMBIC_CONFIG: script_location unusable: {exc}") from None

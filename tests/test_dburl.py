@@ -25,6 +25,13 @@ def test_plain_postgres_scheme_and_psycopg2_driver_are_recognised():
     assert parse_database_url("postgresql://u@h/d").port == 5432
 
 
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg_async"])
+def test_async_drivers_are_recognised_and_kept_in_the_url_for_env_py(driver):
+    spec = parse_database_url(f"postgresql+{driver}://u:p%40w@h:6543/d")
+    assert (spec.driver, spec.password, spec.port) == (driver, "p@w", 6543)
+    assert spec.url(hide_password=False) == f"postgresql+{driver}://u:p%40w@h:6543/d"
+
+
 @pytest.mark.parametrize("url, fragment", [
     ("mysql://u:pw@h/d", "must start with postgresql://"),
     ("postgresql://u:pw@/d", "no host"),

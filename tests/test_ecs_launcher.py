@@ -22,6 +22,16 @@ from tests.helpers import ROOT
 SUMMARY = runner_line("summary", command="upgrade", outcome="migrated", exit_code=0)
 
 
+@pytest.fixture(autouse=True)
+def _logs_outlive_capsys() -> Any:
+    """``cli.main`` configures the log onto the test's captured stderr, closed after the test:
+    later tests in this worker that log in-process (test_lock) would write to a closed file."""
+    yield
+    from runner import logs
+
+    logs.configure(stream=sys.__stderr__)
+
+
 def events(stderr: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 

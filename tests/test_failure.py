@@ -77,3 +77,67 @@ def test_after_an_autocommit_block_it_is_a_failure_that_says_what_to_check(exc):
     error = classify_failure(exc, Where("r4", autocommit_block=True))
     assert isinstance(error, MigrationFailed) and error.fields["autocommit_block"] is True
     assert "INVALID index" in error.message
+
+
+# --- every driver, by SQLSTATE; the runner's own bugs ------------------------------------------
+
+from runner.failure import RunnerBug, raised_by_runner, sqlstate_of  # noqa: E402
+
+
+class Psycopg2Shaped(Exception):
+    """psycopg2 names the SQLSTATE ``pgcode``."""
+
+    def __init__(self, message: str, pgcode: str | None) -> None:
+        super().__init__(message)
+        self.pgcode = pgcode
+
+
+def test_the_sqlstate_is_found_however_the_driver_names_it_and_sqlalchemy_wraps_it():
+    assert sqlstate_of(Wrapped(Psycopg2Shaped("lock timeout", "55P03"))) == "55P03"
+    assert sqlstate_of(Wrapped(FakeSqlError("x", "57014"))) == "57014"
+    caused = RuntimeError("adapted")
+    caused.__cause__ = FakeSqlError("asyncpg's own", "42P01")
+    assert sqlstate_of(caused) == "42P01"
+    assert sqlstate_of(ValueError("no database error")) is None
+
+
+def test_a_psycopg2_lock_timeout_is_blocked_like_psycopg3s():
+    error = classify_failure(Wrapped(Psycopg2Shaped("canceling statement due to lock timeout", "55P03")),
+                             Where("r2"), [BLOCKER])
+    assert isinstance(error, MigrationBlocked)
+
+
+@pytest.mark.parametrize("sqlstate", ["57P01", "57P02", "08006", "08003"])
+def test_a_terminated_or_broken_session_of_any_driver_is_exit_10(sqlstate):
+    assert isinstance(classify_failure(Wrapped(Psycopg2Shaped("terminating connection", sqlstate)),
+                                       Where("r2")), ConnectionLost)
+
+
+def test_sqlalchemys_disconnect_detection_counts_as_lost():
+    wrapped = Wrapped(Exception("connection is closed"))
+    wrapped.connection_invalidated = True
+    assert isinstance(classify_failure(wrapped, Where("r2")), ConnectionLost)
+
+
+def _raise_from(filename: str) -> BaseException:
+    """An exception whose innermost frame is in ``filename``."""
+    try:
+        exec(compile("raise AttributeError('no attribute cancel')", filename, "exec"))
+    except AttributeError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def test_an_error_raised_in_the_runners_own_code_is_an_internal_error_exit_1():
+    import runner.execution
+
+    bug = _raise_from(runner.execution.__file__)
+    assert raised_by_runner(bug.__traceback__)
+    error = classify_failure(bug, Where("r2", "versions/r2.py"))
+    assert isinstance(error, RunnerBug) and error.exit_code == ExitCode.INTERNAL
+    assert "internal error in the runner" in error.message and "report" in error.message
+
+
+def test_the_same_error_raised_in_the_projects_code_is_the_migrations(tmp_path):
+    error = classify_failure(_raise_from(str(tmp_path / "versions" / "r2.py")), Where("r2"))
+    assert isinstance(error, MigrationFailed)

@@ -54,10 +54,16 @@ def test_alembic_running_upgrade_lines_show_only_at_debug_the_runner_says_the_sa
 
 
 def test_bridge_survives_a_logging_reconfiguration(stream):
+    enabled = [logger for logger in logging.root.manager.loggerDict.values()
+               if isinstance(logger, logging.Logger) and not logger.disabled]
     logging.config.dictConfig({"version": 1, "disable_existing_loggers": True})
-    logs.install_stdlib_bridge()
-    logging.getLogger("alembic.command").info("still here")
-    assert lines(stream)[-1]["event"] == "still here"
+    try:
+        logs.install_stdlib_bridge()
+        logging.getLogger("alembic.command").info("still here")
+        assert lines(stream)[-1]["event"] == "still here"
+    finally:  # the other tests of this worker (the service's caplog ones) keep their loggers
+        for logger in enabled:
+            logger.disabled = False
 
 
 def test_auto_format_is_json_when_not_a_terminal():

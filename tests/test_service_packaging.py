@@ -13,7 +13,8 @@ import pytest
 
 from tests.helpers import ROOT
 
-# greenlet is not here: the runner needs it too (sqlalchemy[asyncio], for async env.py files)
+# greenlet is not here: sqlalchemy[asyncio] is the runner's own dependency, for projects whose
+# env.py is async (Alembic's async templates, issue 9)
 SERVICE_STACK = ("fastapi", "starlette", "uvicorn", "httpx")
 
 
