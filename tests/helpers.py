@@ -13,6 +13,9 @@ import tempfile
 import textwrap
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -69,6 +72,21 @@ class Database:
 
     def table_exists(self, name: str) -> bool:
         return bool(self.query("SELECT to_regclass(%s) IS NOT NULL", (name,))[0][0])
+
+
+
+@contextmanager
+def new_database(server: Server, template: Database | None = None) -> Iterator[Database]:
+    """A new database (a copy of ``template`` if given), dropped afterwards."""
+    name = f"s_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template.name}"' if template else ""
+    with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{copy} OWNER "{server.user}"')
+    try:
+        yield Database(server, name)
+    finally:
+        with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 ENV_PY = '''

@@ -4,15 +4,12 @@ database, a database migrated by the runner, and running async code from plain t
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 
-from tests.helpers import Database, Server, run, runner_env
+from tests.helpers import Database, Server, new_database, run, runner_env
 
 T = TypeVar("T")
 
@@ -60,20 +57,6 @@ def in_session(db: Database, body: Callable[[Any], Awaitable[T]]) -> T:
             await service.dispose()
 
     return asyncio.run(main())
-
-
-@contextmanager
-def new_database(server: Server, template: Database | None = None) -> Iterator[Database]:
-    """A new database (a copy of ``template`` if given), dropped afterwards."""
-    name = f"s_{uuid.uuid4().hex[:12]}"
-    copy = f' TEMPLATE "{template.name}"' if template else ""
-    with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"{copy} OWNER "{server.user}"')
-    try:
-        yield Database(server, name)
-    finally:
-        with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,11 @@ before any revision runs, naming both databases."""
 
 from __future__ import annotations
 
-import uuid
 
-import psycopg
 import pytest
 
 from runner.errors import ExitCode
-from tests.helpers import Database, run, runner_env
+from tests.helpers import new_database, Database, run, runner_env
 
 # Reads its own variable, as some projects do, ignoring both the connection and sqlalchemy.url.
 OWN_SETTINGS_ENV = '''
@@ -27,12 +25,8 @@ with engine.connect() as connection:
 
 @pytest.fixture
 def other(database: Database):
-    name = f"other_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database.server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" OWNER "{database.server.user}"')
-    yield Database(database.server, name)
-    with psycopg.connect(database.server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_database(database.server) as db:
+        yield db
 
 
 def test_env_py_migrating_another_database_is_refused_naming_both(database, other, project):

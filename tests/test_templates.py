@@ -5,15 +5,13 @@ pyproject.toml configuration serves every command; multidb is refused before con
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 
-import psycopg
 import pytest
 
 from devtools.pgcluster import free_port
 from runner.errors import ExitCode
-from tests.helpers import PASSWORD, Database, Running, run, runner_env
+from tests.helpers import new_database, PASSWORD, Database, Running, run, runner_env
 from tests.projects import (SINGLE_DATABASE_TEMPLATES, GeneratedProject, alembic, audit,
                             generate,
                             driver_url, schema)
@@ -26,12 +24,8 @@ TEMPLATE_DRIVER = {"generic": "psycopg", "async": "asyncpg", "pyproject": "psyco
 @pytest.fixture
 def reference(database: Database) -> Database:
     """A second database on the same server, for plain Alembic's run."""
-    name = f"ref_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database.server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" OWNER "{database.server.user}"')
-    yield Database(database.server, name)
-    with psycopg.connect(database.server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_database(database.server) as db:
+        yield db
 
 
 def _runner_env(project: GeneratedProject, url: str, **settings: object) -> dict[str, str]:
