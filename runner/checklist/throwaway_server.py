@@ -169,8 +169,12 @@ class Cluster:
 
     def _run(self, args: list[str], check: bool = True) -> None:
         if os.geteuid() == 0:
-            args = ["runuser", "-u", "postgres", "--", *args]
-        proc = subprocess.run(args, capture_output=True, text=True, cwd="/")
+            runuser = shutil.which("runuser", path=f"{os.defpath}:/usr/sbin:/sbin") or "runuser"
+            args = [runuser, "-u", "postgres", "--", *args]
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, cwd="/")
+        except OSError as exc:
+            raise ClusterError(f"cannot run {args[0]}: {exc}") from None
         if check and proc.returncode != 0:
             log = self.log.read_text()[-2000:] if self.log.exists() else ""
             raise ClusterError(

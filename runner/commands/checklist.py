@@ -67,7 +67,8 @@ def verify(
         result = run_checks(parse_database_url(database_url))
     else:
         with throwaway_database(
-            say=lambda message: log.info("verify.server_binaries", message=message)
+            settings.migration_verify_cache_dir,
+            say=lambda message: log.info("verify.server_binaries", message=message),
         ) as spec:
             result = run_checks(spec)
     if not result.ok:
