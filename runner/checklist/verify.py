@@ -190,12 +190,13 @@ class StepError:
 
 def step_error(exc: BaseException, env_py: str, revision_files: set[str]) -> StepError:
     """Describe what a step raised: whose fault (a revision file's frames on the traceback
-    make it the revision's; else env.py's own frames make it env.py's), and whether it is a
-    deliberate NotImplementedError."""
+    make it the revision's; else env.py's own frames, or env.py not compiling, make it
+    env.py's), and whether it is a deliberate NotImplementedError."""
     cause = getattr(exc, "orig", None) or exc  # the driver's error inside SQLAlchemy's
-    files = {
-        str(Path(frame.filename).resolve()) for frame in traceback.extract_tb(exc.__traceback__)
-    }
+    frames = [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]
+    if isinstance(exc, SyntaxError) and exc.filename:  # the file that does not compile
+        frames.append(exc.filename)
+    files = {str(Path(name).resolve()) for name in frames}
     return StepError(
         f"{type(cause).__name__}: {first_line(cause)}",
         irreversible=isinstance(exc, NotImplementedError),

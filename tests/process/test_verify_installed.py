@@ -20,7 +20,6 @@ import pytest
 from tests.support.helpers import ROOT
 
 
-
 def _python_312() -> str | None:
     """A Python 3.12 that runs (a pyenv shim without that version selected does not)."""
     candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))
