@@ -130,14 +130,15 @@ def walk_order(scripts: Scripts) -> list[str]:
 
 def run_verify(
     loaded: Loaded,
-    spec: ConnectionSpec,
+    spec: ConnectionSpec | None,
     *,
     skip: frozenset[str] = frozenset(),
     since: str | None = None,
     lint: Any = None,
     bookkeeping: tuple[str, ...] = BOOKKEEPING,
 ) -> VerifyResult:
-    """Run the checks not in ``skip`` against the empty database ``spec`` names. ``lint``:
+    """Run the checks not in ``skip`` against the empty database ``spec`` names (None when
+    only ``heads`` and ``lint`` run: they need no database). ``lint``:
     a callable ``(loaded, since) -> LintResult`` (the lint check;
     :func:`runner.checklist.lint.run_lint` with the run's thresholds). ``bookkeeping``:
     tables that are not the schema (the version table, the ledger), as
@@ -158,14 +159,16 @@ def run_verify(
             )
         )
     if {"steps", "data", "models"} - skip:
+        if spec is None:
+            raise ConfigError("verify's steps, data and models checks need a scratch database")
         with connections(spec) as (conn, sa_conn):
             walk = _Walk(loaded, conn, sa_conn, skip, result, bookkeeping)
             walk.require_empty()
             loaded.config.attributes["connection"] = sa_conn
             set_url(loaded.config, spec.url(hide_password=False))
-            reached = walk.run()
+            stopped = walk.run()
             if "models" not in skip:
-                _models(loaded, sa_conn, result, reached)
+                _models(loaded, sa_conn, result, stopped)
     if "lint" not in skip and lint is None:
         result.checks["lint"].status = "skipped"
         result.checks["lint"].notes.append("no linter given")
@@ -247,9 +250,10 @@ class _Walk:
             return step_error(exc, self.env_py, revisions)
         return None
 
-    def run(self) -> bool:
-        """Walk every revision in :func:`walk_order`; True when every head was reached.
-        A stop leaves the walking checks that have not failed ``incomplete``."""
+    def run(self) -> str | None:
+        """Walk every revision in :func:`walk_order`: None when every head was reached and
+        the database is there, else the revision the walk stopped at. A stop before the
+        last revision leaves the walking checks that have not failed ``incomplete``."""
         scripts = self.loaded.scripts
         order = walk_order(scripts)
         if len(scripts.heads) > 1 and "steps" not in self.skip:
@@ -257,18 +261,20 @@ class _Walk:
                 f"{len(scripts.heads)} heads: walked branch by branch"
             )
         for revision in order:
-            if not self.one(revision):
-                stopped = (
-                    f"the walk stopped at {revision}: {self.result.revisions_walked} of "
-                    f"{len(order)} revision(s) walked"
-                )
+            if self.one(revision):
+                continue
+            walked = self.result.revisions_walked
+            if walked < len(order):
                 for name in ("steps", "data"):
                     check = self.result.checks[name]
                     if check.status == "passed":
                         check.status = "incomplete"
-                        check.notes.append(stopped)
-                return False
-        return True
+                        check.notes.append(
+                            f"the walk stopped at {revision}: {walked} of {len(order)} "
+                            "revision(s) walked"
+                        )
+            return revision
+        return None
 
     def name(self, revision: str) -> str:
         return f"{revision} ({Path(self.loaded.scripts.revisions[revision].path).name})"
@@ -361,13 +367,14 @@ class _Walk:
         return True
 
 
-def _models(loaded: Loaded, sa_conn: Any, result: VerifyResult, reached: bool) -> None:
+def _models(loaded: Loaded, sa_conn: Any, result: VerifyResult, stopped: str | None) -> None:
     """Autogenerate at head against env.py's ``target_metadata``: every difference fails;
-    then every model module env.py never imports fails too."""
+    then every model module env.py never imports fails too. ``stopped``: the revision the
+    walk stopped at (the database is not at head: nothing to compare)."""
     check = result.checks["models"]
-    if not reached:
+    if stopped is not None:
         check.status = "incomplete"
-        check.notes.append("the walk did not reach head")
+        check.notes.append(f"the walk stopped at {stopped}: the database is not at head")
         return
     try:
         found = compare_models(loaded)
