@@ -50,7 +50,7 @@ from _common import (
 )
 from noop import Failed, check_alembic, check_runner, line, timed
 
-from tests.support.helpers import (
+from devtools.projects import (
     age_files,  # importable once _common put the repository on sys.path
 )
 

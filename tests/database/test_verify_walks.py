@@ -98,7 +98,7 @@ def test_a_broken_env_py_is_named_and_no_walking_check_claims_to_pass(history, d
     env_py.write_text(
         env_py.read_text().replace(
             "context.configure(connection=connection, **options)",
-            'context.configure(connection=connection, **options)\n    raise KeyError("DB_URL")',
+            'context.configure(connection=connection, **options)\n        raise KeyError("DB_URL")',
         )
     )
     result = _verify(history, database)
