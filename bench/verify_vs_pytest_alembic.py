@@ -16,7 +16,7 @@ revisions (bench/verify_time.py), four small clean ones (a merged branch, the gu
 add-nullable/backfill/SET NOT NULL sequence, an irreversible data migration whose
 downgrade() raises NotImplementedError, a plain index) and ten seeded defects, each on the
 same base revision with models that match head (but for the drift defect). Every env.py is
-the one that works for both tools (devtools/projects.py VERIFY_ENV_PY). Prints one line per
+the one that works for both tools (PACKAGE_ENV_PY: models imported from a package). Prints one line per
 project and tool, then the totals; asserts nothing.
 """
 
@@ -52,11 +52,15 @@ EXPERIMENTAL = "all_models_register_on_metadata, downgrade_leaves_no_trace"
 CONFTEST = """
 import pytest
 import sqlalchemy as sa
+from alembic.config import Config
 
 
 @pytest.fixture
 def alembic_config():
-    return {{"file": {ini!r}}}
+    # script_location too: the experimental model-import test runs a clean interpreter that
+    # reads only the options given here, not the ini file
+    location = Config({ini!r}).get_main_option("script_location")
+    return {{"file": {ini!r}, "script_location": location}}
 
 
 @pytest.fixture
@@ -73,7 +77,27 @@ def _base(root: Path) -> History:
 
 def _models(history: History, extra: str = "", more: str = "") -> Path:
     history.models(CALLS.format(extra=extra) + more)
+    return as_package(history)
+
+
+def as_package(history: History) -> Path:
+    """Make the project look like a team's: its models.py becomes the package
+    ``app/models_<id>`` that env.py imports (``prepend_sys_path`` puts ``app`` on the path,
+    for every tool that reads alembic.ini). Returns the ini."""
+    package = f"models_{uuid.uuid4().hex[:8]}"
+    (history.root / "app" / package).mkdir(parents=True)
+    models = history.root / "models.py"
+    (history.root / "app" / package / "__init__.py").write_text(models.read_text())
+    models.unlink()
+    _package_env(history, package)
     return history.ini
+
+
+def _package_env(history: History, package: str) -> None:
+    history.ini.write_text(history.ini.read_text() + "prepend_sys_path = %(here)s/app\n")
+    (history.root / "migrations" / "env.py").write_text(
+        textwrap.dedent(PACKAGE_ENV_PY.format(package=package))
+    )
 
 
 def clean_merged(root: Path) -> Path:
@@ -187,16 +211,14 @@ def two_heads(root: Path) -> Path:
     )
 
 
-UNIMPORTED_ENV_PY = """
+PACKAGE_ENV_PY = """
 import contextlib
-import sys
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
-sys.path.insert(0, {root!r})
-from {package} import metadata  # its __init__ imports calls, not orders
+from {package} import metadata
 
 config = context.config
 options = dict(target_metadata=metadata, transaction_per_migration=True, compare_type=True)
@@ -230,9 +252,7 @@ def unimported_model_module(root: Path) -> Path:
         f"import sqlalchemy as sa\n\nfrom {package} import metadata\n\n"
         'orders = sa.Table("orders", metadata, sa.Column("id", sa.BigInteger, primary_key=True))\n'
     )
-    (root / "migrations" / "env.py").write_text(
-        textwrap.dedent(UNIMPORTED_ENV_PY.format(root=str(root / "app"), package=package))
-    )
+    _package_env(h, package)  # __init__ imports calls, not orders
     return h.ini
 
 
@@ -260,23 +280,29 @@ CLEAN: dict[str, Callable[[Path], Path]] = {
     "clean: irreversible data migration": clean_irreversible,
     "clean: an index": clean_index,
 }
-DEFECTS: dict[str, Callable[[Path], Path]] = {
-    "defect: downgrade leaves an index": index_left_behind,
-    "defect: downgrade leaves an enum type": enum_left_behind,
-    "defect: NOT NULL column without default (rows exist)": not_null_without_default,
-    "defect: unique index over repeated values": unique_over_repeats,
-    "defect: models drift from migrations": models_drift,
-    "defect: two heads": two_heads,
-    "defect: model module env.py never imports": unimported_model_module,
-    "defect: downgrade fails": downgrade_fails,
-    "defect: revision does not apply": does_not_apply,
-    "defect: downgrade leaves a table": downgrade_leaves_table,
+#: each defect, and the words a failure must contain to count as naming it (a tool that
+#: fails for another reason has not caught it)
+DEFECTS: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
+    "defect: downgrade leaves an index": (index_left_behind, ("ix_calls_phone", "r02")),
+    "defect: downgrade leaves an enum type": (enum_left_behind, ("mood", "r02")),
+    "defect: NOT NULL column without default (rows exist)": (
+        not_null_without_default,
+        ("region", "r02"),
+    ),
+    "defect: unique index over repeated values": (unique_over_repeats, ("ux_calls_kind", "r03")),
+    "defect: models drift from migrations": (models_drift, ("duration_s",)),
+    "defect: two heads": (two_heads, ("head",)),
+    "defect: model module env.py never imports": (unimported_model_module, ("orders",)),
+    "defect: downgrade fails": (downgrade_fails, ("nope", "r02")),
+    "defect: revision does not apply": (does_not_apply, ("no_such_function", "r02")),
+    "defect: downgrade leaves a table": (downgrade_leaves_table, ('"t"', "table t", "r02")),
 }
 
 
 def pytest_alembic_venv(root: Path) -> Path:
     """A virtual environment with pytest-alembic from PyPI and this lock's Alembic,
-    SQLAlchemy and psycopg; its python."""
+    SQLAlchemy and psycopg; its python. pytest below 9: pytest-alembic 0.13.1's collector
+    fails to collect under pytest 9 (``TestCollector`` has no ``_nodeid``)."""
     venv = root / "pytest-alembic-venv"
     subprocess.run(["uv", "venv", "-q", "-p", sys.executable, str(venv)], check=True)
     pins = [
@@ -285,7 +311,7 @@ def pytest_alembic_venv(root: Path) -> Path:
     ]
     subprocess.run(
         ["uv", "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
-         "pytest-alembic", "pytest", *pins, f"psycopg-binary=={importlib.metadata.version('psycopg')}"],
+         "pytest-alembic", "pytest<9", *pins, f"psycopg-binary=={importlib.metadata.version('psycopg')}"],
         check=True,
     )  # fmt: skip
     return venv / "bin" / "python"
@@ -332,15 +358,23 @@ def run_pytest_alembic(
     (work / "pytest.ini").write_text(
         f"[pytest]\npytest_alembic_include_experimental = {EXPERIMENTAL}\n"
     )
+    # from the project's directory, as a team runs it (the experimental model-import test
+    # opens ./alembic.ini in a clean interpreter); the tests bind to rootdir's tests/conftest.py
     started = time.monotonic()
-    subprocess.run(
+    ran = subprocess.run(
         [str(python), "-m", "pytest", "-p", "no:cacheprovider", "--test-alembic", "-q",
-         f"--junitxml={work / 'report.xml'}", "tests"],
-        cwd=work, capture_output=True, text=True, timeout=1800,
+         "-c", str(work / "pytest.ini"), "--rootdir", str(work),
+         f"--junitxml={work / 'report.xml'}", str(work / "tests")],
+        cwd=ini.parent, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     elapsed = time.monotonic() - started
+    if os.environ.get("BENCH_DEBUG"):
+        print(ran.stdout[-4000:])
     failed = []
-    for case in ET.parse(work / "report.xml").getroot().iter("testcase"):
+    cases = list(ET.parse(work / "report.xml").getroot().iter("testcase"))
+    if not cases:
+        failed.append("no test ran")
+    for case in cases:
         for problem in [*case.iter("failure"), *case.iter("error")]:
             message = (problem.get("message") or problem.text or "").strip().splitlines()
             failed.append(f"{case.get('name')}: {(message or [''])[0][:300]}")
@@ -368,14 +402,14 @@ def main() -> None:
             text=True,
         ).stdout.strip()
         print(f"pytest-alembic {version}; PostgreSQL binaries {cluster.bindir}")
-        projects: dict[str, tuple[bool, Callable[[Path], Path]]] = {
-            "clean: the service's history": (False, lambda _root: ROOT / "alembic.ini"),
-            f"clean: generated, {args.revisions} revisions": (False, lambda r: generate(r, args.revisions).ini),
-            **{name: (False, build) for name, build in CLEAN.items()},
-            **{name: (True, build) for name, build in DEFECTS.items()},
+        projects: dict[str, tuple[tuple[str, ...] | None, Callable[[Path], Path]]] = {
+            "clean: the service's history": (None, lambda _root: ROOT / "alembic.ini"),
+            f"clean: generated, {args.revisions} revisions": (None, lambda r: as_package(generate(r, args.revisions))),
+            **{name: (None, build) for name, build in CLEAN.items()},
+            **{name: (evidence, build) for name, (build, evidence) in DEFECTS.items()},
         }  # fmt: skip
         totals = {"verify": [0, 0, 0.0], "pytest-alembic": [0, 0, 0.0]}  # caught, false, seconds
-        for index, (name, (defect, build)) in enumerate(projects.items()):
+        for index, (name, (evidence, build)) in enumerate(projects.items()):
             if args.only and not any(word in name for word in args.only):
                 continue
             ini = build(root / f"p{index}")
@@ -388,16 +422,17 @@ def main() -> None:
                     seconds, failed, why = run_verify(ini, url)
                 else:
                     seconds, failed, why = run_pytest_alembic(python, ini, url, root / f"pa{index}")
+                named = failed and any(word in line for line in why for word in evidence or ())
                 tally = totals[tool]
-                tally[0] += defect and failed
-                tally[1] += (not defect) and failed
+                tally[0] += named
+                tally[1] += evidence is None and failed
                 tally[2] += seconds
                 verdict = (
-                    ("CAUGHT" if failed else "missed")
-                    if defect
+                    ("CAUGHT" if named else "failed, not on it" if failed else "missed")
+                    if evidence
                     else ("FALSE FAILURE" if failed else "ok")
                 )
-                print(f"{name:58} {tool:15} {verdict:14} {seconds:6.1f} s")
+                print(f"{name:58} {tool:15} {verdict:17} {seconds:6.1f} s")
                 for line in why[:4]:
                     print(f"{'':60}- {line}")
         for tool, (caught, false, seconds) in totals.items():
