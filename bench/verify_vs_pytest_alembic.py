@@ -301,13 +301,16 @@ DEFECTS: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
 
 def pytest_alembic_venv(root: Path) -> Path:
     """A virtual environment with pytest-alembic from PyPI and this lock's Alembic,
-    SQLAlchemy and psycopg; its python. pytest below 9: pytest-alembic 0.13.1's collector
+    SQLAlchemy, psycopg and the service's model dependencies; its python. pytest below 9: pytest-alembic 0.13.1's collector
     fails to collect under pytest 9 (``TestCollector`` has no ``_nodeid``)."""
     venv = root / "pytest-alembic-venv"
     subprocess.run(["uv", "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+    # the service's models import its settings (pydantic-settings), and pytest-alembic's
+    # model-import test imports every module of src.db (fastapi too): a team's test
+    # environment has them, so this one does
     pins = [
         f"{name}=={importlib.metadata.version(name)}"
-        for name in ("alembic", "sqlalchemy", "psycopg")
+        for name in ("alembic", "sqlalchemy", "psycopg", "pydantic", "pydantic-settings", "fastapi")
     ]
     subprocess.run(
         ["uv", "pip", "install", "-q", "--python", str(venv / "bin" / "python"),

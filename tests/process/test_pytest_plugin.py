@@ -115,3 +115,19 @@ def test_the_plugin_adds_nothing_unless_asked(history):
     proc = _pytest(history.root)
     assert proc.returncode == 0 and "1 passed" in proc.stdout
     assert "migration-runner verify" not in proc.stdout
+
+
+def test_loading_the_plugin_imports_neither_alembic_sqlalchemy_nor_a_driver():
+    heavy = ("alembic", "sqlalchemy", "psycopg", "runner.checklist.verify")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, runner.checklist.pytest_plugin\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
