@@ -320,8 +320,8 @@ def pytest_alembic_venv(root: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def run_verify(ini: Path, url: str) -> tuple[float, bool, list[str]]:
-    """Wall time, whether it failed, and its failures as ``check: message``."""
+def run_verify(ini: Path, url: str) -> tuple[float, bool, list[str], str]:
+    """Wall time, whether it failed, its failures as ``check: message``, and all of them."""
     import json
 
     env = {
@@ -337,17 +337,10 @@ def run_verify(ini: Path, url: str) -> tuple[float, bool, list[str]]:
     )  # fmt: skip
     elapsed = time.monotonic() - started
     if proc.returncode not in (0, 20):
-        return (
-            elapsed,
-            True,
-            [f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-2][:300]}"],
-        )
+        return elapsed, True, [f"exit {proc.returncode}"], proc.stderr
     document = json.loads(proc.stdout)
-    return (
-        elapsed,
-        not document["ok"],
-        [f"{f['check']}: {f['message']}" for f in document["failures"]],
-    )
+    why = [f"{f['check']}: {f['message']}" for f in document["failures"]]
+    return elapsed, not document["ok"], why, "\n".join(why)
 
 
 def run_pytest_alembic(
@@ -377,11 +370,13 @@ def run_pytest_alembic(
     cases = list(ET.parse(work / "report.xml").getroot().iter("testcase"))
     if not cases:
         failed.append("no test ran")
+    full = []
     for case in cases:
         for problem in [*case.iter("failure"), *case.iter("error")]:
-            message = (problem.get("message") or problem.text or "").strip().splitlines()
-            failed.append(f"{case.get('name')}: {(message or [''])[0][:300]}")
-    return elapsed, bool(failed), failed
+            text = f"{problem.get('message') or ''}\n{problem.text or ''}".strip()
+            failed.append(f"{case.get('name')}: {text.splitlines()[0][:300] if text else ''}")
+            full.append(text)
+    return elapsed, bool(failed), failed, "\n".join(full)
 
 
 def main() -> None:
@@ -422,10 +417,12 @@ def main() -> None:
                     conn.execute(f'CREATE DATABASE "{dbname}"')
                 url = cluster.url(dbname, password=password)
                 if tool == "verify":
-                    seconds, failed, why = run_verify(ini, url)
+                    seconds, failed, why, text = run_verify(ini, url)
                 else:
-                    seconds, failed, why = run_pytest_alembic(python, ini, url, root / f"pa{index}")
-                named = failed and any(word in line for line in why for word in evidence or ())
+                    seconds, failed, why, text = run_pytest_alembic(
+                        python, ini, url, root / f"pa{index}"
+                    )
+                named = failed and any(word in text for word in evidence or ())
                 tally = totals[tool]
                 tally[0] += named
                 tally[1] += evidence is None and failed
