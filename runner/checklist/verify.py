@@ -189,6 +189,13 @@ class StepError:
     irreversible: bool = False
     #: raised by env.py itself, not by a revision
     in_env_py: bool = False
+    #: the database refused the rows (SQLSTATE class 22, data exception, or 23, integrity
+    #: constraint violation): what only rows in the tables can cause
+    about_rows: bool = False
+
+
+#: SQLSTATE classes an error of the rows belongs to (data exception, integrity violation)
+ROW_ERROR_CLASSES = ("22", "23")
 
 
 def step_error(exc: BaseException, env_py: str, revision_files: set[str]) -> StepError:
@@ -200,10 +207,12 @@ def step_error(exc: BaseException, env_py: str, revision_files: set[str]) -> Ste
     if isinstance(exc, SyntaxError) and exc.filename:  # the file that does not compile
         frames.append(exc.filename)
     files = {str(Path(name).resolve()) for name in frames}
+    sqlstate = str(getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None) or "")
     return StepError(
         f"{type(cause).__name__}: {first_line(cause)}",
         irreversible=isinstance(exc, NotImplementedError),
         in_env_py=not (files & revision_files) and str(Path(env_py).resolve()) in files,
+        about_rows=sqlstate[:2] in ROW_ERROR_CLASSES,
     )
 
 
@@ -317,7 +326,7 @@ class _Walk:
                 revision,
                 self.env_py,
             )
-        if seeded is not None and seeded.filled:
+        if seeded is not None and seeded.filled and error.about_rows:
             return CheckFailure(
                 "data",
                 f"{self.name(revision)} fails on tables with rows in them (filled "

@@ -133,6 +133,16 @@ def test_a_revision_that_does_not_apply_is_still_the_revisions_fault(tmp_path, d
     assert result.checks["steps"].status == "incomplete"
 
 
+def test_a_revision_that_fails_for_another_reason_than_rows_is_not_blamed_on_them(
+    history, database
+):
+    rev = history.add('op.execute("SELECT no_such_function()")')  # rows are in calls by now
+    [failure] = _verify(history, database, "models").failures
+    assert (failure.check, failure.revision) == ("upgrade", rev)
+    assert failure.message.startswith(f"{rev} (r02_step.py) does not apply: UndefinedFunction")
+    assert "empty tables" not in failure.message
+
+
 def test_an_env_py_that_does_not_compile_is_named(history, database):
     env_py = history.root / "migrations" / "env.py"
     env_py.write_text(env_py.read_text() + "\n  oops\n")
