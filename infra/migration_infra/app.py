@@ -36,7 +36,8 @@ class AppService(pulumi.ComponentResource):
 
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs", name=f"/ecs/{base}/app",
-            retention_in_days=settings.log_retention_days, opts=child)
+            retention_in_days=settings.log_retention_days,
+            opts=pulumi.ResourceOptions(parent=self, protect=True))
         app_repository = ecr_repository_arn(repository_of(app.image))
         # With the init container the app task also pulls the runner, reads its secret and
         # writes its log lines.
@@ -85,5 +86,5 @@ class AppService(pulumi.ComponentResource):
                                    "assign_public_ip": settings.assign_public_ip},
             deployment_circuit_breaker={"enable": True, "rollback": True},
             wait_for_steady_state=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[gate]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[gate], protect=True))
         self.register_outputs({"service": self.service.name})

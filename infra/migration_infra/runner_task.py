@@ -35,7 +35,7 @@ def image_repository(name: str, repository_name: str) -> aws.ecr.Repository:
     """The runner's ECR repository: immutable tags, scanned on push, old images expired."""
     repository = aws.ecr.Repository(
         name, name=repository_name, image_scanning_configuration={"scan_on_push": True},
-        image_tag_mutability="IMMUTABLE")
+        image_tag_mutability="IMMUTABLE", opts=pulumi.ResourceOptions(protect=True))
     aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=repository.name,
                             policy=json.dumps(ecr_lifecycle_policy()),
                             opts=pulumi.ResourceOptions(parent=repository))
@@ -92,7 +92,8 @@ class MigrationTask(pulumi.ComponentResource):
         log_group_name = f"/ecs/{base}/migrations"
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs", name=log_group_name,
-            retention_in_days=settings.log_retention_days, opts=child)
+            retention_in_days=settings.log_retention_days,
+            opts=pulumi.ResourceOptions(parent=self, protect=True))
 
         assume = json.dumps(policies.assume_role_policy())
         self.execution_role = aws.iam.Role(f"{name}-execution", assume_role_policy=assume,

@@ -66,6 +66,7 @@ class StackSettings:
     image: ImageRef | None = None          # an existing image, pinned by digest
     image_digest: str | None = None        # pushed to the repository created here; None: not yet
     repository_name: str = "migration-runner"
+    repository_only: bool = False          # the first `up`: the repository alone, no image yet
     cluster_name: str | None = None        # an existing cluster; None: create one
     assign_public_ip: bool = False
     log_retention_days: int = 30
@@ -155,6 +156,22 @@ def _app(raw: Mapping[str, Any], problems: list[str]) -> AppSettings | None:
     return app
 
 
+def _image_presence(raw: Mapping[str, Any], image_digest: str | None) -> list[str]:
+    """Without an image every resource but the repository would leave the program, and
+    `pulumi up` would delete them: only an explicit `repositoryOnly` (the first `up`) may."""
+    repository_only = str(raw.get("repositoryOnly", "")).lower() == "true"
+    has_image = _str(raw, "image") is not None or image_digest is not None
+    if repository_only and has_image:
+        return ["repositoryOnly: only for the first `up`, before any image exists; remove it "
+                "(an image or imageDigest is given)"]
+    if not repository_only and not has_image:
+        return ["imageDigest: required: the digest of the runner's image in the repository "
+                "(`pulumi stack output imageDigest` shows the one deployed now). Without it "
+                "this `up` would delete the task, the gate and the app. Only for the very "
+                "first `up`, before any image exists, set repositoryOnly: true"]
+    return []
+
+
 def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
     """Validate the stack config (`raw`: keys without the namespace) into `StackSettings`.
 
@@ -194,6 +211,7 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
     elif image_digest is not None and not is_digest(image_digest):
         problems.append(f"imageDigest: sha256: and 64 lowercase hex digits (the digest "
                         f"`docker push` printed), got {image_digest!r}")
+    problems.extend(_image_presence(raw, image_digest))
 
     ssl_mode = (_str(raw, "dbSslMode") or "verify-full").lower()
     if ssl_mode not in SSL_MODES:
@@ -217,6 +235,7 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
         image=image,
         image_digest=None if image is not None else image_digest,
         repository_name=_str(raw, "repositoryName") or "migration-runner",
+        repository_only=_bool(raw, "repositoryOnly", False, problems),
         cluster_name=_str(raw, "clusterName"),
         assign_public_ip=_bool(raw, "assignPublicIp", False, problems),
         log_retention_days=_int(raw, "logRetentionDays", 30, problems),
@@ -252,7 +271,7 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
 KEYS = ("service", "environment", "subnetIds", "securityGroupId", "assignPublicIp", "dbHost",
         "dbPort", "dbName", "dbSecretArn", "dbSecretKmsKeyArn", "dbSecurityGroupId", "dbSslMode",
         "iamAuth", "dbUser", "dbResourceId", "image", "imageDigest", "repositoryName",
-        "clusterName", "logRetentionDays", "cpu", "memory", "cpuArchitecture", "stopTimeout",
+        "repositoryOnly", "clusterName", "logRetentionDays", "cpu", "memory", "cpuArchitecture", "stopTimeout",
         "taskTimeout", "alarmTopicArn", "migrationsDir", "launcher", "app")
 
 

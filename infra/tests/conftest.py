@@ -34,6 +34,7 @@ class Registered:
     parent: str
     dependencies: list[str]
     custom_timeouts: dict[str, str]
+    protect: bool = False
 
     def json(self, key: str) -> Any:
         return json.loads(self.inputs[key])
@@ -83,7 +84,8 @@ class RecordingMonitor(MockMonitor):
                 typ=request.type, name=request.name, urn=response.urn,
                 inputs=self.resources[response.urn].state if request.custom else {},
                 parent=request.parent, dependencies=list(request.dependencies),
-                custom_timeouts={"create": timeouts.create, "update": timeouts.update}))
+                custom_timeouts={"create": timeouts.create, "update": timeouts.update},
+                protect=request.protect))
         return response
 
 

@@ -6,7 +6,7 @@ import json
 import pulumi
 import pytest
 
-from migration_infra.settings import parse_settings
+from migration_infra.settings import SettingsError, parse_settings
 from tests.conftest import ACCOUNT, INFRA, REGION, FakeAws, RecordingMonitor, run_program
 
 TASK_DEF = "aws:ecs/taskDefinition:TaskDefinition"
@@ -96,10 +96,31 @@ def test_with_iam_auth_the_task_role_may_connect_as_the_database_user(config):
 
 def test_before_the_first_image_only_the_repository_is_created(config):
     del config["imageDigest"]
+    config["repositoryOnly"] = True
     program = run_program(parse_settings(config, stack="prod"))
     assert sorted(r.typ for r in program.registered) == [
         "aws:ecr/lifecyclePolicy:LifecyclePolicy", "aws:ecr/repository:Repository"]
     assert program.deployment.gate is None
+
+
+def test_without_the_image_digest_up_is_refused_naming_the_setting(config):
+    """A program that declared only the repository would make `pulumi up` delete the rest."""
+    del config["imageDigest"]
+    with pytest.raises(SettingsError, match=r"imageDigest: required.*stack output imageDigest"):
+        parse_settings(config, stack="prod")
+
+
+def test_what_a_deploy_must_never_delete_is_protected(config):
+    config["app"] = {**config["app"], "initContainer": True}
+    program = run_program(parse_settings(config, stack="prod"))
+    protected = sorted(r.typ for r in program.registered if r.protect)
+    assert protected == sorted([
+        "aws:ecr/repository:Repository", "aws:ecs/cluster:Cluster",
+        "aws:cloudwatch/logGroup:LogGroup", "aws:cloudwatch/logGroup:LogGroup",
+        "aws:ecs/service:Service",
+        "aws:ecr/lifecyclePolicy:LifecyclePolicy"])  # a child: inherits its parent's protect
+    # replaced on every image: a protected task definition would block each deploy
+    assert not [r for r in program.all(TASK_DEF) if r.protect]
 
 
 def test_the_repository_scans_on_push_and_expires_old_images(program):

@@ -44,9 +44,14 @@ def test_an_existing_image_pinned_by_digest_creates_no_repository(config):
     assert settings.image.uri == f"ghcr.io/acme/migration-runner@{DIGEST}"
 
 
-def test_without_an_image_yet_the_settings_are_valid_and_a_bad_digest_is_not(config):
+def test_the_first_up_asks_for_the_repository_alone_and_a_bad_digest_is_refused(config):
     del config["imageDigest"]
+    config["repositoryOnly"] = True
     assert parse_settings(config, stack="prod").image_digest is None
+    config["imageDigest"] = DIGEST
+    with pytest.raises(SettingsError, match="repositoryOnly: only for the first"):
+        parse_settings(config, stack="prod")
+    del config["repositoryOnly"]
     config["imageDigest"] = "4f53cda18c2b"
     with pytest.raises(SettingsError, match="imageDigest: sha256: and 64"):
         parse_settings(config, stack="prod")
