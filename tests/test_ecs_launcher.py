@@ -4,8 +4,10 @@ in-process mock. Scenarios advance at the launcher's own pauses (see ``scripted_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from runner.ecs import cli
 from runner.ecs.errors import LaunchExit
 from tests.aws import (CLUSTER, FAKE_ENV, aws_in_process, aws_server, make_world,  # noqa: F401
                        moto_server, runner_line, scripted_stop, stop_in_backend)
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 
 SUMMARY = runner_line("summary", command="upgrade", outcome="migrated", exit_code=0)
 
@@ -279,3 +281,30 @@ def test_run_task_failures_exit_42_naming_the_reasons(aws_server: Any) -> None:
     assert caught.value.message == ("RunTask started no task: arn:aws:ecs:us-east-1:"
                                     "123456789012:cluster/migrations Capacity is unavailable "
                                     "at this time")
+
+
+def test_a_killed_parent_shell_stops_the_task(aws_server: Any) -> None:
+    """The gate's command line as pulumi-command runs it (``/bin/sh -c``), whose shell a
+    cancelled ``pulumi up`` ends with SIGKILL: the launcher outlives it and stops the task."""
+    aws_server.hold_tasks_running()
+    world = make_world()
+    world.register()
+    env = {**os.environ, **FAKE_ENV, "AWS_ENDPOINT_URL": aws_server.url,
+           "MIGRATION_LOG_FORMAT": "json"}
+    launcher = shlex.join([sys.executable, "-m", "runner", "ecs", *world.args(),
+                           "--stop-with-parent"])
+    shell = subprocess.Popen(["/bin/sh", "-c", f"{launcher} & wait $!"], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        wait_until(lambda: world.ecs.list_tasks(cluster=CLUSTER)["taskArns"], timeout=60,
+                   what="the task to start")
+        shell.kill()
+        shell.wait()
+        wait_until(lambda: world.the_task()["lastStatus"] == "STOPPED", timeout=30,
+                   what="the launcher to stop the task")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)  # the launcher, if it is still there
+    assert world.the_task()["stoppedReason"] == (
+        "migration-runner ecs run: the process that started it exited")

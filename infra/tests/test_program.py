@@ -170,9 +170,11 @@ def test_the_gate_runs_the_launcher_on_the_registered_task_definition(program, c
         "migration-runner ecs run --cluster maive-server-prod "
         f"--task-definition {task.inputs['family']}:7 "
         "--subnets subnet-0a1b2c3d4e5f60001,subnet-0a1b2c3d4e5f60002 "
-        f"--security-groups {config['securityGroupId']} --container migrate --timeout 1800")
+        f"--security-groups {config['securityGroupId']} --container migrate --timeout 1800 "
+        "--stop-with-parent & wait $!")
     assert gate.inputs["logging"] == "stdoutAndStderr"  # the task's lines in Pulumi's output
     assert gate.inputs["environment"] == {"AWS_REGION": REGION}
+    assert gate.inputs["addPreviousOutputInEnv"] is False  # Linux: 128 KiB per variable
     assert gate.custom_timeouts["create"] == "2400s"
     assert "update" not in gate.inputs  # a trigger change replaces it: `create` runs again
     depends = {program.by_urn(urn).name for urn in gate.dependencies}

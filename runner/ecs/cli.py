@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 from runner import logs
 from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError
-from runner.ecs.launcher import Launcher, LaunchRequest, LaunchResult, Pacing, Stop
+from runner.ecs.launcher import (PARENT_EXITED, Launcher, LaunchRequest, LaunchResult, Pacing,
+                                 Stop)
 
 ENV = "MIGRATION_ECS_"
 USER_AGENT = "migration-runner-ecs"
@@ -62,6 +63,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument("--drain", type=_seconds, default=env("DRAIN") or "10", metavar="SECONDS",
                      help="how long to keep reading logs after the task stopped, when the runner's "
                      "summary has not been seen (default 10)")
+    run.add_argument("--stop-with-parent", action="store_true",
+                     default=(env("STOP_WITH_PARENT") or "").lower() in ("1", "true", "yes"),
+                     help="stop the task (exit 45) when the process that started the launcher "
+                     "exits, e.g. killed with SIGKILL by a cancelled `pulumi up`")
     run.add_argument("--command", nargs=argparse.REMAINDER,
                      default=shlex.split(env("COMMAND") or "") or None,
                      help="the container's command instead of the task definition's, e.g. "
@@ -96,7 +101,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
         subnets=_ids(args.subnets), security_groups=_ids(args.security_groups),
         assign_public_ip=args.assign_public_ip, container=args.container, image=args.image,
         command=tuple(args.command) if args.command else None, timeout_s=args.timeout,
-        platform_version=args.platform_version)
+        platform_version=args.platform_version, stop_with_parent=args.stop_with_parent)
     return request, Pacing(first_poll_s=min(1.0, args.poll_interval),
                            max_poll_s=args.poll_interval, drain_s=args.drain)
 
@@ -208,8 +213,9 @@ def _log_result(log: Any, result: LaunchResult) -> None:
     """One ``error`` event for every outcome but success (the summary follows)."""
     outcome = result.outcome
     if result.stopped_by is not None:
-        cause = ("--timeout passed" if result.stopped_by == "timeout"
-                 else f"{result.stopped_by} received")
+        cause = {"timeout": "--timeout passed",
+                 PARENT_EXITED: "the process that started the launcher exited"}.get(
+            result.stopped_by, f"{result.stopped_by} received")
         stopped = ("it stopped" + (f" (container exit code {outcome.container_exit_code})"
                                    if outcome and outcome.ran else "")
                    if outcome else "it had not stopped when the launcher gave up waiting")

@@ -11,6 +11,7 @@ except through the result; AWS errors surface as botocore exceptions for the CLI
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ from runner.ecs.logs_tail import LogTail, runner_summary
 from runner.ecs.outcome import Outcome, run_failures, task_outcome
 
 STARTED_BY = "migration-runner"
+PARENT_EXITED = "parent-exit"  # the stop reason when the parent process went away
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class LaunchRequest:
     command: tuple[str, ...] | None = None
     timeout_s: float | None = None
     platform_version: str | None = None
+    stop_with_parent: bool = False  # StopTask when the process that started us is gone
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,28 @@ class Stop:
     def _handle(self, signum: int, _frame: Any) -> None:
         self.request(signal.Signals(signum).name)
 
+    def watch_parent(self, interval_s: float = 0.25) -> None:
+        """Request a stop (:data:`PARENT_EXITED`) once the parent process is gone, seen as a
+        change of the parent pid (the orphan is re-parented). For callers that end the
+        launcher's parent with SIGKILL, which no handler can see: pulumi-command does on a
+        cancelled ``pulumi up`` (see the gate in infra/). A daemon thread polls."""
+        parent = os.getppid()
+
+        def watch() -> None:
+            while self.reason is None and os.getppid() == parent:
+                time.sleep(interval_s)
+            if self.reason is None:
+                self.request(PARENT_EXITED)
+
+        threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def stop_reason(cause: str) -> str:
+    """The StopTask reason for a stop request (ECS shows it as the task's stoppedReason)."""
+    if cause == PARENT_EXITED:
+        return "migration-runner ecs run: the process that started it exited"
+    return f"migration-runner ecs run received {cause}"
+
 
 @dataclass
 class _Run:
@@ -134,6 +159,8 @@ class Launcher:
         """Run the task to its end. Raises :class:`RunTaskFailed` when RunTask starts nothing,
         :class:`~runner.ecs.errors.LaunchUsageError` for a container that cannot be chosen,
         and botocore's errors for failed AWS calls."""
+        if request.stop_with_parent:
+            self._stop.watch_parent()
         described = self._ecs.describe_task_definition(taskDefinition=request.task_definition,
                                                        include=["TAGS"])
         definition = described["taskDefinition"]
@@ -216,8 +243,7 @@ class Launcher:
             now = self._clock()
             if run.stop_sent_at is None:
                 if self._stop.reason is not None:
-                    self._stop_task(run, request, self._stop.reason,
-                                    f"migration-runner ecs run received {self._stop.reason}")
+                    self._stop_task(run, request, self._stop.reason, stop_reason(self._stop.reason))
                 elif request.timeout_s is not None and now - run.started >= request.timeout_s:
                     self._stop_task(run, request, "timeout", "migration-runner ecs run: "
                                     f"--timeout {request.timeout_s:g} s passed")
