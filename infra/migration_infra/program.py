@@ -75,4 +75,5 @@ def deploy(settings: StackSettings, program_dir: Path | None = None) -> Deployme
     pulumi.export("alarm", task.alarm.name)
     if app is not None:
         pulumi.export("appService", app.service.name)
+        pulumi.export("appImage", settings.app.image)
     return Deployment(repository=repository, task=task, gate=gate, app=app, cluster=cluster)

@@ -140,9 +140,19 @@ def _app(raw: Mapping[str, Any], problems: list[str]) -> AppSettings | None:
         return None
     if isinstance(value, str):
         value = json.loads(value)
-    if not isinstance(value, Mapping) or not _str(value, "image"):
-        problems.append("app: expected an object with at least an image, e.g. {image: <uri>}")
+    if not isinstance(value, Mapping):
+        problems.append("app: expected an object, e.g. {containerPort: 8080}")
         return None
+    if not _str(value, "image"):
+        problems.append("app.image: required: the app's image pinned by digest, as CI passes it "
+                        "(--config-path --config migration-runner:app.image=REPO@sha256:...); "
+                        "`pulumi stack output appImage` shows the one deployed now. Without "
+                        "it this `up` would roll the app back to whatever the stack file holds")
+        return None
+    try:
+        parse_image(_str(value, "image") or "")
+    except ImageError as exc:
+        problems.append(f"app.image: {exc}")
     app = AppSettings(
         image=_str(value, "image") or "",
         container_port=_int(value, "containerPort", 8080, problems),

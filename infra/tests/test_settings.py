@@ -118,3 +118,20 @@ def test_the_esc_example_exports_only_settings_the_runner_reads_and_no_literal_s
                if name.startswith("AWS_") and name != "AWS_REGION")
     stack_keys = {key.split(":", 1)[1] for key in document["values"]["pulumiConfig"]}
     assert stack_keys <= set(KEYS)
+
+
+def test_the_stack_file_alone_is_refused_naming_what_ci_passes(versions_dir):
+    """A `pulumi up` from a laptop, without the images CI passed with --config."""
+    from tests.conftest import example_config
+
+    with pytest.raises(SettingsError) as error:
+        parse_settings({**example_config(), "migrationsDir": str(versions_dir)}, stack="prod")
+    problems = str(error.value)
+    assert "imageDigest: required" in problems and "app.image: required" in problems
+    assert "pulumi stack output" in problems
+
+
+def test_the_apps_image_must_be_pinned_by_digest(config):
+    config["app"] = {**config["app"], "image": "registry/maive-server:2f9c1e7"}
+    with pytest.raises(SettingsError, match="app.image: .*not pinned by digest"):
+        parse_settings(config, stack="prod")
