@@ -14,7 +14,8 @@ import pulumi
 import pulumi_aws as aws
 
 from migration_infra import policies
-from migration_infra.containers import app_container, with_init_container
+from migration_infra.containers import (app_container, database_environment,
+                                        with_init_container)
 from migration_infra.images import ecr_repository_arn, repository_of
 from migration_infra.runner_task import MigrationTask, fargate_task_definition
 from migration_infra.settings import StackSettings
@@ -51,18 +52,23 @@ class AppService(pulumi.ComponentResource):
             policy=pulumi.Output.all(self.log_group.arn, *runner_grants).apply(
                 lambda args: json.dumps(policies.execution_role_policy(
                     repository_arns=[arn for arn in (app_repository, args[1]) if arn],
-                    secret_arns=([settings.db_secret_arn]
-                                 if app.init_container and settings.db_secret_arn else []),
+                    secret_arns=sorted({app.db_secret_arn or "", *(
+                        [settings.db_secret_arn or ""] if app.init_container else [])} - {""}),
                     kms_key_arns=([settings.db_secret_kms_key_arn]
-                                  if app.init_container and settings.db_secret_kms_key_arn
+                                  if settings.db_secret_kms_key_arn and (
+                                      app.init_container
+                                      or app.db_secret_arn == settings.db_secret_arn)
                                   else []),
                     log_group_arns=[arn for arn in (args[0], args[2]) if arn]))),
             opts=child)
 
         def containers(args: list[Any]) -> str:
             log_group, region_name, runner_definition = args
-            defs = [app_container(APP_CONTAINER, app.image, app.container_port, log_group,
-                                  region_name)]
+            defs = [app_container(
+                APP_CONTAINER, app.image, app.container_port, log_group, region_name,
+                environment=database_environment(settings.db_host, settings.db_port,
+                                                 settings.db_name, settings.db_ssl_mode),
+                db_secret_arn=app.db_secret_arn or "", health_path=app.health_check_path)]
             if app.init_container:
                 defs = with_init_container(defs, runner_definition)
             return json.dumps(defs)

@@ -45,6 +45,8 @@ class AppSettings:
     cpu: int = 512
     memory: int = 1024
     init_container: bool = False
+    db_secret_arn: str | None = None   # the app's own credentials; None: the stack's dbSecretArn
+    health_check_path: str = "/healthz"
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,15 @@ def _app(raw: Mapping[str, Any], problems: list[str]) -> AppSettings | None:
         cpu=_int(value, "cpu", 512, problems),
         memory=_int(value, "memory", 1024, problems),
         init_container=_bool(value, "initContainer", False, problems),
+        db_secret_arn=_str(value, "dbSecretArn") or _str(raw, "dbSecretArn"),
+        health_check_path=_str(value, "healthCheckPath") or "/healthz",
     )
+    if app.db_secret_arn is None:
+        problems.append("app.dbSecretArn: required with iamAuth and no dbSecretArn: the app "
+                        "connects with a password from a secret (it has no IAM authentication)")
+    if not app.health_check_path.startswith("/"):
+        problems.append(f"app.healthCheckPath: a path such as /healthz, "
+                        f"got {app.health_check_path!r}")
     if app.memory not in FARGATE_MEMORY.get(app.cpu, ()):
         problems.append(f"app.cpu/app.memory: {app.cpu}/{app.memory} is not a Fargate size")
     return app

@@ -85,7 +85,7 @@ def test_the_task_role_has_no_permission_by_default(program):
 
 def test_with_iam_auth_the_task_role_may_connect_as_the_database_user(config):
     config.update(iamAuth=True, dbUser="migrator", dbResourceId="db-ABCDEFGHIJKL")
-    del config["dbSecretArn"]
+    del config["dbSecretArn"], config["app"]
     program = run_program(parse_settings(config, stack="prod"))
     assert statements(program, "migrations-iam-auth")["ConnectAsMigrationUser"]["Resource"] == (
         f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:db-ABCDEFGHIJKL/migrator")
@@ -206,6 +206,19 @@ def test_the_app_service_update_depends_on_the_gate(program):
     assert service.inputs["platformVersion"] == "1.4.0"
     assert service.inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
     assert service.inputs["waitForSteadyState"] is True
+
+
+def test_the_app_reaches_the_database_with_its_secret_and_reports_its_health(program, config):
+    [app] = program.one(TASK_DEF, "app-task").json("containerDefinitions")
+    env = {item["name"]: item["value"] for item in app["environment"]}
+    assert env == {"DB_HOST": config["dbHost"], "DB_PORT": "5432", "DB_NAME": config["dbName"],
+                   "DB_SSLMODE": "verify-full", "DB_SSLROOTCERT": "/certs/global-bundle.pem"}
+    assert app["secrets"] == [{"name": "DB_SECRET", "valueFrom": config["dbSecretArn"]}]
+    assert statements(program, "app-execution-policy")["ReadDatabaseSecret"]["Resource"] == [
+        config["dbSecretArn"]]
+    check = app["healthCheck"]
+    assert check["command"][:3] == ["CMD", "python", "-c"]
+    assert "http://127.0.0.1:8080/healthz" in check["command"][3]
 
 
 def test_the_app_task_runs_only_the_app_unless_the_init_container_is_asked_for(program):

@@ -64,7 +64,7 @@ def test_image_and_image_digest_together_are_refused(config):
 
 
 def test_iam_auth_needs_the_user_and_the_instance_resource_id_but_no_secret(config):
-    del config["dbSecretArn"]
+    del config["dbSecretArn"], config["app"]
     config["iamAuth"] = "true"
     with pytest.raises(SettingsError) as error:
         parse_settings(config, stack="prod")
@@ -135,3 +135,13 @@ def test_the_apps_image_must_be_pinned_by_digest(config):
     config["app"] = {**config["app"], "image": "registry/maive-server:2f9c1e7"}
     with pytest.raises(SettingsError, match="app.image: .*not pinned by digest"):
         parse_settings(config, stack="prod")
+
+
+def test_with_iam_auth_the_app_still_needs_a_secret_of_its_own(config):
+    del config["dbSecretArn"]
+    config.update(iamAuth=True, dbUser="migrator", dbResourceId="db-ABCDEFGHIJKL")
+    with pytest.raises(SettingsError, match="app.dbSecretArn: required"):
+        parse_settings(config, stack="prod")
+    config["app"] = {**config["app"], "dbSecretArn": "arn:aws:secretsmanager:eu-west-1:"
+                     "123456789012:secret:maive-app-AbCdEf"}
+    assert parse_settings(config, stack="prod").app.db_secret_arn.endswith("maive-app-AbCdEf")
