@@ -56,6 +56,16 @@ def fargate_task_definition(name: str, *, family: str, cpu: int, memory: int,
         container_definitions=container_definitions, opts=opts)
 
 
+def runner_environment(metrics: RunnerMetrics, settings: StackSettings) -> dict[str, str]:
+    """The runner's settings beyond the database's: the metric names and, for a rollback
+    deploy (an older image on a database its migrations do not know), the permission to find
+    the database ahead and exit 0 instead of 8 (MIGRATION_ALLOW_DATABASE_AHEAD)."""
+    environment = metrics.container_environment()
+    if settings.allow_database_ahead:
+        environment["MIGRATION_ALLOW_DATABASE_AHEAD"] = "true"
+    return environment
+
+
 class MigrationTask(pulumi.ComponentResource):
     """Everything the one-off migration task needs; `pulumi up` registers a new task definition
     revision whenever the image or a setting changes. The image is `repository@imageDigest`
@@ -133,7 +143,7 @@ class MigrationTask(pulumi.ComponentResource):
                 db_secret_arn=settings.db_secret_arn, db_user=settings.db_user,
                 ssl_mode=settings.db_ssl_mode, iam_auth=settings.iam_auth,
                 stop_timeout=settings.stop_timeout,
-                extra_environment=metrics.container_environment())))
+                extra_environment=runner_environment(metrics, settings))))
         self.task_definition = fargate_task_definition(
             f"{name}-task", family=f"{base}-migrate", cpu=settings.cpu, memory=settings.memory,
             architecture=settings.cpu_architecture, execution_role_arn=self.execution_role.arn,

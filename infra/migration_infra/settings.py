@@ -78,6 +78,7 @@ class StackSettings:
     stop_timeout: int = 30
     task_timeout: int = 1800
     alarm_topic_arn: str | None = None
+    allow_database_ahead: bool = False     # a rollback deploy: an older image, a newer schema
     migrations_dir: str = "../alembic/versions"
     launcher: str = "migration-runner"
     app: AppSettings | None = None
@@ -265,6 +266,7 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
         stop_timeout=_int(raw, "stopTimeout", 30, problems),
         task_timeout=_int(raw, "taskTimeout", 1800, problems),
         alarm_topic_arn=_str(raw, "alarmTopicArn"),
+        allow_database_ahead=_bool(raw, "allowDatabaseAhead", False, problems),
         migrations_dir=_str(raw, "migrationsDir") or "../alembic/versions",
         launcher=_str(raw, "launcher") or "migration-runner",
         app=_app(raw, problems),
@@ -292,7 +294,7 @@ KEYS = ("service", "environment", "subnetIds", "securityGroupId", "assignPublicI
         "dbPort", "dbName", "dbSecretArn", "dbSecretKmsKeyArn", "dbSecurityGroupId", "dbSslMode",
         "iamAuth", "dbUser", "dbResourceId", "image", "imageDigest", "repositoryName",
         "repositoryOnly", "clusterName", "logRetentionDays", "cpu", "memory", "cpuArchitecture", "stopTimeout",
-        "taskTimeout", "alarmTopicArn", "migrationsDir", "launcher", "app")
+        "taskTimeout", "alarmTopicArn", "allowDatabaseAhead", "migrationsDir", "launcher", "app")
 
 
 def load_settings() -> StackSettings:

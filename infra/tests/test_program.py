@@ -287,3 +287,15 @@ def test_the_entry_point_reads_the_stack_config_as_pulumi_stores_it(config):
         pulumi.runtime.set_all_config({})
     types = {r.typ for r in monitor.registered}
     assert {TASK_DEF, COMMAND, SERVICE, "aws:cloudwatch/metricAlarm:MetricAlarm"} <= types
+
+
+def test_a_rollback_deploy_may_find_the_database_ahead_when_the_stack_says_so(config):
+    def env(program):
+        [container] = runner_containers(program)
+        return {item["name"]: item["value"] for item in container["environment"]}
+
+    assert "MIGRATION_ALLOW_DATABASE_AHEAD" not in env(run_program(parse_settings(
+        config, stack="prod")))
+    config["allowDatabaseAhead"] = True
+    assert env(run_program(parse_settings(config, stack="prod")))[
+        "MIGRATION_ALLOW_DATABASE_AHEAD"] == "true"
