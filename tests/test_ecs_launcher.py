@@ -308,3 +308,23 @@ def test_a_killed_parent_shell_stops_the_task(aws_server: Any) -> None:
             os.killpg(shell.pid, signal.SIGKILL)  # the launcher, if it is still there
     assert world.the_task()["stoppedReason"] == (
         "migration-runner ecs run: the process that started it exited")
+
+
+def test_the_launcher_acts_as_the_role_the_deploy_assumes(aws_server: Any, capsys: Any) -> None:
+    """MIGRATION_ECS_ROLE_ARN (the gate passes the stack's aws:assumeRole): the cluster lives
+    in the role's account, which the machine's own credentials do not reach."""
+    import boto3
+
+    role_arn = "arn:aws:iam::111111111111:role/deployer"
+    granted = boto3.client("sts").assume_role(RoleArn=role_arn,
+                                              RoleSessionName="setup")["Credentials"]
+    world = make_world(boto3.session.Session(
+        aws_access_key_id=granted["AccessKeyId"], aws_secret_access_key=granted["SecretAccessKey"],
+        aws_session_token=granted["SessionToken"]))
+    world.register()
+
+    assert cli.main(world.args(), environ={}) == LaunchExit.AWS_ERROR
+    assert "DescribeTaskDefinition failed" in one(capsys.readouterr().err, "error")["message"]
+    code = cli.main(world.args(), environ={"MIGRATION_ECS_ROLE_ARN": role_arn})
+    assert code == 0, capsys.readouterr().err
+    assert world.the_task()["taskArn"].startswith("arn:aws:ecs:us-east-1:111111111111:task/")

@@ -32,6 +32,7 @@ class MigrationGate(pulumi.ComponentResource):
                  subnets: Sequence[str], security_groups: Sequence[str],
                  image_digest: pulumi.Input[str], heads: Sequence[str], timeout: int,
                  assign_public_ip: bool = False,
+                 identity: Sequence[tuple[str, str]] = (),
                  depends_on: Sequence[pulumi.Resource] = (),
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("migration-runner:index:MigrationGate", name, None, opts)
@@ -46,7 +47,9 @@ class MigrationGate(pulumi.ComponentResource):
         self.triggers = [image_digest, ",".join(heads)]
         self.command = command.local.Command(
             f"{name}-run", create=create, triggers=self.triggers,
-            environment={"AWS_REGION": region}, add_previous_output_in_env=False,
+            # the stack's AWS identity, not only the machine's (`settings.launcher_identity`)
+            environment={"AWS_REGION": region, **dict(identity)},
+            add_previous_output_in_env=False,
             logging=command.local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=list(depends_on),

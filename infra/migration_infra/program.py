@@ -61,6 +61,7 @@ def deploy(settings: StackSettings, program_dir: Path | None = None) -> Deployme
         task_definition=task.task_definition_ref, container=task.container_name,
         subnets=settings.subnet_ids, security_groups=[settings.security_group_id],
         assign_public_ip=settings.assign_public_ip, image_digest=task.image_digest,
+        identity=settings.launcher_identity,
         heads=heads, timeout=settings.task_timeout,
         depends_on=[task.task_definition, *task.network_rules])
     app = (AppService("app", settings, cluster=cluster, runner=task, gate=gate)

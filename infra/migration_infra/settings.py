@@ -82,6 +82,9 @@ class StackSettings:
     migrations_dir: str = "../alembic/versions"
     launcher: str = "migration-runner"
     app: AppSettings | None = None
+    # The stack's AWS identity (its `aws:` provider config) for the gate's launcher, as
+    # environment variables: AWS_PROFILE, MIGRATION_ECS_ROLE_ARN, ...
+    launcher_identity: tuple[tuple[str, str], ...] = ()
 
     @property
     def creates_repository(self) -> bool:
@@ -193,11 +196,37 @@ def _image_presence(raw: Mapping[str, Any], image_digest: str | None) -> list[st
     return []
 
 
-def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
+def launcher_identity(aws: Mapping[str, Any], problems: list[str]) -> tuple[tuple[str, str], ...]:
+    """The environment that gives the gate's launcher the identity the stack's `aws` provider
+    has (pulumi-command runs it with the machine's environment, not the provider's config):
+    `aws:profile` as AWS_PROFILE, `aws:assumeRole` (or one `aws:assumeRoles` entry) as
+    MIGRATION_ECS_ROLE_ARN, _EXTERNAL_ID, _SESSION_NAME. A chain of roles is refused."""
+    env: dict[str, str] = {}
+    if _str(aws, "profile"):
+        env["AWS_PROFILE"] = _str(aws, "profile") or ""
+    roles = aws.get("assumeRoles")
+    roles = json.loads(roles) if isinstance(roles, str) else roles
+    role = aws.get("assumeRole")
+    role = json.loads(role) if isinstance(role, str) else role
+    if roles and len(roles) > 1:
+        problems.append("aws:assumeRoles: the gate's launcher assumes one role; give the last "
+                        "role of the chain through a profile (aws:profile) instead")
+    role = role or (roles[0] if roles else None)
+    if isinstance(role, Mapping) and _str(role, "roleArn"):
+        env["MIGRATION_ECS_ROLE_ARN"] = _str(role, "roleArn") or ""
+        for key, name in (("externalId", "EXTERNAL_ID"), ("sessionName", "SESSION_NAME")):
+            if _str(role, key):
+                env[f"MIGRATION_ECS_ROLE_{name}"] = _str(role, key) or ""
+    return tuple(sorted(env.items()))
+
+
+def parse_settings(raw: Mapping[str, Any], *, stack: str,
+                   aws: Mapping[str, Any] | None = None) -> StackSettings:
     """Validate the stack config (`raw`: keys without the namespace) into `StackSettings`.
 
     Raises `SettingsError` listing every problem, so one `pulumi up` names all of them.
-    `stack` is the default `environment` (the metric dimension and name suffix).
+    `stack` is the default `environment` (the metric dimension and name suffix); `aws` is the
+    stack's `aws:` provider config (keys without the namespace), for `launcher_identity`.
     """
     problems: list[str] = [f"{key}: unknown setting (known: {', '.join(KEYS)})"
                            for key in raw if key not in KEYS]
@@ -270,6 +299,7 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
         migrations_dir=_str(raw, "migrationsDir") or "../alembic/versions",
         launcher=_str(raw, "launcher") or "migration-runner",
         app=_app(raw, problems),
+        launcher_identity=launcher_identity(aws or {}, problems),
     )
     if settings.log_retention_days not in LOG_RETENTION_DAYS:
         problems.append(f"logRetentionDays: one of CloudWatch's periods "
@@ -307,4 +337,7 @@ def load_settings() -> StackSettings:
         value = config.get(key)
         if value is not None:
             raw[key] = value
-    return parse_settings(raw, stack=pulumi.get_stack())
+    provider = pulumi.Config("aws")
+    aws = {key: provider.get(key) for key in ("profile", "assumeRole", "assumeRoles")}
+    return parse_settings(raw, stack=pulumi.get_stack(),
+                          aws={key: value for key, value in aws.items() if value is not None})

@@ -268,14 +268,15 @@ def test_an_existing_cluster_is_used_and_none_created(config):
     assert program.one(SERVICE).inputs["cluster"] == "shared-prod"
 
 
-def test_the_entry_point_reads_the_stack_config_as_pulumi_stores_it(config):
+def run_entry_point(config, aws=None):
     """`__main__.py` as `pulumi up` runs it: structured values arrive as JSON strings."""
     monitor = RecordingMonitor(FakeAws())
     pulumi.runtime.set_mocks(FakeAws(), project="migration-runner", stack="prod",
                              preview=False, monitor=monitor)
     pulumi.runtime.set_all_config({
-        f"migration-runner:{key}": value if isinstance(value, str) else json.dumps(value)
-        for key, value in config.items()})
+        f"{namespace}:{key}": value if isinstance(value, str) else json.dumps(value)
+        for namespace, values in (("migration-runner", config), ("aws", aws or {}))
+        for key, value in values.items()})
 
     @pulumi.runtime.test
     def program():
@@ -285,8 +286,26 @@ def test_the_entry_point_reads_the_stack_config_as_pulumi_stores_it(config):
         program()
     finally:
         pulumi.runtime.set_all_config({})
-    types = {r.typ for r in monitor.registered}
+    return monitor.registered
+
+
+def test_the_entry_point_reads_the_stack_config_as_pulumi_stores_it(config):
+    types = {r.typ for r in run_entry_point(config)}
     assert {TASK_DEF, COMMAND, SERVICE, "aws:cloudwatch/metricAlarm:MetricAlarm"} <= types
+
+
+def test_the_gate_acts_with_the_stacks_aws_identity_not_only_the_machines(config):
+    """pulumi-command runs the launcher with the machine's environment; the stack's provider
+    may use a profile or assume a role the machine's credentials are not."""
+    role = {"roleArn": f"arn:aws:iam::{ACCOUNT}:role/deployer", "externalId": "maive",
+            "sessionName": "pulumi-up"}
+    [gate] = [r for r in run_entry_point(config, aws={"profile": "maive-prod",
+                                                       "assumeRole": role})
+              if r.typ == COMMAND]
+    assert gate.inputs["environment"] == {
+        "AWS_REGION": REGION, "AWS_PROFILE": "maive-prod",
+        "MIGRATION_ECS_ROLE_ARN": role["roleArn"], "MIGRATION_ECS_ROLE_EXTERNAL_ID": "maive",
+        "MIGRATION_ECS_ROLE_SESSION_NAME": "pulumi-up"}
 
 
 def test_a_rollback_deploy_may_find_the_database_ahead_when_the_stack_says_so(config):

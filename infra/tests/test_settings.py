@@ -145,3 +145,11 @@ def test_with_iam_auth_the_app_still_needs_a_secret_of_its_own(config):
     config["app"] = {**config["app"], "dbSecretArn": "arn:aws:secretsmanager:eu-west-1:"
                      "123456789012:secret:maive-app-AbCdEf"}
     assert parse_settings(config, stack="prod").app.db_secret_arn.endswith("maive-app-AbCdEf")
+
+
+def test_a_chain_of_assumed_roles_is_refused_for_the_gate(config):
+    roles = [{"roleArn": "arn:aws:iam::1:role/a"}, {"roleArn": "arn:aws:iam::2:role/b"}]
+    with pytest.raises(SettingsError, match="aws:assumeRoles: the gate's launcher assumes one"):
+        parse_settings(config, stack="prod", aws={"assumeRoles": roles})
+    settings = parse_settings(config, stack="prod", aws={"assumeRoles": roles[1:]})
+    assert settings.launcher_identity == (("MIGRATION_ECS_ROLE_ARN", "arn:aws:iam::2:role/b"),)

@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     launcher: Launcher | None = None
     try:
         request, pacing = parse(sys.argv[2:] if argv is None else argv, environ)
-        launcher = _launcher(pacing, stop, log)
+        launcher = _launcher(pacing, stop, log, assume_role_args(environ))
         result = launcher.run(request)
         code = result.exit_code
         _log_result(log, result)
@@ -145,7 +145,22 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return code
 
 
-def _launcher(pacing: Pacing, stop: Stop, log: Any) -> Launcher:
+def assume_role_args(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """STS AssumeRole arguments when ``MIGRATION_ECS_ROLE_ARN`` asks the launcher to act as
+    that role (the deploy's role, as the Pulumi stack's ``aws:assumeRole`` names it), with
+    ``MIGRATION_ECS_ROLE_EXTERNAL_ID`` and ``MIGRATION_ECS_ROLE_SESSION_NAME``; else None."""
+    role_arn = environ.get(ENV + "ROLE_ARN")
+    if not role_arn:
+        return None
+    args = {"RoleArn": role_arn,
+            "RoleSessionName": environ.get(ENV + "ROLE_SESSION_NAME") or USER_AGENT}
+    if environ.get(ENV + "ROLE_EXTERNAL_ID"):
+        args["ExternalId"] = environ[ENV + "ROLE_EXTERNAL_ID"]
+    return args
+
+
+def _launcher(pacing: Pacing, stop: Stop, log: Any,
+              assume_role: dict[str, str] | None = None) -> Launcher:
     try:
         import boto3
         from botocore.config import Config
@@ -154,8 +169,14 @@ def _launcher(pacing: Pacing, stop: Stop, log: Any) -> Launcher:
                                "migration-runner[aws]") from None
     from runner.ecs.logs_tail import render
 
-    session = boto3.session.Session()
     config = Config(retries={"mode": "standard", "max_attempts": 8}, user_agent_extra=USER_AGENT)
+    session = boto3.session.Session()
+    if assume_role is not None:
+        granted = session.client("sts", config=config).assume_role(**assume_role)["Credentials"]
+        session = boto3.session.Session(
+            aws_access_key_id=granted["AccessKeyId"],
+            aws_secret_access_key=granted["SecretAccessKey"],
+            aws_session_token=granted["SessionToken"], region_name=session.region_name)
     tty = sys.stdout.isatty()
 
     def out(event: dict[str, Any]) -> None:
