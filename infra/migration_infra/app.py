@@ -88,7 +88,7 @@ class AppService(pulumi.ComponentResource):
             launch_type="FARGATE",
             platform_version="1.4.0",  # dependsOn conditions need 1.3.0 or later
             network_configuration={"subnets": list(settings.subnet_ids),
-                                   "security_groups": [settings.security_group_id],
+                                   "security_groups": [app.security_group_id],
                                    "assign_public_ip": settings.assign_public_ip},
             deployment_circuit_breaker={"enable": True, "rollback": True},
             wait_for_steady_state=True,

@@ -29,7 +29,7 @@ class MigrationGate(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, launcher: str, cluster: pulumi.Input[str],
                  task_definition: pulumi.Input[str], container: str,
-                 subnets: Sequence[str], security_groups: Sequence[str],
+                 subnets: Sequence[str], security_groups: Sequence[pulumi.Input[str]],
                  image_digest: pulumi.Input[str], heads: Sequence[str], timeout: int,
                  assign_public_ip: bool = False,
                  identity: Sequence[tuple[str, str]] = (),
@@ -37,10 +37,10 @@ class MigrationGate(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("migration-runner:index:MigrationGate", name, None, opts)
         region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
-        create = pulumi.Output.all(cluster, task_definition).apply(
+        create = pulumi.Output.all(cluster, task_definition, *security_groups).apply(
             lambda args: gate_command(launcher_argv(
                 launcher=launcher, cluster=args[0], task_definition=args[1],
-                subnets=subnets, security_groups=security_groups, container=container,
+                subnets=subnets, security_groups=args[2:], container=container,
                 timeout=timeout, assign_public_ip=assign_public_ip)))
         # Not the default: the whole previous log in PULUMI_COMMAND_STDOUT, past Linux's
         # 128 KiB limit for one environment string, would fail every run after a long one.

@@ -59,7 +59,7 @@ def deploy(settings: StackSettings, program_dir: Path | None = None) -> Deployme
     gate = MigrationGate(
         "migration-gate", launcher=settings.launcher, cluster=cluster,
         task_definition=task.task_definition_ref, container=task.container_name,
-        subnets=settings.subnet_ids, security_groups=[settings.security_group_id],
+        subnets=settings.subnet_ids, security_groups=[task.security_group_id],
         assign_public_ip=settings.assign_public_ip, image_digest=task.image_digest,
         identity=settings.launcher_identity,
         heads=heads, timeout=settings.task_timeout,

@@ -155,7 +155,10 @@ class MigrationTask(pulumi.ComponentResource):
             self.task_definition.family, ":", self.task_definition.revision.apply(str))
         self.container_name = RUNNER_CONTAINER
 
-        self.network_rules = self._database_access(name, settings, child)
+        self.security_group_id, group = self._task_group(name, settings, child)
+        self.network_rules = [*group,
+                              *self._database_access(name, settings, self.security_group_id,
+                                                     child)]
         self.alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-failed",
             name=f"{base}-migration-failed",
@@ -171,24 +174,45 @@ class MigrationTask(pulumi.ComponentResource):
                                "log_group": self.log_group.name})
 
     @staticmethod
-    def _database_access(name: str, settings: StackSettings,
+    def _task_group(name: str, settings: StackSettings, child: pulumi.ResourceOptions
+                    ) -> tuple[pulumi.Output[str], list[pulumi.Resource]]:
+        """The task's security group: the one given, or one created in `vpcId` whose only
+        egress is HTTPS (ECR, Secrets Manager, CloudWatch Logs; a group Pulumi creates has no
+        egress rule at all) -- the database port is added by `_database_access`."""
+        if settings.security_group_id is not None:
+            return pulumi.Output.from_input(settings.security_group_id), []
+        group = aws.ec2.SecurityGroup(
+            f"{name}-group", name=f"{settings.service}-{settings.environment}-migrations",
+            vpc_id=settings.vpc_id, description="migration-runner task", opts=child)
+        https = aws.vpc.SecurityGroupEgressRule(
+            f"{name}-https-out", security_group_id=group.id, cidr_ipv4="0.0.0.0/0",
+            ip_protocol="tcp", from_port=443, to_port=443,
+            description="ECR, Secrets Manager, CloudWatch Logs", opts=child)
+        return group.id, [group, https]
+
+    @staticmethod
+    def _database_access(name: str, settings: StackSettings, group_id: pulumi.Input[str],
                          child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
         """Egress from the task's security group to the database port only; with the
-        database's security group given, to that group alone, and its matching ingress."""
+        database's security group given, to that group alone, and its matching ingress.
+        None with `databaseRules: false` (a shared group that reaches the database already:
+        AWS refuses a duplicate rule)."""
+        if not settings.database_rules:
+            return []
         port = {"ip_protocol": "tcp", "from_port": settings.db_port,
                 "to_port": settings.db_port}
         if settings.db_security_group_id is None:
             return [aws.vpc.SecurityGroupEgressRule(
-                f"{name}-to-database", security_group_id=settings.security_group_id,
+                f"{name}-to-database", security_group_id=group_id,
                 cidr_ipv4="0.0.0.0/0", description="migration-runner to PostgreSQL",
                 **port, opts=child)]
         return [
             aws.vpc.SecurityGroupEgressRule(
-                f"{name}-to-database", security_group_id=settings.security_group_id,
+                f"{name}-to-database", security_group_id=group_id,
                 referenced_security_group_id=settings.db_security_group_id,
                 description="migration-runner to PostgreSQL", **port, opts=child),
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-from-runner", security_group_id=settings.db_security_group_id,
-                referenced_security_group_id=settings.security_group_id,
+                referenced_security_group_id=group_id,
                 description="PostgreSQL from migration-runner", **port, opts=child),
         ]

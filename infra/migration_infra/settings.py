@@ -46,6 +46,7 @@ class AppSettings:
     memory: int = 1024
     init_container: bool = False
     db_secret_arn: str | None = None   # the app's own credentials; None: the stack's dbSecretArn
+    security_group_id: str | None = None  # the app's group; None: the stack's securityGroupId
     health_check_path: str = "/healthz"
 
 
@@ -54,10 +55,12 @@ class StackSettings:
     service: str
     environment: str
     subnet_ids: tuple[str, ...]
-    security_group_id: str
+    security_group_id: str | None      # the task's existing group; None: created in vpc_id
     db_host: str
     db_name: str
     db_port: int = 5432
+    vpc_id: str | None = None
+    database_rules: bool = True            # add the database port rules to the groups
     db_secret_arn: str | None = None
     db_secret_kms_key_arn: str | None = None
     db_security_group_id: str | None = None
@@ -168,7 +171,11 @@ def _app(raw: Mapping[str, Any], problems: list[str]) -> AppSettings | None:
         init_container=_bool(value, "initContainer", False, problems),
         db_secret_arn=_str(value, "dbSecretArn") or _str(raw, "dbSecretArn"),
         health_check_path=_str(value, "healthCheckPath") or "/healthz",
+        security_group_id=_str(value, "securityGroupId") or _str(raw, "securityGroupId"),
     )
+    if app.security_group_id is None:
+        problems.append("app.securityGroupId: required when the task's group is created here "
+                        "(vpcId): the app's own security group")
     if app.db_secret_arn is None:
         problems.append("app.dbSecretArn: required with iamAuth and no dbSecretArn: the app "
                         "connects with a password from a secret (it has no IAM authentication)")
@@ -178,6 +185,20 @@ def _app(raw: Mapping[str, Any], problems: list[str]) -> AppSettings | None:
     if app.memory not in FARGATE_MEMORY.get(app.cpu, ()):
         problems.append(f"app.cpu/app.memory: {app.cpu}/{app.memory} is not a Fargate size")
     return app
+
+
+def _task_group(raw: Mapping[str, Any]) -> list[str]:
+    """The task's security group: an existing one, or one created in the VPC."""
+    given, vpc = _str(raw, "securityGroupId"), _str(raw, "vpcId")
+    if given and vpc:
+        return ["securityGroupId, vpcId: give one: the task's existing group, or the VPC to "
+                "create the task's own group in"]
+    if not given and not vpc:
+        return ["securityGroupId: required (the task's security group), or vpcId to create "
+                "the task's own group there (egress HTTPS and the database port only)"]
+    if vpc and str(raw.get("databaseRules", "true")).lower() == "false":
+        return ["databaseRules: a group created here has no rule to reach the database yet"]
+    return []
 
 
 def _image_presence(raw: Mapping[str, Any], image_digest: str | None) -> list[str]:
@@ -230,7 +251,7 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str,
     """
     problems: list[str] = [f"{key}: unknown setting (known: {', '.join(KEYS)})"
                            for key in raw if key not in KEYS]
-    required = ("service", "securityGroupId", "dbHost", "dbName")
+    required = ("service", "dbHost", "dbName")
     for key in required:
         if _str(raw, key) is None:
             problems.append(f"{key}: required")
@@ -262,6 +283,7 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str,
         problems.append(f"imageDigest: sha256: and 64 lowercase hex digits (the digest "
                         f"`docker push` printed), got {image_digest!r}")
     problems.extend(_image_presence(raw, image_digest))
+    problems.extend(_task_group(raw))
 
     ssl_mode = (_str(raw, "dbSslMode") or "verify-full").lower()
     if ssl_mode not in SSL_MODES:
@@ -271,7 +293,9 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str,
         service=_str(raw, "service") or "",
         environment=_str(raw, "environment") or stack,
         subnet_ids=subnet_ids,
-        security_group_id=_str(raw, "securityGroupId") or "",
+        security_group_id=_str(raw, "securityGroupId"),
+        vpc_id=_str(raw, "vpcId"),
+        database_rules=_bool(raw, "databaseRules", True, problems),
         db_host=_str(raw, "dbHost") or "",
         db_name=_str(raw, "dbName") or "",
         db_port=_int(raw, "dbPort", 5432, problems),
@@ -320,7 +344,8 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str,
     return settings
 
 
-KEYS = ("service", "environment", "subnetIds", "securityGroupId", "assignPublicIp", "dbHost",
+KEYS = ("service", "environment", "subnetIds", "securityGroupId", "vpcId", "databaseRules",
+        "assignPublicIp", "dbHost",
         "dbPort", "dbName", "dbSecretArn", "dbSecretKmsKeyArn", "dbSecurityGroupId", "dbSslMode",
         "iamAuth", "dbUser", "dbResourceId", "image", "imageDigest", "repositoryName",
         "repositoryOnly", "clusterName", "logRetentionDays", "cpu", "memory", "cpuArchitecture", "stopTimeout",

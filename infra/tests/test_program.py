@@ -318,3 +318,40 @@ def test_a_rollback_deploy_may_find_the_database_ahead_when_the_stack_says_so(co
     config["allowDatabaseAhead"] = True
     assert env(run_program(parse_settings(config, stack="prod")))[
         "MIGRATION_ALLOW_DATABASE_AHEAD"] == "true"
+
+
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+
+
+def test_a_shared_group_that_reaches_the_database_gets_no_duplicate_rules(config):
+    """The app's group already has these rules: AWS refuses a duplicate on the first `up`."""
+    config["databaseRules"] = False
+    program = run_program(parse_settings(config, stack="prod"))
+    assert program.all(EGRESS) == [] and program.all(INGRESS) == []
+    assert f"--security-groups {config['securityGroupId']} " in program.one(COMMAND).inputs[
+        "create"]
+
+
+def test_with_only_the_vpc_the_task_gets_its_own_group_with_https_and_database_out(config):
+    app_group = config["securityGroupId"]
+    del config["securityGroupId"]
+    config["vpcId"] = "vpc-0a1b2c3d4e5f60000"
+    config["app"] = {**config["app"], "securityGroupId": app_group}
+    program = run_program(parse_settings(config, stack="prod"))
+    group = program.one("aws:ec2/securityGroup:SecurityGroup")
+    assert group.inputs["vpcId"] == "vpc-0a1b2c3d4e5f60000"
+    group_id = "migrations-group-id"
+    egress = {r.name: r.inputs for r in program.all(EGRESS)}
+    assert {name: (rule["securityGroupId"], rule["fromPort"], rule["toPort"])
+            for name, rule in egress.items()} == {
+        "migrations-https-out": (group_id, 443, 443),
+        "migrations-to-database": (group_id, 5432, 5432)}
+    assert egress["migrations-to-database"]["referencedSecurityGroupId"] == config[
+        "dbSecurityGroupId"]
+    assert program.one(INGRESS).inputs["referencedSecurityGroupId"] == group_id
+    assert f"--security-groups {group_id} " in program.one(COMMAND).inputs["create"]
+    network = program.one(SERVICE).inputs["networkConfiguration"]
+    assert network["securityGroups"] == [app_group]
+    depends = {program.by_urn(urn).name for urn in program.one(COMMAND).dependencies}
+    assert {"migrations-group", "migrations-https-out"} <= depends

@@ -153,3 +153,12 @@ def test_a_chain_of_assumed_roles_is_refused_for_the_gate(config):
         parse_settings(config, stack="prod", aws={"assumeRoles": roles})
     settings = parse_settings(config, stack="prod", aws={"assumeRoles": roles[1:]})
     assert settings.launcher_identity == (("MIGRATION_ECS_ROLE_ARN", "arn:aws:iam::2:role/b"),)
+
+
+def test_the_tasks_group_is_given_or_created_in_the_vpc_never_both(config):
+    config["vpcId"] = "vpc-1"
+    with pytest.raises(SettingsError, match="securityGroupId, vpcId: give one"):
+        parse_settings(config, stack="prod")
+    del config["vpcId"], config["securityGroupId"]
+    with pytest.raises(SettingsError, match="securityGroupId: required .*or vpcId"):
+        parse_settings(config, stack="prod")
