@@ -38,7 +38,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", prog="migration-runner ecs run",
         help="run the task, stream its logs, exit with the container's exit code",
-        description="Run the migration task (Fargate, awsvpc), stream its CloudWatch logs to "
+        description="Run the migration task (Fargate by default), stream its CloudWatch logs to "
         "stdout, wait for it to stop and exit with the container's exit code. Every option "
         f"can also be given as {ENV}<NAME> (e.g. {ENV}CLUSTER).")
     run.add_argument("--cluster", default=env("CLUSTER"), help="the ECS cluster")
@@ -56,8 +56,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                      help="register a new revision with this image for that container, run it")
     run.add_argument("--timeout", type=_seconds, default=env("TIMEOUT"), metavar="SECONDS",
                      help="stop the task (StopTask) after this long; exit 44 (default: none)")
-    run.add_argument("--platform-version", default=env("PLATFORM_VERSION"),
-                     help="Fargate platform version (default: LATEST)")
+    _placement_options(run, env)
+    _override_options(run, env, environ)
     run.add_argument("--poll-interval", type=_seconds, default=env("POLL_INTERVAL") or "5",
                      metavar="SECONDS", help="longest pause between DescribeTasks calls (default 5)")
     run.add_argument("--drain", type=_seconds, default=env("DRAIN") or "10", metavar="SECONDS",
@@ -72,6 +72,70 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                      help="the container's command instead of the task definition's, e.g. "
                      "--command downgrade -1 (takes the rest of the line)")
     return parser
+
+
+def _placement_options(run: argparse.ArgumentParser, env: Any) -> None:
+    run.add_argument("--launch-type", choices=("FARGATE", "EC2", "EXTERNAL"),
+                     default=env("LAUNCH_TYPE"),
+                     help="where the task runs (default FARGATE, or the service's with "
+                     "--network-from-service)")
+    run.add_argument("--capacity-provider-strategy", type=_strategy,
+                     default=env("CAPACITY_PROVIDER_STRATEGY"), metavar="NAME[:WEIGHT[:BASE]],...",
+                     help="capacity providers instead of a launch type, e.g. FARGATE_SPOT:1,FARGATE:0:1")
+    run.add_argument("--network-from-service", default=env("NETWORK_FROM_SERVICE"),
+                     metavar="SERVICE", help="run with this service's network configuration (and "
+                     "its launch type or capacity providers, unless given)")
+    run.add_argument("--platform-version", default=env("PLATFORM_VERSION"),
+                     help="Fargate platform version (default: LATEST)")
+
+
+def _override_options(run: argparse.ArgumentParser, env: Any,
+                      environ: Mapping[str, str]) -> None:
+    run.add_argument("--env", type=_pair, action="append", metavar="NAME=VALUE",
+                     default=_pairs_from(environ, "ENV"),
+                     help="an environment variable for the container (repeatable), e.g. "
+                     "--env MIGRATION_ALLOW_DATABASE_AHEAD=true")
+    run.add_argument("--cpu", default=env("CPU"), help="the task's CPU units, overriding its "
+                     "task definition's (e.g. 1024)")
+    run.add_argument("--memory", default=env("MEMORY"), help="the task's memory (MiB), "
+                     "overriding its task definition's")
+    run.add_argument("--tag", type=_pair, action="append", metavar="KEY=VALUE",
+                     default=_pairs_from(environ, "TAGS"),
+                     help="a tag for the task (repeatable)")
+    run.add_argument("--propagate-tags", choices=("TASK_DEFINITION", "NONE"),
+                     default=env("PROPAGATE_TAGS"),
+                     help="copy the task definition's tags to the task (needs ecs:TagResource)")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name.strip(), value
+
+
+def _strategy(text: str) -> tuple[tuple[str, int, int], ...]:
+    strategy = []
+    for item in _ids(text):
+        name, *numbers = item.split(":")
+        try:
+            if not name or len(numbers) > 2:
+                raise ValueError(item)
+            weight = int(numbers[0]) if numbers else 1
+            base = int(numbers[1]) if len(numbers) > 1 else 0
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not NAME[:WEIGHT[:BASE]]") from None
+        strategy.append((name, weight, base))
+    return tuple(strategy)
+
+
+def _pairs_from(environ: Mapping[str, str], name: str) -> list[tuple[str, str]] | None:
+    """``NAME=VALUE`` items of a variable, split like a shell would (the command line's
+    repeated option adds to them)."""
+    try:
+        return [_pair(item) for item in shlex.split(environ.get(ENV + name) or "")] or None
+    except (argparse.ArgumentTypeError, ValueError) as err:
+        raise LaunchUsageError(f"{ENV}{name}: {err}") from None
 
 
 def _seconds(text: str) -> float:
@@ -90,18 +154,24 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
     checks a default taken from the environment like a value given on the command line)."""
     args = build_parser(environ).parse_args(argv)
     missing = [f"--{name.replace('_', '-')} ({ENV}{name.upper()})"
-               for name in ("cluster", "task_definition", "subnets", "security_groups")
-               if not getattr(args, name)]
+               for name in ("cluster", "task_definition") if not getattr(args, name)]
     if missing:
         raise LaunchUsageError("migration-runner ecs run needs " + ", ".join(missing))
+    if args.launch_type and args.capacity_provider_strategy:
+        raise LaunchUsageError("--launch-type and --capacity-provider-strategy exclude each "
+                               "other: give one")
     if args.command == []:
         raise LaunchUsageError("--command needs the command to run, e.g. --command check")
     request = LaunchRequest(
         cluster=args.cluster, task_definition=args.task_definition,
-        subnets=_ids(args.subnets), security_groups=_ids(args.security_groups),
+        subnets=_ids(args.subnets or ""), security_groups=_ids(args.security_groups or ""),
         assign_public_ip=args.assign_public_ip, container=args.container, image=args.image,
         command=tuple(args.command) if args.command else None, timeout_s=args.timeout,
-        platform_version=args.platform_version, stop_with_parent=args.stop_with_parent)
+        platform_version=args.platform_version, stop_with_parent=args.stop_with_parent,
+        launch_type=args.launch_type, capacity_providers=args.capacity_provider_strategy or (),
+        network_from_service=args.network_from_service, environment=tuple(args.env or ()),
+        cpu=args.cpu, memory=args.memory, tags=tuple(args.tag or ()),
+        propagate_tags=args.propagate_tags)
     return request, Pacing(first_poll_s=min(1.0, args.poll_interval),
                            max_poll_s=args.poll_interval, drain_s=args.drain)
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.ecs import taskdef
-from runner.ecs.errors import LaunchExit, RunTaskFailed, StoppedBeforeStart
+from runner.ecs import runargs, taskdef
+from runner.ecs.errors import LaunchExit, LaunchUsageError, RunTaskFailed, StoppedBeforeStart
 from runner.ecs.logs_tail import LogTail, runner_summary
 from runner.ecs.outcome import Outcome, run_failures, task_outcome
 
@@ -41,6 +41,14 @@ class LaunchRequest:
     timeout_s: float | None = None
     platform_version: str | None = None
     stop_with_parent: bool = False  # StopTask when the process that started us is gone
+    launch_type: str | None = None  # FARGATE, EC2, EXTERNAL (default: FARGATE)
+    capacity_providers: tuple[tuple[str, int, int], ...] = ()  # (name, weight, base)
+    network_from_service: str | None = None  # run with this service's network (and placement)
+    environment: tuple[tuple[str, str], ...] = ()  # the container's, added to its own
+    cpu: str | None = None  # task-level overrides
+    memory: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    propagate_tags: str | None = None  # TASK_DEFINITION or NONE
 
 
 @dataclass(frozen=True)
@@ -165,11 +173,16 @@ class Launcher:
                                                        include=["TAGS"])
         definition = described["taskDefinition"]
         migrate = taskdef.container(definition, request.container)
+        # decided (and refused) before anything is registered or started
+        args = runargs.run_task_args(request, definition, migrate["name"],
+                                     self._service(request), STARTED_BY)
         registered = False
         if request.image is not None and request.image != migrate["image"]:
             new = taskdef.with_image(definition, described.get("tags"), migrate["name"],
-                                     request.image)
+                                     request.image,
+                                     runargs.registerable(self._ecs.meta.service_model))
             definition = self._ecs.register_task_definition(**new)["taskDefinition"]
+            args["taskDefinition"] = definition["taskDefinitionArn"]
             migrate = taskdef.container(definition, migrate["name"])
             registered = True
             self._log.info("ecs.registered", task_definition=taskdef.label(definition),
@@ -178,7 +191,7 @@ class Launcher:
             raise StoppedBeforeStart(f"stopped by {self._stop.reason} before the task was started: "
                                      "nothing ran", signal=self._stop.reason)
         started = self._clock()
-        task_arn = self.task_arn = self._run_task(request, definition, migrate["name"])
+        task_arn = self.task_arn = self._run_task(args)
         where = taskdef.log_location(migrate, task_arn)
         self._log.info("ecs.started", task_arn=task_arn, task_definition=taskdef.label(definition),
                        container=migrate["name"], log_group=where and where.group,
@@ -204,23 +217,20 @@ class Launcher:
                             stopped_by=run.stopped_by, runner_summary=run.summary,
                             events=run.events)
 
-    def _run_task(self, request: LaunchRequest, definition: dict[str, Any], container: str) -> str:
-        args: dict[str, Any] = {
-            "cluster": request.cluster,
-            "taskDefinition": definition["taskDefinitionArn"],
-            "launchType": "FARGATE",
-            "count": 1,
-            "startedBy": STARTED_BY,
-            "networkConfiguration": {"awsvpcConfiguration": {
-                "subnets": list(request.subnets),
-                "securityGroups": list(request.security_groups),
-                "assignPublicIp": "ENABLED" if request.assign_public_ip else "DISABLED"}},
-        }
-        if request.platform_version:
-            args["platformVersion"] = request.platform_version
-        if request.command is not None:
-            args["overrides"] = {"containerOverrides": [
-                {"name": container, "command": list(request.command)}]}
+    def _service(self, request: LaunchRequest) -> dict[str, Any] | None:
+        """The service named by ``network_from_service``, as DescribeServices has it."""
+        if request.network_from_service is None:
+            return None
+        found = self._ecs.describe_services(cluster=request.cluster,
+                                            services=[request.network_from_service])
+        services = [s for s in found.get("services", []) if s.get("status") != "INACTIVE"]
+        if not services:
+            raise LaunchUsageError(f"--network-from-service: no service "
+                                   f"{request.network_from_service!r} in cluster "
+                                   f"{request.cluster!r}")
+        return dict(services[0])
+
+    def _run_task(self, args: dict[str, Any]) -> str:
         response = self._ecs.run_task(**args)
         tasks = response.get("tasks") or []
         if not tasks:
