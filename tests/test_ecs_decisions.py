@@ -283,3 +283,9 @@ def test_environment_size_overrides_and_tags() -> None:
 def test_a_malformed_pair_in_the_environment_is_a_usage_error() -> None:
     with pytest.raises(LaunchUsageError, match="MIGRATION_ECS_ENV: 'NOVALUE' is not NAME=VALUE"):
         request(MIGRATION_ECS_ENV="NOVALUE")
+
+
+def test_the_command_is_the_rest_of_the_line_even_with_a_double_dash() -> None:
+    req = request(*AWSVPC, "--command", "upgrade", "--then", "--", "uvicorn", "--port", "80")
+    assert req.command == ("upgrade", "--then", "--", "uvicorn", "--port", "80")
+    assert req.subnets == ("subnet-1",)

@@ -152,7 +152,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
     """The request and pacing a command line (and the environment) ask for. Raises
     :class:`LaunchUsageError` naming the option and variable to fix (argparse converts and
     checks a default taken from the environment like a value given on the command line)."""
+    argv, command = _split_command(argv)
     args = build_parser(environ).parse_args(argv)
+    if command is not None:
+        args.command = command
     missing = [f"--{name.replace('_', '-')} ({ENV}{name.upper()})"
                for name in ("cluster", "task_definition") if not getattr(args, name)]
     if missing:
@@ -174,6 +177,16 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
         propagate_tags=args.propagate_tags)
     return request, Pacing(first_poll_s=min(1.0, args.poll_interval),
                            max_poll_s=args.poll_interval, drain_s=args.drain)
+
+
+def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """The line before ``--command``, and everything after it, as it is: argparse would take
+    a ``--`` in it (``upgrade --then -- APP``) for the end of the launcher's own options."""
+    argv = list(argv)
+    if "--command" not in argv:
+        return argv, None
+    at = argv.index("--command")
+    return argv[:at], argv[at + 1:]
 
 
 def _ids(text: str) -> tuple[str, ...]:
