@@ -1,5 +1,5 @@
 """What the program registers under the mocks, as JSON on stdout, for the rehearsal in the
-runner's own test suite (tests/test_rehearsal.py), which runs in the runner's environment
+runner's own test suite (tests/image/test_rehearsal.py), which runs in the runner's environment
 and cannot import Pulumi:
 
     python -m tests.render '<stack config as JSON, keys without the namespace>'

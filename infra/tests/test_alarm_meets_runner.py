@@ -22,7 +22,7 @@ REPOSITORY = INFRA.parent
 def runner_emf() -> ModuleType:
     """The runner's EMF module (pure, standard library only), loaded from the checkout:
     the runner is not installed in infra's environment."""
-    [path] = [p for p in REPOSITORY.glob("runner/**/emf.py")]
+    path = REPOSITORY / "runner" / "observe" / "cloudwatch_metrics.py"
     spec = importlib.util.spec_from_file_location("runner_emf_under_test", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

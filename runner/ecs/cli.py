@@ -14,10 +14,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from runner import logs
 from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError
-from runner.ecs.launcher import (PARENT_EXITED, Launcher, LaunchRequest, LaunchResult, Pacing,
-                                 Stop)
+from runner.ecs.launcher import PARENT_EXITED, Launcher, LaunchRequest, LaunchResult, Pacing, Stop
+from runner.observe import logs
 
 ENV = "MIGRATION_ECS_"
 USER_AGENT = "migration-runner-ecs"
@@ -32,79 +31,150 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     def env(name: str) -> str | None:
         return environ.get(ENV + name) or None
 
-    parser = _Parser(prog="migration-runner ecs",
-                     description="Run the migration as a one-off ECS task and wait for it.")
+    parser = _Parser(
+        prog="migration-runner ecs",
+        description="Run the migration as a one-off ECS task and wait for it.",
+    )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = sub.add_parser(
-        "run", prog="migration-runner ecs run",
+        "run",
+        prog="migration-runner ecs run",
         help="run the task, stream its logs, exit with the container's exit code",
         description="Run the migration task (Fargate by default), stream its CloudWatch logs to "
         "stdout, wait for it to stop and exit with the container's exit code. Every option "
-        f"can also be given as {ENV}<NAME> (e.g. {ENV}CLUSTER).")
+        f"can also be given as {ENV}<NAME> (e.g. {ENV}CLUSTER).",
+    )
     run.add_argument("--cluster", default=env("CLUSTER"), help="the ECS cluster")
-    run.add_argument("--task-definition", default=env("TASK_DEFINITION"),
-                     help="FAMILY, FAMILY:REVISION or ARN (FAMILY: the latest ACTIVE revision)")
+    run.add_argument(
+        "--task-definition",
+        default=env("TASK_DEFINITION"),
+        help="FAMILY, FAMILY:REVISION or ARN (FAMILY: the latest ACTIVE revision)",
+    )
     run.add_argument("--subnets", default=env("SUBNETS"), help="comma-separated subnet ids")
-    run.add_argument("--security-groups", default=env("SECURITY_GROUPS"),
-                     help="comma-separated security group ids")
-    run.add_argument("--assign-public-ip", action="store_true",
-                     default=(env("ASSIGN_PUBLIC_IP") or "").lower() in ("1", "true", "yes"),
-                     help="give the task a public IP (public subnets without a NAT gateway)")
-    run.add_argument("--container", default=env("CONTAINER"),
-                     help="the container that migrates (default: the only one)")
-    run.add_argument("--image", default=env("IMAGE"),
-                     help="register a new revision with this image for that container, run it")
-    run.add_argument("--timeout", type=_seconds, default=env("TIMEOUT"), metavar="SECONDS",
-                     help="stop the task (StopTask) after this long; exit 44 (default: none)")
+    run.add_argument(
+        "--security-groups",
+        default=env("SECURITY_GROUPS"),
+        help="comma-separated security group ids",
+    )
+    run.add_argument(
+        "--assign-public-ip",
+        action="store_true",
+        default=(env("ASSIGN_PUBLIC_IP") or "").lower() in ("1", "true", "yes"),
+        help="give the task a public IP (public subnets without a NAT gateway)",
+    )
+    run.add_argument(
+        "--container",
+        default=env("CONTAINER"),
+        help="the container that migrates (default: the only one)",
+    )
+    run.add_argument(
+        "--image",
+        default=env("IMAGE"),
+        help="register a new revision with this image for that container, run it",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=env("TIMEOUT"),
+        metavar="SECONDS",
+        help="stop the task (StopTask) after this long; exit 44 (default: none)",
+    )
     _placement_options(run, env)
     _override_options(run, env, environ)
-    run.add_argument("--poll-interval", type=_seconds, default=env("POLL_INTERVAL") or "5",
-                     metavar="SECONDS", help="longest pause between DescribeTasks calls (default 5)")
-    run.add_argument("--drain", type=_seconds, default=env("DRAIN") or "10", metavar="SECONDS",
-                     help="how long to keep reading logs after the task stopped, when the runner's "
-                     "summary has not been seen (default 10)")
-    run.add_argument("--stop-with-parent", action="store_true",
-                     default=(env("STOP_WITH_PARENT") or "").lower() in ("1", "true", "yes"),
-                     help="stop the task (exit 45) when the process that started the launcher "
-                     "exits, e.g. killed with SIGKILL by a cancelled `pulumi up`")
-    run.add_argument("--command", nargs=argparse.REMAINDER,
-                     default=shlex.split(env("COMMAND") or "") or None,
-                     help="the container's command instead of the task definition's, e.g. "
-                     "--command downgrade -1 (takes the rest of the line)")
+    run.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        default=env("POLL_INTERVAL") or "5",
+        metavar="SECONDS",
+        help="longest pause between DescribeTasks calls (default 5)",
+    )
+    run.add_argument(
+        "--drain",
+        type=_seconds,
+        default=env("DRAIN") or "10",
+        metavar="SECONDS",
+        help="how long to keep reading logs after the task stopped, when the runner's "
+        "summary has not been seen (default 10)",
+    )
+    run.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        default=(env("STOP_WITH_PARENT") or "").lower() in ("1", "true", "yes"),
+        help="stop the task (exit 45) when the process that started the launcher "
+        "exits, e.g. killed with SIGKILL by a cancelled `pulumi up`",
+    )
+    run.add_argument(
+        "--command",
+        nargs=argparse.REMAINDER,
+        default=shlex.split(env("COMMAND") or "") or None,
+        help="the container's command instead of the task definition's, e.g. "
+        "--command downgrade -1 (takes the rest of the line)",
+    )
     return parser
 
 
 def _placement_options(run: argparse.ArgumentParser, env: Any) -> None:
-    run.add_argument("--launch-type", choices=("FARGATE", "EC2", "EXTERNAL"),
-                     default=env("LAUNCH_TYPE"),
-                     help="where the task runs (default FARGATE, or the service's with "
-                     "--network-from-service)")
-    run.add_argument("--capacity-provider-strategy", type=_strategy,
-                     default=env("CAPACITY_PROVIDER_STRATEGY"), metavar="NAME[:WEIGHT[:BASE]],...",
-                     help="capacity providers instead of a launch type, e.g. FARGATE_SPOT:1,FARGATE:0:1")
-    run.add_argument("--network-from-service", default=env("NETWORK_FROM_SERVICE"),
-                     metavar="SERVICE", help="run with this service's network configuration (and "
-                     "its launch type or capacity providers, unless given)")
-    run.add_argument("--platform-version", default=env("PLATFORM_VERSION"),
-                     help="Fargate platform version (default: LATEST)")
+    run.add_argument(
+        "--launch-type",
+        choices=("FARGATE", "EC2", "EXTERNAL"),
+        default=env("LAUNCH_TYPE"),
+        help="where the task runs (default FARGATE, or the service's with --network-from-service)",
+    )
+    run.add_argument(
+        "--capacity-provider-strategy",
+        type=_strategy,
+        default=env("CAPACITY_PROVIDER_STRATEGY"),
+        metavar="NAME[:WEIGHT[:BASE]],...",
+        help="capacity providers instead of a launch type, e.g. FARGATE_SPOT:1,FARGATE:0:1",
+    )
+    run.add_argument(
+        "--network-from-service",
+        default=env("NETWORK_FROM_SERVICE"),
+        metavar="SERVICE",
+        help="run with this service's network configuration (and "
+        "its launch type or capacity providers, unless given)",
+    )
+    run.add_argument(
+        "--platform-version",
+        default=env("PLATFORM_VERSION"),
+        help="Fargate platform version (default: LATEST)",
+    )
 
 
-def _override_options(run: argparse.ArgumentParser, env: Any,
-                      environ: Mapping[str, str]) -> None:
-    run.add_argument("--env", type=_pair, action="append", metavar="NAME=VALUE",
-                     default=_pairs_from(environ, "ENV"),
-                     help="an environment variable for the container (repeatable), e.g. "
-                     "--env MIGRATION_ALLOW_DATABASE_AHEAD=true")
-    run.add_argument("--cpu", default=env("CPU"), help="the task's CPU units, overriding its "
-                     "task definition's (e.g. 1024)")
-    run.add_argument("--memory", default=env("MEMORY"), help="the task's memory (MiB), "
-                     "overriding its task definition's")
-    run.add_argument("--tag", type=_pair, action="append", metavar="KEY=VALUE",
-                     default=_pairs_from(environ, "TAGS"),
-                     help="a tag for the task (repeatable)")
-    run.add_argument("--propagate-tags", choices=("TASK_DEFINITION", "NONE"),
-                     default=env("PROPAGATE_TAGS"),
-                     help="copy the task definition's tags to the task (needs ecs:TagResource)")
+def _override_options(run: argparse.ArgumentParser, env: Any, environ: Mapping[str, str]) -> None:
+    run.add_argument(
+        "--env",
+        type=_pair,
+        action="append",
+        metavar="NAME=VALUE",
+        default=_pairs_from(environ, "ENV"),
+        help="an environment variable for the container (repeatable), e.g. "
+        "--env MIGRATION_ALLOW_DATABASE_AHEAD=true",
+    )
+    run.add_argument(
+        "--cpu",
+        default=env("CPU"),
+        help="the task's CPU units, overriding its task definition's (e.g. 1024)",
+    )
+    run.add_argument(
+        "--memory",
+        default=env("MEMORY"),
+        help="the task's memory (MiB), overriding its task definition's",
+    )
+    run.add_argument(
+        "--tag",
+        type=_pair,
+        action="append",
+        metavar="KEY=VALUE",
+        default=_pairs_from(environ, "TAGS"),
+        help="a tag for the task (repeatable)",
+    )
+    run.add_argument(
+        "--propagate-tags",
+        choices=("TASK_DEFINITION", "NONE"),
+        default=env("PROPAGATE_TAGS"),
+        help="copy the task definition's tags to the task (needs ecs:TagResource)",
+    )
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -156,27 +226,43 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
     args = build_parser(environ).parse_args(argv)
     if command is not None:
         args.command = command
-    missing = [f"--{name.replace('_', '-')} ({ENV}{name.upper()})"
-               for name in ("cluster", "task_definition") if not getattr(args, name)]
+    missing = [
+        f"--{name.replace('_', '-')} ({ENV}{name.upper()})"
+        for name in ("cluster", "task_definition")
+        if not getattr(args, name)
+    ]
     if missing:
         raise LaunchUsageError("migration-runner ecs run needs " + ", ".join(missing))
     if args.launch_type and args.capacity_provider_strategy:
-        raise LaunchUsageError("--launch-type and --capacity-provider-strategy exclude each "
-                               "other: give one")
+        raise LaunchUsageError(
+            "--launch-type and --capacity-provider-strategy exclude each other: give one"
+        )
     if args.command == []:
         raise LaunchUsageError("--command needs the command to run, e.g. --command check")
     request = LaunchRequest(
-        cluster=args.cluster, task_definition=args.task_definition,
-        subnets=_ids(args.subnets or ""), security_groups=_ids(args.security_groups or ""),
-        assign_public_ip=args.assign_public_ip, container=args.container, image=args.image,
-        command=tuple(args.command) if args.command else None, timeout_s=args.timeout,
-        platform_version=args.platform_version, stop_with_parent=args.stop_with_parent,
-        launch_type=args.launch_type, capacity_providers=args.capacity_provider_strategy or (),
-        network_from_service=args.network_from_service, environment=tuple(args.env or ()),
-        cpu=args.cpu, memory=args.memory, tags=tuple(args.tag or ()),
-        propagate_tags=args.propagate_tags)
-    return request, Pacing(first_poll_s=min(1.0, args.poll_interval),
-                           max_poll_s=args.poll_interval, drain_s=args.drain)
+        cluster=args.cluster,
+        task_definition=args.task_definition,
+        subnets=_ids(args.subnets or ""),
+        security_groups=_ids(args.security_groups or ""),
+        assign_public_ip=args.assign_public_ip,
+        container=args.container,
+        image=args.image,
+        command=tuple(args.command) if args.command else None,
+        timeout_s=args.timeout,
+        platform_version=args.platform_version,
+        stop_with_parent=args.stop_with_parent,
+        launch_type=args.launch_type,
+        capacity_providers=args.capacity_provider_strategy or (),
+        network_from_service=args.network_from_service,
+        environment=tuple(args.env or ()),
+        cpu=args.cpu,
+        memory=args.memory,
+        tags=tuple(args.tag or ()),
+        propagate_tags=args.propagate_tags,
+    )
+    return request, Pacing(
+        first_poll_s=min(1.0, args.poll_interval), max_poll_s=args.poll_interval, drain_s=args.drain
+    )
 
 
 def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
@@ -186,15 +272,18 @@ def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     if "--command" not in argv:
         return argv, None
     at = argv.index("--command")
-    return argv[:at], argv[at + 1:]
+    return argv[:at], argv[at + 1 :]
 
 
 def _ids(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
-         stop: Stop | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    stop: Stop | None = None,
+) -> int:
     """``migration-runner ecs ...``; returns the exit code (see :class:`LaunchExit`). Without
     a ``stop`` given, SIGINT and SIGTERM are taken over to stop the task."""
     environ = os.environ if environ is None else environ
@@ -213,17 +302,28 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         _log_result(log, result)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
-    except Exception as err:  # noqa: BLE001 - rendered as one error event, below
+    except Exception as err:
         failure = err if isinstance(err, LaunchError) else _aws_failure(err)
         code = int(failure.exit_code if failure else LaunchExit.INTERNAL)
         task_arn = getattr(launcher, "task_arn", None)
-        message = (failure.message if failure else f"unexpected {type(err).__name__}: {err}; "
-                   "please report this")
+        message = (
+            failure.message
+            if failure
+            else f"unexpected {type(err).__name__}: {err}; please report this"
+        )
         if task_arn and not isinstance(err, LaunchError):
-            message += (f" (the task {task_arn} was started and may still be running: "
-                        "check it, or stop it, in the ECS console)")
-        log.error("error", error_code=failure.code if failure else "internal", message=message,
-                  exit_code=code, task_arn=task_arn, **(failure.fields if failure else {}))
+            message += (
+                f" (the task {task_arn} was started and may still be running: "
+                "check it, or stop it, in the ECS console)"
+            )
+        log.error(
+            "error",
+            error_code=failure.code if failure else "internal",
+            message=message,
+            exit_code=code,
+            task_arn=task_arn,
+            **(failure.fields if failure else {}),
+        )
     log.info("ecs.summary", **_summary(result, code, getattr(launcher, "task_arn", None)))
     return code
 
@@ -235,21 +335,25 @@ def assume_role_args(environ: Mapping[str, str]) -> dict[str, str] | None:
     role_arn = environ.get(ENV + "ROLE_ARN")
     if not role_arn:
         return None
-    args = {"RoleArn": role_arn,
-            "RoleSessionName": environ.get(ENV + "ROLE_SESSION_NAME") or USER_AGENT}
+    args = {
+        "RoleArn": role_arn,
+        "RoleSessionName": environ.get(ENV + "ROLE_SESSION_NAME") or USER_AGENT,
+    }
     if environ.get(ENV + "ROLE_EXTERNAL_ID"):
         args["ExternalId"] = environ[ENV + "ROLE_EXTERNAL_ID"]
     return args
 
 
-def _launcher(pacing: Pacing, stop: Stop, log: Any,
-              assume_role: dict[str, str] | None = None) -> Launcher:
+def _launcher(
+    pacing: Pacing, stop: Stop, log: Any, assume_role: dict[str, str] | None = None
+) -> Launcher:
     try:
         import boto3
         from botocore.config import Config
     except ImportError:
-        raise LaunchUsageError("migration-runner ecs needs boto3: install "
-                               "migration-runner[aws]") from None
+        raise LaunchUsageError(
+            "migration-runner ecs needs boto3: install migration-runner[aws]"
+        ) from None
     from runner.ecs.logs_tail import render
 
     config = Config(retries={"mode": "standard", "max_attempts": 8}, user_agent_extra=USER_AGENT)
@@ -259,7 +363,9 @@ def _launcher(pacing: Pacing, stop: Stop, log: Any,
         session = boto3.session.Session(
             aws_access_key_id=granted["AccessKeyId"],
             aws_secret_access_key=granted["SecretAccessKey"],
-            aws_session_token=granted["SessionToken"], region_name=session.region_name)
+            aws_session_token=granted["SessionToken"],
+            region_name=session.region_name,
+        )
     tty = sys.stdout.isatty()
 
     def out(event: dict[str, Any]) -> None:
@@ -268,8 +374,14 @@ def _launcher(pacing: Pacing, stop: Stop, log: Any,
     def logs_client(region: str | None) -> Any:
         return session.client("logs", region_name=region, config=config)
 
-    return Launcher(session.client("ecs", config=config), logs_client, out=out, log=log,
-                    pacing=pacing, stop=stop)
+    return Launcher(
+        session.client("ecs", config=config),
+        logs_client,
+        out=out,
+        log=log,
+        pacing=pacing,
+        stop=stop,
+    )
 
 
 def _aws_failure(err: Exception) -> LaunchError | None:
@@ -288,11 +400,14 @@ def _aws_failure(err: Exception) -> LaunchError | None:
             hint = " (check --cluster / MIGRATION_ECS_CLUSTER and the region)"
         return LaunchError(f"{err.operation_name} failed: {kind}: {error.get('Message', '')}{hint}")
     if isinstance(err, exceptions.NoRegionError):
-        return LaunchError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's "
-                           "region)")
+        return LaunchError(
+            "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
+        )
     if isinstance(err, exceptions.NoCredentialsError):
-        return LaunchError("no AWS credentials found: give the pipeline a role (e.g. "
-                           "aws-actions/configure-aws-credentials) or set AWS_PROFILE")
+        return LaunchError(
+            "no AWS credentials found: give the pipeline a role (e.g. "
+            "aws-actions/configure-aws-credentials) or set AWS_PROFILE"
+        )
     if isinstance(err, exceptions.BotoCoreError):
         return LaunchError(f"AWS call failed: {err}")
     return None
@@ -303,13 +418,17 @@ def _summary(result: LaunchResult | None, code: int, task_arn: str | None) -> di
         return {"exit_code": code, "task_arn": task_arn}
     outcome = result.outcome
     return {
-        "exit_code": code, "task_arn": result.task_arn, "task_definition": result.task_definition,
+        "exit_code": code,
+        "task_arn": result.task_arn,
+        "task_definition": result.task_definition,
         "registered": result.registered,
         "container_exit_code": outcome.container_exit_code if outcome else None,
         "stop_code": outcome.stop_code if outcome else None,
         "stopped_reason": outcome.stopped_reason if outcome else None,
-        "stopped_by": result.stopped_by, "duration_s": result.duration_s,
-        "log_events": result.events, "runner_summary": result.runner_summary,
+        "stopped_by": result.stopped_by,
+        "duration_s": result.duration_s,
+        "log_events": result.events,
+        "runner_summary": result.runner_summary,
     }
 
 
@@ -317,21 +436,44 @@ def _log_result(log: Any, result: LaunchResult) -> None:
     """One ``error`` event for every outcome but success (the summary follows)."""
     outcome = result.outcome
     if result.stopped_by is not None:
-        cause = {"timeout": "--timeout passed",
-                 PARENT_EXITED: "the process that started the launcher exited"}.get(
-            result.stopped_by, f"{result.stopped_by} received")
-        stopped = ("it stopped" + (f" (container exit code {outcome.container_exit_code})"
-                                   if outcome and outcome.ran else "")
-                   if outcome else "it had not stopped when the launcher gave up waiting")
-        log.error("error", error_code="ecs_timeout" if result.stopped_by == "timeout"
-                  else "ecs_interrupted", exit_code=result.exit_code, task_arn=result.task_arn,
-                  message=f"{cause}: the task was stopped with StopTask and {stopped}; the runner "
-                  "rolls back the revision in flight and releases its lock. Run again")
+        cause = {
+            "timeout": "--timeout passed",
+            PARENT_EXITED: "the process that started the launcher exited",
+        }.get(result.stopped_by, f"{result.stopped_by} received")
+        stopped = (
+            "it stopped"
+            + (
+                f" (container exit code {outcome.container_exit_code})"
+                if outcome and outcome.ran
+                else ""
+            )
+            if outcome
+            else "it had not stopped when the launcher gave up waiting"
+        )
+        log.error(
+            "error",
+            error_code="ecs_timeout" if result.stopped_by == "timeout" else "ecs_interrupted",
+            exit_code=result.exit_code,
+            task_arn=result.task_arn,
+            message=f"{cause}: the task was stopped with StopTask and {stopped}; the runner "
+            "rolls back the revision in flight and releases its lock. Run again",
+        )
     elif outcome is None:
-        log.error("error", error_code="ecs_interrupted", exit_code=result.exit_code,
-                  task_arn=result.task_arn, message="stopped waiting before the task stopped")
+        log.error(
+            "error",
+            error_code="ecs_interrupted",
+            exit_code=result.exit_code,
+            task_arn=result.task_arn,
+            message="stopped waiting before the task stopped",
+        )
     elif outcome.exit_code != 0:
-        log.error("error", error_code="ecs_container_failed" if outcome.ran else "ecs_not_started",
-                  exit_code=result.exit_code, task_arn=result.task_arn,
-                  stop_code=outcome.stop_code, stopped_reason=outcome.stopped_reason,
-                  container_reason=outcome.container_reason, message=outcome.explanation())
+        log.error(
+            "error",
+            error_code="ecs_container_failed" if outcome.ran else "ecs_not_started",
+            exit_code=result.exit_code,
+            task_arn=result.task_arn,
+            stop_code=outcome.stop_code,
+            stopped_reason=outcome.stopped_reason,
+            container_reason=outcome.container_reason,
+            message=outcome.explanation(),
+        )

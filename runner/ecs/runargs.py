@@ -23,9 +23,12 @@ FARGATE_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 def placement(request: Any, service: Mapping[str, Any] | None) -> dict[str, Any]:
     """``launchType`` or ``capacityProviderStrategy`` (and ``platformVersion``)."""
     if request.capacity_providers:
-        chosen: dict[str, Any] = {"capacityProviderStrategy": [
-            {"capacityProvider": name, "weight": weight, "base": base}
-            for name, weight, base in request.capacity_providers]}
+        chosen: dict[str, Any] = {
+            "capacityProviderStrategy": [
+                {"capacityProvider": name, "weight": weight, "base": base}
+                for name, weight, base in request.capacity_providers
+            ]
+        }
     elif request.launch_type:
         chosen = {"launchType": request.launch_type}
     elif service and service.get("capacityProviderStrategy"):
@@ -43,12 +46,18 @@ def placement(request: Any, service: Mapping[str, Any] | None) -> dict[str, Any]
 def on_fargate(chosen: Mapping[str, Any]) -> bool:
     if "launchType" in chosen:
         return bool(chosen["launchType"] == "FARGATE")
-    return any(item["capacityProvider"] in FARGATE_PROVIDERS
-               for item in chosen.get("capacityProviderStrategy", []))
+    return any(
+        item["capacityProvider"] in FARGATE_PROVIDERS
+        for item in chosen.get("capacityProviderStrategy", [])
+    )
 
 
-def network(request: Any, definition: Mapping[str, Any], chosen: Mapping[str, Any],
-            service: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def network(
+    request: Any,
+    definition: Mapping[str, Any],
+    chosen: Mapping[str, Any],
+    service: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
     """``networkConfiguration`` for RunTask, or None for a task definition that takes none.
     Raises :class:`LaunchUsageError` for what RunTask would refuse."""
     label = f"{definition['family']}:{definition['revision']}"
@@ -59,24 +68,34 @@ def network(request: Any, definition: Mapping[str, Any], chosen: Mapping[str, An
             raise LaunchUsageError(
                 f"task definition {label} uses network mode {mode}: Fargate runs only awsvpc "
                 "task definitions; give --launch-type EC2 (or an EC2 capacity provider), or "
-                "register the task definition with networkMode awsvpc")
+                "register the task definition with networkMode awsvpc"
+            )
         if given:
-            raise LaunchUsageError(f"task definition {label} uses network mode {mode}, which "
-                                   "takes no --subnets or --security-groups: leave them out")
+            raise LaunchUsageError(
+                f"task definition {label} uses network mode {mode}, which "
+                "takes no --subnets or --security-groups: leave them out"
+            )
         return None
     if given:
         if not (request.subnets and request.security_groups):
-            raise LaunchUsageError("--subnets and --security-groups go together "
-                                   "(MIGRATION_ECS_SUBNETS, MIGRATION_ECS_SECURITY_GROUPS)")
-        return {"awsvpcConfiguration": {
-            "subnets": list(request.subnets), "securityGroups": list(request.security_groups),
-            "assignPublicIp": "ENABLED" if request.assign_public_ip else "DISABLED"}}
+            raise LaunchUsageError(
+                "--subnets and --security-groups go together "
+                "(MIGRATION_ECS_SUBNETS, MIGRATION_ECS_SECURITY_GROUPS)"
+            )
+        return {
+            "awsvpcConfiguration": {
+                "subnets": list(request.subnets),
+                "securityGroups": list(request.security_groups),
+                "assignPublicIp": "ENABLED" if request.assign_public_ip else "DISABLED",
+            }
+        }
     if service and service.get("networkConfiguration"):
         return dict(service["networkConfiguration"])
     raise LaunchUsageError(
         f"task definition {label} uses awsvpc: give --subnets and --security-groups "
         "(MIGRATION_ECS_SUBNETS, MIGRATION_ECS_SECURITY_GROUPS), or --network-from-service "
-        "to run with an existing service's network configuration")
+        "to run with an existing service's network configuration"
+    )
 
 
 def overrides(request: Any, container: str) -> dict[str, Any] | None:
@@ -96,13 +115,22 @@ def overrides(request: Any, container: str) -> dict[str, Any] | None:
     return task or None
 
 
-def run_task_args(request: Any, definition: Mapping[str, Any], container: str,
-                  service: Mapping[str, Any] | None, started_by: str) -> dict[str, Any]:
+def run_task_args(
+    request: Any,
+    definition: Mapping[str, Any],
+    container: str,
+    service: Mapping[str, Any] | None,
+    started_by: str,
+) -> dict[str, Any]:
     """The RunTask arguments for one task of ``definition``, its ``container`` migrating."""
     chosen = placement(request, service)
-    args: dict[str, Any] = {"cluster": request.cluster,
-                            "taskDefinition": definition["taskDefinitionArn"], "count": 1,
-                            "startedBy": started_by, **chosen}
+    args: dict[str, Any] = {
+        "cluster": request.cluster,
+        "taskDefinition": definition["taskDefinitionArn"],
+        "count": 1,
+        "startedBy": started_by,
+        **chosen,
+    }
     configuration = network(request, definition, chosen, service)
     if configuration is not None:
         args["networkConfiguration"] = configuration
