@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO, cast
 
 from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError
 from runner.ecs.launcher import PARENT_EXITED, Launcher, LaunchRequest, LaunchResult, Pacing, Stop
@@ -287,7 +287,10 @@ def main(
     """``migration-runner ecs ...``; returns the exit code (see :class:`LaunchExit`). Without
     a ``stop`` given, SIGINT and SIGTERM are taken over to stop the task."""
     environ = os.environ if environ is None else environ
-    logs.configure(fmt=environ.get("MIGRATION_LOG_FORMAT") or "auto", stream=sys.stderr)
+    logs.configure(
+        fmt=environ.get("MIGRATION_LOG_FORMAT") or "auto",
+        stream=cast(TextIO, ReaderMayGo(sys.stderr)),
+    )
     log = logs.get("runner.ecs")
     if stop is None:
         stop = Stop()
@@ -344,6 +347,35 @@ def assume_role_args(environ: Mapping[str, str]) -> dict[str, str] | None:
     return args
 
 
+class ReaderMayGo:
+    """A stream whose reader may go away: the process that started the launcher was killed,
+    and with it whoever read the pipe. From the first broken pipe on, writes are dropped, so
+    the launcher still stops the task (``--stop-with-parent``) and ends as it should; nobody is
+    left to read what it would have said."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.gone = True
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
 def _launcher(
     pacing: Pacing, stop: Stop, log: Any, assume_role: dict[str, str] | None = None
 ) -> Launcher:
@@ -368,8 +400,10 @@ def _launcher(
         )
     tty = sys.stdout.isatty()
 
+    stdout = ReaderMayGo(sys.stdout)
+
     def out(event: dict[str, Any]) -> None:
-        print(render(event.get("message", ""), tty), flush=True)
+        print(render(event.get("message", ""), tty), file=stdout, flush=True)
 
     def logs_client(region: str | None) -> Any:
         return session.client("logs", region_name=region, config=config)

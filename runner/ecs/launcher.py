@@ -319,8 +319,8 @@ class Launcher:
             delay = min(delay * 2, self._pacing.max_poll_s)
 
     def _stop_task(self, run: _Run, request: LaunchRequest, cause: str, reason: str) -> None:
-        self._log.warning("ecs.stopping", task_arn=run.task_arn, cause=cause, reason=reason)
         self._ecs.stop_task(cluster=request.cluster, task=run.task_arn, reason=reason[:255])
+        self._log.warning("ecs.stopping", task_arn=run.task_arn, cause=cause, reason=reason)
         run.stopped_by = cause
         run.stop_sent_at = self._clock()
 

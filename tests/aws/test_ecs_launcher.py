@@ -348,9 +348,11 @@ def test_run_task_failures_exit_42_naming_the_reasons(aws_server: Any) -> None:
     )
 
 
-def test_a_killed_parent_shell_stops_the_task(aws_server: Any) -> None:
+@pytest.mark.parametrize("readers", ["kept", "gone"])
+def test_a_killed_parent_shell_stops_the_task(aws_server: Any, readers: str) -> None:
     """The gate's command line as pulumi-command runs it (``/bin/sh -c``), whose shell a
-    cancelled ``pulumi up`` ends with SIGKILL: the launcher outlives it and stops the task."""
+    cancelled ``pulumi up`` ends with SIGKILL: the launcher outlives it and stops the task,
+    even when whoever read its output is gone too (its stdout and stderr closed)."""
     aws_server.hold_tasks_running()
     world = make_world()
     world.register()
@@ -367,8 +369,8 @@ def test_a_killed_parent_shell_stops_the_task(aws_server: Any) -> None:
         ["/bin/sh", "-c", f"{launcher} & wait $!"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL if readers == "kept" else subprocess.PIPE,
+        stderr=subprocess.DEVNULL if readers == "kept" else subprocess.PIPE,
         start_new_session=True,
     )
     try:
@@ -377,6 +379,10 @@ def test_a_killed_parent_shell_stops_the_task(aws_server: Any) -> None:
             timeout=60,
             what="the task to start",
         )
+        if readers == "gone":
+            assert shell.stdout is not None and shell.stderr is not None
+            shell.stdout.close()
+            shell.stderr.close()
         shell.kill()
         shell.wait()
         wait_until(
