@@ -15,22 +15,29 @@ import argparse
 import ast
 import functools
 import sys
+import tomllib
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: the layers contract's order, top to bottom; "kernel" is runner's root modules
-LAYERS = (
-    ("cli",),
-    ("commands",),
-    ("execution", "checklist", "ecs"),
-    ("lock",),
-    ("scripts",),
-    ("database",),
-    ("config",),
-    ("observe", "process"),
-    ("kernel",),
-)
+
+
+def contract_layers(pyproject: Path = ROOT / "pyproject.toml") -> tuple[tuple[str, ...], ...]:
+    """The folders in the order of pyproject's ``layers`` contract, top to bottom, siblings
+    together; runner's root modules (the kernel's layers) become one row, "kernel"."""
+    config = tomllib.loads(pyproject.read_text())["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in config if c["type"] == "layers"]
+    rows: list[tuple[str, ...]] = []
+    for layer in layers:
+        names = tuple(n.strip() for n in layer.split("|"))
+        if all((ROOT / "runner" / n).is_dir() for n in names):
+            rows.append(names)
+        elif names != ("__main__",) and ("kernel",) not in rows:
+            rows.append(("kernel",))
+    return tuple(rows)
+
+
+LAYERS = contract_layers()
 RANK = {folder: rank for rank, row in enumerate(LAYERS) for folder in row}
 
 
