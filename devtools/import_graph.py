@@ -4,7 +4,7 @@ Reads every module under ``runner/`` with :mod:`ast` (imports inside functions c
 import-linter), and prints the folders in the layer order of pyproject's ``layers`` contract
 with how many imports go from each folder to each lower one, any import that goes up (none,
 while ``lint-imports`` passes), and the module graph's depth (the longest chain of imports).
-With ``--png`` it also draws the folder graph with matplotlib (the ``bench`` dependency group:
+With ``--png`` it also draws the folder graph, as a matrix, with matplotlib (the ``bench`` dependency group:
 ``uv run --locked --group bench python -m devtools.import_graph --png docs/architecture.png``).
 The figure in docs/architecture.md is made this way.
 """
