@@ -11,7 +11,10 @@ Contract:
   ``DurationMs``, ``LockWaitMs`` (only when the run needed the lock), ``ConnectAttempts``,
   ``RevisionsApplied``, and ``Successes`` / ``Failures`` (1 and 0 by the exit code).
 - The dimensions are low-cardinality strings: the configured ``Service`` and
-  ``Environment`` (each only when set) and the ``Command``; one dimension set.
+  ``Environment`` (each only when set) and the ``Command``. Two dimension sets (CloudWatch
+  makes a metric per set): without ``Command`` (every run of the service: what a failure
+  alarm watches, e.g. the Pulumi program's) and with it; one, ``[Command]``, when neither
+  ``Service`` nor ``Environment`` is set.
 - Nothing already in the summary is overwritten.
 """
 
@@ -41,6 +44,12 @@ def metric_values(summary: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
     return values
 
 
+def dimension_sets(names: list[str]) -> list[list[str]]:
+    """The sets to publish under: the service's (all commands together) and per command."""
+    service = [name for name in names if name != "Command"]
+    return [service, names] if service else [names]
+
+
 def emf_members(
     summary: Mapping[str, Any],
     *,
@@ -64,7 +73,7 @@ def emf_members(
             "CloudWatchMetrics": [
                 {
                     "Namespace": namespace,
-                    "Dimensions": [list(dimensions)],
+                    "Dimensions": dimension_sets(list(dimensions)),
                     "Metrics": [
                         {"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()
                     ],
