@@ -9,7 +9,7 @@ combination watches a metric nobody writes, and with missing data treated as OK 
 from __future__ import annotations
 
 import importlib.util
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -49,13 +49,12 @@ def test_a_failed_run_raises_the_metric_the_alarm_watches(settings, command):
     [container] = program.one("aws:ecs/taskDefinition:TaskDefinition",
                               "migrations-task").json("containerDefinitions")
     env = {item["name"]: item["value"] for item in container["environment"]}
-    runner_settings = SimpleNamespace(
-        migration_metrics_namespace=env["MIGRATION_METRICS_NAMESPACE"],
-        migration_metrics_service=env["MIGRATION_METRICS_SERVICE"],
-        migration_metrics_environment=env["MIGRATION_METRICS_ENVIRONMENT"])
+    dimensions = {"namespace": env["MIGRATION_METRICS_NAMESPACE"],
+                  "service": env["MIGRATION_METRICS_SERVICE"],
+                  "environment": env["MIGRATION_METRICS_ENVIRONMENT"]}
     summary = {"event": "summary", "command": command, "outcome": "failed", "exit_code": 3,
                "applied": [], "connect_attempts": 1, "lock_wait_ms": None, "total_ms": 10}
-    document = runner_emf().with_metrics(summary, runner_settings, now_s=1_764_540_000)
+    document = runner_emf().with_metrics(summary, now_s=1_764_540_000, **dimensions)
 
     watched = (alarm.inputs["namespace"], alarm.inputs["metricName"],
                tuple(sorted(alarm.inputs["dimensions"].items())))

@@ -88,17 +88,24 @@ def emf_members(
     return members
 
 
-def with_metrics(summary: Mapping[str, Any], settings: Any, now_s: float) -> dict[str, Any]:
-    """The summary and its :func:`emf_members`, with the namespace and dimensions of
-    ``settings`` (``MIGRATION_METRICS_*``), or the defaults when the settings could not be
-    read (None)."""
+def with_metrics(
+    summary: Mapping[str, Any],
+    *,
+    now_s: float,
+    namespace: str = DEFAULT_NAMESPACE,
+    service: str | None = None,
+    environment: str | None = None,
+) -> dict[str, Any]:
+    """The summary and its :func:`emf_members` in ``namespace`` with the ``service`` and
+    ``environment`` dimensions (``MIGRATION_METRICS_*``; the defaults when the settings
+    could not be read)."""
     return {
         **summary,
         **emf_members(
             summary,
-            namespace=getattr(settings, "migration_metrics_namespace", DEFAULT_NAMESPACE),
-            service=getattr(settings, "migration_metrics_service", None),
-            environment=getattr(settings, "migration_metrics_environment", None),
+            namespace=namespace,
+            service=service,
+            environment=environment,
             timestamp_ms=int(now_s * 1000),
         ),
     }
