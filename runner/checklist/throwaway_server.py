@@ -1,5 +1,5 @@
-"""A throwaway PostgreSQL cluster: ``verify``'s scratch server when it is given none (and,
-through ``devtools.pgcluster``, the demo's, the tests' and the bench's).
+"""A throwaway PostgreSQL cluster: ``verify``'s scratch server when it is given none (the
+repository's demo, tests and bench build on it too).
 
 The cluster listens on 127.0.0.1 (and a unix socket in its own directory) on a free port,
 keeps its data in a temporary directory, runs with fsync off (nothing in it is worth
