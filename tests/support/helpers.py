@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from devtools.projects import Project
+from devtools.projects import ENV_PY, Project, age_files  # noqa: F401  (the tests import them from here)
 from tests.support.urls import pg_url
 
 # Special characters on purpose: URL-encoding, conninfo quoting and redaction must all cope.
