@@ -14,12 +14,15 @@ set -eu
 root=$1
 venv=$2
 
-# Copies PATH to the same place under ROOT: symlinks as symlinks, unless -L (then the content).
+# Copies PATH to the same place under ROOT: symlinks as symlinks (copy_content: what they
+# point at, under the link's name).
 copy() {
-  deref=""
-  if [ "$1" = "-L" ]; then deref=-L; shift; fi
   mkdir -p "$root$(dirname "$1")"
-  cp -a $deref "$1" "$root$1"
+  cp -a "$1" "$root$1"
+}
+copy_content() {
+  mkdir -p "$root$(dirname "$1")"
+  cp -a -L "$1" "$root$1"
 }
 
 # merged /usr: /bin, /lib, /lib64 are symlinks into /usr (the ELF interpreter is /lib64/...)
@@ -69,7 +72,7 @@ find "$lib" -name '*.opt-?.pyc' -delete
   ldconfig -p | awk '$1 == "libgcc_s.so.1" { print $NF; exit }'
 } | sort -u | while read -r library; do
   case $library in "$venv"/*) continue ;; esac
-  copy -L "$library"
+  copy_content "$library"
 done
 # the loader's cache, for libraries outside its built-in paths (/usr/local/lib)
 copy /etc/ld.so.conf
@@ -78,8 +81,8 @@ ldconfig -r "$root"
 
 # CA certificates (Python's ssl, boto3), OpenSSL's configuration, time zones (psycopg reads
 # timestamptz values in the server's TimeZone; not the leap-second "right/" ones)
-copy -L /etc/ssl/certs/ca-certificates.crt
-copy -L /etc/ssl/openssl.cnf
+copy_content /etc/ssl/certs/ca-certificates.crt
+if [ -e /etc/ssl/openssl.cnf ]; then copy_content /etc/ssl/openssl.cnf; fi
 if [ -d /usr/lib/ssl ]; then copy /usr/lib/ssl; rm -rf "$root"/usr/lib/ssl/misc; fi
 if [ -d /usr/share/zoneinfo ]; then copy /usr/share/zoneinfo; rm -rf "$root"/usr/share/zoneinfo/right; fi
 
