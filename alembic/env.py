@@ -9,9 +9,9 @@ from the same settings the runner reads, and configure logging from alembic.ini.
 
 from logging.config import fileConfig
 
-from alembic import context
 from sqlalchemy import create_engine, pool
 
+from alembic import context
 from src.db.calls.model import Call  # noqa: F401  (registers the table on Base.metadata)
 from src.db.database import Base
 
@@ -21,8 +21,13 @@ target_metadata = Base.metadata
 
 def run_offline() -> None:
     # `migration-runner sql` sets sqlalchemy.url (only its dialect matters: nothing connects)
-    context.configure(url=config.get_main_option("sqlalchemy.url") or _url(), target_metadata=target_metadata, literal_binds=True,
-                      dialect_opts={"paramstyle": "named"}, transaction_per_migration=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url") or _url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        transaction_per_migration=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -45,15 +50,19 @@ def _include_name(name, type_, parent_names) -> bool:
 
 
 def _migrate(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      transaction_per_migration=True, compare_type=True,
-                      include_name=_include_name)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        transaction_per_migration=True,
+        compare_type=True,
+        include_name=_include_name,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
 
 def _url() -> str:
-    from runner.settings import load_settings
+    from runner.config.settings import load_settings
 
     return load_settings().connection_spec().url(hide_password=False)
 

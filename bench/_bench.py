@@ -27,9 +27,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import (ROOT, connect, percentile, runner_env, temp_dir,
-                     throwaway_cluster, with_bytecode, write_project)
-from tests.helpers import age_files
+from _common import (
+    ROOT,
+    connect,
+    percentile,
+    runner_env,
+    temp_dir,
+    throwaway_cluster,
+    with_bytecode,
+    write_project,
+)
+
+from tests.support.helpers import age_files
 
 NPM_PACKAGES = ("dbmate@2.36.0", "node-pg-migrate@9.0.0", "pg@8")
 PY = sys.executable
@@ -41,14 +50,17 @@ class Failed(RuntimeError):
 
 # --- results --------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Table:
     headers: list[str]
     rows: list[list[str]]
 
     def markdown(self) -> str:
-        out = ["| " + " | ".join(self.headers) + " |",
-               "|" + "|".join("---" for _ in self.headers) + "|"]
+        out = [
+            "| " + " | ".join(self.headers) + " |",
+            "|" + "|".join("---" for _ in self.headers) + "|",
+        ]
         out += ["| " + " | ".join(str(c) for c in row) + " |" for row in self.rows]
         return "\n".join(out)
 
@@ -75,8 +87,13 @@ class Section:
         for table in self.tables:
             parts += [table.markdown(), ""]
         if self.targets:
-            parts += [Table(["target", "measured", "verdict"],
-                            [[n, m, verdict(met)] for n, m, met in self.targets]).markdown(), ""]
+            parts += [
+                Table(
+                    ["target", "measured", "verdict"],
+                    [[n, m, verdict(met)] for n, m, met in self.targets],
+                ).markdown(),
+                "",
+            ]
         parts += [f"![{Path(p).stem}]({p})" for p in self.plots]
         parts += [""] if self.plots else []
         parts += [f"- {n}" for n in self.notes]
@@ -102,6 +119,7 @@ def p95(values: Sequence[float]) -> float:
 
 # --- whole processes ------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     tool: str
@@ -118,8 +136,8 @@ class Done:
     stdout: str
     stderr: str
     cpu_s: float
-    started: float = 0.0   # time.time() when it was started
-    ended: float = 0.0     # time.time() when it was reaped
+    started: float = 0.0  # time.time() when it was started
+    ended: float = 0.0  # time.time() when it was reaped
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON lines of a runner's stdout."""
@@ -135,8 +153,10 @@ class Done:
         return next((e for e in reversed(self.events()) if e.get("event") == name), {})
 
     def tail(self) -> str:
-        return (f"{self.command.tool} exited {self.returncode}: {' '.join(self.command.argv)}\n"
-                f"{self.stdout[-2500:]}\n{self.stderr[-2500:]}")
+        return (
+            f"{self.command.tool} exited {self.returncode}: {' '.join(self.command.argv)}\n"
+            f"{self.stdout[-2500:]}\n{self.stderr[-2500:]}"
+        )
 
     def last_error_line(self) -> str:
         """The line of output that says why it failed, shortened."""
@@ -178,9 +198,15 @@ class Started:
         self._err = (scratch / f"{os.getpid()}-{id(self)}.err").open("w+")
         self.started = time.time()
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(command.argv, env=command.env, cwd=command.cwd,
-                                     stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            command.argv,
+            env=command.env,
+            cwd=command.cwd,
+            stdout=self._out,
+            stderr=self._err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def reap(self, timeout: float) -> Done:
         timer = threading.Timer(timeout, self._kill)
@@ -197,9 +223,16 @@ class Started:
             outputs.append(handle.read())
             handle.close()
             os.unlink(handle.name)
-        return Done(self.command, seconds, self.proc.returncode, outputs[0], outputs[1],
-                    usage.ru_utime + usage.ru_stime,
-                    self.started, time.time())
+        return Done(
+            self.command,
+            seconds,
+            self.proc.returncode,
+            outputs[0],
+            outputs[1],
+            usage.ru_utime + usage.ru_stime,
+            self.started,
+            time.time(),
+        )
 
     def _kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -207,6 +240,7 @@ class Started:
 
 
 # --- the bench: cluster, projects, tools ----------------------------------------------------
+
 
 def sql_steps(root: Path, revisions: int) -> tuple[Path, Path]:
     """The same trivial steps as SQL files: ``root/dbmate`` (``-- migrate:up`` files, each in
@@ -217,9 +251,11 @@ def sql_steps(root: Path, revisions: int) -> tuple[Path, Path]:
     npm.mkdir(parents=True)
     for index in range(1, revisions + 1):
         (dbmate / f"{20200000000000 + index}_step_{index}.sql").write_text(
-            f"-- migrate:up\n-- bench step {index}\nSELECT 1;\n\n-- migrate:down\n")
+            f"-- migrate:up\n-- bench step {index}\nSELECT 1;\n\n-- migrate:down\n"
+        )
         (npm / f"{1600000000000 + index}_step-{index}.sql").write_text(
-            f"-- Up Migration\n-- bench step {index}\nSELECT 1;\n\n-- Down Migration\n")
+            f"-- Up Migration\n-- bench step {index}\nSELECT 1;\n\n-- Down Migration\n"
+        )
     return dbmate, npm
 
 
@@ -237,15 +273,17 @@ class Project:
         self.ini = write_project(root / "alembic", revisions)
         age_files(self.ini.parent / "migrations" / "versions", 3600)
         # the same revision files under env.py files that say how to use transactions
-        self.per_revision_ini = write_project(root / "per-revision", revisions, True,
-                                              versions_of=self.ini)
+        self.per_revision_ini = write_project(
+            root / "per-revision", revisions, True, versions_of=self.ini
+        )
         self.one_tx_ini = write_project(root / "one-tx", revisions, False, versions_of=self.ini)
         self.dbmate_dir, self.npm_dir = sql_steps(root, revisions)
         self.root = root
         for ini in (self.ini, self.one_tx_ini):
             env = with_bytecode(runner_env("postgresql://unused@127.0.0.1/x", ini), bench.cache)
-            done = bench.run(Command("runner manifest", [PY, "-m", "runner", "manifest"], env,
-                                     ROOT))
+            done = bench.run(
+                Command("runner manifest", [PY, "-m", "runner", "manifest"], env, ROOT)
+            )
             if done.returncode != 0 or not (ini.parent / "migration-manifest.json").is_file():
                 raise Failed("`runner manifest` failed:\n" + done.tail())
 
@@ -265,9 +303,9 @@ TOOLS = {
     "alembic": "`alembic upgrade head` with Alembic's template env.py: one transaction",
     "alembic-per-rev": "`alembic upgrade head`, env.py with `transaction_per_migration=True`",
     "dbmate": f"`dbmate --no-dump-schema up` ({NPM_PACKAGES[0]}: the Go binary from "
-              "`@dbmate/linux-x64`, run directly; a transaction per file)",
+    "`@dbmate/linux-x64`, run directly; a transaction per file)",
     "node-pg-migrate": f"`node-pg-migrate up` ({NPM_PACKAGES[1]}; defaults: advisory lock that "
-                       "fails followers, one transaction for the run)",
+    "fails followers, one transaction for the run)",
     "node-pg-migrate-wait": "`node-pg-migrate up --advisory-lock-mode wait`",
 }
 PEERS = ("dbmate", "node-pg-migrate", "node-pg-migrate-wait")
@@ -321,8 +359,9 @@ class Bench:
     def applied(self, tool: str, db: str) -> int:
         """How many steps ``tool``'s own bookkeeping says ``db`` has (Alembic: the index of
         the one row's revision; minus the number of rows when there are several)."""
-        table = {"dbmate": "schema_migrations"}.get(tool, "pgmigrations" if "node" in tool
-                                                    else "alembic_version")
+        table = {"dbmate": "schema_migrations"}.get(
+            tool, "pgmigrations" if "node" in tool else "alembic_version"
+        )
         if not self.query(db, "SELECT to_regclass(%s) IS NOT NULL", (table,))[0][0]:
             return 0
         if table != "alembic_version":
@@ -344,26 +383,50 @@ class Bench:
             prefix = self.tmp / "npm"
             prefix.mkdir()
             started = time.monotonic()
-            proc = subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-save",
-                                   "--no-audit", "--no-fund", "--loglevel=error", *NPM_PACKAGES],
-                                  capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(
+                [
+                    "npm",
+                    "install",
+                    "--prefix",
+                    str(prefix),
+                    "--no-save",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    *NPM_PACKAGES,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if proc.returncode != 0:
                 raise Failed(f"npm install {' '.join(NPM_PACKAGES)} failed:\n{proc.stderr[-3000:]}")
             self._npm = prefix / "node_modules"
-            self.npm_note = (f"peers installed by the bench with npm into a temporary directory "
-                             f"({' '.join(NPM_PACKAGES)}; {time.monotonic() - started:.0f} s)")
+            self.npm_note = (
+                f"peers installed by the bench with npm into a temporary directory "
+                f"({' '.join(NPM_PACKAGES)}; {time.monotonic() - started:.0f} s)"
+            )
         return self._npm
 
     # --- commands ---
-    def command(self, tool: str, project: Project, db: str, *, target: int | None = None,
-                wait: bool = False) -> Command:
+    def command(
+        self, tool: str, project: Project, db: str, *, target: int | None = None, wait: bool = False
+    ) -> Command:
         """What ``tool`` runs to bring ``db`` to ``target`` steps (default: all of them)."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("DB_", "DATABASE_URL", "MIGRATION_", "ALEMBIC_", "PG"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DB_", "DATABASE_URL", "MIGRATION_", "ALEMBIC_", "PG"))
+        }
         rev = head_of(target) if target is not None else None
         if tool.startswith("runner") or tool.startswith("alembic"):
-            ini = {"runner": project.ini, "runner-b": project.ini, "runner-1tx": project.one_tx_ini,
-                   "alembic": project.ini, "alembic-per-rev": project.per_revision_ini}[tool]
+            ini = {
+                "runner": project.ini,
+                "runner-b": project.ini,
+                "runner-1tx": project.one_tx_ini,
+                "alembic": project.ini,
+                "alembic-per-rev": project.per_revision_ini,
+            }[tool]
             env = with_bytecode(runner_env(self.url(db), ini), self.cache)
             if tool.startswith("runner"):
                 argv = [PY, "-m", "runner", "upgrade"] + ([rev] if rev else [])
@@ -378,15 +441,26 @@ class Bench:
             folder = project.dbmate_dir if target is None else project.dbmate_upto(target)
             # the Go binary itself, not the npm package's node wrapper that starts it
             arch = {"x86_64": "x64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-            argv = [str(modules / "@dbmate" / f"linux-{arch}" / "bin" / "dbmate"),
-                    "--url", url + "?sslmode=disable", "--migrations-dir", str(folder),
-                    "--no-dump-schema", *(["--wait", "--wait-timeout", "120s"] if wait else []),
-                    "up"]
+            argv = [
+                str(modules / "@dbmate" / f"linux-{arch}" / "bin" / "dbmate"),
+                "--url",
+                url + "?sslmode=disable",
+                "--migrations-dir",
+                str(folder),
+                "--no-dump-schema",
+                *(["--wait", "--wait-timeout", "120s"] if wait else []),
+                "up",
+            ]
             return Command(tool, argv, env, self.tmp)
         if tool.startswith("node-pg-migrate"):
             env["DATABASE_URL"] = url
-            argv = [str(modules / ".bin" / "node-pg-migrate"), "up",
-                    *([str(target)] if target else []), "-m", str(project.npm_dir)]
+            argv = [
+                str(modules / ".bin" / "node-pg-migrate"),
+                "up",
+                *([str(target)] if target else []),
+                "-m",
+                str(project.npm_dir),
+            ]
             if tool == "node-pg-migrate-wait":
                 argv += ["--advisory-lock-mode", "wait"]
             return Command(tool, argv, env, self.tmp)
@@ -402,8 +476,9 @@ class Bench:
         """Run ``command`` through RSS_SHIM: its outcome and its own peak RSS in MB (the
         floor is the shim's resident set, a few MB: see :meth:`rss_floor`)."""
         report = self.scratch / f"rss-{os.getpid()}"
-        shimmed = dataclasses.replace(command, argv=[PY, "-S", "-c", RSS_SHIM, str(report),
-                                                     *command.argv])
+        shimmed = dataclasses.replace(
+            command, argv=[PY, "-S", "-c", RSS_SHIM, str(report), *command.argv]
+        )
         done = self.run(shimmed)
         done.command = command
         kb = int(report.read_text()) if report.exists() else 0
@@ -435,18 +510,21 @@ class Bench:
         """A run on a database at head must succeed and apply nothing."""
         tool = done.command.tool
         text = done.stdout + done.stderr
-        applied = {"runner": done.event("summary").get("outcome") != "up_to_date",
-                   "alembic": "Running upgrade" in text,
-                   "dbmate": "Applying:" in text,
-                   "node-pg-migrate": "No migrations to run" not in text}
+        applied = {
+            "runner": done.event("summary").get("outcome") != "up_to_date",
+            "alembic": "Running upgrade" in text,
+            "dbmate": "Applying:" in text,
+            "node-pg-migrate": "No migrations to run" not in text,
+        }
         family = next(k for k in applied if tool.startswith(k))
         if done.returncode != 0 or applied[family]:
             raise Failed(f"{tool} was expected to find nothing to do:\n" + done.tail())
         if family == "runner":
             loaded = [e for e in done.events() if e.get("event") == "scripts.loaded"]
             if [(e.get("source"), e.get("files_hashed")) for e in loaded] != [("manifest", 0)]:
-                raise Failed("the runner's no-op did not use the manifest without hashing:\n"
-                             + done.tail())
+                raise Failed(
+                    "the runner's no-op did not use the manifest without hashing:\n" + done.tail()
+                )
 
 
 def rotated(items: Sequence[Any], k: int) -> list[Any]:
@@ -464,6 +542,7 @@ def alternate(tools: Sequence[str], rounds: int) -> Iterator[tuple[int, str]]:
 
 # --- machine and plots ----------------------------------------------------------------------
 
+
 def loadavg() -> str:
     with contextlib.suppress(OSError):
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -476,9 +555,11 @@ def busy_warning() -> str | None:
         one = float(Path("/proc/loadavg").read_text().split()[0])
         cores = len(os.sched_getaffinity(0))
         if one > cores:
-            return (f"**the machine was busy** (load average {one:.1f} on {cores} cores at the "
-                    "start): other work competed for the cores, so treat the figures as "
-                    "directional and run again on a quiet machine before quoting them")
+            return (
+                f"**the machine was busy** (load average {one:.1f} on {cores} cores at the "
+                "start): other work competed for the cores, so treat the figures as "
+                "directional and run again on a quiet machine before quoting them"
+            )
     return None
 
 
@@ -490,19 +571,28 @@ def machine_lines(bench: Bench) -> list[str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     pg = bench.query("postgres", "SHOW server_version")[0][0]
-    return [f"date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
-            f"cores: {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {cpu}",
-            f"PostgreSQL {pg} (throwaway cluster on 127.0.0.1, fsync off)",
-            f"Python {sys.version.split()[0]}; load average at start: {loadavg()}",
-            "bytecode: compiled, as in the image (a temporary PYTHONPYCACHEPREFIX filled by "
-            "warm-up runs that are not counted)"]
+    return [
+        f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        f"cores: {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {cpu}",
+        f"PostgreSQL {pg} (throwaway cluster on 127.0.0.1, fsync off)",
+        f"Python {sys.version.split()[0]}; load average at start: {loadavg()}",
+        "bytecode: compiled, as in the image (a temporary PYTHONPYCACHEPREFIX filled by "
+        "warm-up runs that are not counted)",
+    ]
 
 
-def plot(path: Path, title: str, xlabel: str, ylabel: str,
-         series: dict[str, tuple[list[float], list[float]]], logx: bool = False) -> str | None:
+def plot(
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    series: dict[str, tuple[list[float], list[float]]],
+    logx: bool = False,
+) -> str | None:
     """A line plot of ``series`` (label -> (xs, ys)) as PNG; None without matplotlib."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -525,6 +615,7 @@ def plot(path: Path, title: str, xlabel: str, ylabel: str,
 
 # --- running ----------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def bench_session(timeout: float = 300.0) -> Iterator[Bench]:
     """A started throwaway cluster with room for herds of 100, and a temporary directory;
@@ -537,10 +628,14 @@ def bench_session(timeout: float = 300.0) -> Iterator[Bench]:
 
 def add_profile_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--smoke", action="store_true",
-                       help="tiny sizes: checks that it works, measures nothing")
-    group.add_argument("--quick", action="store_true",
-                       help="the full sizes with fewer rounds: a first look, noisier")
+    group.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks that it works, measures nothing"
+    )
+    group.add_argument(
+        "--quick",
+        action="store_true",
+        help="the full sizes with fewer rounds: a first look, noisier",
+    )
 
 
 def profile_of(args: argparse.Namespace) -> str:
@@ -556,16 +651,26 @@ def parse_size(text: str, like: Any) -> Any:
     return type(like)(text)
 
 
-def standalone(module_doc: str, sizes: dict[str, dict[str, Any]],
-               run: Callable[..., Section]) -> int:
+def standalone(
+    module_doc: str, sizes: dict[str, dict[str, Any]], run: Callable[..., Section]
+) -> int:
     """The command line of one scenario: ``--smoke`` for tiny sizes; prints the Markdown."""
     parser = argparse.ArgumentParser(description=module_doc.split("\n\n")[0])
     add_profile_options(parser)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="directory for plots (default: a temporary one, discarded)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one size, e.g. --set rounds=3 --set ns=1,10 "
-                             f"(keys: {', '.join(sizes['full'])})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for plots (default: a temporary one, discarded)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one size, e.g. --set rounds=3 --set ns=1,10 "
+        f"(keys: {', '.join(sizes['full'])})",
+    )
     args = parser.parse_args()
     size = dict(sizes[profile_of(args)])
     for item in args.set:
@@ -582,4 +687,3 @@ def standalone(module_doc: str, sizes: dict[str, dict[str, Any]],
         section.seconds = time.monotonic() - started
         print(section.markdown())
     return 0
-

@@ -28,7 +28,7 @@ from devtools.pgcluster import Cluster  # noqa: E402
 
 # The shared-connection env.py: migrate on the runner's connection when it passes one, else
 # (plain `alembic upgrade`) build an engine from the same settings the runner reads.
-from tests.helpers import ENV_PY  # noqa: E402  (the same env.py the tests use)
+from tests.support.helpers import ENV_PY  # noqa: E402  (the same env.py the tests use)
 
 REVISION_PY = '''\
 """bench step {index}"""
@@ -49,8 +49,12 @@ def downgrade():
 '''
 
 
-def write_project(root: Path, revisions: int, transaction_per_migration: bool | None = None,
-                  versions_of: Path | None = None) -> Path:
+def write_project(
+    root: Path,
+    revisions: int,
+    transaction_per_migration: bool | None = None,
+    versions_of: Path | None = None,
+) -> Path:
     """An Alembic project in ``root`` with a linear chain of ``revisions`` trivial revisions
     (each ``op.execute("SELECT 1")``); returns the path of its alembic.ini.
     ``transaction_per_migration``: what env.py passes to ``context.configure`` (None: nothing,
@@ -60,13 +64,20 @@ def write_project(root: Path, revisions: int, transaction_per_migration: bool | 
     alembic.ini) instead of writing new ones, so that env.py variants run the same files."""
     ini = root / "alembic.ini"
     (root / "migrations").mkdir(parents=True)
-    env_py = ENV_PY if transaction_per_migration is None else ENV_PY.replace(
-        "target_metadata=None)",
-        f"target_metadata=None, transaction_per_migration={transaction_per_migration})")
+    env_py = (
+        ENV_PY
+        if transaction_per_migration is None
+        else ENV_PY.replace(
+            "target_metadata=None)",
+            f"target_metadata=None, transaction_per_migration={transaction_per_migration})",
+        )
+    )
     (root / "migrations" / "env.py").write_text(env_py)
     if versions_of is not None:
-        ini.write_text("[alembic]\nscript_location = %(here)s/migrations\nversion_locations = "
-                       f"{versions_of.parent / 'migrations' / 'versions'}\n")
+        ini.write_text(
+            "[alembic]\nscript_location = %(here)s/migrations\nversion_locations = "
+            f"{versions_of.parent / 'migrations' / 'versions'}\n"
+        )
         return ini
     versions = root / "migrations" / "versions"
     versions.mkdir()
@@ -75,15 +86,19 @@ def write_project(root: Path, revisions: int, transaction_per_migration: bool | 
     for index in range(1, revisions + 1):
         rev = f"b{index:011x}"
         (versions / f"{rev}_step_{index}.py").write_text(
-            REVISION_PY.format(index=index, rev=rev, down=down))
+            REVISION_PY.format(index=index, rev=rev, down=down)
+        )
         down = rev
     return ini
 
 
 def runner_env(database_url: str, alembic_config: Path | None = None) -> dict[str, str]:
     """The inherited environment without any DB_*/MIGRATION_*/ALEMBIC_* setting, plus ours."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DB_", "DATABASE_URL", "MIGRATION_", "ALEMBIC_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DB_", "DATABASE_URL", "MIGRATION_", "ALEMBIC_"))
+    }
     env["DATABASE_URL"] = database_url
     env["MIGRATION_LOG_FORMAT"] = "json"
     if alembic_config is not None:
@@ -131,9 +146,16 @@ def temp_dir(prefix: str) -> Iterator[Path]:
 
 def connect(cluster: Cluster, password: str, dbname: str = "postgres") -> psycopg.Connection[Any]:
     """An autocommit superuser session over TCP to 127.0.0.1."""
-    return psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", password=password,
-                           dbname=dbname, autocommit=True, connect_timeout=10,
-                           application_name="bench")
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=cluster.port,
+        user="postgres",
+        password=password,
+        dbname=dbname,
+        autocommit=True,
+        connect_timeout=10,
+        application_name="bench",
+    )
 
 
 def create_database(cluster: Cluster, password: str, name: str) -> None:
@@ -153,11 +175,13 @@ def machine(cluster: Cluster, password: str) -> list[str]:
     with connect(cluster, password) as conn:
         row = conn.execute("SELECT version()").fetchone()
         pg = row[0] if row else "?"
-    return [f"nproc:      {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))})",
-            f"CPU:        {cpu}",
-            f"OS:         {platform.platform()}",
-            f"Python:     {platform.python_version()} ({sys.executable})",
-            f"PostgreSQL: {pg}"]
+    return [
+        f"nproc:      {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))})",
+        f"CPU:        {cpu}",
+        f"OS:         {platform.platform()}",
+        f"Python:     {platform.python_version()} ({sys.executable})",
+        f"PostgreSQL: {pg}",
+    ]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -174,5 +198,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def describe(values: Sequence[float]) -> dict[str, float]:
-    return {"n": len(values), "median": statistics.median(values), "mean": statistics.fmean(values),
-            "min": min(values), "p90": percentile(values, 90), "max": max(values)}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "p90": percentile(values, 90),
+        "max": max(values),
+    }

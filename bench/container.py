@@ -16,8 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _bench import (PY, Bench, Command, Failed, Section, Table, alternate, median, ms,
-                    standalone)
+from _bench import PY, Bench, Command, Failed, Section, Table, alternate, median, ms, standalone
 from _common import ROOT, runner_env, with_bytecode
 
 SIZES = {"smoke": {"rounds": 1, "build": False}, "full": {"rounds": 10, "build": True}}
@@ -29,12 +28,16 @@ def image_and_env(build: bool) -> tuple[str | None, dict[str, str], str]:
     """(image reference, podman's environment, why not) from BENCH_IMAGE or .ci/build-image."""
     env = dict(os.environ)
     if not shutil.which("podman"):
-        return None, env, ("podman is not installed (the image step, .ci/steps/40-image.sh, "
-                           "installs it)")
+        return (
+            None,
+            env,
+            ("podman is not installed (the image step, .ci/steps/40-image.sh, installs it)"),
+        )
     script = ROOT / ".ci" / "build-image"
     if script.exists():
-        proc = subprocess.run(["bash", str(script), "--print-env"], capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            ["bash", str(script), "--print-env"], capture_output=True, text=True, timeout=60
+        )
         for line in proc.stdout.splitlines():
             key, sep, value = line.partition("=")
             if sep and key.startswith("CONTAINERS_") and key not in os.environ:
@@ -45,8 +48,9 @@ def image_and_env(build: bool) -> tuple[str | None, dict[str, str], str]:
         return None, env, "not built in a smoke run (set BENCH_IMAGE=<reference> to include it)"
     if not script.exists():
         return None, env, ".ci/build-image does not exist on this branch yet"
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
-                          timeout=1800)
+    proc = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env=env, timeout=1800
+    )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         return None, env, f".ci/build-image failed ({proc.returncode}): {proc.stderr[-500:]}"
@@ -63,10 +67,12 @@ def run(bench: Bench, out: Path, rounds: int, build: bool) -> Section:
     podman = ["podman", "run", "--rm", "--network=host", "--read-only", "--user", "10001"]
     url_env = dict(env, DATABASE_URL=bench.url(db))
     commands = {
-        "container no-op": Command("container", [*podman, "--env", "DATABASE_URL", image,
-                                                 "upgrade"], url_env, bench.tmp),
-        "container start alone": Command("container", [*podman, "--entrypoint", "true", image],
-                                         env, bench.tmp),
+        "container no-op": Command(
+            "container", [*podman, "--env", "DATABASE_URL", image, "upgrade"], url_env, bench.tmp
+        ),
+        "container start alone": Command(
+            "container", [*podman, "--entrypoint", "true", image], env, bench.tmp
+        ),
     }
     manifest = bench.tmp / "service-manifest.json"
     host_env = with_bytecode(runner_env(bench.url(db), ROOT / "alembic.ini"), bench.cache)
@@ -83,20 +89,27 @@ def run(bench: Bench, out: Path, rounds: int, build: bool) -> Section:
     times: dict[str, list[float]] = {k: [] for k in KINDS}
     for _r, kind in alternate(KINDS, rounds):
         done = bench.run(commands[kind])
-        if done.returncode != 0 or (kind != "container start alone"
-                                    and done.event("summary").get("outcome") != "up_to_date"):
+        if done.returncode != 0 or (
+            kind != "container start alone" and done.event("summary").get("outcome") != "up_to_date"
+        ):
             raise Failed(f"{kind} did not find the database up to date:\n" + done.tail())
         times[kind].append(done.seconds)
     base = median(times["container start alone"])
-    rows = [[kind, ms(median(times[kind])),
-             ms(median(times[kind]) - base) if kind == "container no-op" else ""]
-            for kind in KINDS]
+    rows = [
+        [
+            kind,
+            ms(median(times[kind])),
+            ms(median(times[kind]) - base) if kind == "container no-op" else "",
+        ]
+        for kind in KINDS
+    ]
     section.tables.append(Table(["process", "median wall", "minus the container's start"], rows))
     section.intro = [
         f"`podman run --rm --network=host --read-only --user 10001` of `{image}` on a database "
         f"at the head of the service's migrations; medians of {rounds} runs each, alternating, "
         "after one warm-up each. The image carries compiled bytecode and its manifest; the "
-        "host run uses the same migrations with a manifest written for it."]
+        "host run uses the same migrations with a manifest written for it."
+    ]
     return section
 
 

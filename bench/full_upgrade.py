@@ -14,8 +14,10 @@ from _bench import Bench, Failed, Section, Table, alternate, median, ms, standal
 
 TOOLS = ("runner", "alembic-per-rev", "runner-1tx", "alembic", "dbmate", "node-pg-migrate")
 LIKE_FOR_LIKE = {"runner": "alembic-per-rev", "runner-1tx": "alembic"}
-SIZES = {"smoke": {"revisions": 3, "rounds": 1, "warmup": False},
-         "full": {"revisions": 500, "rounds": 6, "warmup": True}}
+SIZES = {
+    "smoke": {"revisions": 3, "rounds": 1, "warmup": False},
+    "full": {"revisions": 500, "rounds": 6, "warmup": True},
+}
 SIZES["quick"] = dict(SIZES["full"], rounds=2)
 WITHIN = 1.05  # runner / plain Alembic doing the same work, at most
 
@@ -59,20 +61,33 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int, warmup: bool) -> S
         f"{rounds} runs, the order rotating every round"
         f"{', after one warm-up each' if warmup else ''}. "
         "Every run is checked to leave the database at the last step. CPU is the process's "
-        "own user+sys time (the server's share not included); peak memory is in scenario 6."]
+        "own user+sys time (the server's share not included); peak memory is in scenario 6."
+    ]
     rows = []
     for tool in TOOLS:
         t = median(times[tool])
-        rows.append([tool, STYLE[tool], ms(t), f"{t * 1000 / revisions:.2f} ms",
-                     f"{median(cpu[tool]) * 1000:.0f} ms"])
-    section.tables.append(Table(["tool", "transactions", "wall (median)", "per revision",
-                                 "CPU (median)"], rows))
+        rows.append(
+            [
+                tool,
+                STYLE[tool],
+                ms(t),
+                f"{t * 1000 / revisions:.2f} ms",
+                f"{median(cpu[tool]) * 1000:.0f} ms",
+            ]
+        )
+    section.tables.append(
+        Table(["tool", "transactions", "wall (median)", "per revision", "CPU (median)"], rows)
+    )
     missed = []
     for mine, theirs in LIKE_FOR_LIKE.items():
         ratio = median(times[mine]) / median(times[theirs])
         cpu_ratio = median(cpu[mine]) / median(cpu[theirs])
-        section.target(f"{mine} within {round((WITHIN - 1) * 100)} % of {theirs} (same files, "
-                       "same transactions)", f"{ratio:.3f} (CPU {cpu_ratio:.3f})", ratio <= WITHIN)
+        section.target(
+            f"{mine} within {round((WITHIN - 1) * 100)} % of {theirs} (same files, "
+            "same transactions)",
+            f"{ratio:.3f} (CPU {cpu_ratio:.3f})",
+            ratio <= WITHIN,
+        )
         if ratio > WITHIN:
             missed.append(mine)
     if missed:
@@ -80,17 +95,20 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int, warmup: bool) -> S
             f"missed for {', '.join(missed)}: the CPU ratio beside the wall ratio says whether "
             "the runner's own work (its log lines, ledger rows, limits per statement) or waiting "
             "is the cause; `uv run python bench/history.py --profile` prints a cProfile of one "
-            "full upgrade of each, side by side, with the runner's steps named.")
+            "full upgrade of each, side by side, with the runner's steps named."
+        )
     section.notes.append(
         "runner / alembic (one transaction) compares two different jobs: a transaction per "
         "revision costs a BEGIN and a COMMIT more per revision and keeps what was applied "
-        f"when a later revision fails: {median(times['runner']) / median(times['alembic']):.3f}")
+        f"when a later revision fails: {median(times['runner']) / median(times['alembic']):.3f}"
+    )
     section.notes.append(
         "the peers run SQL files, not Python: no interpreter, no Alembic; their figures are what "
         "the same steps cost a team that writes SQL migrations "
         f"(runner / dbmate {median(times['runner']) / median(times['dbmate']):.2f}, "
         "runner / node-pg-migrate "
-        f"{median(times['runner']) / median(times['node-pg-migrate']):.2f})")
+        f"{median(times['runner']) / median(times['node-pg-migrate']):.2f})"
+    )
     return section
 
 

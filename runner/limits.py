@@ -32,8 +32,10 @@ class Timeouts:
     def statement(self) -> str:
         """Session-level, so that they are set once for a run of revisions that share them,
         not once per revision (see :func:`limits_for`)."""
-        return (f"SELECT set_config('lock_timeout', '{milliseconds(self.lock_timeout)}', false), "
-                f"set_config('statement_timeout', '{milliseconds(self.statement_timeout)}', false)")
+        return (
+            f"SELECT set_config('lock_timeout', '{milliseconds(self.lock_timeout)}', false), "
+            f"set_config('statement_timeout', '{milliseconds(self.statement_timeout)}', false)"
+        )
 
 
 NO_LIMITS = Timeouts(0.0, 0.0)

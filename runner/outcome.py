@@ -1,13 +1,17 @@
-"""What a verb returns: an :class:`Outcome` and, for verbs that print one, a document.
+"""What a run learns and what a verb returns.
 
-Verbs never choose an exit code: the CLI maps a :class:`Result` (or an error) to one, and
-writes the summary from it and the run's :class:`~runner.record.Facts`.
+:class:`Facts` are what a run learns as it goes (where the database was, what was applied, how
+long the lock took), so that the one ``summary`` event is complete whichever step fails. A verb
+returns an :class:`Outcome` and, for verbs that print one, a document (:class:`Result`). Verbs
+never choose an exit code: the CLI maps a :class:`Result` (or an error) to one, and writes the
+summary from it and the run's :class:`Facts`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import time
 from typing import Any
 
 
@@ -42,3 +46,19 @@ class Result:
     text: str = ""
     #: GitHub Actions workflow commands (``::error file=...``), printed under Actions only
     annotations: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class Facts:
+    """``None`` means never learned."""
+
+    from_revision: list[str] | None = None
+    to_revision: list[str] | None = None
+    applied: list[str] = dataclasses.field(default_factory=list)
+    connect_attempts: int = 0
+    lock_wait_ms: int | None = None
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def database_at(self, revision: tuple[str, ...]) -> None:
+        """The database is at ``revision`` (before and, so far, after)."""
+        self.from_revision = self.to_revision = list(revision)

@@ -2,7 +2,7 @@
 
 Pure functions over plain data (revision ids and the down-revision graph); no I/O. A verb
 resolves its target once, computes a :class:`Plan`, logs it, and the execution runs exactly
-its steps (:mod:`runner.execution` checks Alembic's own step list against it).
+its steps (:mod:`runner.execution.run` checks Alembic's own step list against it).
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ class Plan:
     current: tuple[str, ...]
     target: tuple[str, ...]
     steps: tuple[str, ...]
-
-    @property
-    def pending(self) -> tuple[str, ...]:
-        return self.steps
 
     @property
     def up_to_date(self) -> bool:
@@ -69,8 +65,9 @@ def plan_downgrade(current: Iterable[str], target: Iterable[str], graph: Graph) 
     newest first: everything applied that ``target`` does not descend from."""
     current_t, target_t = _known(current, graph), tuple(sorted(target))
     undo = ancestry(graph, current_t) - ancestry(graph, target_t)
-    return Plan("downgrade", current_t, target_t,
-                tuple(rev for rev in reversed(list(graph)) if rev in undo))
+    return Plan(
+        "downgrade", current_t, target_t, tuple(rev for rev in reversed(list(graph)) if rev in undo)
+    )
 
 
 def plan_stamp(current: Iterable[str], target: Iterable[str]) -> Plan:
@@ -84,17 +81,23 @@ def relative_target(current: Iterable[str], steps_back: int, graph: Graph) -> tu
     merge point, where "N steps" is ambiguous: name the revision instead."""
     heads = _known(current, graph)
     if len(heads) > 1:
-        raise ConfigError(f"the database is at several heads ({', '.join(heads)}): a relative "
-                          "downgrade is ambiguous; give a revision id")
+        raise ConfigError(
+            f"the database is at several heads ({', '.join(heads)}): a relative "
+            "downgrade is ambiguous; give a revision id"
+        )
     at = heads
     for _ in range(steps_back):
         if not at:
-            raise ConfigError(f"cannot go {steps_back} revisions back from {', '.join(heads) or 'base'}: "
-                              "that is past base")
+            raise ConfigError(
+                f"cannot go {steps_back} revisions back from {', '.join(heads) or 'base'}: "
+                "that is past base"
+            )
         down = graph[at[0]]
         if len(down) > 1:
-            raise ConfigError(f"revision {at[0]} merges branches: a relative downgrade across it "
-                              "is ambiguous; give a revision id")
+            raise ConfigError(
+                f"revision {at[0]} merges branches: a relative downgrade across it "
+                "is ambiguous; give a revision id"
+            )
         at = down
     return at
 
@@ -107,5 +110,6 @@ def _known(current: Iterable[str], graph: Graph) -> tuple[str, ...]:
             f"the database is at revision {', '.join(unknown)}, which these migration scripts do "
             "not contain: a newer release has probably migrated it. Deploy that release (or "
             "newer), or downgrade with the image that has the revision",
-            database_revision=unknown)
+            database_revision=unknown,
+        )
     return current_t

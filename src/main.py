@@ -46,8 +46,12 @@ def create_app(database: Database, alembic_ini: Path = ALEMBIC_INI) -> FastAPI:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error("database unavailable during %s %s: %s", request.method, request.url.path,
-              type(exc).__name__)
+    log.error(
+        "database unavailable during %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
     return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503)
 
 

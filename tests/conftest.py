@@ -28,7 +28,7 @@ import structlog
 from psycopg import sql
 
 from devtools.pgcluster import SUPERUSER, Cluster, find_bindir
-from tests.helpers import PASSWORD, Database, Project, Server
+from tests.support.helpers import PASSWORD, Database, Project, Server
 
 OWNER = "app_owner"
 BARE = "bare_owner"
@@ -37,10 +37,16 @@ RDS_GRANTS = ("pg_signal_backend", "pg_read_all_stats")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "no_grants: connect as a database owner with no extra "
-                            "privilege (no pg_read_all_stats, no pg_signal_backend)")
-    config.addinivalue_line("markers", "postgres: uses a PostgreSQL server (added to every test "
-                            "that does; the version matrix runs these: -m postgres)")
+    config.addinivalue_line(
+        "markers",
+        "no_grants: connect as a database owner with no extra "
+        "privilege (no pg_read_all_stats, no pg_signal_backend)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "postgres: uses a PostgreSQL server (added to every test "
+        "that does; the version matrix runs these: -m postgres)",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -69,10 +75,16 @@ def create_roles(admin_conninfo: str) -> None:
     """The RDS-like roles (see the module's docstring), password :data:`PASSWORD`."""
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
         for role in (OWNER, BARE):
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
-                sql.Identifier(role), sql.Literal(PASSWORD)))
-        conn.execute(sql.SQL("GRANT {} TO {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, RDS_GRANTS)), sql.Identifier(OWNER)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(PASSWORD)
+                )
+            )
+        conn.execute(
+            sql.SQL("GRANT {} TO {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, RDS_GRANTS)), sql.Identifier(OWNER)
+            )
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -100,21 +112,31 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         parts = urlsplit(url)
-        yield Server(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
-                     user=unquote(parts.username or "postgres"),
-                     password=unquote(parts.password or ""),
-                     admin_conninfo=psycopg.conninfo.make_conninfo(
-                         host=parts.hostname, port=parts.port or 5432,
-                         user=unquote(parts.username or "postgres"),
-                         password=unquote(parts.password or ""),
-                         dbname=parts.path.lstrip("/") or "postgres"))
+        yield Server(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            admin_conninfo=psycopg.conninfo.make_conninfo(
+                host=parts.hostname,
+                port=parts.port or 5432,
+                user=unquote(parts.username or "postgres"),
+                password=unquote(parts.password or ""),
+                dbname=parts.path.lstrip("/") or "postgres",
+            ),
+        )
         return
     template: Cluster = request.getfixturevalue("template_cluster")
     cluster = template.clone()
     cluster.start(max_connections="200")
     create_roles(cluster.conninfo())
-    yield Server(host="127.0.0.1", port=cluster.port, user=runner_role(), password=PASSWORD,
-                 admin_conninfo=cluster.conninfo())
+    yield Server(
+        host="127.0.0.1",
+        port=cluster.port,
+        user=runner_role(),
+        password=PASSWORD,
+        admin_conninfo=cluster.conninfo(),
+    )
     cluster.destroy()
 
 
@@ -127,8 +149,11 @@ def database(server: Server, request: pytest.FixtureRequest) -> Iterator[Databas
         server = dataclasses.replace(server, user=BARE)
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier(name), sql.Identifier(server.user)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(server.user)
+            )
+        )
     db = Database(server, name)
     yield db
     with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:

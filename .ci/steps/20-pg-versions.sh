@@ -10,11 +10,11 @@ cd "$(dirname "$0")/../.."
 # The fault matrix's random points ran in full on 15 (the main suite); here fewer of each kind.
 export FAULTS_KILL_SEEDS="${FAULTS_KILL_SEEDS:-4}" FAULTS_TERM_SEEDS="${FAULTS_TERM_SEEDS:-3}"
 export FAULTS_CUT_SEEDS="${FAULTS_CUT_SEEDS:-1}"
-DB_FACING=(tests/test_upgrade_process.py tests/test_lock.py tests/test_interrupt.py
-           tests/test_faults.py tests/test_ddl_safety.py tests/test_poolers.py
-           tests/test_commands.py tests/test_ledger.py tests/test_privileges.py
-           tests/test_adversarial.py tests/test_env_variants.py tests/test_manifest.py)
-for extra in tests/test_templates.py tests/test_drivers.py; do
+DB_FACING=(tests/process/test_upgrade_process.py tests/database/test_lock.py tests/unit/test_interrupt.py
+           tests/process/test_faults.py tests/database/test_ddl_safety.py tests/database/test_poolers.py
+           tests/process/test_commands.py tests/database/test_ledger.py tests/database/test_privileges.py
+           tests/process/test_adversarial.py tests/database/test_env_variants.py tests/process/test_manifest.py)
+for extra in tests/database/test_templates.py tests/database/test_drivers.py; do
   [ -e "$extra" ] && DB_FACING+=("$extra")
 done
 status=0

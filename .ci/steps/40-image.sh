@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The image: hadolint on the Dockerfile, then the container tests (tests/test_image.py), which
+# The image: hadolint on the Dockerfile, then the container tests (tests/image/test_image.py), which
 # build the image with .ci/build-image (podman on a local Debian base, cached under
 # /var/tmp/migration-runner-ci) and run it read-only as uid 10001 against a real PostgreSQL.
 # Installs podman, buildah and debootstrap from Debian's packages when missing.
@@ -18,4 +18,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 uv run --locked hadolint Dockerfile
 echo "hadolint: Dockerfile clean"
-MIGRATION_RUNNER_IMAGE_TESTS=required uv run --locked pytest -q -n 2 tests/test_image.py
+MIGRATION_RUNNER_IMAGE_TESTS=required uv run --locked pytest -q -n 2 tests/image/test_image.py

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from runner import logs
 from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError
 from runner.ecs.launcher import Launcher, LaunchRequest, LaunchResult, Pacing, Stop
+from runner.observe import logs
 
 ENV = "MIGRATION_ECS_"
 USER_AGENT = "migration-runner-ecs"
@@ -31,41 +31,81 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     def env(name: str) -> str | None:
         return environ.get(ENV + name) or None
 
-    parser = _Parser(prog="migration-runner ecs",
-                     description="Run the migration as a one-off ECS task and wait for it.")
+    parser = _Parser(
+        prog="migration-runner ecs",
+        description="Run the migration as a one-off ECS task and wait for it.",
+    )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = sub.add_parser(
-        "run", prog="migration-runner ecs run",
+        "run",
+        prog="migration-runner ecs run",
         help="run the task, stream its logs, exit with the container's exit code",
         description="Run the migration task (Fargate, awsvpc), stream its CloudWatch logs to "
         "stdout, wait for it to stop and exit with the container's exit code. Every option "
-        f"can also be given as {ENV}<NAME> (e.g. {ENV}CLUSTER).")
+        f"can also be given as {ENV}<NAME> (e.g. {ENV}CLUSTER).",
+    )
     run.add_argument("--cluster", default=env("CLUSTER"), help="the ECS cluster")
-    run.add_argument("--task-definition", default=env("TASK_DEFINITION"),
-                     help="FAMILY, FAMILY:REVISION or ARN (FAMILY: the latest ACTIVE revision)")
+    run.add_argument(
+        "--task-definition",
+        default=env("TASK_DEFINITION"),
+        help="FAMILY, FAMILY:REVISION or ARN (FAMILY: the latest ACTIVE revision)",
+    )
     run.add_argument("--subnets", default=env("SUBNETS"), help="comma-separated subnet ids")
-    run.add_argument("--security-groups", default=env("SECURITY_GROUPS"),
-                     help="comma-separated security group ids")
-    run.add_argument("--assign-public-ip", action="store_true",
-                     default=(env("ASSIGN_PUBLIC_IP") or "").lower() in ("1", "true", "yes"),
-                     help="give the task a public IP (public subnets without a NAT gateway)")
-    run.add_argument("--container", default=env("CONTAINER"),
-                     help="the container that migrates (default: the only one)")
-    run.add_argument("--image", default=env("IMAGE"),
-                     help="register a new revision with this image for that container, run it")
-    run.add_argument("--timeout", type=_seconds, default=env("TIMEOUT"), metavar="SECONDS",
-                     help="stop the task (StopTask) after this long; exit 44 (default: none)")
-    run.add_argument("--platform-version", default=env("PLATFORM_VERSION"),
-                     help="Fargate platform version (default: LATEST)")
-    run.add_argument("--poll-interval", type=_seconds, default=env("POLL_INTERVAL") or "5",
-                     metavar="SECONDS", help="longest pause between DescribeTasks calls (default 5)")
-    run.add_argument("--drain", type=_seconds, default=env("DRAIN") or "10", metavar="SECONDS",
-                     help="how long to keep reading logs after the task stopped, when the runner's "
-                     "summary has not been seen (default 10)")
-    run.add_argument("--command", nargs=argparse.REMAINDER,
-                     default=shlex.split(env("COMMAND") or "") or None,
-                     help="the container's command instead of the task definition's, e.g. "
-                     "--command downgrade -1 (takes the rest of the line)")
+    run.add_argument(
+        "--security-groups",
+        default=env("SECURITY_GROUPS"),
+        help="comma-separated security group ids",
+    )
+    run.add_argument(
+        "--assign-public-ip",
+        action="store_true",
+        default=(env("ASSIGN_PUBLIC_IP") or "").lower() in ("1", "true", "yes"),
+        help="give the task a public IP (public subnets without a NAT gateway)",
+    )
+    run.add_argument(
+        "--container",
+        default=env("CONTAINER"),
+        help="the container that migrates (default: the only one)",
+    )
+    run.add_argument(
+        "--image",
+        default=env("IMAGE"),
+        help="register a new revision with this image for that container, run it",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=env("TIMEOUT"),
+        metavar="SECONDS",
+        help="stop the task (StopTask) after this long; exit 44 (default: none)",
+    )
+    run.add_argument(
+        "--platform-version",
+        default=env("PLATFORM_VERSION"),
+        help="Fargate platform version (default: LATEST)",
+    )
+    run.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        default=env("POLL_INTERVAL") or "5",
+        metavar="SECONDS",
+        help="longest pause between DescribeTasks calls (default 5)",
+    )
+    run.add_argument(
+        "--drain",
+        type=_seconds,
+        default=env("DRAIN") or "10",
+        metavar="SECONDS",
+        help="how long to keep reading logs after the task stopped, when the runner's "
+        "summary has not been seen (default 10)",
+    )
+    run.add_argument(
+        "--command",
+        nargs=argparse.REMAINDER,
+        default=shlex.split(env("COMMAND") or "") or None,
+        help="the container's command instead of the task definition's, e.g. "
+        "--command downgrade -1 (takes the rest of the line)",
+    )
     return parser
 
 
@@ -84,29 +124,41 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
     :class:`LaunchUsageError` naming the option and variable to fix (argparse converts and
     checks a default taken from the environment like a value given on the command line)."""
     args = build_parser(environ).parse_args(argv)
-    missing = [f"--{name.replace('_', '-')} ({ENV}{name.upper()})"
-               for name in ("cluster", "task_definition", "subnets", "security_groups")
-               if not getattr(args, name)]
+    missing = [
+        f"--{name.replace('_', '-')} ({ENV}{name.upper()})"
+        for name in ("cluster", "task_definition", "subnets", "security_groups")
+        if not getattr(args, name)
+    ]
     if missing:
         raise LaunchUsageError("migration-runner ecs run needs " + ", ".join(missing))
     if args.command == []:
         raise LaunchUsageError("--command needs the command to run, e.g. --command check")
     request = LaunchRequest(
-        cluster=args.cluster, task_definition=args.task_definition,
-        subnets=_ids(args.subnets), security_groups=_ids(args.security_groups),
-        assign_public_ip=args.assign_public_ip, container=args.container, image=args.image,
-        command=tuple(args.command) if args.command else None, timeout_s=args.timeout,
-        platform_version=args.platform_version)
-    return request, Pacing(first_poll_s=min(1.0, args.poll_interval),
-                           max_poll_s=args.poll_interval, drain_s=args.drain)
+        cluster=args.cluster,
+        task_definition=args.task_definition,
+        subnets=_ids(args.subnets),
+        security_groups=_ids(args.security_groups),
+        assign_public_ip=args.assign_public_ip,
+        container=args.container,
+        image=args.image,
+        command=tuple(args.command) if args.command else None,
+        timeout_s=args.timeout,
+        platform_version=args.platform_version,
+    )
+    return request, Pacing(
+        first_poll_s=min(1.0, args.poll_interval), max_poll_s=args.poll_interval, drain_s=args.drain
+    )
 
 
 def _ids(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
-         stop: Stop | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    stop: Stop | None = None,
+) -> int:
     """``migration-runner ecs ...``; returns the exit code (see :class:`LaunchExit`). Without
     a ``stop`` given, SIGINT and SIGTERM are taken over to stop the task."""
     environ = os.environ if environ is None else environ
@@ -125,17 +177,28 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         _log_result(log, result)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
-    except Exception as err:  # noqa: BLE001 - rendered as one error event, below
+    except Exception as err:
         failure = err if isinstance(err, LaunchError) else _aws_failure(err)
         code = int(failure.exit_code if failure else LaunchExit.INTERNAL)
         task_arn = getattr(launcher, "task_arn", None)
-        message = (failure.message if failure else f"unexpected {type(err).__name__}: {err}; "
-                   "please report this")
+        message = (
+            failure.message
+            if failure
+            else f"unexpected {type(err).__name__}: {err}; please report this"
+        )
         if task_arn and not isinstance(err, LaunchError):
-            message += (f" (the task {task_arn} was started and may still be running: "
-                        "check it, or stop it, in the ECS console)")
-        log.error("error", error_code=failure.code if failure else "internal", message=message,
-                  exit_code=code, task_arn=task_arn, **(failure.fields if failure else {}))
+            message += (
+                f" (the task {task_arn} was started and may still be running: "
+                "check it, or stop it, in the ECS console)"
+            )
+        log.error(
+            "error",
+            error_code=failure.code if failure else "internal",
+            message=message,
+            exit_code=code,
+            task_arn=task_arn,
+            **(failure.fields if failure else {}),
+        )
     log.info("ecs.summary", **_summary(result, code, getattr(launcher, "task_arn", None)))
     return code
 
@@ -145,8 +208,9 @@ def _launcher(pacing: Pacing, stop: Stop, log: Any) -> Launcher:
         import boto3
         from botocore.config import Config
     except ImportError:
-        raise LaunchUsageError("migration-runner ecs needs boto3: install "
-                               "migration-runner[aws]") from None
+        raise LaunchUsageError(
+            "migration-runner ecs needs boto3: install migration-runner[aws]"
+        ) from None
     from runner.ecs.logs_tail import render
 
     session = boto3.session.Session()
@@ -159,8 +223,14 @@ def _launcher(pacing: Pacing, stop: Stop, log: Any) -> Launcher:
     def logs_client(region: str | None) -> Any:
         return session.client("logs", region_name=region, config=config)
 
-    return Launcher(session.client("ecs", config=config), logs_client, out=out, log=log,
-                    pacing=pacing, stop=stop)
+    return Launcher(
+        session.client("ecs", config=config),
+        logs_client,
+        out=out,
+        log=log,
+        pacing=pacing,
+        stop=stop,
+    )
 
 
 def _aws_failure(err: Exception) -> LaunchError | None:
@@ -179,11 +249,14 @@ def _aws_failure(err: Exception) -> LaunchError | None:
             hint = " (check --cluster / MIGRATION_ECS_CLUSTER and the region)"
         return LaunchError(f"{err.operation_name} failed: {kind}: {error.get('Message', '')}{hint}")
     if isinstance(err, exceptions.NoRegionError):
-        return LaunchError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's "
-                           "region)")
+        return LaunchError(
+            "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
+        )
     if isinstance(err, exceptions.NoCredentialsError):
-        return LaunchError("no AWS credentials found: give the pipeline a role (e.g. "
-                           "aws-actions/configure-aws-credentials) or set AWS_PROFILE")
+        return LaunchError(
+            "no AWS credentials found: give the pipeline a role (e.g. "
+            "aws-actions/configure-aws-credentials) or set AWS_PROFILE"
+        )
     if isinstance(err, exceptions.BotoCoreError):
         return LaunchError(f"AWS call failed: {err}")
     return None
@@ -194,13 +267,17 @@ def _summary(result: LaunchResult | None, code: int, task_arn: str | None) -> di
         return {"exit_code": code, "task_arn": task_arn}
     outcome = result.outcome
     return {
-        "exit_code": code, "task_arn": result.task_arn, "task_definition": result.task_definition,
+        "exit_code": code,
+        "task_arn": result.task_arn,
+        "task_definition": result.task_definition,
         "registered": result.registered,
         "container_exit_code": outcome.container_exit_code if outcome else None,
         "stop_code": outcome.stop_code if outcome else None,
         "stopped_reason": outcome.stopped_reason if outcome else None,
-        "stopped_by": result.stopped_by, "duration_s": result.duration_s,
-        "log_events": result.events, "runner_summary": result.runner_summary,
+        "stopped_by": result.stopped_by,
+        "duration_s": result.duration_s,
+        "log_events": result.events,
+        "runner_summary": result.runner_summary,
     }
 
 
@@ -208,20 +285,45 @@ def _log_result(log: Any, result: LaunchResult) -> None:
     """One ``error`` event for every outcome but success (the summary follows)."""
     outcome = result.outcome
     if result.stopped_by is not None:
-        cause = ("--timeout passed" if result.stopped_by == "timeout"
-                 else f"{result.stopped_by} received")
-        stopped = ("it stopped" + (f" (container exit code {outcome.container_exit_code})"
-                                   if outcome and outcome.ran else "")
-                   if outcome else "it had not stopped when the launcher gave up waiting")
-        log.error("error", error_code="ecs_timeout" if result.stopped_by == "timeout"
-                  else "ecs_interrupted", exit_code=result.exit_code, task_arn=result.task_arn,
-                  message=f"{cause}: the task was stopped with StopTask and {stopped}; the runner "
-                  "rolls back the revision in flight and releases its lock. Run again")
+        cause = (
+            "--timeout passed"
+            if result.stopped_by == "timeout"
+            else f"{result.stopped_by} received"
+        )
+        stopped = (
+            "it stopped"
+            + (
+                f" (container exit code {outcome.container_exit_code})"
+                if outcome and outcome.ran
+                else ""
+            )
+            if outcome
+            else "it had not stopped when the launcher gave up waiting"
+        )
+        log.error(
+            "error",
+            error_code="ecs_timeout" if result.stopped_by == "timeout" else "ecs_interrupted",
+            exit_code=result.exit_code,
+            task_arn=result.task_arn,
+            message=f"{cause}: the task was stopped with StopTask and {stopped}; the runner "
+            "rolls back the revision in flight and releases its lock. Run again",
+        )
     elif outcome is None:
-        log.error("error", error_code="ecs_interrupted", exit_code=result.exit_code,
-                  task_arn=result.task_arn, message="stopped waiting before the task stopped")
+        log.error(
+            "error",
+            error_code="ecs_interrupted",
+            exit_code=result.exit_code,
+            task_arn=result.task_arn,
+            message="stopped waiting before the task stopped",
+        )
     elif outcome.exit_code != 0:
-        log.error("error", error_code="ecs_container_failed" if outcome.ran else "ecs_not_started",
-                  exit_code=result.exit_code, task_arn=result.task_arn,
-                  stop_code=outcome.stop_code, stopped_reason=outcome.stopped_reason,
-                  container_reason=outcome.container_reason, message=outcome.explanation())
+        log.error(
+            "error",
+            error_code="ecs_container_failed" if outcome.ran else "ecs_not_started",
+            exit_code=result.exit_code,
+            task_arn=result.task_arn,
+            stop_code=outcome.stop_code,
+            stopped_reason=outcome.stopped_reason,
+            container_reason=outcome.container_reason,
+            message=outcome.explanation(),
+        )

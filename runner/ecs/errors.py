@@ -27,20 +27,20 @@ class LaunchExit(enum.IntEnum):
 class LaunchError(RunnerError):
     """A launcher failure: ``message`` says what to fix, ``exit_code`` is a :class:`LaunchExit`."""
 
-    exit_code = LaunchExit.AWS_ERROR  # type: ignore[assignment]
+    exit_code = LaunchExit.AWS_ERROR  # type: ignore[assignment]  # its own range (40-45)
     code = "ecs_aws_error"
 
 
 class LaunchUsageError(LaunchError):
-    exit_code = LaunchExit.USAGE  # type: ignore[assignment]
+    exit_code = LaunchExit.USAGE
     code = "ecs_usage"
 
 
 class RunTaskFailed(LaunchError):
-    exit_code = LaunchExit.RUN_FAILED  # type: ignore[assignment]
+    exit_code = LaunchExit.RUN_FAILED
     code = "ecs_run_failed"
 
 
 class StoppedBeforeStart(LaunchError):
-    exit_code = LaunchExit.INTERRUPTED  # type: ignore[assignment]
+    exit_code = LaunchExit.INTERRUPTED
     code = "ecs_interrupted"

@@ -21,7 +21,7 @@ from typing import Any
 from runner.ecs import taskdef
 from runner.ecs.errors import LaunchExit, RunTaskFailed, StoppedBeforeStart
 from runner.ecs.logs_tail import LogTail, runner_summary
-from runner.ecs.outcome import Outcome, run_failures, task_outcome
+from runner.ecs.outcome import TaskOutcome, run_failures, task_outcome
 
 STARTED_BY = "migration-runner"
 
@@ -61,7 +61,7 @@ class LaunchResult:
     task_definition: str  # family:revision that ran
     registered: bool  # True when --image registered that revision
     duration_s: float
-    outcome: Outcome | None  # None when the task did not stop within the stop wait
+    outcome: TaskOutcome | None  # None when the task did not stop within the stop wait
     stopped_by: str | None = None  # "timeout", or the signal's name
     runner_summary: dict[str, Any] | None = None
     events: int = 0  # log events printed
@@ -116,10 +116,17 @@ class Launcher:
     the ``awslogs-region`` of the container (None: the default region); ``out`` receives
     each container log event; ``log`` is a structlog logger for the launcher's own events."""
 
-    def __init__(self, ecs: Any, logs_client: Callable[[str | None], Any], *,
-                 out: Callable[[dict[str, Any]], None], log: Any,
-                 pacing: Pacing = Pacing(), stop: Stop | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ecs: Any,
+        logs_client: Callable[[str | None], Any],
+        *,
+        out: Callable[[dict[str, Any]], None],
+        log: Any,
+        pacing: Pacing = Pacing(),
+        stop: Stop | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ecs = ecs
         self._logs_client = logs_client
         self._out = out
@@ -134,34 +141,55 @@ class Launcher:
         """Run the task to its end. Raises :class:`RunTaskFailed` when RunTask starts nothing,
         :class:`~runner.ecs.errors.LaunchUsageError` for a container that cannot be chosen,
         and botocore's errors for failed AWS calls."""
-        described = self._ecs.describe_task_definition(taskDefinition=request.task_definition,
-                                                       include=["TAGS"])
+        described = self._ecs.describe_task_definition(
+            taskDefinition=request.task_definition, include=["TAGS"]
+        )
         definition = described["taskDefinition"]
         migrate = taskdef.container(definition, request.container)
         registered = False
         if request.image is not None and request.image != migrate["image"]:
-            new = taskdef.with_image(definition, described.get("tags"), migrate["name"],
-                                     request.image)
+            new = taskdef.with_image(
+                definition, described.get("tags"), migrate["name"], request.image
+            )
             definition = self._ecs.register_task_definition(**new)["taskDefinition"]
             migrate = taskdef.container(definition, migrate["name"])
             registered = True
-            self._log.info("ecs.registered", task_definition=taskdef.label(definition),
-                           container=migrate["name"], image=request.image)
+            self._log.info(
+                "ecs.registered",
+                task_definition=taskdef.label(definition),
+                container=migrate["name"],
+                image=request.image,
+            )
         if self._stop.reason is not None:
-            raise StoppedBeforeStart(f"stopped by {self._stop.reason} before the task was started: "
-                                     "nothing ran", signal=self._stop.reason)
+            raise StoppedBeforeStart(
+                f"stopped by {self._stop.reason} before the task was started: nothing ran",
+                signal=self._stop.reason,
+            )
         started = self._clock()
         task_arn = self.task_arn = self._run_task(request, definition, migrate["name"])
         where = taskdef.log_location(migrate, task_arn)
-        self._log.info("ecs.started", task_arn=task_arn, task_definition=taskdef.label(definition),
-                       container=migrate["name"], log_group=where and where.group,
-                       log_stream=where and where.stream)
+        self._log.info(
+            "ecs.started",
+            task_arn=task_arn,
+            task_definition=taskdef.label(definition),
+            container=migrate["name"],
+            log_group=where and where.group,
+            log_stream=where and where.stream,
+        )
         if where is None:
-            self._log.warning("ecs.no_logs", message="the container does not use the awslogs "
-                              "driver with a stream prefix: its events cannot be followed")
-        run = _Run(task_arn=task_arn, container=migrate["name"], started=started,
-                   tail=LogTail(self._logs_client(where.region), where.group, where.stream)
-                   if where else None)
+            self._log.warning(
+                "ecs.no_logs",
+                message="the container does not use the awslogs "
+                "driver with a stream prefix: its events cannot be followed",
+            )
+        run = _Run(
+            task_arn=task_arn,
+            container=migrate["name"],
+            started=started,
+            tail=LogTail(self._logs_client(where.region), where.group, where.stream)
+            if where
+            else None,
+        )
         stopped = self._follow(run, request)
         self._drain(run)
         outcome = task_outcome(run.task, run.container) if stopped else None
@@ -171,11 +199,17 @@ class Launcher:
             code = int(LaunchExit.INTERRUPTED)
         else:
             code = outcome.exit_code if outcome else int(LaunchExit.INTERRUPTED)
-        return LaunchResult(exit_code=code, task_arn=task_arn,
-                            task_definition=taskdef.label(definition), registered=registered,
-                            duration_s=round(self._clock() - started, 3), outcome=outcome,
-                            stopped_by=run.stopped_by, runner_summary=run.summary,
-                            events=run.events)
+        return LaunchResult(
+            exit_code=code,
+            task_arn=task_arn,
+            task_definition=taskdef.label(definition),
+            registered=registered,
+            duration_s=round(self._clock() - started, 3),
+            outcome=outcome,
+            stopped_by=run.stopped_by,
+            runner_summary=run.summary,
+            events=run.events,
+        )
 
     def _run_task(self, request: LaunchRequest, definition: dict[str, Any], container: str) -> str:
         args: dict[str, Any] = {
@@ -184,23 +218,28 @@ class Launcher:
             "launchType": "FARGATE",
             "count": 1,
             "startedBy": STARTED_BY,
-            "networkConfiguration": {"awsvpcConfiguration": {
-                "subnets": list(request.subnets),
-                "securityGroups": list(request.security_groups),
-                "assignPublicIp": "ENABLED" if request.assign_public_ip else "DISABLED"}},
+            "networkConfiguration": {
+                "awsvpcConfiguration": {
+                    "subnets": list(request.subnets),
+                    "securityGroups": list(request.security_groups),
+                    "assignPublicIp": "ENABLED" if request.assign_public_ip else "DISABLED",
+                }
+            },
         }
         if request.platform_version:
             args["platformVersion"] = request.platform_version
         if request.command is not None:
-            args["overrides"] = {"containerOverrides": [
-                {"name": container, "command": list(request.command)}]}
+            args["overrides"] = {
+                "containerOverrides": [{"name": container, "command": list(request.command)}]
+            }
         response = self._ecs.run_task(**args)
         tasks = response.get("tasks") or []
         if not tasks:
             raise RunTaskFailed(
-                "RunTask started no task: " + (run_failures(response.get("failures") or [])
-                                               or "ECS gave no reason"),
-                failures=response.get("failures") or [])
+                "RunTask started no task: "
+                + (run_failures(response.get("failures") or []) or "ECS gave no reason"),
+                failures=response.get("failures") or [],
+            )
         return str(tasks[0]["taskArn"])
 
     def _follow(self, run: _Run, request: LaunchRequest) -> bool:
@@ -209,22 +248,34 @@ class Launcher:
         delay = self._pacing.first_poll_s
         while True:
             self._pump(run)
-            run.task = self._ecs.describe_tasks(cluster=request.cluster,
-                                                tasks=[run.task_arn])["tasks"][0]
+            run.task = self._ecs.describe_tasks(cluster=request.cluster, tasks=[run.task_arn])[
+                "tasks"
+            ][0]
             if run.task.get("lastStatus") == "STOPPED":
                 return True
             now = self._clock()
             if run.stop_sent_at is None:
                 if self._stop.reason is not None:
-                    self._stop_task(run, request, self._stop.reason,
-                                    f"migration-runner ecs run received {self._stop.reason}")
+                    self._stop_task(
+                        run,
+                        request,
+                        self._stop.reason,
+                        f"migration-runner ecs run received {self._stop.reason}",
+                    )
                 elif request.timeout_s is not None and now - run.started >= request.timeout_s:
-                    self._stop_task(run, request, "timeout", "migration-runner ecs run: "
-                                    f"--timeout {request.timeout_s:g} s passed")
+                    self._stop_task(
+                        run,
+                        request,
+                        "timeout",
+                        f"migration-runner ecs run: --timeout {request.timeout_s:g} s passed",
+                    )
             elif self._stop.repeated or now - run.stop_sent_at >= self._pacing.stop_wait_s:
-                self._log.warning("ecs.not_stopped", task_arn=run.task_arn,
-                                  last_status=run.task.get("lastStatus"),
-                                  message="gave up waiting for the stopped task to stop")
+                self._log.warning(
+                    "ecs.not_stopped",
+                    task_arn=run.task_arn,
+                    last_status=run.task.get("lastStatus"),
+                    message="gave up waiting for the stopped task to stop",
+                )
                 return False
             pause = delay
             if request.timeout_s is not None and run.stop_sent_at is None:

@@ -25,8 +25,11 @@ class LogTail:
         number of times; a missing stream or group is no events (yet)."""
         events: list[dict[str, Any]] = []
         while True:
-            args: dict[str, Any] = {"logGroupName": self._group, "logStreamName": self._stream,
-                                    "startFromHead": True}
+            args: dict[str, Any] = {
+                "logGroupName": self._group,
+                "logStreamName": self._stream,
+                "startFromHead": True,
+            }
             if self._token is not None:
                 args["nextToken"] = self._token
             try:
@@ -58,10 +61,13 @@ def render(message: str, tty: bool) -> str:
         stamp = datetime.datetime.fromisoformat(stamp).strftime("%H:%M:%S")
     except ValueError:
         pass
-    head = " ".join(str(part) for part in (stamp, event.pop("level", ""), event.pop("event", ""))
-                    if part)
-    rest = " ".join(f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}"
-                    for key, value in event.items())
+    head = " ".join(
+        str(part) for part in (stamp, event.pop("level", ""), event.pop("event", "")) if part
+    )
+    rest = " ".join(
+        f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}"
+        for key, value in event.items()
+    )
     return f"{head} {rest}".rstrip()
 
 

@@ -13,10 +13,23 @@ from runner.ecs.errors import LaunchUsageError
 # What RegisterTaskDefinition accepts back from a described task definition; the rest
 # (ARN, revision, status, compatibilities, registeredAt/By, requiresAttributes) is ECS's own.
 REGISTERABLE = (
-    "family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions",
-    "volumes", "placementConstraints", "requiresCompatibilities", "cpu", "memory", "pidMode",
-    "ipcMode", "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage",
-    "runtimePlatform", "enableFaultInjection",
+    "family",
+    "taskRoleArn",
+    "executionRoleArn",
+    "networkMode",
+    "containerDefinitions",
+    "volumes",
+    "placementConstraints",
+    "requiresCompatibilities",
+    "cpu",
+    "memory",
+    "pidMode",
+    "ipcMode",
+    "proxyConfiguration",
+    "inferenceAccelerators",
+    "ephemeralStorage",
+    "runtimePlatform",
+    "enableFaultInjection",
 )
 
 
@@ -42,7 +55,7 @@ def container(task_definition: dict[str, Any], name: str | None) -> dict[str, An
 
     Raises :class:`LaunchUsageError` when the name is unknown, or when there are several
     containers and no name (the launcher does not guess which one migrates)."""
-    containers = task_definition["containerDefinitions"]
+    containers: list[dict[str, Any]] = task_definition["containerDefinitions"]
     names = [c["name"] for c in containers]
     if name is None:
         if len(containers) == 1:
@@ -50,20 +63,30 @@ def container(task_definition: dict[str, Any], name: str | None) -> dict[str, An
         raise LaunchUsageError(
             f"task definition {label(task_definition)} has {len(containers)} containers "
             f"({', '.join(names)}): say which one migrates with --container "
-            "(or MIGRATION_ECS_CONTAINER)")
+            "(or MIGRATION_ECS_CONTAINER)"
+        )
     for candidate in containers:
         if candidate["name"] == name:
             return candidate
-    raise LaunchUsageError(f"task definition {label(task_definition)} has no container {name!r} "
-                           f"(it has {', '.join(names)}): fix --container / MIGRATION_ECS_CONTAINER")
+    raise LaunchUsageError(
+        f"task definition {label(task_definition)} has no container {name!r} "
+        f"(it has {', '.join(names)}): fix --container / MIGRATION_ECS_CONTAINER"
+    )
 
 
-def with_image(task_definition: dict[str, Any], tags: list[dict[str, str]] | None,
-               container_name: str, image: str) -> dict[str, Any]:
+def with_image(
+    task_definition: dict[str, Any],
+    tags: list[dict[str, str]] | None,
+    container_name: str,
+    image: str,
+) -> dict[str, Any]:
     """RegisterTaskDefinition arguments for a new revision of ``task_definition`` in which
     only ``container_name``'s image is ``image``. The input is not modified."""
-    request = {key: copy.deepcopy(task_definition[key]) for key in REGISTERABLE
-               if task_definition.get(key) not in (None, [], {})}
+    request = {
+        key: copy.deepcopy(task_definition[key])
+        for key in REGISTERABLE
+        if task_definition.get(key) not in (None, [], {})
+    }
     for definition in request["containerDefinitions"]:
         if definition["name"] == container_name:
             definition["image"] = image
@@ -81,6 +104,8 @@ def log_location(container_definition: dict[str, Any], task_arn: str) -> LogLoca
     prefix = options.get("awslogs-stream-prefix")
     if config.get("logDriver") != "awslogs" or not prefix or "awslogs-group" not in options:
         return None
-    return LogLocation(group=options["awslogs-group"],
-                       stream=f"{prefix}/{container_definition['name']}/{task_id(task_arn)}",
-                       region=options.get("awslogs-region"))
+    return LogLocation(
+        group=options["awslogs-group"],
+        stream=f"{prefix}/{container_definition['name']}/{task_id(task_arn)}",
+        region=options.get("awslogs-region"),
+    )

@@ -35,8 +35,9 @@ class DatabaseSettings(BaseSettings):
     """Every database setting the service reads, by environment variable (case-insensitive)."""
 
     # an empty variable (ECS can inject one) counts as unset, as for the runner
-    model_config = SettingsConfigDict(env_prefix="DB_", extra="ignore", case_sensitive=False,
-                                      env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_prefix="DB_", extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     host: str | None = Field(default=None, min_length=1)
     port: int = Field(default=5432, ge=1, le=65535)
@@ -45,7 +46,9 @@ class DatabaseSettings(BaseSettings):
     password: SecretStr | None = None
     secret: SecretStr | None = None
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = (
+        None
+    )
     sslrootcert: Path | None = None
 
     #: connections kept open per process (ECS task); RDS max_connections is shared by all tasks
@@ -72,8 +75,10 @@ class DatabaseSettings(BaseSettings):
     @classmethod
     def _cert_exists(cls, value: Path | None) -> Path | None:
         if value is not None and str(value) != "system" and not value.is_file():
-            raise ValueError(f"no such file {str(value)!r} (for RDS, the CA bundle, "
-                             "e.g. /certs/global-bundle.pem)")
+            raise ValueError(
+                f"no such file {str(value)!r} (for RDS, the CA bundle, "
+                "e.g. /certs/global-bundle.pem)"
+            )
         return value
 
     @model_validator(mode="before")
@@ -84,43 +89,60 @@ class DatabaseSettings(BaseSettings):
         pydantic lets it through as it is, and the message is ours (it never quotes a value)."""
         data = dict(data)
         origin = {field: f"DB_{field.upper()}" for field in _FILLED if data.get(field) is not None}
-        for source, key, parse in (("DATABASE_URL", "DATABASE_URL", _url_fields),
-                                   ("DB_SECRET", "secret", _secret_fields)):
+        for source, key, parse in (
+            ("DATABASE_URL", "DATABASE_URL", _url_fields),
+            ("DB_SECRET", "secret", _secret_fields),
+        ):
             if data.get(key) is None:
                 continue
             for field, value in parse(_plain(data[key])).items():
                 if field not in origin:
                     data[field], origin[field] = value, source
                 elif _plain(data[field]) != str(value):
-                    raise DatabaseConfigError(f"{origin[field]} and {source} disagree on the "
-                                              f"{field}: give one of them")
+                    raise DatabaseConfigError(
+                        f"{origin[field]} and {source} disagree on the {field}: give one of them"
+                    )
         return data
 
     @model_validator(mode="after")
     def _complete(self) -> DatabaseSettings:
         missing = [f"DB_{f.upper()}" for f in ("host", "name", "user") if getattr(self, f) is None]
         if missing:
-            raise DatabaseConfigError(f"no database configured: missing {', '.join(missing)} "
-                                      f"({_EXPECTED})")
+            raise DatabaseConfigError(
+                f"no database configured: missing {', '.join(missing)} ({_EXPECTED})"
+            )
         return self
 
     def url(self) -> URL:
         """The async SQLAlchemy URL. A ``URL`` hides its password when printed or logged;
         ``url().render_as_string(hide_password=False)`` is a secret."""
-        query = {k: str(v) for k, v in (("sslmode", self.sslmode),
-                                         ("sslrootcert", self.sslrootcert)) if v is not None}
-        return URL.create(DRIVER, username=self.user,
-                          password=self.password.get_secret_value() if self.password else None,
-                          host=self.host, port=self.port, database=self.name, query=query)
+        query = {
+            k: str(v)
+            for k, v in (("sslmode", self.sslmode), ("sslrootcert", self.sslrootcert))
+            if v is not None
+        }
+        return URL.create(
+            DRIVER,
+            username=self.user,
+            password=self.password.get_secret_value() if self.password else None,
+            host=self.host,
+            port=self.port,
+            database=self.name,
+            query=query,
+        )
 
     def engine_options(self) -> dict[str, object]:
         """Keyword arguments for ``create_async_engine`` besides the URL."""
         return {
-            "pool_size": self.pool_size, "max_overflow": self.pool_max_overflow,
-            "pool_timeout": self.pool_timeout, "pool_recycle": self.pool_recycle,
+            "pool_size": self.pool_size,
+            "max_overflow": self.pool_max_overflow,
+            "pool_timeout": self.pool_timeout,
+            "pool_recycle": self.pool_recycle,
             "pool_pre_ping": self.pool_pre_ping,
-            "connect_args": {"connect_timeout": self.connect_timeout,
-                             "application_name": self.application_name},
+            "connect_args": {
+                "connect_timeout": self.connect_timeout,
+                "application_name": self.application_name,
+            },
         }
 
 
@@ -133,17 +155,25 @@ def load_settings() -> DatabaseSettings:
         for err in exc.errors(include_input=False, include_url=False):
             name = "DB_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
             problems.append(f"{name}: {err['msg']}")
-        raise DatabaseConfigError(f"invalid database settings: {'; '.join(problems)} "
-                                  f"({_EXPECTED})") from None
+        raise DatabaseConfigError(
+            f"invalid database settings: {'; '.join(problems)} ({_EXPECTED})"
+        ) from None
 
 
-_EXPECTED = ("the service reads DATABASE_URL, or DB_HOST, DB_NAME, DB_USER and DB_PASSWORD "
-             "(or DB_SECRET), and optionally DB_PORT, DB_SSLMODE, DB_SSLROOTCERT")
+_EXPECTED = (
+    "the service reads DATABASE_URL, or DB_HOST, DB_NAME, DB_USER and DB_PASSWORD "
+    "(or DB_SECRET), and optionally DB_PORT, DB_SSLMODE, DB_SSLROOTCERT"
+)
 #: the fields DATABASE_URL and DB_SECRET can give
 _FILLED = ("host", "port", "name", "user", "password", "sslmode", "sslrootcert")
 #: a secret's keys (as RDS and Secrets Manager name them) and the settings they fill
-_SECRET_KEYS = {"host": "host", "port": "port", "dbname": "name", "username": "user",
-                "password": "password"}
+_SECRET_KEYS = {
+    "host": "host",
+    "port": "port",
+    "dbname": "name",
+    "username": "user",
+    "password": "password",
+}
 _SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
 _URL_SHAPE = "expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME, the password percent-encoded"
 
@@ -163,10 +193,18 @@ def _url_fields(raw: str) -> dict[str, object]:
         raise DatabaseConfigError(f"DATABASE_URL must start with postgresql:// ({_URL_SHAPE})")
     unknown = sorted(set(url.query) - {"sslmode", "sslrootcert"})
     if unknown:
-        raise DatabaseConfigError(f"DATABASE_URL: the service reads only sslmode and sslrootcert "
-                                  f"from the query, not {', '.join(unknown)}")
-    fields = {"host": url.host, "port": port, "name": url.database, "user": url.username,
-              "password": url.password, **url.query}
+        raise DatabaseConfigError(
+            f"DATABASE_URL: the service reads only sslmode and sslrootcert "
+            f"from the query, not {', '.join(unknown)}"
+        )
+    fields = {
+        "host": url.host,
+        "port": port,
+        "name": url.database,
+        "user": url.username,
+        "password": url.password,
+        **url.query,
+    }
     return {field: value for field, value in fields.items() if value}
 
 
@@ -177,7 +215,10 @@ def _secret_fields(raw: str) -> dict[str, object]:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise DatabaseConfigError('DB_SECRET is not a JSON object (expected the secret\'s JSON, '
-                                  'e.g. {"username": "...", "password": "..."})')
-    return {field: str(data[key]) for key, field in _SECRET_KEYS.items()
-            if data.get(key) is not None}
+        raise DatabaseConfigError(
+            "DB_SECRET is not a JSON object (expected the secret's JSON, "
+            'e.g. {"username": "...", "password": "..."})'
+        )
+    return {
+        field: str(data[key]) for key, field in _SECRET_KEYS.items() if data.get(key) is not None
+    }

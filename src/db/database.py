@@ -49,7 +49,9 @@ class Database:
         if self._engine is None:
             from sqlalchemy.ext.asyncio import create_async_engine
 
-            self._engine = create_async_engine(self.settings.url(), **self.settings.engine_options())
+            self._engine = create_async_engine(
+                self.settings.url(), **self.settings.engine_options()
+            )
         return self._engine
 
     @property

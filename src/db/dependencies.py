@@ -21,7 +21,9 @@ def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-async def get_session(database: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
+async def get_session(
+    database: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
     async with database.session() as session:
         yield session
 

@@ -30,19 +30,24 @@ def script_heads(ini: Path = ALEMBIC_INI) -> tuple[frozenset[str], frozenset[str
 
     # the revision files only: not from_config, whose sys.path set-up is env.py's business
     scripts = ScriptDirectory(Config(str(ini)).get_main_option("script_location"))
-    return (frozenset(scripts.get_heads()),
-            frozenset(rev.revision for rev in scripts.walk_revisions()))
+    return (
+        frozenset(scripts.get_heads()),
+        frozenset(rev.revision for rev in scripts.walk_revisions()),
+    )
 
 
 async def database_revisions(conn: AsyncConnection) -> frozenset[str]:
     """The revisions in ``alembic_version``; empty if the table does not exist."""
     if (await conn.execute(text("SELECT to_regclass('alembic_version')"))).scalar() is None:
         return frozenset()
-    return frozenset((await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars())
+    return frozenset(
+        (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars()
+    )
 
 
-def migration_status(current: Collection[str], heads: Collection[str],
-                     known: Collection[str]) -> Status:
+def migration_status(
+    current: Collection[str], heads: Collection[str], known: Collection[str]
+) -> Status:
     """``at_head``; ``empty`` (nothing applied); ``ahead`` when the database holds a revision
     these scripts do not know (a newer deploy migrated it: expand-only migrations keep this
     code working, so it still serves); otherwise ``behind`` (this code expects schema the

@@ -8,7 +8,7 @@ import pytest
 from src.db.calls import CallRepository
 from src.db.config import DatabaseConfigError
 from src.db.database import Database
-from tests.service_helpers import run_async, settings_for
+from tests.support.service_helpers import run_async, settings_for
 
 
 def test_a_session_commits_when_its_block_ends(migrated_database):
@@ -19,7 +19,9 @@ def test_a_session_commits_when_its_block_ends(migrated_database):
         await db.dispose()
 
     run_async(body)
-    assert migrated_database.query("SELECT count(*) FROM calls WHERE user_id = 'committed'") == [(1,)]
+    assert migrated_database.query("SELECT count(*) FROM calls WHERE user_id = 'committed'") == [
+        (1,)
+    ]
 
 
 def test_a_session_rolls_back_and_reraises_when_its_block_fails(migrated_database):
@@ -34,7 +36,9 @@ def test_a_session_rolls_back_and_reraises_when_its_block_fails(migrated_databas
 
     with pytest.raises(LookupError):
         run_async(body)
-    assert migrated_database.query("SELECT count(*) FROM calls WHERE user_id = 'rolled-back'") == [(0,)]
+    assert migrated_database.query("SELECT count(*) FROM calls WHERE user_id = 'rolled-back'") == [
+        (0,)
+    ]
 
 
 def test_the_engine_is_made_once_on_first_use_and_again_after_dispose(migrated_database):

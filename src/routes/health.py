@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
-async def healthz(request: Request,
-                  database: Annotated[Database, Depends(get_database)]) -> JSONResponse:
+async def healthz(
+    request: Request, database: Annotated[Database, Depends(get_database)]
+) -> JSONResponse:
     heads, known = script_heads(request.app.state.alembic_ini)
     try:
         async with database.engine.connect() as conn:

@@ -35,20 +35,26 @@ class CallRepository:
 
     async def list_active_for_user(self, user_id: str) -> Sequence[Call]:
         """The user's active calls, oldest first. Served by ``idx_user_active``."""
-        stmt = (select(Call).where(Call.user_id == user_id, Call.is_active.is_(True))
-                .order_by(Call.started_at, Call.id))
+        stmt = (
+            select(Call)
+            .where(Call.user_id == user_id, Call.is_active.is_(True))
+            .order_by(Call.started_at, Call.id)
+        )
         return (await self.session.scalars(stmt)).all()
 
     async def end(self, call_id: int) -> Call | None:
         """Mark an active call ended (``is_active`` false, ``ended_at`` now) and return it;
         ``None`` if there is no such call or it has already ended (its ``ended_at`` is kept)."""
-        stmt = (update(Call).where(Call.id == call_id, Call.is_active.is_(True))
-                .values(is_active=False, ended_at=func.now(), updated_at=func.now())
-                .returning(Call).execution_options(populate_existing=True))
+        stmt = (
+            update(Call)
+            .where(Call.id == call_id, Call.is_active.is_(True))
+            .values(is_active=False, ended_at=func.now(), updated_at=func.now())
+            .returning(Call)
+            .execution_options(populate_existing=True)
+        )
         return (await self.session.scalars(stmt)).one_or_none()
 
     async def delete(self, call_id: int) -> bool:
         """Delete the call; whether there was one."""
         result = await self.session.execute(delete(Call).where(Call.id == call_id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
-

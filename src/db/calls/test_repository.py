@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy import event, text
 
 from src.db.calls import Call, CallRepository
-from tests.service_helpers import in_session
+from tests.support.service_helpers import in_session
 
 
 def _user() -> str:
@@ -18,15 +18,25 @@ def _user() -> str:
 def test_create_returns_an_active_call_with_its_id_and_start_time(migrated_database):
     async def body(session):
         call = await CallRepository(session).create("alice", "+15550001")
-        row = (await session.execute(text(
-            "SELECT user_id, phone_number, is_active, ended_at, started_at <= now() "
-            "FROM calls WHERE id = :id"), {"id": call.id})).one()
+        row = (
+            await session.execute(
+                text(
+                    "SELECT user_id, phone_number, is_active, ended_at, started_at <= now() "
+                    "FROM calls WHERE id = :id"
+                ),
+                {"id": call.id},
+            )
+        ).one()
         return call, tuple(row)
 
     call, row = in_session(migrated_database, body)
     assert isinstance(call, Call) and call.id > 0
     assert (call.user_id, call.phone_number, call.is_active, call.ended_at) == (
-        "alice", "+15550001", True, None)
+        "alice",
+        "+15550001",
+        True,
+        None,
+    )
     assert call.started_at.tzinfo is not None and call.created_at is not None
     assert row == ("alice", "+15550001", True, None, True)
 
@@ -90,7 +100,9 @@ def test_active_calls_query_is_served_by_idx_user_active(migrated_database):
     assert "idx_user_active" in plan, plan
     # both columns are conditions of the index scan, not a filter applied after it
     conditions = [line for line in plan.splitlines() if "Index Cond" in line]
-    assert len(conditions) == 1 and "user_id" in conditions[0] and "is_active" in conditions[0], plan
+    assert len(conditions) == 1 and "user_id" in conditions[0] and "is_active" in conditions[0], (
+        plan
+    )
 
 
 def test_end_sets_ended_at_and_deactivates_once(migrated_database):
@@ -100,8 +112,12 @@ def test_end_sets_ended_at_and_deactivates_once(migrated_database):
         ended = await calls.end(call.id)
         again = await calls.end(call.id)
         missing = await calls.end(call.id + 10_000)
-        row = (await session.execute(text("SELECT is_active, ended_at IS NOT NULL FROM calls "
-                                          "WHERE id = :id"), {"id": call.id})).one()
+        row = (
+            await session.execute(
+                text("SELECT is_active, ended_at IS NOT NULL FROM calls WHERE id = :id"),
+                {"id": call.id},
+            )
+        ).one()
         return ended, again, missing, tuple(row)
 
     ended, again, missing, row = in_session(migrated_database, body)

@@ -1,0 +1,1 @@
+"""Verify and lint: the pre-merge checklist."""

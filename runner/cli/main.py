@@ -1,0 +1,403 @@
+"""The command line: parse, set up logging and signals, call one verb, and map its
+:class:`~runner.outcome.Result` (or error) to an exit code. Every failure becomes one
+``error`` event; every run ends with one ``summary`` event. Writing verbs log to stdout
+(what ECS ships to CloudWatch); verbs that print a result (``current``, ``history``,
+``sql`` ...) print it on stdout and log to stderr.
+
+Adding a subcommand: a function ``(args, settings, facts, interrupt, log) -> Result`` and
+one :class:`Command` in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from runner import __version__
+from runner.cli import then as handoff
+from runner.cli.arguments import CHECKLIST, dry_run_flag, lint_flag
+from runner.cli.report import SUMMARY_ONCE, exit_now, log_error, report, summary
+from runner.errors import ExitCode, Interrupted, RunnerError, UsageError
+from runner.lock.advisory import lock_key
+from runner.observe import cloudwatch_metrics as emf
+from runner.observe import ecs_metadata, logs
+from runner.outcome import Facts, Outcome, Result
+from runner.process.interrupt import Interrupt
+
+Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
+Arguments = Callable[[argparse.ArgumentParser], None]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line like any other failure (an error event and a summary)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see migration-runner --help)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LazyVerb:
+    """The verb at ``path`` (``"runner.package.module:function"``), called with the settings,
+    the arguments ``names`` from the command line, and (as asked) the run's facts and
+    interrupt. Its module is imported only when the verb runs, so a run imports what it needs
+    and no more; a unit test resolves every path in :data:`COMMANDS`."""
+
+    path: str
+    names: tuple[str, ...] = ()
+    facts: bool = False
+    interrupt: bool = False
+
+    def resolve(self) -> Callable[..., Result]:
+        import importlib
+
+        module, _, function = self.path.partition(":")
+        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+    def __call__(
+        self,
+        args: argparse.Namespace,
+        settings: Any,
+        run_facts: Any,
+        run_interrupt: Interrupt,
+        log: Any,
+    ) -> Result:
+        kwargs: dict[str, Any] = {"log": log}
+        if self.facts:
+            kwargs["facts"] = run_facts
+        if self.interrupt:
+            kwargs["interrupt"] = run_interrupt
+        return self.resolve()(settings, *(getattr(args, n) for n in self.names), **kwargs)
+
+
+def lazy(path: str, *names: str, facts: bool = False, interrupt: bool = False) -> LazyVerb:
+    return LazyVerb(path, names, facts, interrupt)
+
+
+def _target(help_text: str, *, optional: bool = False) -> Arguments:
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("target", nargs="?" if optional else None, help=help_text)
+
+    return add
+
+
+def _span(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "span", nargs="?", default="head", help="[FROM:]TO (default: head, from an empty database)"
+    )
+
+
+def _message(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--message", required=True)
+
+
+def _revision_arguments(p: argparse.ArgumentParser) -> None:
+    _message(p)
+    p.add_argument(
+        "--autogenerate",
+        action="store_true",
+        help="diff the models against the database (needs its settings)",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    run: Verb
+    arguments: Arguments = lambda _p: None
+    #: logs go to stdout (the run's record); else stderr, and the result to stdout
+    writes: bool = False
+    #: prints a result; on a terminal, nothing else at the default level
+    reads: bool = False
+    json_flag: bool = False
+
+
+def _upgrade(
+    args: argparse.Namespace, settings: Any, facts: Any, interrupt: Interrupt, log: Any
+) -> Result:
+    from runner.commands import checklist
+    from runner.commands import migrate as commands
+
+    if args.dry_run:
+        return checklist.dry_run(
+            settings, args.target or settings.migration_target, facts=facts, log=log
+        )
+    return commands.upgrade(
+        settings,
+        args.target or settings.migration_target,
+        facts=facts,
+        interrupt=interrupt,
+        log=log,
+    )
+
+
+COMMANDS = (
+    Command(
+        "upgrade",
+        "apply pending migrations (pnpm db:migrate; --then -- APP: exec APP after)",
+        _upgrade,
+        dry_run_flag(
+            _target("revision (default: MIGRATION_TARGET, which defaults to head)", optional=True)
+        ),
+        writes=True,
+        json_flag=True,
+    ),
+    Command(
+        "downgrade",
+        "roll back, under the lock (pnpm db:migrate:down)",
+        lazy("runner.commands.migrate:downgrade", "target", facts=True, interrupt=True),
+        _target("-1 (one step), -N, a revision id, or base: required, never implied"),
+        writes=True,
+    ),
+    Command(
+        "stamp",
+        "set the version without running migrations, under the lock",
+        lazy("runner.commands.migrate:stamp", "target", facts=True, interrupt=True),
+        _target("a revision id, head, or base"),
+        writes=True,
+    ),
+    Command(
+        "current",
+        "the database's revision and whether it is at head (pnpm db:status)",
+        lazy("runner.commands.status:current", facts=True),
+        reads=True,
+        json_flag=True,
+    ),
+    Command(
+        "check",
+        "exit 0 only if the database is exactly at head (CI gate, readiness)",
+        lazy("runner.commands.checklist:check_at_head", "lint", facts=True),
+        lint_flag,
+        reads=True,
+        json_flag=True,
+    ),
+    Command(
+        "history",
+        "the migration timeline, marking what is applied (pnpm db:history)",
+        lazy("runner.commands.status:history", facts=True),
+        reads=True,
+        json_flag=True,
+    ),
+    Command(
+        "heads",
+        "the scripts' heads; an error if more than one",
+        lazy("runner.commands.status:heads"),
+        reads=True,
+        json_flag=True,
+    ),
+    Command(
+        "manifest",
+        "write the scripts' manifest (at image build time: makes no-op runs fast)",
+        lazy("runner.commands.authoring:write_manifest"),
+        json_flag=True,
+    ),
+    Command(
+        "sql",
+        "print the SQL an upgrade would run, without connecting",
+        lazy("runner.commands.authoring:sql", "span"),
+        _span,
+    ),
+    Command(
+        "merge",
+        "write a revision merging every head",
+        lazy("runner.commands.authoring:merge", "message"),
+        _message,
+    ),
+    Command(
+        "revision",
+        "write a new revision file (pnpm db:migrate:create)",
+        lazy("runner.commands.authoring:revision", "message", "autogenerate", facts=True),
+        _revision_arguments,
+    ),
+    *(
+        Command(
+            name,
+            help_text,
+            lazy(f"runner.commands.checklist:{name}", *names),
+            arguments,
+            reads=True,
+            json_flag=True,
+        )
+        for name, (help_text, names, arguments) in CHECKLIST.items()
+    ),
+)
+BY_NAME = {command.name: command for command in COMMANDS}
+WRITING = tuple(c.name for c in COMMANDS if c.writes)
+#: ``check``'s verdicts; any other command exits 0 unless it raised or failed as below
+CHECK_EXIT = {
+    Outcome.AT_HEAD: ExitCode.OK,
+    Outcome.BEHIND: ExitCode.NOT_AT_HEAD,
+    Outcome.EMPTY: ExitCode.NOT_AT_HEAD,
+    Outcome.AHEAD: ExitCode.DATABASE_AHEAD,
+}
+FAILED_EXIT = {
+    Outcome.SEVERAL_HEADS: ExitCode.SCRIPTS_INVALID,
+    Outcome.CHECKS_FAILED: ExitCode.VERIFY_FAILED,
+    Outcome.LINT_ERRORS: ExitCode.LINT_FAILED,
+}
+
+
+def exit_code(command: str, outcome: Outcome) -> ExitCode:
+    """The exit code of a run of ``command`` that ended with ``outcome`` (no error)."""
+    if outcome in FAILED_EXIT:
+        return FAILED_EXIT[outcome]
+    if command == "check":
+        return CHECK_EXIT.get(outcome, ExitCode.OK)
+    return ExitCode.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="migration-runner",
+        description="Apply Alembic migrations to PostgreSQL safely (see README for settings).",
+    )
+    parser.add_argument("--version", action="version", version=f"migration-runner {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log everything (as MIGRATION_LOG_LEVEL=debug)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        parsed = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.arguments(parsed)
+        if command.json_flag:
+            parsed.add_argument("--json", action="store_true", help="print one JSON document")
+    sub.add_parser(
+        "ecs", help="ecs run: run the migration as a one-off ECS task and wait for it ([aws] extra)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["ecs"]:  # the ECS launcher (runner/ecs): no database settings needed
+        from runner.ecs.cli import main as ecs_main
+
+        return ecs_main(words[1:])
+    parser = build_parser()
+    try:
+        args, app = handoff.parse_command_line(parser, sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        from runner.config.settings import environment_secrets
+
+        parser.print_usage(sys.stderr)
+        logs.configure(secrets=environment_secrets())
+        report(err, "usage", Outcome.FAILED, Facts())
+        return int(err.exit_code)
+    return handoff.then(app, run_command(args), log_error)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one verb: the only place a result or an error becomes an exit code."""
+    from runner.config.settings import environment_secrets, load_settings
+
+    command = BY_NAME[args.command]
+    stream = sys.stdout if command.writes and not getattr(args, "dry_run", False) else sys.stderr
+    logs.configure(
+        level=_level(command, "info", args.verbose, stream),
+        secrets=environment_secrets(),
+        stream=stream,
+    )
+    facts, outcome, code, settings = Facts(), Outcome.FAILED, ExitCode.INTERNAL, None
+    interrupt = Interrupt(on_stuck=lambda: _end_stuck(command.name, facts, interrupt))
+    log = logs.get()
+    try:
+        interrupt.install()
+        interrupt.check()  # a signal during start-up: stop now, with a summary
+        settings = load_settings()
+        level = _level(
+            command,
+            settings.migration_log_level,
+            args.verbose,
+            stream,
+            settings.migration_log_format,
+        )
+        logs.configure(
+            settings.migration_log_format,
+            level,
+            settings.secrets(),
+            stream,
+            ecs_metadata.log_fields(settings, log),
+        )
+        log = logs.get()
+        log.info(
+            "start",
+            version=__version__,
+            command=command.name,
+            lock_key=lock_key(settings.lock_name()),
+            settings=settings.redacted(),
+        )
+        result = command.run(args, settings, facts, interrupt, log)
+        if result.document is not None:
+            print(
+                json.dumps(result.document, indent=2, default=str)
+                if getattr(args, "json", False)
+                else result.text,
+                flush=True,
+            )
+        if result.annotations and os.environ.get("GITHUB_ACTIONS") == "true":  # on the PR's diff
+            print(*result.annotations, sep="\n", file=sys.stderr if args.json else sys.stdout)
+        outcome, code = result.outcome, exit_code(command.name, result.outcome)
+    except RunnerError as err:
+        code = err.exit_code
+        outcome = Outcome.INTERRUPTED if isinstance(err, Interrupted) else Outcome.FAILED
+        log_error(log, err)
+    except BaseException as err:  # a bug (or sys.exit()): one event, traceback at debug only
+        code = ExitCode.INTERNAL
+        log.error(
+            "error",
+            error_code="internal",
+            exit_code=int(ExitCode.INTERNAL),
+            message=f"unexpected {type(err).__name__}: {err}; please report this "
+            "(MIGRATION_LOG_LEVEL=debug shows the traceback)",
+            exc_info=True,
+        )
+    finally:
+        with interrupt.deferred(), SUMMARY_ONCE:
+            log.info(
+                "summary",
+                **emf.with_metrics(
+                    summary(command.name, outcome, facts, code), settings, time.time()
+                ),
+            )
+            stream.flush()
+            # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
+            # (Python restores the default action while it shuts down, unless ignored)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return int(code)
+
+
+def _end_stuck(command: str, facts: Any, interrupt: Interrupt) -> None:
+    """The last resort after a signal (:mod:`runner.process.interrupt`): report, exit 130 at once."""
+    if SUMMARY_ONCE.acquire(blocking=False):  # else the run is ending by itself
+        report(interrupt.stuck_error(), command, Outcome.INTERRUPTED, facts)
+        exit_now(int(ExitCode.INTERRUPTED))
+
+
+def _level(command: Command, level: str, verbose: bool, stream: Any, fmt: str = "auto") -> str:
+    """The log level in effect: debug with ``-v``; on a terminal, a read command at the
+    default level shows only warnings and errors (its result is what a person asked for)."""
+    if verbose:
+        return "debug"
+    if command.reads and level == "info" and logs.resolve_format(fmt, stream) == "console":
+        return "warning"
+    return level
+
+
+def entry() -> NoReturn:
+    """Run the command line for the process (see :mod:`runner.cli.start`), then end
+    without Python's interpreter teardown, which finalises some 500 imported modules (tens
+    of ms on every deploy) and has nothing left to do: every connection is closed and every
+    stream is flushed here. ``main`` stays an ordinary function for callers in-process."""
+    exit_now(main())
+
+
+if __name__ == "__main__":
+    entry()

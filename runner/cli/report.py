@@ -1,0 +1,63 @@
+"""A run's last words: the one ``error`` event, the one ``summary`` event, and ending the
+process without Python's teardown. Rendering only: which exit code a run gets is the CLI's
+decision (:mod:`runner.cli.main`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from typing import Any, NoReturn
+
+from runner.errors import ExitCode, RunnerError
+from runner.observe import logs
+from runner.outcome import Outcome
+
+#: held while the one summary is logged: by the main thread, or by the last resort after a
+#: signal (see :mod:`runner.process.interrupt`), never both
+SUMMARY_ONCE = threading.Lock()
+
+
+def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[str, Any]:
+    """The fields of the one ``summary`` event."""
+    return {
+        "command": command,
+        "outcome": outcome.value,
+        "from_revision": facts.from_revision,
+        "to_revision": facts.to_revision,
+        "applied": facts.applied,
+        "connect_attempts": facts.connect_attempts,
+        "lock_wait_ms": facts.lock_wait_ms,
+        "exit_code": int(code),
+        "total_ms": int((time.monotonic() - facts.started) * 1000),
+    }
+
+
+def log_error(log: Any, err: RunnerError) -> None:
+    """The one ``error`` event of a failed run."""
+    log.error(
+        "error",
+        error_code=err.code,
+        message=err.message,
+        exit_code=int(err.exit_code),
+        **err.fields,
+    )
+
+
+def report(err: RunnerError, command: str, outcome: Outcome, facts: Any) -> None:
+    """The ``error`` event and the ``summary`` of a run that ends outside the CLI's flow."""
+    log = logs.get()
+    log_error(log, err)
+    log.info("summary", **summary(command, outcome, facts, err.exit_code))
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` once the logs are flushed, without the interpreter's
+    teardown (it finalises some 500 modules and has nothing left to do)."""
+    logs.close()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: the exit code tells
+            stream.flush()
+    os._exit(code)

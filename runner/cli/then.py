@@ -1,0 +1,101 @@
+"""``migration-runner upgrade --then -- APP...``: migrate, then become the app.
+
+The team's guide starts containers with ``alembic upgrade head && uvicorn ...``, which races
+when several containers start at once. Here the upgrade runs under the migration lock like
+any other, and only on success the runner replaces itself with the app (``execvp``: same
+PID, so under ECS the app is PID 1 and receives ECS's SIGTERM itself). On any failure the
+runner exits with its own code and the app never starts.
+
+Contract:
+- :func:`split_app_command` is pure: the command line in, the runner's part and the app's
+  command out (``None`` without ``--then``).
+- :func:`parse_command_line` checks before anything runs that the app can be started.
+- :func:`then`, after the run: the run's exit code unless it succeeded and there is an app;
+  else :func:`exec_app`, which logs one ``app.exec`` event, restores the default signal
+  dispositions (an ignored signal would stay ignored across exec) and does not return unless
+  the exec itself fails (then one ``error`` event, exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from runner.errors import ConfigError, ExitCode
+from runner.observe import logs
+
+THEN = "--then"
+
+
+def split_app_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """``[..., "--then", "--", "app", ...]`` → (the runner's arguments, the app's command).
+    The ``--`` is optional; everything after ``--then`` belongs to the app."""
+    args = list(argv)
+    if THEN not in args:
+        return args, None
+    at = args.index(THEN)
+    app = args[at + 1 :]
+    if app[:1] == ["--"]:
+        app = app[1:]
+    return args[:at], app
+
+
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> tuple[argparse.Namespace, list[str] | None]:
+    """The runner's arguments, parsed, and ``--then``'s app command (None without it),
+    checked before anything runs: ``--then`` goes with ``upgrade`` only, and its app must be
+    found. Every problem goes to ``parser.error`` (the CLI's usage error, exit 2)."""
+    runner_args, app = split_app_command(argv)
+    args = parser.parse_args(runner_args)
+    if app is not None and args.command != "upgrade":
+        parser.error("--then goes with upgrade only: upgrade --then -- APP [ARGS...]")
+    if app is not None:
+        try:
+            resolve_app(app)
+        except ConfigError as err:
+            parser.error(err.message)
+    return args, app
+
+
+def resolve_app(app: Sequence[str]) -> str:
+    """The executable the app command names. Raises :class:`ConfigError` when there is no
+    command or it cannot be found: better said before migrating than after."""
+    if not app:
+        raise ConfigError(
+            "--then needs the app's command: migration-runner upgrade --then -- uvicorn app:app ..."
+        )
+    found = shutil.which(app[0])
+    if found is None:
+        raise ConfigError(f"--then: the app command {app[0]!r} is not an executable on PATH")
+    return found
+
+
+def then(app: Sequence[str] | None, code: int, report: Callable[[Any, ConfigError], None]) -> int:
+    """After the run that exited ``code``: that code, unless the run succeeded and ``--then``
+    gave an app, which then replaces this process. Returns only if the exec failed, after
+    ``report`` logged why (the CLI's one ``error`` event): exit 2."""
+    if app is None or code != ExitCode.OK:
+        return code  # a failed upgrade never starts the app
+    log = logs.get()
+    failed = exec_app(app, log)
+    report(log, failed)
+    return int(failed.exit_code)
+
+
+def exec_app(app: Sequence[str], log: Any) -> ConfigError:
+    """Replace this process with the app. Returns only if that failed: what to report."""
+    log.info("app.exec", command=list(app))
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execvp(app[0], list(app))
+    except OSError as exc:
+        return ConfigError(f"--then: cannot start the app {app[0]!r}: {exc.strerror}")

@@ -1,0 +1,1 @@
+"""The verbs; each returns a Result and never picks an exit code."""

@@ -1,0 +1,99 @@
+"""The script-writing and offline verbs: ``sql``, ``manifest``, ``merge``, ``revision``."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from runner.commands import from_settings
+from runner.config.settings import Settings
+from runner.errors import ConfigError
+from runner.outcome import Facts, Outcome, Result
+from runner.scripts import load as scripts
+from runner.scripts import manifest
+from runner.scripts import source as sources
+
+
+def sql(settings: Settings, span: str, *, log: Any) -> Result:
+    """The SQL an upgrade over ``span`` (``[FROM:]TO``) would run, without connecting."""
+    from alembic import command
+
+    loaded = sources.load(settings.alembic_config, log)
+    buffer = io.StringIO()
+    loaded.config.output_buffer = buffer
+    scripts.set_url(loaded.config, _offline_url(settings))
+    try:
+        command.upgrade(loaded.config, span, sql=True)
+    except Exception as exc:  # Alembic's CommandError for a bad range, and the like
+        raise ConfigError(f"cannot render SQL for {span!r}: {exc}") from None
+    return Result(
+        Outcome.OK, {"sql": buffer.getvalue(), "span": span}, buffer.getvalue().rstrip("\n")
+    )
+
+
+def write_manifest(settings: Settings, *, log: Any) -> Result:
+    """Write the manifest (at image build time) so that no-op runs import nothing."""
+    loaded = sources.load(settings.alembic_config, log)
+    path = sources.manifest_path(settings.alembic_config, settings.migration_manifest)
+    document = manifest.write(loaded.scripts, path)
+    return Result(
+        Outcome.OK,
+        {
+            "manifest": str(path),
+            "heads": document["heads"],
+            "revisions": len(document["revisions"]),
+        },
+        f"wrote {path} ({len(document['revisions'])} revisions, heads "
+        f"{', '.join(document['heads']) or '(none)'})",
+    )
+
+
+def merge(settings: Settings, message: str, *, log: Any) -> Result:
+    """A revision merging every head."""
+    from alembic import command
+
+    loaded = sources.load(settings.alembic_config, log)
+    if len(loaded.scripts.heads) < 2:
+        raise ConfigError("nothing to merge: the scripts have a single head")
+    return _written(command.merge(loaded.config, "heads", message=message))
+
+
+def revision(
+    settings: Settings, message: str, autogenerate: bool, *, facts: Facts, log: Any
+) -> Result:
+    """A new revision file; with ``autogenerate``, diffed against the database."""
+    from alembic import command
+
+    loaded = sources.load(settings.alembic_config, log)
+    if not autogenerate:
+        return _written(command.revision(loaded.config, message=message))
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    with from_settings.session(settings, facts=facts, log=log) as session:
+        session.conn.autocommit = False
+        engine = create_engine(
+            "postgresql+psycopg://", creator=lambda: session.conn, poolclass=StaticPool
+        )
+        with engine.connect() as connection:
+            loaded.config.attributes["connection"] = connection
+            script = command.revision(loaded.config, message=message, autogenerate=True)
+    return _written(script)
+
+
+def _written(script: Any) -> Result:
+    items = script if isinstance(script, list) else [script]
+    rows = [
+        {"revision": s.revision, "path": s.path, "message": (s.doc or "").strip()}
+        for s in items
+        if s is not None
+    ]
+    return Result(Outcome.OK, {"written": rows}, "\n".join(f"wrote {r['path']}" for r in rows))
+
+
+def _offline_url(settings: Settings) -> str:
+    """The dialect for offline SQL: the configured URL if any (never connected to)."""
+    try:
+        return settings.connection_spec().url(hide_password=True)
+    except ConfigError:
+        return "postgresql+psycopg://offline@localhost/offline"

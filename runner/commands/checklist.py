@@ -1,0 +1,167 @@
+"""The verbs of the pre-deployment checklist: ``verify``, ``lint``, and the lint gate of
+``check --lint`` and ``upgrade --dry-run``. Each returns a :class:`Result` (a JSON-ready
+document, the same as text, and GitHub annotations the CLI prints when it runs in GitHub
+Actions); the CLI maps its outcome to the exit code. A failed checklist also logs its one
+``error`` event, naming the first thing to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.checklist import render
+from runner.checklist.lint import LintResult, Thresholds, run_lint, table_sizes
+from runner.checklist.lint.squawk import DEFAULT_EXCLUDE
+from runner.checklist.schema_snapshot import qualified
+from runner.checklist.scratch import throwaway_database
+from runner.checklist.verify import parse_skip, run_verify
+from runner.commands import from_settings
+from runner.config.database_url import parse_database_url
+from runner.config.settings import Settings
+from runner.errors import ExitCode
+from runner.outcome import Facts, Outcome, Result
+from runner.plan import plan_upgrade
+from runner.scripts import source as sources
+from runner.scripts.load import resolve_target
+
+
+def thresholds(settings: Settings) -> Thresholds:
+    return Thresholds(
+        settings.migration_lint_small_table_rows,
+        settings.migration_lint_small_table_bytes,
+        settings.migration_lint_large_table_rows,
+        settings.migration_lint_large_table_bytes,
+    )
+
+
+def verify(
+    settings: Settings,
+    database_url: str | None,
+    skip: list[str],
+    since: str | None,
+    exclude: list[str],
+    *,
+    log: Any,
+) -> Result:
+    """Every check not skipped, against ``database_url`` (an empty scratch database) or a
+    throwaway PostgreSQL of its own: :attr:`Outcome.PASSED` or :attr:`Outcome.CHECKS_FAILED`."""
+    skipped = parse_skip(skip)
+    loaded = sources.load(settings.alembic_config, log)
+    schema = settings.migration_version_table_schema or "public"
+    bookkeeping = (
+        qualified(schema, settings.migration_version_table),
+        qualified(schema, settings.migration_ledger_table),
+    )
+
+    def run_checks(url: str) -> Any:
+        return run_verify(
+            loaded,
+            url,
+            skip=skipped,
+            since=since,
+            bookkeeping=bookkeeping,
+            lint=lambda lo, after: run_lint(lo, since=after, exclude=_excluded(exclude)),
+        )
+
+    if database_url:
+        result = run_checks(parse_database_url(database_url).url(hide_password=False))
+    else:
+        with throwaway_database() as url:
+            result = run_checks(url)
+    if not result.ok:
+        first = result.failures[0]
+        log.error(
+            "error",
+            error_code="verify_failed",
+            exit_code=int(ExitCode.VERIFY_FAILED),
+            message=f"verify failed: {len(result.failures)} failure(s); first "
+            f"[{first.check}]: {first.message}",
+            failed_checks=sorted({f.check for f in result.failures}),
+        )
+    return Result(
+        Outcome.PASSED if result.ok else Outcome.CHECKS_FAILED,
+        result.document(),
+        render.verify_text(result),
+        tuple(render.verify_annotations(result)),
+    )
+
+
+def lint(settings: Settings, since: str | None, exclude: list[str], *, log: Any) -> Result:
+    """Every revision (or those after ``since``), offline."""
+    result = run_lint(
+        sources.load(settings.alembic_config, log), since=since, exclude=_excluded(exclude)
+    )
+    return _linted(result, Outcome.PASSED, log)
+
+
+def lint_pending(
+    settings: Settings, target: str, *, facts: Facts, log: Any
+) -> tuple[dict[str, Any], LintResult]:
+    """The revisions an upgrade to ``target`` would apply, linted against the live database's
+    table sizes. No lock is taken and nothing is written."""
+    loaded = sources.load(settings.alembic_config, log)
+    heads = resolve_target(loaded.scripts, loaded.directory, target)
+    with from_settings.session(settings, facts=facts, log=log) as session:
+        current = session.revision()
+        facts.database_at(current)
+        plan = plan_upgrade(current, heads, loaded.scripts.graph())
+        sizes = table_sizes(session.conn)
+    result = run_lint(loaded, revisions=plan.steps, sizes=sizes, thresholds=thresholds(settings))
+    return {
+        "from_revision": list(current),
+        "target": list(heads),
+        "pending": list(plan.steps),
+    }, result
+
+
+def dry_run(settings: Settings, target: str, *, facts: Facts, log: Any) -> Result:
+    """``upgrade --dry-run``: what would be applied, linted by size; applies nothing."""
+    plan, result = lint_pending(settings, target, facts=facts, log=log)
+    linted = _linted(result, Outcome.PASSED, log)
+    pending = ", ".join(plan["pending"]) or "nothing: the database is at the target"
+    return Result(
+        linted.outcome,
+        {**plan, "lint": linted.document},
+        f"would apply: {pending}\n{linted.text}",
+        linted.annotations,
+    )
+
+
+def check_at_head(settings: Settings, with_lint: bool, *, facts: Facts, log: Any) -> Result:
+    """The ``check`` verb: :func:`~runner.commands.status.current`, whose outcome the CLI
+    turns into 0 only if the database is exactly at head (11 when revisions are pending or it
+    is empty, 8 when it is ahead). With ``--lint`` its pending revisions are linted by size
+    too: an error-level finding makes the outcome :attr:`Outcome.LINT_ERRORS`."""
+    from runner.commands import status
+
+    checked = status.current(settings, facts=facts, log=log)
+    if not with_lint or not (checked.document or {}).get("pending"):
+        return checked
+    _plan, result = lint_pending(settings, "heads", facts=facts, log=log)
+    linted = _linted(result, checked.outcome, log)
+    return Result(
+        linted.outcome,
+        {**(checked.document or {}), "lint": linted.document},
+        f"{checked.text}\n{linted.text}",
+        linted.annotations,
+    )
+
+
+def _linted(result: LintResult, outcome: Outcome, log: Any) -> Result:
+    if not result.ok:
+        outcome = Outcome.LINT_ERRORS
+        first = result.errors()[0]
+        log.error(
+            "error",
+            error_code="lint_failed",
+            exit_code=int(ExitCode.LINT_FAILED),
+            message=f"{len(result.errors())} error-level lint finding(s); first: "
+            f"{first.summary()}. Fix: {first.fix}",
+        )
+    return Result(
+        outcome, result.document(), render.lint_text(result), tuple(render.lint_annotations(result))
+    )
+
+
+def _excluded(exclude: list[str]) -> tuple[str, ...]:
+    return DEFAULT_EXCLUDE + tuple(exclude)

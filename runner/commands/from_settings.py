@@ -1,0 +1,63 @@
+"""Where the settings stop: the values the lower layers receive, decided from the settings
+once, here. Below the command layer nothing reads :class:`~runner.config.settings.Settings`."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from runner import __version__
+from runner.config.settings import Settings
+from runner.database.ledger import Ledger
+from runner.database.session import Reach, Session, database_session
+from runner.database.version_table import VersionTable
+from runner.lock.advisory import MigrationLock
+from runner.lock.holding import migration_lock as hold
+from runner.observe.identity import ran_on, where_am_i
+from runner.outcome import Facts
+from runner.process.interrupt import Interrupt
+
+
+def reach(settings: Settings) -> Reach:
+    return Reach(
+        settings.connection_spec(),
+        settings.migration_db_wait_timeout,
+        settings.migration_connect_timeout,
+        settings.migration_retry_max_interval,
+        where_am_i(settings.ecs_container_metadata_uri_v4),
+    )
+
+
+def version_table(settings: Settings) -> VersionTable:
+    return VersionTable(settings.migration_version_table, settings.migration_version_table_schema)
+
+
+def ledger(settings: Settings) -> Ledger:
+    return Ledger(
+        settings.migration_ledger_table,
+        settings.migration_version_table_schema,
+        __version__,
+        ran_on(settings.ecs_container_metadata_uri_v4),
+    )
+
+
+def session(
+    settings: Settings, *, facts: Facts, log: Any
+) -> contextlib.AbstractContextManager[Session]:
+    """:func:`~runner.database.session.database_session` as the settings say."""
+    return database_session(
+        reach(settings), version_table(settings), ledger(settings), facts=facts, log=log
+    )
+
+
+def migration_lock(
+    session: Session, settings: Settings, *, facts: Facts, interrupt: Interrupt
+) -> contextlib.AbstractContextManager[MigrationLock]:
+    """:func:`~runner.lock.holding.migration_lock` as the settings say."""
+    return hold(
+        session,
+        settings.lock_name(),
+        settings.migration_lock_wait_timeout,
+        facts=facts,
+        interrupt=interrupt,
+    )

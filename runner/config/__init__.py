@@ -1,0 +1,1 @@
+"""What the environment says: settings, the database URL, drivers, IAM tokens."""

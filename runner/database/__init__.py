@@ -1,0 +1,1 @@
+"""The runner's own psycopg sessions: connect, version table, ledger, statement bounds."""

@@ -1,0 +1,1 @@
+"""Running one plan through Alembic on the locked connection."""

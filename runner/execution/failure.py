@@ -1,0 +1,178 @@
+"""What a failed migration step means: the classification of an exception raised while
+revisions ran into the error the CLI reports (and so its exit code). Pure: the errors of
+every driver (psycopg 3, psycopg2, asyncpg, as SQLAlchemy wraps them) are recognised by
+SQLSTATE (``sqlstate``, or psycopg2's ``pgcode``) and class name, not imported.
+
+- ``55P03`` (lock_not_available: ``lock_timeout``) -> :class:`MigrationBlocked` (exit 9),
+  naming the blockers the watch saw;
+- a lost session (the lock session closed/broken; class ``08`` connection_exception,
+  ``57P01``-``57P03`` shutdowns; SQLAlchemy's disconnect detection; an OperationalError
+  or InterfaceError without SQLSTATE) -> :class:`ConnectionLost` (exit 10);
+- an error without SQLSTATE raised by the runner's own code (the innermost frame that is
+  not a library's is in the runner package), even inside a hook Alembic called ->
+  :class:`RunnerBug` (exit 1);
+- anything else -> :class:`MigrationFailed` (exit 6), with a hint on ``57014``
+  (query_canceled: ``statement_timeout``).
+
+An error in a revision that ran an ``autocommit_block`` becomes :class:`MigrationFailed`
+with a note: those statements are not rolled back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sysconfig
+import types
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from runner.errors import (
+    ConnectionLost,
+    MigrationBlocked,
+    MigrationFailed,
+    RunnerBug,
+    RunnerError,
+    first_line,
+    name_sessions,
+)
+
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+#: admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now
+SESSION_ENDED = ("57P01", "57P02", "57P03")
+CONNECTION_EXCEPTION = "08"  # the SQLSTATE class
+
+RUNNER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PATHS = sysconfig.get_paths()
+STDLIB_DIRS = tuple({os.path.abspath(_PATHS[n]) + os.sep for n in ("stdlib", "platstdlib")})
+SITE_DIRS = tuple({os.path.abspath(_PATHS[n]) + os.sep for n in ("purelib", "platlib")})
+#: installed packages between the runner and the project's code (a project may be installed
+#: in site-packages too: its frames are its own)
+LIBRARIES = ("alembic", "sqlalchemy", "psycopg", "psycopg2", "asyncpg", "greenlet", "mako")
+
+
+@dataclasses.dataclass(frozen=True)
+class Where:
+    """Where the failure happened: the revision in flight (None: outside revisions), its
+    file, whether the migration session is gone, and whether the revision ran an
+    autocommit block."""
+
+    revision: str | None = None
+    path: str | None = None
+    session_lost: bool = False
+    autocommit_block: bool = False
+
+
+def classify_failure(
+    exc: BaseException, where: Where, blockers: Sequence[Mapping[str, Any]] = ()
+) -> RunnerError:
+    """The :class:`RunnerError` to report for ``exc`` (a RunnerError passes through)."""
+    error = _classify(exc, where, list(blockers))
+    if (
+        where.autocommit_block
+        and where.revision is not None
+        and isinstance(error, (MigrationFailed, MigrationBlocked, ConnectionLost))
+    ):
+        return MigrationFailed(
+            f"{error.message}. NOTE: revision {where.revision} ran an autocommit_block, whose "
+            "statements are not rolled back: check what it left (e.g. an INVALID index from "
+            "CREATE INDEX CONCURRENTLY: drop it) before running again",
+            autocommit_block=True,
+            **error.fields,
+        )
+    return error
+
+
+def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]]) -> RunnerError:
+    if isinstance(exc, RunnerError):
+        return exc
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = sqlstate_of(exc)
+    # not cut here: the log pipeline cuts after redacting (a cut first could leave a
+    # secret's prefix that no longer matches it)
+    detail = f"{type(orig).__name__}: {first_line(orig)}"
+    place = "the upgrade"
+    if where.revision:
+        place = f"revision {where.revision}" + (f" ({where.path})" if where.path else "")
+    fields: dict[str, Any] = {"revision": where.revision, "error_class": type(orig).__name__}
+    if sqlstate == LOCK_NOT_AVAILABLE:
+        who = name_sessions(
+            blockers,
+            lambda b: f"{b['state']}, transaction open {b['transaction_open_s']} s, {b['query']!r}",
+        )
+        return MigrationBlocked(
+            f"{place} could not get its table lock within lock_timeout and was "
+            f"rolled back; blocked by {who}",
+            blockers=blockers,
+            **fields,
+        )
+    if where.session_lost or _lost(exc, orig, sqlstate):
+        return ConnectionLost(
+            f"the connection to the database was lost during {place} ({detail}); "
+            "PostgreSQL rolls that revision back and frees the lock when it "
+            "notices. Run again: it resumes there",
+            **fields,
+        )
+    if isinstance(orig, (SystemExit, KeyboardInterrupt)):
+        detail += (
+            " (the migration ended the process itself: a revision must raise an "
+            "exception to fail, never sys.exit() or KeyboardInterrupt)"
+        )
+    elif sqlstate is None and raised_by_runner(exc.__traceback__):
+        return RunnerBug(
+            f"internal error in the runner during {place}: {detail}; the revision "
+            "was rolled back. Please report this (MIGRATION_LOG_LEVEL=debug shows "
+            "the traceback)",
+            **fields,
+        )
+    if sqlstate == QUERY_CANCELED:
+        detail += " (MIGRATION_STATEMENT_TIMEOUT, or the revision's migration_runner option)"
+    return MigrationFailed(
+        f"{place} failed and was rolled back: {detail}. Fix the migration and "
+        "run again: revisions applied before it stay applied",
+        **fields,
+    )
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, however wrapped: psycopg 3's and asyncpg's
+    ``sqlstate``, psycopg2's ``pgcode``, on the error, SQLAlchemy's ``orig`` or the cause."""
+    for candidate in (getattr(exc, "orig", None), exc, exc.__cause__):
+        for name in ("sqlstate", "pgcode"):
+            value = getattr(candidate, name, None)
+            if isinstance(value, str) and len(value) == 5:
+                return value
+    return None
+
+
+def _lost(exc: BaseException, orig: BaseException, sqlstate: str | None) -> bool:
+    if sqlstate is not None:
+        return sqlstate.startswith(CONNECTION_EXCEPTION) or sqlstate in SESSION_ENDED
+    return bool(getattr(exc, "connection_invalidated", False)) or any(
+        cls.__name__ in ("OperationalError", "InterfaceError") for cls in type(orig).__mro__
+    )
+
+
+def raised_by_runner(tb: types.TracebackType | None) -> bool:
+    """Whether the innermost frame of ``tb`` that is not a library's (the standard library,
+    Alembic, SQLAlchemy, the drivers, ``<frozen ...>``) is in the runner package: the
+    project's code (env.py, revisions) called from the runner's hooks is the project's."""
+    files = []
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    for filename in reversed(files):
+        path = os.path.abspath(filename)
+        if path.startswith(RUNNER_DIR):
+            return True
+        if not _library(filename, path):
+            return False
+    return False
+
+
+def _library(filename: str, path: str) -> bool:
+    for site in SITE_DIRS:  # first: site-packages may be inside the standard library's dir
+        if path.startswith(site):
+            return path[len(site) :].split(os.sep)[0] in LIBRARIES
+    return filename.startswith("<") or path.startswith(STDLIB_DIRS)

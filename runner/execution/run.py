@@ -1,0 +1,339 @@
+"""The execution: run a :class:`~runner.plan.Plan` through Alembic's Python API on the
+locked connection, and nothing else.
+
+env.py receives the runner's connection in ``config.attributes["connection"]`` (Alembic's
+shared-connection pattern) and the database URL in ``sqlalchemy.url``. The runner adds its
+defaults to env.py's ``context.configure`` (:mod:`runner.execution.alembic_hooks`). Alembic's own step
+list must be the plan's: if it differs, that is a :class:`PlanDiverged` (an internal error),
+never a silent divergence.
+
+Every statement of a revision runs under its limits (:mod:`runner.limits`), set on the
+migration session only when they change. The ledger rows of a transaction's revisions are
+sent with its COMMIT. When migrations run on another connection than the locked one (see
+:mod:`runner.execution.connection`), the runner checks that it is on the same database, and
+before each revision that the lock session is alive. What the project's code prints becomes
+``revision.output`` events (:mod:`runner.execution.output_capture`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from runner.config.drivers import DRIVERS
+from runner.database.ledger import Entry, Ledger, step_entries
+from runner.database.version_table import VersionTable
+from runner.errors import ExitCode, RunnerError
+from runner.execution import alembic_hooks as alembic_env
+from runner.execution import connection as migration_connection
+from runner.execution.alembic_hooks import alembic_destination, check_steps
+from runner.execution.blockers import BlockerWatch
+from runner.execution.failure import Where, classify_failure
+from runner.execution.output_capture import OutputCapture
+from runner.limits import Timeouts, limits_for, watch_every
+from runner.lock.guard import stop_backends_via
+from runner.observe import logs
+from runner.plan import Plan
+from runner.process.interrupt import Interrupt
+from runner.scripts.load import Loaded, set_url
+
+OpenConnection = Callable[[str], psycopg.Connection[Any]]
+OUTCOME = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}  # ledger outcome
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    revision: str
+    duration_ms: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExecutionContext:
+    """What an execution works with, fixed for its whole run."""
+
+    conn: psycopg.Connection[Any]  # the locked session (autocommit)
+    loaded: Loaded
+    table: VersionTable
+    timeouts: Timeouts
+    url: str  # a secret: becomes sqlalchemy.url for env.py
+    open_connection: OpenConnection
+    interrupt: Interrupt
+    log: Any
+    ledger: Ledger
+    lock_key: int | None = None  # the migration lock's (see runner.lock.guard)
+    driver: str = "psycopg"  # the driver the URL names: env.py's connection uses it
+
+
+class Execution:
+    """One attempt at a plan. :meth:`run` returns the steps committed; ``on_committed``
+    hears of each as soon as its commit succeeded.
+
+    Raises, after the failing revision's transaction was rolled back (revisions committed
+    before it stay): what :func:`runner.execution.failure.classify_failure` makes of the error, or
+    Interrupted after a signal. ``ctx.conn`` is back in autocommit mode on return, unless
+    the session was lost. Each step is recorded in the ledger by the commit that applied it.
+    """
+
+    def __init__(
+        self,
+        ctx: ExecutionContext,
+        plan: Plan,
+        target: str,
+        on_committed: Callable[[Applied], None],
+    ) -> None:
+        self.ctx, self.plan, self.target, self.on_committed = ctx, plan, target, on_committed
+        self.outcome = OUTCOME[plan.kind]
+        self.checksums = ctx.loaded.scripts.checksums()
+        self.committed: list[Applied] = []
+        self.awaiting: list[Applied] = []  # completed, commit not yet seen
+        self.unwritten: list[Entry] = []  # ledger rows, written with the commit
+        self.env_py_connections: list[psycopg.Connection[Any]] = []  # env.py's own sessions
+        self.watch: BlockerWatch | None = None
+        self.driver = DRIVERS[ctx.driver]
+        self.migrating: migration_connection.Migrating | None = None
+        self.migration: Any = None  # the SQLAlchemy connection migrations run on
+        self.revision: str | None = None  # in flight
+        self.limits: Timeouts | None = None  # the revision in flight's
+        self.session_limits: Timeouts | None = None  # in effect on the migration session
+        self.autocommit_in: str | None = None  # the revision that ran an autocommit block
+        self.clock, self.wall = time.monotonic(), datetime.now(UTC)
+        self.locked_conn_handed_out = False  # our session handed to env.py
+        self.engine: Any = None  # the migration engine (a SQLAlchemy Engine once running)
+
+    # --- the run ------------------------------------------------------------------------
+
+    def run(self) -> list[Applied]:
+        ctx = self.ctx
+        ctx.conn.autocommit = self.driver.name != "psycopg"  # handed to env.py: Alembic commits
+        set_url(ctx.loaded.config, ctx.url)
+        self.engine = migration_connection.engine_for(self.driver, ctx.url, self._creator)
+        alembic_env.listen(self.engine, self._listeners())
+        try:
+            with ctx.interrupt.cancelling(
+                lambda: (
+                    self.migrating.cancel if self.migrating else ctx.conn.cancel_safe
+                )(),  # ours only
+                self._stop_backends,
+            ):
+                migration_connection.run(self.driver, self._run_env)
+            self._flush()
+        except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
+            if ctx.interrupt.requested:
+                raise ctx.interrupt.error() from None
+            raise self._failure(exc) from None
+        finally:
+            self._close()
+        return self.committed
+
+    def _run_env(self) -> None:
+        """env.py, run by Alembic with the runner's connection and hooks, its output captured."""
+        from alembic.runtime.environment import EnvironmentContext
+
+        loaded = self.ctx.loaded
+        env = EnvironmentContext(
+            loaded.config,
+            loaded.directory,
+            fn=self._steps,
+            as_sql=False,
+            starting_rev=None,
+            tag=None,
+            destination_rev=alembic_destination(self.plan, self.target),
+        )
+        with (
+            OutputCapture(self.ctx.log, lambda: self.revision).active(),
+            self.engine.connect() as sa_conn,
+        ):
+            env.configure = alembic_env.with_runner_defaults(  # type: ignore[method-assign]
+                env.configure,
+                self.ctx.table,
+                self._on_apply,
+                lambda c: self._on_configure(c, sa_conn),
+                self.ctx.ledger.name,
+            )
+            loaded.config.attributes["connection"] = sa_conn
+            with env:
+                loaded.directory.run_env()
+            if sa_conn.in_transaction():
+                sa_conn.commit()  # e.g. env.py without per-revision transactions
+
+    def _failure(self, exc: BaseException) -> RunnerError:
+        guard = self.migrating.guard if self.migrating else None
+        if guard is not None and guard.lost:
+            return guard.error(self.revision)
+        steps = self.plan.steps
+        failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
+        rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
+        conn = self.ctx.conn
+        where = Where(
+            failed,
+            rev.path if rev else None,
+            conn.closed or conn.broken,
+            failed is not None and failed == self.autocommit_in,
+        )
+        error = classify_failure(exc, where, self.watch.last if self.watch else [])
+        if error.exit_code == ExitCode.INTERNAL:
+            self.ctx.log.debug("internal.traceback", exc_info=exc)
+        return error
+
+    def _close(self) -> None:
+        conn = self.ctx.conn
+        self.ctx.loaded.config.attributes.pop("connection", None)
+        if self.watch is not None:
+            self.watch.stop()
+        if self.migrating is not None:
+            self.migrating.close()
+        for other in self.env_py_connections:
+            other.close()
+        if not conn.closed and not conn.broken:
+            conn.rollback()
+            conn.autocommit = True
+
+    def _flush(self) -> None:
+        """Report the steps whose commit succeeded."""
+        for done in self.awaiting:
+            self.committed.append(done)
+            self.on_committed(done)
+            rev = self.ctx.loaded.scripts.revisions.get(done.revision)
+            self.ctx.log.info(
+                f"revision.{self.outcome}",
+                revision=done.revision,
+                duration_ms=done.duration_ms,
+                message=rev.message if rev else None,
+            )
+        self.awaiting.clear()
+
+    def _creator(self) -> Any:
+        """Our locked connection first; further ones (env.py's) are new sessions."""
+        if not self.locked_conn_handed_out:
+            self.locked_conn_handed_out = True
+            return self.ctx.conn
+        self.env_py_connections.append(self.ctx.open_connection("env.py"))
+        self.env_py_connections[-1].autocommit = False
+        return self.env_py_connections[-1]
+
+    # --- what Alembic calls -------------------------------------------------------------
+
+    def _steps(self, heads: Any, _context: Any) -> list[Any]:
+        found = alembic_env.alembic_steps(
+            self.ctx.loaded.directory,
+            self.plan.kind,
+            alembic_destination(self.plan, self.target),
+            heads,
+        )
+        ordered = check_steps(self.plan, found)
+        if self.plan.kind == "stamp":
+            return ordered
+        return [alembic_env.StepWithHook(step, self._before_revision) for step in ordered]
+
+    def _before_revision(self, step: Any) -> None:
+        revision = step.revision.revision
+        if self.migrating is not None and self.migrating.separate:
+            migration_connection.check_lock_session(self.ctx.conn, revision)
+        described = self.ctx.loaded.scripts.revisions[revision]
+        self.revision, self.limits = revision, self.ctx.timeouts.for_revision(described.options)
+        self.ctx.log.info(
+            "revision.started",
+            revision=revision,
+            message=described.message,
+            lock_timeout_s=self.limits.lock_timeout,
+            statement_timeout_s=self.limits.statement_timeout,
+        )
+        self.clock, self.wall = time.monotonic(), datetime.now(UTC)
+
+    def _on_apply(self, *, step: Any, **_kw: Any) -> None:
+        """Inside the step's transaction: its ledger rows are written with its commit."""
+        self.revision = None
+        duration = int((time.monotonic() - self.clock) * 1000)
+        entries, name = step_entries(
+            self.outcome, step, self.ctx.loaded.scripts.graph(), self.checksums, self.wall, duration
+        )
+        self.unwritten.extend(entries)
+        self.awaiting.append(Applied(name, duration))
+
+    def _on_configure(self, connection: Any, handed: Any) -> None:
+        """env.py chose its connection: check it, learn the mode, how to cancel, watch it."""
+        migration = connection if connection is not None else handed
+        self.migration = migration
+        separate = self.driver.name != "psycopg" or migration is not handed
+        logs.install_stdlib_bridge()  # env.py may have run logging.config.fileConfig
+        self.migrating = migrating = migration_connection.adopt(
+            migration, self.ctx.conn, separate, self.ctx.open_connection, self.ctx.lock_key
+        )
+        if migration.engine is not self.engine:  # env.py's own engine: watch it too
+            alembic_env.listen(migration, self._listeners())
+        timeouts = self.ctx.timeouts
+        if timeouts.lock_timeout > 0 and self.watch is None:
+            every = watch_every(
+                [
+                    timeouts.for_revision(rev.options).lock_timeout
+                    for rev in self.ctx.loaded.scripts.revisions.values()
+                ]
+            )
+            self.watch = BlockerWatch(
+                lambda: self.ctx.open_connection("watch"), migrating.pid, every
+            )
+        self.ctx.log.info(
+            "migrate.mode",
+            mode="separate_connection" if separate else "locked_connection",
+            migration_backend_pid=migrating.pid,
+            detail=(
+                f"migrations run on a {self.driver.name} connection of their own; the lock is held "
+                "alongside and checked before each revision"
+                if separate
+                else "migrations run on the locked connection"
+            ),
+        )
+
+    def _stop_backends(self) -> None:
+        """The last resort after a signal (see :mod:`runner.process.interrupt`)."""
+        stop_backends_via(
+            self.ctx.open_connection,
+            [self.migrating.pid if self.migrating else None, self.ctx.conn.info.backend_pid],
+        )
+
+    # --- SQLAlchemy events --------------------------------------------------------------
+
+    def _listeners(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "begin": lambda _c: self._flush(),  # a transaction begins: the last committed
+            "set_connection_execution_options": self._on_options,
+            "commit": self._on_commit,
+            "before_cursor_execute": self._before_statement,
+        }
+
+    def _on_options(self, _connection: Any, options: Any) -> None:
+        if options.get("isolation_level") == "AUTOCOMMIT" and self.revision:
+            self.autocommit_in = self.revision
+
+    def _before_statement(self, connection: Any, cursor: Any, *_args: Any) -> None:
+        """Raise a pending signal; set the session's limits when the statement needs others
+        than those in effect (rarely: at the first revision, around overrides and
+        autocommit blocks). Straight to the driver: SQLAlchemy's statement machinery costs
+        more than the statement."""
+        self.ctx.interrupt.check()
+        if connection is not self.migration:
+            return
+        dbapi = connection.connection.dbapi_connection
+        wanted = limits_for(self.limits if self.revision else None, dbapi.autocommit)
+        if wanted is not None and wanted != self.session_limits:
+            dbapi.cursor().execute(wanted.statement())
+            # inside a transaction the setting reverts if it rolls back: and so does the run
+            self.session_limits = wanted
+
+    def _on_commit(self, connection: Any) -> None:
+        """The ledger rows of the steps this transaction applied travel with its COMMIT, in
+        one round trip where the driver can (the driver's own commit then finds nothing left
+        to commit), else just before it (reported at the next transaction's begin)."""
+        if connection is self.migration and self.unwritten:
+            pipelined = self.driver.name in migration_connection.PIPELINES_COMMIT
+            (self.ctx.ledger.write_and_commit if pipelined else self.ctx.ledger.write)(
+                connection.connection.dbapi_connection, self.unwritten
+            )
+            self.unwritten.clear()
+            if pipelined:
+                self._flush()

@@ -1,0 +1,1 @@
+"""What leaves the process: logs, console, redaction, CloudWatch, metrics, identity."""

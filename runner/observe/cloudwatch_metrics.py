@@ -1,0 +1,95 @@
+"""Metrics without an agent: the ``summary`` event as a CloudWatch Embedded Metric Format
+document (docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/
+CloudWatch_Embedded_Metric_Format_Specification.html).
+
+The ``awslogs`` driver ships the summary line to CloudWatch Logs, which extracts the metrics
+named in its ``_aws`` member: no agent, no API call, no extra permission. Pure: a summary in,
+the members to add to it out.
+
+Contract:
+- The metrics are top-level members (EMF cannot reference nested ones), each a number:
+  ``DurationMs``, ``LockWaitMs`` (only when the run needed the lock), ``ConnectAttempts``,
+  ``RevisionsApplied``, and ``Successes`` / ``Failures`` (1 and 0 by the exit code).
+- The dimensions are low-cardinality strings: the configured ``Service`` and
+  ``Environment`` (each only when set) and the ``Command``; one dimension set.
+- Nothing already in the summary is overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULT_NAMESPACE = "MigrationRunner"
+MILLISECONDS = "Milliseconds"
+COUNT = "Count"
+
+
+def metric_values(summary: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+    """The metrics of one run, by name: (value, unit). A lock wait of ``None`` means no lock
+    was needed, which is not a wait of 0 ms: that metric is left out."""
+    succeeded = summary.get("exit_code") == 0
+    values = {
+        "DurationMs": (int(summary.get("total_ms") or 0), MILLISECONDS),
+        "ConnectAttempts": (int(summary.get("connect_attempts") or 0), COUNT),
+        "RevisionsApplied": (len(summary.get("applied") or ()), COUNT),
+        "Successes": (int(succeeded), COUNT),
+        "Failures": (int(not succeeded), COUNT),
+    }
+    if summary.get("lock_wait_ms") is not None:
+        values["LockWaitMs"] = (int(summary["lock_wait_ms"]), MILLISECONDS)
+    return values
+
+
+def emf_members(
+    summary: Mapping[str, Any],
+    *,
+    namespace: str,
+    service: str | None,
+    environment: str | None,
+    timestamp_ms: int,
+) -> dict[str, Any]:
+    """The members to merge into the summary event to make it an EMF document: ``_aws``,
+    the dimension members and the metric members."""
+    dimensions = {
+        "Service": service,
+        "Environment": environment,
+        "Command": str(summary.get("command") or "unknown"),
+    }
+    dimensions = {name: value for name, value in dimensions.items() if value}
+    metrics = metric_values(summary)
+    members: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [list(dimensions)],
+                    "Metrics": [
+                        {"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()
+                    ],
+                }
+            ],
+        },
+        **dimensions,
+        **{name: value for name, (value, _) in metrics.items()},
+    }
+    clashes = set(members) & set(summary)
+    assert not clashes, f"EMF members would overwrite summary fields: {sorted(clashes)}"
+    return members
+
+
+def with_metrics(summary: Mapping[str, Any], settings: Any, now_s: float) -> dict[str, Any]:
+    """The summary and its :func:`emf_members`, with the namespace and dimensions of
+    ``settings`` (``MIGRATION_METRICS_*``), or the defaults when the settings could not be
+    read (None)."""
+    return {
+        **summary,
+        **emf_members(
+            summary,
+            namespace=getattr(settings, "migration_metrics_namespace", DEFAULT_NAMESPACE),
+            service=getattr(settings, "migration_metrics_service", None),
+            environment=getattr(settings, "migration_metrics_environment", None),
+            timestamp_ms=int(now_s * 1000),
+        ),
+    }

@@ -1,0 +1,120 @@
+"""The console renderer: what a person at a terminal reads (JSON stays for everything
+else). One short line per event, coloured on a terminal (unless ``NO_COLOR``):
+
+- ``error``: one red line, the message (it says what to do) and the exit code;
+- ``{upgrade,downgrade}.plan`` then ``revision.started``: progress, ``[n/N]`` (a bar when
+  there are many revisions), the revision's message and the time since the plan;
+- ``start``: version and command (the settings only at debug level);
+- anything else: ``level event key=value ...``, enums shown as their values.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from typing import Any, TextIO
+
+BAR_FROM = 10  # revisions: from here on, progress shows a bar
+BAR_WIDTH = 20
+COLORS = {
+    "error": "\x1b[31m",
+    "warning": "\x1b[33m",
+    "info": "",
+    "debug": "\x1b[2m",
+    "done": "\x1b[32m",
+    "dim": "\x1b[2m",
+    "bold": "\x1b[1m",
+}
+RESET = "\x1b[0m"
+DONE_EVENTS = ("revision.applied", "revision.reverted", "revision.stamped")
+
+
+def use_colors(stream: TextIO) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def progress(n: int, total: int) -> str:
+    """``3/5``, or with a bar when there are many: ``[######--------------] 6/20``."""
+    if total < BAR_FROM:
+        return f"{n}/{total}"
+    filled = round(BAR_WIDTH * n / total) if total else BAR_WIDTH
+    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {n}/{total}"
+
+
+def value(item: Any) -> str:
+    """A field's value as a person reads it: enums as their values, no Python reprs."""
+    if isinstance(item, enum.Enum):
+        item = item.value
+    if isinstance(item, (list, tuple)):
+        return ",".join(value(i) for i in item) or "-"
+    return str(item)
+
+
+class Console:
+    """A structlog renderer (the last processor) keeping the progress of one run."""
+
+    def __init__(self, colors: bool, verbose: bool = False) -> None:
+        self.colors, self.verbose = colors, verbose
+        self.total = 0
+        self.started = 0
+        self.since = time.monotonic()
+
+    def paint(self, text: str, style: str) -> str:
+        code = COLORS.get(style, "")
+        return f"{code}{text}{RESET}" if self.colors and code else text
+
+    def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> str:
+        name = str(event.pop("event", ""))
+        level = str(event.pop("level", "info"))
+        event.pop("timestamp", None)
+        if name == "error":
+            return self.paint(
+                f"error: {event.get('message', '')} (exit {event.get('exit_code')})", "error"
+            )
+        if name.endswith(".plan"):
+            return self._plan(name, event)
+        if name == "revision.started":
+            return self._started(event)
+        if name in DONE_EVENTS:
+            return self.paint(
+                f"  done {event.get('revision')} ({event.get('duration_ms')} ms)", "done"
+            )
+        if name == "start" and not self.verbose:
+            event.pop("settings", None)
+        if name == "summary":
+            return self._summary(event)
+        fields = " ".join(f"{key}={value(item)}" for key, item in event.items() if item is not None)
+        head = self.paint(f"{level:<7}", level) + " " + self.paint(name, "bold")
+        return f"{head} {fields}".rstrip()
+
+    def _plan(self, name: str, event: dict[str, Any]) -> str:
+        pending = list(event.get("pending") or [])
+        self.total, self.started, self.since = len(pending), 0, time.monotonic()
+        kind = name.split(".")[0]
+        return (
+            f"{kind}: {len(pending)} revision{'s' if len(pending) != 1 else ''}, "
+            f"{','.join(event.get('from_revision') or ['base'])} -> "
+            f"{','.join(event.get('target') or ['base'])}"
+        )
+
+    def _started(self, event: dict[str, Any]) -> str:
+        self.started += 1
+        elapsed = time.monotonic() - self.since
+        where = progress(self.started, self.total) if self.total else str(self.started)
+        message = event.get("message") or ""
+        return (
+            f"{where} {self.paint(str(event.get('revision')), 'bold')} {message}  "
+            + self.paint(f"{elapsed:.1f} s", "dim")
+        ).rstrip()
+
+    def _summary(self, event: dict[str, Any]) -> str:
+        outcome = value(event.get("outcome"))
+        parts = [f"{event.get('command')}: {outcome}"]
+        if event.get("applied"):
+            parts.append(f"{len(event['applied'])} revision(s)")
+        if event.get("to_revision") is not None:
+            parts.append(f"at {value(event['to_revision']) or 'base'}")
+        parts.append(f"in {event.get('total_ms', 0) / 1000:.1f} s, exit {event.get('exit_code')}")
+        style = "done" if event.get("exit_code") == 0 else "error"
+        return self.paint(", ".join(parts), style)

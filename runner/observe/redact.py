@@ -1,0 +1,80 @@
+"""Redaction: what may leave the process. Pure.
+
+Every string that leaves the process (log events, error messages, the console renderer's
+lines, the usage message) is untrusted: it may quote a URL, a conninfo, a driver's repr of
+its parameters, or another session's SQL. :func:`redact_text` masks the secrets the runner
+knows (in every spelling a message may carry them: percent-encoded, ``repr()``- or
+JSON-escaped) and anything shaped like a password. :func:`clip` is the only way to cut a
+string: it redacts, cuts, and redacts again, so that a cut never exposes a secret's prefix
+and never leaves a half pattern behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
+
+MASK = "***"
+
+# A password inside a URL (scheme://user:PASSWORD@host): up to the last @ of the token, and
+# through backslash-escaped quotes (a repr()'d URL).
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-z0-9+.-]+://[^:/@\s'\"]*:)(?:\\.|[^\s'\"\\])*@", re.IGNORECASE
+)
+# key=value or key: value, the key anything ending in "password" (sslpassword,
+# PGPASSWORD ...), quoted or not: a conninfo, a query string, a dict's repr, JSON.
+_KV_PASSWORD = re.compile(
+    r"(?P<head>\b\w*(?:password|passwd)['\"]?\s*[:=]\s*)"
+    r"(?:'(?:\\.|[^'\\])*'?|\"(?:\\.|[^\"\\])*\"?|[^\s,;&)}\]]+)",
+    re.IGNORECASE,
+)
+# SQL's PASSWORD '...' (ALTER/CREATE ROLE), also when the statement was cut inside it.
+_SQL_PASSWORD = re.compile(r"(?P<head>\bPASSWORD\s+)'(?:[^']|'')*(?:'|$)", re.IGNORECASE)
+# An RDS IAM auth token (a presigned URL): its signature and session token are the secret.
+_AWS_SIGNED = re.compile(r"(?P<head>X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s'\"]+")
+
+
+def spellings(secret: str) -> list[str]:
+    """The ways ``secret`` can appear in a message: as is, percent-encoded (URLs, forms),
+    ``repr()``/``ascii()``-escaped, JSON-escaped, as the repr of its UTF-8 bytes."""
+    found = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        repr(secret)[1:-1],
+        ascii(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        repr(secret.encode())[2:-1],
+    }
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every one of ``secrets`` (give them longest first) and anything shaped
+    like a password masked."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, MASK)
+    # the patterns only where they can match: most strings are revision ids and messages
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
+    lowered = text.lower()
+    if "password" in lowered or "passwd" in lowered:
+        text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+        text = _SQL_PASSWORD.sub(lambda m: m.group("head") + "'" + MASK + "'", text)
+    if "X-Amz-" in text:
+        text = _AWS_SIGNED.sub(lambda m: m.group("head") + MASK, text)
+    return text
+
+
+def clip(text: str, limit: int, secrets: Iterable[str] = ()) -> str:
+    """``text`` redacted, then cut to ``limit`` characters (marked with ``...``), then
+    redacted again: the only safe order."""
+    known = list(secrets)
+    text = redact_text(text, known)
+    if len(text) > limit:
+        text = redact_text(text[: max(0, limit - 3)] + "...", known)
+    return text

@@ -1,0 +1,1 @@
+"""What a short-lived process needs: signals, interrupts, the garbage collector."""

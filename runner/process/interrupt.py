@@ -1,0 +1,176 @@
+"""SIGTERM/SIGINT handling: stop promptly without leaving anything half done.
+
+ECS stops a task with SIGTERM, then SIGKILL 30 s later. What a signal does depends on what
+the runner is doing, which the runner declares with the context managers below:
+
+- by default (connecting, waiting for the lock) the handler raises :class:`Interrupted`
+  at once; the caller closes its session, which releases anything it held;
+- inside :meth:`Interrupt.cancelling` (a migration is running) it cancels the in-flight
+  statement (re-sending the cancel until the region ends, in case the signal landed just
+  before a statement was sent) and lets the failure unwind through the transaction's
+  rollback; :meth:`Interrupt.check` raises before any further statement. The cancel starts
+  from a helper thread that watches the wakeup fd (:mod:`runner.process.signal_watch`), so it also
+  stops a statement of a driver that keeps the main thread inside C (psycopg2);
+- inside :meth:`Interrupt.deferred` (releasing the lock, logging the summary) it only
+  records the signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from runner.errors import Interrupted
+from runner.process import signal_watch
+
+RECANCEL_EVERY_S = 0.5
+#: how long a cancelled migration may take to unwind before the last resort (a revision
+#: busy in Python never sends the statement a cancel could stop)
+STUCK_GRACE_S = 5.0
+#: how long the last resort waits for the migration's backends to be ended
+STOP_WAIT_S = 3.0
+
+#: signals that arrived before :meth:`Interrupt.install` (see :func:`record_early`)
+_early: list[str] = []
+
+
+def record_early() -> None:
+    """Record SIGTERM/SIGINT from the process's first moments (the entry point calls this
+    before its imports) until :meth:`Interrupt.install` takes over and honours them: a
+    signal then must not kill the process without its summary."""
+
+    def record(signum: int, _frame: Any) -> None:
+        _early.append(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, record)
+    signal.signal(signal.SIGINT, record)
+
+
+class Interrupt:
+    def __init__(self, on_stuck: Callable[[], None] | None = None) -> None:
+        self.signal_name: str | None = None
+        self._mode = "raise"
+        self._cancel: Callable[[], None] | None = None
+        self._stop: Callable[[], None] | None = None
+        self._generation = 0
+        self._cancelling = -1  # the generation whose cancel loop is running
+        self._mutex = threading.Lock()
+        #: the last resort (the CLI's): report, and end the process
+        self.on_stuck = on_stuck
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def install(self) -> None:
+        """Take over SIGTERM and SIGINT (main thread only). A signal recorded before (see
+        :func:`record_early`) counts as received: :meth:`check` raises."""
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+        signal_watch.watch(lambda _signum: self._start_cancelling())
+        if _early and self.signal_name is None:
+            self.signal_name = _early[0]
+
+    def error(self) -> Interrupted:
+        return Interrupted(
+            f"stopped by {self.signal_name}: the revision in flight (if any) was "
+            "rolled back and the migration lock released; run again to finish",
+            signal=self.signal_name,
+        )
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if a signal has arrived."""
+        if self.requested:
+            raise self.error()
+
+    @contextlib.contextmanager
+    def cancelling(
+        self, cancel: Callable[[], None], stop: Callable[[], None] | None = None
+    ) -> Iterator[None]:
+        """While inside, a signal calls ``cancel`` (from a helper thread) instead of raising,
+        again every ``RECANCEL_EVERY_S``. If the region has not ended ``STUCK_GRACE_S``
+        after the signal, ``stop`` ends the migration's backends from a side session (the
+        server rolls back; at most ``STOP_WAIT_S``) and :attr:`on_stuck` ends the run."""
+        self.check()
+        saved = self._stop
+        self._stop = stop
+        try:
+            with self._in_mode("cancel", cancel):
+                yield
+        finally:
+            self._stop = saved
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """While inside, a signal is only recorded."""
+        with self._in_mode("defer", None):
+            yield
+
+    @contextlib.contextmanager
+    def _in_mode(self, mode: str, cancel: Callable[[], None] | None) -> Iterator[None]:
+        saved = (self._mode, self._cancel)
+        self._mode, self._cancel = mode, cancel
+        self._generation += 1
+        try:
+            yield
+        finally:
+            self._mode, self._cancel = saved
+            self._generation += 1
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        first = self.signal_name is None
+        if first:
+            self.signal_name = signal.Signals(signum).name
+        if not first or self._mode == "defer":
+            return
+        if self._mode == "cancel" and self._cancel is not None:
+            self._start_cancelling()
+            return
+        raise self.error()
+
+    def _start_cancelling(self) -> None:
+        """In cancel mode, start the cancel loop once per region (from the main thread's
+        handler or the wakeup-fd watcher, whichever comes first)."""
+        with self._mutex:
+            cancel, generation = self._cancel, self._generation
+            if self._mode != "cancel" or cancel is None or self._cancelling == generation:
+                return
+            self._cancelling = generation
+        threading.Thread(
+            target=self._keep_cancelling, args=(cancel, generation), daemon=True, name="cancel"
+        ).start()
+
+    def _keep_cancelling(self, cancel: Callable[[], None], generation: int) -> None:
+        stop = self._stop
+        deadline = time.monotonic() + STUCK_GRACE_S
+        while time.monotonic() < deadline:
+            if self._generation != generation:
+                return
+            with contextlib.suppress(Exception):
+                cancel()
+            time.sleep(RECANCEL_EVERY_S)
+        if self._generation == generation and self.on_stuck is not None:
+            if stop is not None:  # bounded: the process ends anyway, and the server notices
+                stopper = threading.Thread(target=_quietly, args=(stop,), daemon=True)
+                stopper.start()
+                stopper.join(STOP_WAIT_S)
+            self.on_stuck()
+
+    def stuck_error(self) -> Interrupted:
+        return Interrupted(
+            f"stopped by {self.signal_name}: the revision in flight did not stop within "
+            f"{STUCK_GRACE_S:g} s of the cancel (busy in Python?), so its backend was "
+            "terminated (PostgreSQL rolled it back and freed the lock) and the process ended "
+            "without waiting for it. Run again",
+            signal=self.signal_name,
+            stuck=True,
+        )
+
+
+def _quietly(call: Callable[[], None]) -> None:
+    with contextlib.suppress(Exception):
+        call()

@@ -1,0 +1,1 @@
+"""The migration scripts, their manifest, and the seam to Alembic's script API."""

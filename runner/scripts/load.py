@@ -1,0 +1,244 @@
+"""The migration scripts: load the Alembic script directory, check it, describe it as plain data.
+
+Everything here happens before the database is touched, so a broken revision file or a
+history with several heads fails the run at once, naming the files.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import hashlib
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ConfigError, RunnerError, ScriptsInvalid
+from runner.limits import MAX_TIMEOUT_S
+from runner.scripts.alembic_config import open_config
+
+#: The module-level dict a revision may define to change how the runner applies it, e.g.
+#: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks.
+OPTIONS_ATTRIBUTE = "migration_runner"
+OPTION_KEYS = ("lock_timeout", "statement_timeout")
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+    id: str
+    down: tuple[str, ...]
+    message: str
+    path: str
+    #: per-revision overrides of the runner's timeouts, in seconds (0: no limit)
+    options: tuple[tuple[str, float], ...] = ()
+    #: SHA-256 of the revision file, recorded in the ledger to catch edits after applying
+    checksum: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Scripts:
+    """What migrations exist: revisions from base to heads, and the heads."""
+
+    heads: tuple[str, ...]
+    revisions: dict[str, Revision]  # ordered from base towards the heads
+    #: the directories the revision files were found in
+    versions: tuple[str, ...] = ()
+
+    def graph(self) -> dict[str, tuple[str, ...]]:
+        return {rev.id: rev.down for rev in self.revisions.values()}
+
+    def checksums(self) -> dict[str, str]:
+        return {rev.id: rev.checksum for rev in self.revisions.values()}
+
+
+def file_checksum(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclasses.dataclass
+class Loaded:
+    """The Alembic objects the execution needs, plus the plain description."""
+
+    config: Any  # alembic.config.Config
+    directory: Any  # alembic.script.ScriptDirectory
+    scripts: Scripts
+
+
+def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loaded:
+    """Load ``alembic.ini`` and every revision file. ``checksums``: those already known (from
+    a current manifest), so that those files are not read a second time. Raises
+    :class:`ConfigError` for a missing or unusable ini, :class:`ScriptsInvalid` for broken
+    scripts."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        config = open_config(config_path)
+        location = config.get_alembic_option("script_location")
+        if not location:
+            raise ConfigError(
+                f"ALEMBIC_CONFIG {str(config_path)!r} has no script_location in "
+                "[alembic] (nor in [tool.alembic] of a pyproject.toml beside it)"
+            )
+        directory = ScriptDirectory.from_config(config)
+    except CommandError as exc:
+        raise ConfigError(f"ALEMBIC_CONFIG: script_location unusable: {exc}") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:  # the message may quote the file: don't
+        raise ConfigError(
+            f"ALEMBIC_CONFIG {str(config_path)!r} is not a valid alembic.ini ({type(exc).__name__})"
+        ) from None
+    versions = Path(directory.versions)
+    if not any(Path(p).is_dir() for p in directory._version_locations):
+        raise ConfigError(
+            f"ALEMBIC_CONFIG: no versions directory under script_location "
+            f"({versions}): is the image missing the migrations?"
+        )
+    try:
+        ordered = list(reversed(list(directory.walk_revisions())))
+    except CommandError as exc:
+        raise ScriptsInvalid(f"the revision history in {versions} is inconsistent: {exc}") from None
+    except RunnerError:  # Interrupted: a signal while the files were imported
+        raise
+    except BaseException as exc:  # anything a revision file raised at import, sys.exit too
+        raise ScriptsInvalid(
+            f"cannot load migration script {_culprit(exc, versions)}: {type(exc).__name__}: {exc}",
+            path=_culprit(exc, versions),
+        ) from None
+    known = checksums or {}
+    revisions = {
+        script.revision: Revision(
+            script.revision,
+            tuple(script._normalized_down_revisions),
+            (script.doc or "").strip(),
+            script.path,
+            revision_options(script.module, script.path),
+            known.get(script.revision) or file_checksum(script.path),
+        )
+        for script in ordered
+    }
+    heads = tuple(directory.get_heads())
+    locations = tuple(
+        str(Path(p).resolve()) for p in directory._version_locations if Path(p).is_dir()
+    )
+    return Loaded(config, directory, Scripts(heads, revisions, locations))
+
+
+def set_url(config: Any, url: str) -> None:
+    """Give env.py ``sqlalchemy.url`` (escaped: alembic.ini interpolates ``%``)."""
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+
+
+def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
+    """Validate a revision's ``migration_runner`` dict. Raises :class:`ScriptsInvalid`."""
+    raw = getattr(module, OPTIONS_ATTRIBUTE, None)
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ScriptsInvalid(
+            f'{path}: {OPTIONS_ATTRIBUTE} must be a dict, e.g. {{"lock_timeout": 0}}', path=path
+        )
+    out = []
+    for key, value in raw.items():
+        if key not in OPTION_KEYS:
+            raise ScriptsInvalid(
+                f"{path}: unknown {OPTIONS_ATTRIBUTE} option {key!r} (known: "
+                f"{', '.join(OPTION_KEYS)})",
+                path=path,
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 <= value <= MAX_TIMEOUT_S
+        ):  # NaN fails the comparison too
+            raise ScriptsInvalid(
+                f"{path}: {OPTIONS_ATTRIBUTE}[{key!r}] must be a number of "
+                f"seconds from 0 (no limit) to {MAX_TIMEOUT_S:g}",
+                path=path,
+            )
+        out.append((key, float(value)))
+    return tuple(sorted(out))
+
+
+def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, ...]:
+    """The revision ids ``target`` names. ``head`` needs exactly one head."""
+    from alembic.util import CommandError
+
+    if target == "head":
+        require_single_head(scripts)
+        if not scripts.heads:
+            raise ScriptsInvalid(
+                "there are no migration scripts, so no head to upgrade to: is "
+                "the image missing alembic/versions? (MIGRATION_TARGET=heads "
+                "accepts an empty history)"
+            )
+        return scripts.heads
+    if target == "heads":
+        return scripts.heads
+    if target.startswith(("+", "-")) or "@" in target or ":" in target:
+        raise ConfigError(
+            f"MIGRATION_TARGET {target!r}: give a revision id, 'head' or 'heads' "
+            "(relative and branch targets are not supported by upgrade)"
+        )
+    try:
+        found = directory.get_revisions(target)
+    except CommandError as exc:
+        raise ConfigError(f"MIGRATION_TARGET {target!r} is not a known revision: {exc}") from None
+    return tuple(rev.revision for rev in found)
+
+
+def resolve_exact(scripts: Scripts, target: str) -> tuple[str, ...] | None:
+    """``target`` resolved from plain data alone (head, heads, or a full revision id), or
+    None when it needs Alembic's resolution (prefixes, relative or branch targets)."""
+    if target == "head":
+        require_single_head(scripts)
+        return scripts.heads or None
+    if target == "heads":
+        return scripts.heads
+    return (target,) if target in scripts.revisions else None
+
+
+def require_single_head(scripts: Scripts) -> None:
+    if len(scripts.heads) > 1:
+        files = ", ".join(Path(scripts.revisions[h].path).name for h in scripts.heads)
+        raise ScriptsInvalid(
+            f"the scripts have {len(scripts.heads)} heads ({', '.join(scripts.heads)}"
+            f' in {files}); merge them with `alembic merge heads -m "merge"`',
+            heads=list(scripts.heads),
+        )
+
+
+def _culprit(exc: BaseException, versions: Path) -> str:
+    """The revision file an import error came from (or the versions directory)."""
+    filename = getattr(exc, "filename", None)
+    if isinstance(exc, SyntaxError) and filename:
+        return str(filename)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if Path(frame.filename).parent == versions:
+            return frame.filename
+    return str(versions)
+
+
+def resolve_destination(
+    scripts: Scripts, directory: Any, target: str, current: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The revision ids a downgrade or stamp ``target`` names, resolved once: ``base`` is
+    ``()``, ``-N`` counts back from ``current`` (see :func:`runner.plan.relative_target`),
+    ``head``/``heads`` are the scripts' heads, anything else a revision id or prefix."""
+    from alembic.util import CommandError
+
+    from runner.plan import relative_target
+
+    if target == "base":
+        return ()
+    if target[:1] == "-" and target[1:].isdigit():
+        return relative_target(current, int(target[1:]), scripts.graph())
+    if target in ("head", "heads"):
+        if target == "head":
+            require_single_head(scripts)
+        return scripts.heads
+    try:
+        found = directory.get_revisions(target)
+    except CommandError as exc:
+        raise ConfigError(f"{target!r} is not a known revision: {exc}") from None
+    return tuple(sorted(rev.revision for rev in found if rev is not None))

@@ -1,0 +1,70 @@
+"""Finding the Alembic configuration as Alembic does: alembic.ini, pyproject.toml's
+[tool.alembic] beside it, either one named by ALEMBIC_CONFIG."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from runner.errors import ConfigError
+from runner.scripts.alembic_config import config_files
+
+TOOL_ALEMBIC = '[tool.alembic]\nscript_location = "%(here)s/migrations"\n'
+
+
+def test_an_ini_alone_is_the_configuration(tmp_path):
+    (tmp_path / "alembic.ini").write_text("[alembic]\n")
+    assert config_files(tmp_path / "alembic.ini") == (tmp_path / "alembic.ini", None)
+
+
+def test_a_pyproject_with_tool_alembic_beside_the_ini_joins_it(tmp_path):
+    (tmp_path / "alembic.ini").write_text("[alembic]\n")
+    (tmp_path / "pyproject.toml").write_text(TOOL_ALEMBIC)
+    assert config_files(tmp_path / "alembic.ini") == (
+        tmp_path / "alembic.ini",
+        tmp_path / "pyproject.toml",
+    )
+
+
+def test_a_pyproject_without_tool_alembic_or_unreadable_beside_the_ini_is_ignored(tmp_path):
+    (tmp_path / "alembic.ini").write_text("[alembic]\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert config_files(tmp_path / "alembic.ini") == (tmp_path / "alembic.ini", None)
+    (tmp_path / "pyproject.toml").write_text("not = [toml")
+    assert config_files(tmp_path / "alembic.ini") == (tmp_path / "alembic.ini", None)
+
+
+def test_the_default_ini_may_be_missing_when_pyproject_configures_alembic(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(TOOL_ALEMBIC)
+    assert config_files(tmp_path / "alembic.ini") == (None, tmp_path / "pyproject.toml")
+
+
+def test_alembic_config_may_name_the_pyproject(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(TOOL_ALEMBIC)
+    assert config_files(tmp_path / "pyproject.toml") == (None, tmp_path / "pyproject.toml")
+    (tmp_path / "alembic.ini").write_text("[alembic]\n")
+    assert config_files(tmp_path / "pyproject.toml") == (
+        tmp_path / "alembic.ini",
+        tmp_path / "pyproject.toml",
+    )
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (None, "no such file"),
+        ("[project]\nname = 'x'\n", "no [tool.alembic]"),
+        ("x = [", "not valid TOML"),
+    ],
+)
+def test_a_named_pyproject_must_configure_alembic(tmp_path, content, expected):
+    if content is not None:
+        (tmp_path / "pyproject.toml").write_text(content)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        config_files(tmp_path / "pyproject.toml")
+
+
+def test_nothing_at_all_names_both_files(tmp_path):
+    with pytest.raises(ConfigError, match="alembic.ini, or pyproject.toml"):
+        config_files(tmp_path / "alembic.ini")

@@ -1,0 +1,57 @@
+"""Signal handling modes, in-process: raise, cancel the statement in flight, or defer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from runner.errors import Interrupted
+from runner.process.interrupt import Interrupt
+from tests.support.helpers import wait_until
+
+
+@pytest.fixture
+def interrupt():
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    handler = Interrupt()
+    handler.install()
+    yield handler
+    for sig, previous in saved.items():
+        signal.signal(sig, previous)
+
+
+def test_by_default_a_signal_raises_interrupted_at_once(interrupt):
+    with pytest.raises(Interrupted) as err:
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait(5)  # interrupted long before this returns
+    assert err.value.fields == {"signal": "SIGTERM"}
+    assert interrupt.requested
+
+
+def test_while_cancelling_a_signal_cancels_and_keeps_cancelling_until_the_region_ends(interrupt):
+    calls: list[int] = []
+    with interrupt.cancelling(lambda: calls.append(1)):
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_until(lambda: len(calls) >= 2, timeout=5, what="a repeated cancel")
+        with pytest.raises(Interrupted):
+            interrupt.check()
+    seen = len(calls)
+    threading.Event().wait(1.2)  # two re-cancel periods: none may follow the region's end
+    assert len(calls) <= seen + 1
+
+
+def test_while_deferred_a_signal_is_only_recorded(interrupt):
+    with interrupt.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert interrupt.signal_name == "SIGTERM"
+
+
+def test_a_second_signal_does_not_raise_again(interrupt):
+    with interrupt.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)  # already stopping: must not raise here
+    with pytest.raises(Interrupted):
+        interrupt.check()

@@ -1,0 +1,79 @@
+"""The plan: which revisions to apply, from plain data."""
+
+import pytest
+
+from runner.errors import ConfigError, DatabaseAhead
+from runner.plan import ancestry, plan_downgrade, plan_stamp, plan_upgrade, relative_target
+
+LINEAR = {"a": (), "b": ("a",), "c": ("b",)}
+MERGED = {"a": (), "b1": ("a",), "b2": ("a",), "m": ("b1", "b2")}
+
+
+def test_empty_database_gets_every_revision_in_order():
+    assert plan_upgrade((), ("c",), LINEAR).steps == ("a", "b", "c")
+
+
+def test_partly_migrated_database_gets_the_rest():
+    assert plan_upgrade(("a",), ("c",), LINEAR).steps == ("b", "c")
+
+
+def test_database_at_target_is_up_to_date():
+    plan = plan_upgrade(("c",), ("c",), LINEAR)
+    assert plan.up_to_date and plan.steps == ()
+
+
+def test_database_past_an_older_target_has_nothing_to_upgrade():
+    assert plan_upgrade(("c",), ("b",), LINEAR).up_to_date
+
+
+def test_unknown_database_revision_means_the_database_is_ahead():
+    with pytest.raises(DatabaseAhead) as err:
+        plan_upgrade(("zzz",), ("c",), LINEAR)
+    assert "zzz" in str(err.value)
+
+
+def test_branches_are_applied_before_their_merge():
+    pending = plan_upgrade(("b1",), ("m",), MERGED).steps
+    assert pending == ("b2", "m")
+
+
+def test_ancestry_includes_the_revision_itself():
+    assert ancestry(MERGED, ["m"]) == {"a", "b1", "b2", "m"}
+
+
+def test_downgrade_reverts_newest_first_down_to_the_target():
+    plan = plan_downgrade(("c",), ("a",), LINEAR)
+    assert (plan.kind, plan.steps, plan.target) == ("downgrade", ("c", "b"), ("a",))
+
+
+def test_downgrade_to_base_reverts_everything():
+    assert plan_downgrade(("c",), (), LINEAR).steps == ("c", "b", "a")
+
+
+def test_downgrade_below_a_merge_reverts_the_merge_and_the_branch_not_needed():
+    assert plan_downgrade(("m",), ("b1",), MERGED).steps == ("m", "b2")
+
+
+def test_downgrade_from_an_unknown_revision_means_the_database_is_ahead():
+    with pytest.raises(DatabaseAhead):
+        plan_downgrade(("zzz",), (), LINEAR)
+
+
+def test_relative_targets_count_back_along_a_linear_history():
+    assert relative_target(("c",), 1, LINEAR) == ("b",)
+    assert relative_target(("c",), 3, LINEAR) == ()
+    with pytest.raises(ConfigError, match="past base"):
+        relative_target(("c",), 4, LINEAR)
+
+
+def test_relative_targets_across_a_merge_or_from_several_heads_are_refused():
+    with pytest.raises(ConfigError, match="merges branches"):
+        relative_target(("m",), 2, MERGED)
+    with pytest.raises(ConfigError, match="several heads"):
+        relative_target(("b1", "b2"), 1, MERGED)
+
+
+def test_a_stamp_runs_nothing_and_is_up_to_date_only_at_its_target():
+    plan = plan_stamp(("a",), ("c",))
+    assert (plan.steps, plan.up_to_date) == ((), False)
+    assert plan_stamp(("c",), ("c",)).up_to_date
