@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
 
 from devtools.pgcluster import Cluster
