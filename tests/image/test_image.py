@@ -508,8 +508,9 @@ def test_the_aws_and_lint_extras_work_in_the_image(
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "runner/lint/squawk.py hands squawk the SQL in a temporary directory: on a read-only root "
-        "without a tmpfs (ECS readonlyRootFilesystem) lint and check --lint end as internal errors"
+        "runner/checklist/lint/squawk.py hands squawk the SQL in a temporary directory: on a "
+        "read-only root without a tmpfs (ECS readonlyRootFilesystem) lint and check --lint end "
+        "as internal errors"
     ),
 )
 def test_lint_runs_on_a_read_only_root_without_a_tmpfs(
