@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import runner
 from devtools.pgcluster import Cluster
 from runner.errors import ExitCode
 from runner.lock.advisory import lock_key
@@ -338,7 +339,7 @@ def test_the_image_holds_the_runner_and_the_migrations_only_and_runs_as_uid_1000
     assert config["Config"]["StopSignal"] == "SIGTERM"
     assert config["Config"]["Entrypoint"] == ["migration-runner"]
     labels = config["Config"]["Labels"]
-    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.version"] == runner.__version__
     assert len(labels["org.opencontainers.image.revision"]) == 40
     facts = json.loads(in_image(podman_env, image, "python", "-c", LOOK_AROUND))
     assert facts == {
