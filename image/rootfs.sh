@@ -46,14 +46,16 @@ copy "$link"
 python=$link
 
 # the standard library, compiled (python.org's images ship it without bytecode; the root
-# filesystem is read-only, so whatever is not compiled here is compiled again on every run)
+# filesystem is read-only, so whatever is not compiled here is compiled again on every run);
+# not the base's own site-packages (python.org's holds pip and setuptools: the venv is the
+# only place packages come from)
 stdlib=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 copy "$stdlib"
 lib=$root$stdlib
 rm -rf "$lib"/ensurepip "$lib"/idlelib "$lib"/lib2to3 "$lib"/pydoc_data "$lib"/tkinter \
   "$lib"/turtledemo "$lib"/turtle.py "$lib"/test "$lib"/distutils "$lib"/venv \
   "$lib"/sqlite3 "$lib"/curses "$lib"/dbm "$lib"/config-* "$lib"/__phello__ \
-  "$lib"/EXTERNALLY-MANAGED
+  "$lib"/EXTERNALLY-MANAGED "$lib"/site-packages "$lib"/dist-packages
 for module in _test _xx xx _ctypes_test _curses readline _dbm _gdbm nis ossaudiodev \
     _sqlite3 _tkinter _crypt audioop; do
   rm -f "$lib"/lib-dynload/"$module"*.so

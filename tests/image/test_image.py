@@ -346,6 +346,7 @@ def test_the_image_holds_the_runner_and_the_migrations_only_and_runs_as_uid_1000
         "app": [".venv", "alembic", "alembic.ini", "migration-manifest.json", "src"],
         "programs": [],
         "site_packages": ["runner"],
+        "importable": [],
         "present": ["/certs/global-bundle.pem", "/etc/ssl/certs/ca-certificates.crt"],
         "uid": 10001,
         "user": "runner",
@@ -354,11 +355,13 @@ def test_the_image_holds_the_runner_and_the_migrations_only_and_runs_as_uid_1000
 
 # What a look around the image finds, as one JSON document (the image has no shell).
 LOOK_AROUND = """
-import glob, json, os, pwd, shutil
+import glob, importlib.util, json, os, pwd, shutil
 PATH = "/app/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 programs = ["sh", "bash", "dash", "busybox", "apt", "apt-get", "dpkg", "perl", "uv", "pip",
             "pip3", "gcc", "ldconfig", "ldd"]
 unwanted = ["runner", "devtools", "tests", "pytest", "_pytest", "pip", "setuptools"]
+never_imported = ["pip", "setuptools", "ensurepip", "lib2to3", "idlelib", "tkinter", "sqlite3",
+                  "distutils", "test"]
 site = glob.glob("/app/.venv/lib/python3*/site-packages")[0]
 present = ["/certs/global-bundle.pem", "/etc/ssl/certs/ca-certificates.crt", "/run/secrets/ca",
            "/usr/share/doc", "/usr/share/locale", "/usr/lib/locale", "/var/lib/dpkg",
@@ -367,6 +370,7 @@ print(json.dumps({
     "app": sorted(os.listdir("/app")),
     "programs": [p for p in programs if shutil.which(p, path=PATH)],
     "site_packages": [name for name in unwanted if os.path.exists(os.path.join(site, name))],
+    "importable": [name for name in never_imported if importlib.util.find_spec(name)],
     "present": [p for p in present if os.path.exists(p) and (os.path.isdir(p) or os.path.getsize(p))],
     "uid": os.getuid(),
     "user": pwd.getpwuid(os.getuid()).pw_name,
