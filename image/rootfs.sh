@@ -63,7 +63,7 @@ done
 find "$lib" -depth -type d \( -name test -o -name tests -o -name idle_test \) \
   -exec rm -rf {} +
 find "$lib" -name '*.opt-?.pyc' -delete
-"$python" -m compileall -q -j 0 "$lib" >/dev/null
+"$python" -m compileall -q -j 0 -s "$root" -p / "$lib" >/dev/null  # as if compiled in place
 
 # the shared libraries: what ldd finds for the interpreter and every ELF file kept; and
 # libgcc_s, which glibc loads by name when a thread is cancelled or exits
