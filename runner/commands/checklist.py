@@ -53,10 +53,10 @@ def verify(
         qualified(schema, settings.migration_ledger_table),
     )
 
-    def run_checks(url: str) -> Any:
+    def run_checks(spec: Any) -> Any:
         return run_verify(
             loaded,
-            url,
+            spec,
             skip=skipped,
             since=since,
             bookkeeping=bookkeeping,
@@ -64,10 +64,13 @@ def verify(
         )
 
     if database_url:
-        result = run_checks(parse_database_url(database_url).url(hide_password=False))
+        result = run_checks(parse_database_url(database_url))
     else:
-        with throwaway_database() as url:
-            result = run_checks(url)
+        with throwaway_database(
+            settings.migration_verify_cache_dir,
+            say=lambda message: log.info("verify.server_binaries", message=message),
+        ) as spec:
+            result = run_checks(spec)
     if not result.ok:
         first = result.failures[0]
         log.error(

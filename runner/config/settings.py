@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     migration_lint_small_table_bytes: int = Field(default=10 * 2**20, ge=0)
     migration_lint_large_table_rows: int = Field(default=1_000_000, ge=0)
     migration_lint_large_table_bytes: int = Field(default=2**30, ge=0)
+    #: verify's own PostgreSQL: where its server binaries are unpacked (None: the default cache)
+    migration_verify_cache_dir: Path | None = None
     migration_log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: set by ECS on every task; used to name the task in application_name and logs
     ecs_container_metadata_uri_v4: str | None = None
