@@ -510,14 +510,6 @@ def test_the_aws_and_lint_extras_work_in_the_image(
     assert linted.summary["outcome"] == "passed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "runner/checklist/lint/squawk.py hands squawk the SQL in a temporary directory: on a "
-        "read-only root without a tmpfs (ECS readonlyRootFilesystem) lint and check --lint end "
-        "as internal errors"
-    ),
-)
 def test_lint_runs_on_a_read_only_root_without_a_tmpfs(
     podman_env: dict[str, str], image_with_extras: str, database: Database
 ) -> None:
