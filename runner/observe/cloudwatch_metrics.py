@@ -11,7 +11,8 @@ Contract:
   ``DurationMs``, ``LockWaitMs`` (only when the run needed the lock), ``ConnectAttempts``,
   ``RevisionsApplied``, and ``Successes`` / ``Failures`` (1 and 0 by the exit code).
 - The dimensions are low-cardinality strings: the configured ``Service`` and
-  ``Environment`` (each only when set) and the ``Command``; one dimension set.
+  ``Environment`` (each only when set), the ``Command``, and the ``Phase`` (``expand`` or
+  ``contract``, only when a phase was asked for); one dimension set.
 - Nothing already in the summary is overwritten.
 """
 
@@ -55,6 +56,7 @@ def emf_members(
         "Service": service,
         "Environment": environment,
         "Command": str(summary.get("command") or "unknown"),
+        "Phase": summary.get("phase"),
     }
     dimensions = {name: value for name, value in dimensions.items() if value}
     metrics = metric_values(summary)
