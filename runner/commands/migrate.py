@@ -37,6 +37,7 @@ def upgrade(
     revisions before the first contract one (:func:`runner.plan.plan_phase`)."""
     facts.phase = phase
     require(settings.connection_spec().driver)  # a configuration error comes before anything
+    snapshot = from_settings.snapshot(settings)
     known, loaded = sources.scripts_for(settings.alembic_config, settings.migration_manifest, log)
     target_heads = scripts.resolve_exact(known, target)
     if target_heads is None:  # a prefix, or no head: Alembic resolves (or explains) it
@@ -65,6 +66,10 @@ def upgrade(
             settled = _nothing_to_do(session, settings, planner, current, facts, locked=True)
             if settled is not None:
                 return Result(settled)
+            if snapshot is not None:  # pending revisions, under the lock, before the first
+                facts.snapshot = from_settings.take_snapshot(
+                    settings, snapshot, planner(current), interrupt=interrupt, log=log
+                )
             # only now Alembic, SQLAlchemy and the revision files: a herd's waiters find the
             # work done under the lock and exit without loading them (the graph came from
             # the manifest); the one that migrates loads them while it holds the lock
