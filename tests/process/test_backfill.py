@@ -101,3 +101,53 @@ def test_offline_sql_renders_a_backfill_as_its_update(database, project):
     result = run(runner_env(database, project), "sql", "t1:t2")
     assert result.code == 0, result.stderr
     assert "UPDATE calls SET new_name = old_name WHERE new_name IS NULL" in result.stdout
+
+
+def test_the_ddl_before_a_backfill_is_committed_before_its_first_batch(database, project):
+    project.revision("t1", None, TABLE.replace(str(ROWS), "5000"))
+    project.revision(
+        "t2",
+        "t1",
+        "op.add_column('calls', sa.Column('region', sa.Text()))\n"
+        "from runner import backfill\n"
+        "backfill('calls', set=\"region = 'eu'\", where='region IS NULL', batch_size=100, "
+        "pause=0.05)",
+    )
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "t1").code == 0
+    running = Running(env, "upgrade")
+    running.wait_for_event("backfill.progress", timeout=60)
+    # another session sees the column and writes the table while the backfill runs
+    with database.connect() as conn:
+        conn.execute("SET lock_timeout = '2s'")
+        conn.execute("UPDATE calls SET region = 'us' WHERE id = 5000")
+    assert database.version() == ["t1"]  # not applied until the backfill finished
+    result = running.finish()
+    assert result.code == 0, result.stdout
+    assert database.query("SELECT region, count(*) FROM calls GROUP BY 1 ORDER BY 1") == [
+        ("eu", 4999),
+        ("us", 1),
+    ]
+    assert database.version() == ["t2"]
+
+
+def test_a_failed_batch_keeps_the_batches_before_it_and_leaves_the_revision_pending(
+    database, project
+):
+    project.revision("t1", None, TABLE.replace(str(ROWS), "5000"))
+    project.revision(
+        "t2",
+        "t1",
+        "from runner import backfill\n"
+        "backfill('calls', set='new_name = (1 / (id - 2500))::text', where='new_name IS NULL', "
+        "batch_size=1000)",
+    )
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "t1").code == 0
+    result = run(env, "upgrade")
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED
+    error = result.event("error")
+    assert "division by zero" in error["message"] and "after 2000 rows" in error["message"]
+    assert backfilled(database) == 2000 and database.version() == ["t1"]
+    assert result.summary["backfills"][0]["rows_done"] == 2000
