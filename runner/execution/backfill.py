@@ -33,6 +33,7 @@ runs the same batches silently.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -153,6 +154,7 @@ def _run(bind: Any, batches: Batches, record: dict[str, Any], pause: float) -> d
 
     started = last_report = time.monotonic()
     plan = bind.execute(text(batches.estimate())).scalar()
+    plan = json.loads(plan) if isinstance(plan, str) else plan  # asyncpg: the JSON text
     estimated = int(plan[0]["Plan"]["Plan Rows"])
     report: Callable[[dict[str, Any]], None] = _host.progress if _host else (lambda _f: None)
     done, count, after, slowest = 0, 0, None, 0.0

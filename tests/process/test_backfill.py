@@ -151,3 +151,20 @@ def test_a_failed_batch_keeps_the_batches_before_it_and_leaves_the_revision_pend
     assert "division by zero" in error["message"] and "after 2000 rows" in error["message"]
     assert backfilled(database) == 2000 and database.version() == ["t1"]
     assert result.summary["backfills"][0]["rows_done"] == 2000
+
+
+def test_a_batch_waits_for_a_row_lock_no_longer_than_the_runners_lock_timeout(database, project):
+    project.revision("t1", None, TABLE.replace(str(ROWS), "5000"))
+    project.revision("t2", "t1", BACKFILL.format(batch_size=1000))
+    env = runner_env(database, project, MIGRATION_DDL_LOCK_TIMEOUT="1")
+    assert run(env, "upgrade", "t1").code == 0
+    with database.connect() as app:
+        app.execute("BEGIN")
+        app.execute("UPDATE calls SET old_name = 'busy' WHERE id = 3500")  # held, uncommitted
+        result = run(env, "upgrade", timeout=60)
+        app.execute("ROLLBACK")
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    assert "lock_timeout" in result.event("error")["message"]
+    assert backfilled(database) == 3000 and database.version() == ["t1"]
+    assert run(env, "upgrade").code == 0 and backfilled(database) == 5000
