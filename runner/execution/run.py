@@ -12,7 +12,9 @@ migration session only when they change. The ledger rows of a transaction's revi
 sent with its COMMIT. When migrations run on another connection than the locked one (see
 :mod:`runner.execution.connection`), the runner checks that it is on the same database, and
 before each revision that the lock session is alive. What the project's code prints becomes
-``revision.output`` events (:mod:`runner.execution.output_capture`).
+``revision.output`` events (:mod:`runner.execution.output_capture`). A revision's
+``backfill()`` (:mod:`runner.execution.backfill`) reports to the execution: its batches run
+under the revision's limits, its progress is logged, and the summary lists it.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_read_commands_on_a_terminal_print_only_their_result(database, project):
     assert run(env, "upgrade", "a2").code == 0
     code, out = run_on_a_terminal(env, "current")
     assert code == 0
-    assert out.splitlines() == ["a2", "1 pending: a3"]
+    assert out.splitlines() == ["a2", "1 pending: a3 (expand)"]
     code, verbose = run_on_a_terminal(env, "-v", "current")
     lines = plain(verbose)
     assert code == 0 and "a2" in lines and lines[-1].startswith("current: behind, at a2, in ")
