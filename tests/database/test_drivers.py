@@ -222,3 +222,31 @@ def test_a_driver_that_is_not_installed_is_named_before_connecting(database, tmp
     assert "asyncpg" in message and "not installed" in message
     assert not [e for e in result.events if e["event"].startswith("db.")]
     result.assert_clean()
+
+
+@pytest.mark.parametrize("driver", EXPECTED)
+def test_a_backfill_runs_its_batches_under_every_driver(driver, database, tmp_path):
+    project = _project(tmp_path, database, driver)
+    project.revision(
+        "b1",
+        "a table",
+        """
+        op.execute("CREATE TABLE calls (id bigint PRIMARY KEY, region text)")
+        op.execute("INSERT INTO calls (id) SELECT g FROM generate_series(1, 2500) g")
+    """,
+    )
+    project.revision(
+        "b2",
+        "fill region",
+        """
+        from runner import backfill
+        backfill("calls", set="region = 'eu'", where="region IS NULL", batch_size=1000)
+    """,
+    )
+    result = run(_env(project, database, driver, MIGRATION_DDL_LOCK_TIMEOUT="3"))
+    result.check_log_contract()
+    assert result.code == 0, result.stdout
+    [record] = result.summary["backfills"]
+    assert (record["rows_done"], record["batches"], record["finished"]) == (2500, 4, True)
+    assert database.query("SELECT count(*) FROM calls WHERE region = 'eu'") == [(2500,)]
+    assert database.version() == ["b2"]
