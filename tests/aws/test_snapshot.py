@@ -3,13 +3,15 @@ on a no-op or for a herd's waiters; a failure applies nothing and exits 13."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
 
-from runner.errors import ConfigError, ExitCode
+from runner.errors import ConfigError, ExitCode, SnapshotFailed
 from runner.execution.snapshot import infer_identifier, request
+from runner.observe import logs
 from tests.support.aws import FAKE_ENV
 from tests.support.helpers import Running, run, runner_env
 
@@ -38,15 +40,8 @@ def _snapshots() -> list[dict[str, Any]]:
 
 
 def _env(database: Any, project: Any, url: str, **settings: str) -> dict[str, str]:
-    return runner_env(
-        database,
-        project,
-        **FAKE_ENV,
-        AWS_ENDPOINT_URL=url,
-        MIGRATION_SNAPSHOT="instance",
-        MIGRATION_SNAPSHOT_IDENTIFIER="prod-db",
-        **settings,
-    )
+    wanted = {"MIGRATION_SNAPSHOT": "instance", "MIGRATION_SNAPSHOT_IDENTIFIER": "prod-db"}
+    return runner_env(database, project, **FAKE_ENV, AWS_ENDPOINT_URL=url, **{**wanted, **settings})
 
 
 def test_a_migrating_run_takes_one_tagged_snapshot_first_and_names_it(
@@ -104,3 +99,45 @@ def test_the_identifier_is_read_from_an_rds_endpoint() -> None:
     assert request("off", None, "db.internal", 60) is None
     with pytest.raises(ConfigError, match="MIGRATION_SNAPSHOT_IDENTIFIER"):
         request("instance", None, "db.internal", 60)
+
+
+def test_a_cluster_snapshot_for_aurora(aws_server: Any, database: Any, project: Any) -> None:
+    _rds().create_db_cluster(
+        DBClusterIdentifier="prod-aurora",
+        Engine="aurora-postgresql",
+        MasterUsername="app",
+        MasterUserPassword="not-used-here",
+    )
+    project.audited_chain(REVS)
+    env = _env(
+        database,
+        project,
+        aws_server.url,
+        MIGRATION_SNAPSHOT="cluster",
+        MIGRATION_SNAPSHOT_IDENTIFIER="prod-aurora",
+    )
+    result = run(env)
+    assert result.code == 0, result.stdout
+    [snapshot] = _rds().describe_db_cluster_snapshots(SnapshotType="manual")["DBClusterSnapshots"]
+    assert result.summary["snapshot"] == snapshot["DBClusterSnapshotIdentifier"]
+    assert snapshot["DBClusterIdentifier"] == "prod-aurora"
+
+
+class _NeverAvailable:
+    """An RDS client whose snapshot stays 'creating' (AWS takes minutes; moto none)."""
+
+    def create_db_snapshot(self, **_kw: Any) -> None:
+        return None
+
+    def describe_db_snapshots(self, **_kw: Any) -> dict[str, Any]:
+        time.sleep(0.02)
+        return {"DBSnapshots": [{"Status": "creating"}]}
+
+
+def test_a_snapshot_not_available_in_time_is_a_failure_naming_the_setting(monkeypatch) -> None:
+    from runner.execution import snapshot
+
+    monkeypatch.setattr(snapshot, "POLL_S", 0.01)
+    wanted = snapshot.Request("instance", "prod-db", 0.05)
+    with pytest.raises(SnapshotFailed, match="MIGRATION_SNAPSHOT_TIMEOUT=0.05 s"):
+        snapshot.take(wanted, "s", [], log=logs.get(), check=lambda: None, client=_NeverAvailable())
