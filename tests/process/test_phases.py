@@ -111,3 +111,13 @@ def test_an_unknown_phase_is_refused_naming_the_file(database, project):
     result = run(runner_env(database, project), "upgrade")
     assert result.code == ExitCode.SCRIPTS_INVALID and "x1_step.py" in result.stdout
     assert "'expand', 'contract'" in result.stdout
+
+
+def test_dry_run_of_the_expand_phase_lints_only_what_it_would_apply(database, project):
+    rename_history(project)
+    env = runner_env(database, project)
+    result = run(env, "upgrade", "--dry-run", "--phase", "expand", "--json")
+    document = json.loads(result.stdout)
+    assert (document["pending"], document["held"]) == (["r1", "r2", "r3"], ["r4", "r5"])
+    assert document["lint"]["revisions"] == ["r1", "r2", "r3"]
+    assert result.code == 0 and database.version() == []
