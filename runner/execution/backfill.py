@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol
 
+from runner.errors import MigrationFailed
+
 PROGRESS_EVERY_S = 1.0
 _IDENTIFIER = re.compile(r'^(?:[A-Za-z_][\w$]*|"[^"]+")(?:\.(?:[A-Za-z_][\w$]*|"[^"]+"))?$')
 
@@ -82,13 +84,28 @@ class Batches:
     batch_size: int
 
     def __post_init__(self) -> None:
+        """Raises :class:`MigrationFailed` (the revision's mistake, exit 6) for a bad
+        argument, before anything runs."""
         for name in ("table", "key"):
             if not _IDENTIFIER.match(getattr(self, name)):
-                raise ValueError(f"backfill: {name} {getattr(self, name)!r} is not an identifier")
+                raise MigrationFailed(
+                    f"backfill({self.table!r}, ...): {name} {getattr(self, name)!r} is not a "
+                    "table or column name; nothing was run"
+                )
         if not self.set.strip() or not self.where.strip():
-            raise ValueError("backfill: set and where are required (where: the rows left)")
-        if self.batch_size < 1:
-            raise ValueError("backfill: batch_size must be at least 1")
+            raise MigrationFailed(
+                f"backfill({self.table!r}, ...): set and where are required (where: the rows "
+                "still to do); nothing was run"
+            )
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):
+            raise MigrationFailed(
+                f"backfill({self.table!r}, ...): batch_size must be a whole number of rows, "
+                "at least 1; nothing was run"
+            )
 
     def statement(self, first: bool) -> str:
         """One batch: how many rows it updated and the last key it covered (NULL: none
@@ -136,7 +153,7 @@ def backfill(
     pause: float = 0.0,
 ) -> dict[str, Any]:
     """Run the backfill (see the module's contract); its final progress (rows done ...).
-    Raises ``ValueError`` for a bad argument, and whatever a batch raised."""
+    Raises :class:`MigrationFailed` for a bad argument, and whatever a batch raised."""
     from alembic import op
 
     batches = Batches(table, set, where, key, batch_size)

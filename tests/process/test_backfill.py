@@ -168,3 +168,15 @@ def test_a_batch_waits_for_a_row_lock_no_longer_than_the_runners_lock_timeout(da
     assert "lock_timeout" in result.event("error")["message"]
     assert backfilled(database) == 3000 and database.version() == ["t1"]
     assert run(env, "upgrade").code == 0 and backfilled(database) == 5000
+
+
+def test_a_bad_argument_is_the_revisions_mistake_not_the_runners(database, project):
+    project.revision("t1", None, TABLE.replace(str(ROWS), "10"))
+    project.revision(
+        "t2", "t1", "from runner import backfill\nbackfill('calls; --', set='a = 1', where='true')"
+    )
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    assert "is not a table or column name" in result.event("error")["message"]
+    assert database.version() == ["t1"]

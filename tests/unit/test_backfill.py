@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from runner.errors import MigrationFailed
 from runner.execution.backfill import Batches, progress
 
 
@@ -22,10 +23,11 @@ def test_a_batch_walks_the_key_from_where_the_last_one_ended():
         ("calls", "a = 1", "a IS NULL", "id desc", 10),
         ("calls", "a = 1", " ", "id", 10),
         ("calls", "a = 1", "a IS NULL", "id", 0),
+        ("calls", "a = 1", "a IS NULL", "id", 10.5),
     ],
 )
-def test_bad_arguments_are_refused_before_anything_runs(args):
-    with pytest.raises(ValueError, match="backfill"):
+def test_bad_arguments_are_the_revisions_mistake_refused_before_anything_runs(args):
+    with pytest.raises(MigrationFailed, match="nothing was run"):
         Batches(*args)
 
 
