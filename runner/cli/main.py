@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runner import __version__
 from runner.cli import then as handoff
@@ -30,6 +30,9 @@ from runner.observe import cloudwatch_metrics as emf
 from runner.observe import ecs_metadata, logs
 from runner.outcome import Facts, Outcome, Result
 from runner.process.interrupt import Interrupt
+
+if TYPE_CHECKING:  # the settings' module is imported when a command runs
+    from runner.config.settings import Settings
 
 Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -240,7 +243,6 @@ COMMANDS = (
     ),
 )
 BY_NAME = {command.name: command for command in COMMANDS}
-WRITING = tuple(c.name for c in COMMANDS if c.writes)
 #: ``check``'s verdicts; any other command exits 0 unless it raised or failed as below
 CHECK_EXIT = {
     Outcome.AT_HEAD: ExitCode.OK,
@@ -305,6 +307,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handoff.then(app, run_command(args), log_error)
 
 
+def metric_dimensions(settings: Settings | None) -> dict[str, Any]:
+    """The summary's EMF namespace and dimensions (``MIGRATION_METRICS_*``); the defaults
+    when the settings could not be read."""
+    if settings is None:
+        return {}
+    return {
+        "namespace": settings.migration_metrics_namespace,
+        "service": settings.migration_metrics_service,
+        "environment": settings.migration_metrics_environment,
+    }
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run one verb: the only place a result or an error becomes an exit code."""
     from runner.config.settings import environment_secrets, load_settings
@@ -335,7 +349,7 @@ def run_command(args: argparse.Namespace) -> int:
             level,
             settings.secrets(),
             stream,
-            ecs_metadata.log_fields(settings, log),
+            ecs_metadata.log_fields(settings.ecs_container_metadata_uri_v4, log),
         )
         log = logs.get()
         log.info(
@@ -375,7 +389,9 @@ def run_command(args: argparse.Namespace) -> int:
             log.info(
                 "summary",
                 **emf.with_metrics(
-                    summary(command.name, outcome, facts, code), settings, time.time()
+                    summary(command.name, outcome, facts, code),
+                    now_s=time.time(),
+                    **metric_dimensions(settings),
                 ),
             )
             stream.flush()
