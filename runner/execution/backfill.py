@@ -108,22 +108,32 @@ class Batches:
             )
 
     def statement(self, first: bool) -> str:
-        """One batch: how many rows it updated and the last key it covered (NULL: none
-        left). ``first``: no key bound yet."""
+        """One batch, as SQLAlchemy ``text()``: how many rows it updated and the last key it
+        covered (NULL: none left). ``first``: no key bound yet. The caller's fragments are
+        SQL as written: their colons are escaped, so ``'12:30'`` or ``x::text`` is never
+        taken for a bind parameter; ``:after`` is the only one."""
         after = "" if first else f" AND {self.key} > :after"
+        where, set_ = _escape_colons(self.where), _escape_colons(self.set)
+        table, key = _escape_colons(self.table), _escape_colons(self.key)
         return (
-            f"WITH batch AS (SELECT {self.key} AS backfill_key FROM {self.table} "
-            f"WHERE ({self.where}){after} ORDER BY {self.key} LIMIT {self.batch_size}), "
-            f"done AS (UPDATE {self.table} SET {self.set} FROM batch "
-            f"WHERE {self.table}.{self.key} = batch.backfill_key AND ({self.where}) RETURNING 1) "
+            f"WITH batch AS (SELECT {key} AS backfill_key FROM {table} "
+            f"WHERE ({where}){after} ORDER BY {key} LIMIT {self.batch_size}), "
+            f"done AS (UPDATE {table} SET {set_} FROM batch "
+            f"WHERE {table}.{key} = batch.backfill_key AND ({where}) RETURNING 1) "
             "SELECT (SELECT count(*) FROM done), (SELECT max(backfill_key) FROM batch)"
         )
 
     def estimate(self) -> str:
-        return f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self.table} WHERE ({self.where})"
+        return _escape_colons(
+            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self.table} WHERE ({self.where})"
+        )
 
     def offline(self) -> str:
         return f"UPDATE {self.table} SET {self.set} WHERE {self.where}"
+
+
+def _escape_colons(sql: str) -> str:
+    return sql.replace(":", "\\:")
 
 
 def progress(
@@ -159,7 +169,7 @@ def backfill(
     batches = Batches(table, set, where, key, batch_size)
     context = op.get_context()
     if context.as_sql:
-        op.execute(batches.offline())
+        op.execute(_escape_colons(batches.offline()))  # Alembic makes a text() of it
         return {"table": table, "offline": True}
     record: dict[str, Any] = {"table": table, "rows_done": 0, "finished": False}
     with context.autocommit_block(), _host.batches(record) if _host else nullcontext():

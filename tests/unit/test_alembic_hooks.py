@@ -58,6 +58,7 @@ def _revision_map():
         "x": None,
         "y": "x",
     }
+
     class Script(Revision):  # what a step needs of a script: its functions
         module = types.SimpleNamespace(upgrade=lambda: None, downgrade=lambda: None)
 

@@ -48,3 +48,13 @@ def test_progress_estimates_what_is_left_and_when_it_ends():
     }
     assert progress("calls", 50, 10, 1, 0.0)["rows_left_estimate"] == 0
     assert progress("calls", 0, 10, 1, 0.0)["eta_s"] is None
+
+
+def test_colons_in_the_fragments_are_sql_not_bind_parameters():
+    from sqlalchemy import text
+    from sqlalchemy.dialects import postgresql
+
+    batches = Batches("calls", "note = 'at 12:30'", "id::text <> ''", "id", 10)
+    compiled = text(batches.statement(False)).compile(dialect=postgresql.dialect())
+    assert list(compiled.params) == ["after"]
+    assert "'at 12:30'" in str(compiled) and "id::text" in str(compiled)
