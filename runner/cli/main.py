@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from runner import __version__
 from runner.cli import then as handoff
-from runner.cli.arguments import CHECKLIST, dry_run_flag, lint_flag
+from runner.cli.arguments import CHECKLIST, dry_run_flag, lint_flag, phase_flag
 from runner.cli.report import SUMMARY_ONCE, exit_now, log_error, report, summary
 from runner.errors import ExitCode, Interrupted, RunnerError, UsageError
 from runner.lock.advisory import lock_key
@@ -130,11 +130,16 @@ def _upgrade(
 
     if args.dry_run:
         return checklist.dry_run(
-            settings, args.target or settings.migration_target, facts=facts, log=log
+            settings,
+            args.target or settings.migration_target,
+            args.phase or settings.migration_phase,
+            facts=facts,
+            log=log,
         )
     return commands.upgrade(
         settings,
         args.target or settings.migration_target,
+        args.phase or settings.migration_phase,
         facts=facts,
         interrupt=interrupt,
         log=log,
@@ -146,8 +151,14 @@ COMMANDS = (
         "upgrade",
         "apply pending migrations (pnpm db:migrate; --then -- APP: exec APP after)",
         _upgrade,
-        dry_run_flag(
-            _target("revision (default: MIGRATION_TARGET, which defaults to head)", optional=True)
+        phase_flag(
+            dry_run_flag(
+                _target(
+                    "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True
+                )
+            ),
+            "expand: only the revisions safe before the new code is live; contract: the "
+            "rest (default: MIGRATION_PHASE, else every pending revision)",
         ),
         writes=True,
         json_flag=True,
@@ -176,8 +187,8 @@ COMMANDS = (
     Command(
         "check",
         "exit 0 only if the database is exactly at head (CI gate, readiness)",
-        lazy("runner.commands.checklist:check_at_head", "lint", facts=True),
-        lint_flag,
+        lazy("runner.commands.checklist:check_at_head", "lint", "phase", facts=True),
+        phase_flag(lint_flag, "exit 0 when only contract revisions are pending (expand)"),
         reads=True,
         json_flag=True,
     ),
@@ -235,6 +246,7 @@ BY_NAME = {command.name: command for command in COMMANDS}
 #: ``check``'s verdicts; any other command exits 0 unless it raised or failed as below
 CHECK_EXIT = {
     Outcome.AT_HEAD: ExitCode.OK,
+    Outcome.CONTRACT_PENDING: ExitCode.OK,
     Outcome.BEHIND: ExitCode.NOT_AT_HEAD,
     Outcome.EMPTY: ExitCode.NOT_AT_HEAD,
     Outcome.AHEAD: ExitCode.DATABASE_AHEAD,

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     migration_ddl_lock_timeout: float = Field(default=5.0, ge=0, le=MAX_TIMEOUT_S)
     migration_statement_timeout: float = Field(default=0.0, ge=0, le=MAX_TIMEOUT_S)
     migration_ddl_lock_retries: int = Field(default=5, ge=1)
+    #: ``upgrade``'s phase when ``--phase`` is not given: expand (before the new code is
+    #: live), contract (after); unset: every pending revision
+    migration_phase: Literal["expand", "contract"] | None = None
+    #: an RDS snapshot before a run that applies revisions (the ``aws`` extra)
+    migration_snapshot: Literal["off", "instance", "cluster"] = "off"
+    migration_snapshot_identifier: str | None = Field(default=None, min_length=1, max_length=63)
+    migration_snapshot_timeout: float = Field(default=1800.0, gt=0)
     migration_allow_database_ahead: bool = False
     migration_ledger_table: str = Field(default="migration_runner_ledger", min_length=1)
     migration_strict_checksums: bool = False
@@ -96,7 +103,14 @@ class Settings(BaseSettings):
     migration_iam_region: str | None = None
     aws_region: str | None = None  # set by ECS
 
-    @field_validator("migration_log_format", "migration_log_level", "db_sslmode", mode="before")
+    @field_validator(
+        "migration_log_format",
+        "migration_log_level",
+        "db_sslmode",
+        "migration_phase",
+        "migration_snapshot",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -189,6 +203,7 @@ def load_settings() -> Settings:
         "migration_retry_max_interval",
         "migration_ddl_lock_timeout",
         "migration_statement_timeout",
+        "migration_snapshot_timeout",
     ):
         if not math.isfinite(getattr(settings, name)):
             raise ConfigError(f"{name.upper()} must be a finite number of seconds")

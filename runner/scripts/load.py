@@ -19,9 +19,15 @@ from runner.limits import MAX_TIMEOUT_S
 from runner.scripts.alembic_config import open_config
 
 #: The module-level dict a revision may define to change how the runner applies it, e.g.
-#: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks.
+#: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks, or
+#: ``migration_runner = {"phase": "contract"}`` for a revision that must wait until the new
+#: code is live (see docs/zero-downtime.md).
 OPTIONS_ATTRIBUTE = "migration_runner"
 OPTION_KEYS = ("lock_timeout", "statement_timeout")
+PHASE_KEY = "phase"
+#: ``expand``: safe while the previous release still runs (the default); ``contract``: only
+#: once the new release is live (drops, SET NOT NULL, ...)
+PHASES = ("expand", "contract")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +40,8 @@ class Revision:
     options: tuple[tuple[str, float], ...] = ()
     #: SHA-256 of the revision file, recorded in the ledger to catch edits after applying
     checksum: str = ""
+    #: ``expand`` or ``contract`` (``migration_runner = {"phase": ...}``)
+    phase: str = "expand"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +58,10 @@ class Scripts:
 
     def checksums(self) -> dict[str, str]:
         return {rev.id: rev.checksum for rev in self.revisions.values()}
+
+    def contract(self) -> frozenset[str]:
+        """The revisions that must wait until the new code is live."""
+        return frozenset(rev.id for rev in self.revisions.values() if rev.phase == "contract")
 
 
 def file_checksum(path: str) -> str:
@@ -114,6 +126,7 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
             script.path,
             revision_options(script.module, script.path),
             known.get(script.revision) or file_checksum(script.path),
+            revision_phase(script.module, script.path),
         )
         for script in ordered
     }
@@ -140,10 +153,12 @@ def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
         )
     out = []
     for key, value in raw.items():
+        if key == PHASE_KEY:
+            continue  # revision_phase's
         if key not in OPTION_KEYS:
             raise ScriptsInvalid(
                 f"{path}: unknown {OPTIONS_ATTRIBUTE} option {key!r} (known: "
-                f"{', '.join(OPTION_KEYS)})",
+                f"{', '.join((*OPTION_KEYS, PHASE_KEY))})",
                 path=path,
             )
         if (
@@ -158,6 +173,22 @@ def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
             )
         out.append((key, float(value)))
     return tuple(sorted(out))
+
+
+def revision_phase(module: Any, path: str) -> str:
+    """A revision's phase: ``migration_runner["phase"]``, ``expand`` when unset. Raises
+    :class:`ScriptsInvalid` for any other value (the dict itself is checked by
+    :func:`revision_options`)."""
+    raw = getattr(module, OPTIONS_ATTRIBUTE, None)
+    if not isinstance(raw, dict) or PHASE_KEY not in raw:
+        return "expand"
+    if raw[PHASE_KEY] not in PHASES:
+        raise ScriptsInvalid(
+            f"{path}: {OPTIONS_ATTRIBUTE}[{PHASE_KEY!r}] must be one of "
+            f"{', '.join(map(repr, PHASES))}, not {raw[PHASE_KEY]!r}",
+            path=path,
+        )
+    return str(raw[PHASE_KEY])
 
 
 def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, ...]:
