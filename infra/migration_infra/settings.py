@@ -245,7 +245,8 @@ def _snapshot(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     if kind not in SNAPSHOT_KINDS:
         problems.append(f"snapshot: one of {', '.join(SNAPSHOT_KINDS)}, got {kind!r}")
         kind = "off"
-    timeout = _int(raw, "snapshotTimeout", 0, problems) or None
+    timeout = (_int(raw, "snapshotTimeout", 0, problems)
+               if raw.get("snapshotTimeout") is not None else None)
     if timeout is not None and timeout <= 0:
         problems.append(f"snapshotTimeout: seconds, more than 0, got {timeout}")
     if kind == "off":

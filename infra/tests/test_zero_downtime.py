@@ -137,6 +137,7 @@ def test_with_snapshots_the_init_container_runs_with_the_runners_task_role(confi
     ({"snapshot": "instance", "snapshotIdentifier": "db*"}, "snapshotIdentifier: an RDS"),
     ({"snapshot": "cluster", "snapshotTimeout": 1800}, "taskTimeout: 1800 s leaves no time"),
     ({"snapshot": "instance", "taskTimeout": 1200}, "taskTimeout: 1200 s leaves no time"),
+    ({"snapshot": "instance", "snapshotTimeout": 0}, "snapshotTimeout: seconds, more than 0"),
 ])
 def test_a_snapshot_the_runner_could_not_take_is_refused_naming_the_setting(config, changes,
                                                                             named):
