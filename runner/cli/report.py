@@ -30,6 +30,8 @@ def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[
         "applied": facts.applied,
         "connect_attempts": facts.connect_attempts,
         "lock_wait_ms": facts.lock_wait_ms,
+        "attempts": facts.attempts,
+        "longest_revision": facts.longest_revision,
         "exit_code": int(code),
         "total_ms": int((time.monotonic() - facts.started) * 1000),
     }
