@@ -192,9 +192,7 @@ SEEN = (
 )
 
 
-def test_statements_after_an_autocommit_block_get_the_schedules_largest_timeout(
-    database, project
-):
+def test_statements_after_an_autocommit_block_get_the_schedules_largest_timeout(database, project):
     project.revision(
         "r1",
         None,
