@@ -38,8 +38,8 @@ from _common import connect, percentile, runner_env
 from tests.support.helpers import ENV_PY
 
 SIZES = {
-    "smoke": {"blockers": (0.3,), "app_every_ms": 5.0},
-    "full": {"blockers": (0.5, 4.0, 60.0), "app_every_ms": 5.0},
+    "smoke": {"blockers": (0.3,), "app_every_ms": 5.0, "baseline_s": 1.0},
+    "full": {"blockers": (0.5, 4.0, 60.0), "app_every_ms": 5.0, "baseline_s": 10.0},
 }
 #: quick: the 60 s blocker shortened to 20 s (said so in the report)
 SIZES["quick"] = dict(SIZES["full"], blockers=(0.5, 4.0, 20.0))
@@ -127,6 +127,12 @@ class App:
         return [latency for at, latency in self.samples if start <= at <= end]
 
 
+def exited(started: Any) -> bool:
+    """Whether the process has exited, without reaping it (``reap`` does, for its CPU time)."""
+    found = os.waitid(os.P_PID, started.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    return found is not None
+
+
 def alter_waiting(monitor: psycopg.Connection[Any]) -> bool:
     return bool(
         monitor.execute(
@@ -163,11 +169,11 @@ def one_cell(
         started = time.monotonic()
         proc = bench.start(Command(tool, argv, env, ini.parent))
         while not alter_waiting(monitor):
-            if proc.proc.poll() is not None or time.monotonic() - started > 120:
+            if exited(proc) or time.monotonic() - started > 120:
                 raise Failed(f"{tool}: the ALTER never waited on the lock")
             time.sleep(0.005)
         waiting_at = time.monotonic()
-        while time.monotonic() < waiting_at + blocker_s and proc.proc.poll() is None:
+        while time.monotonic() < waiting_at + blocker_s and not exited(proc):
             time.sleep(0.005)
         blocker.commit()
         released = time.monotonic()
@@ -196,11 +202,41 @@ def one_cell(
     }
 
 
-def run(bench: Bench, out: Path, blockers: tuple[float, ...], app_every_ms: float) -> Section:
+def baseline(bench: Bench, seconds: float, every_s: float) -> tuple[float, float]:
+    """The app alone, no migration and no blocker, for ``seconds``: its max and p99 (what
+    the machine's load costs it)."""
+    db = bench.create_db("contention_baseline")
+    with connect(bench.cluster, bench.password, db) as setup:
+        setup.execute("CREATE TABLE calls (id bigserial PRIMARY KEY, caller text NOT NULL)")
+        setup.execute("INSERT INTO calls (caller) SELECT 'seed' FROM generate_series(1, 10000)")
+    conn = connect(bench.cluster, bench.password, db)
+    try:
+        app = App(conn, every_s)
+        time.sleep(seconds)
+        app.stop()
+    finally:
+        conn.close()
+        bench.drop_db(db)
+    latencies = [latency for _at, latency in app.samples]
+    return max(latencies, default=0.0), percentile(latencies, 99)
+
+
+def run(
+    bench: Bench,
+    out: Path,
+    blockers: tuple[float, ...],
+    app_every_ms: float,
+    baseline_s: float,
+) -> Section:
     del out  # no plots
     section = Section("8. Contention: a busy table, a long transaction, an ADD COLUMN")
     venv = deployed_venv(bench.tmp)
     ini = write_project(bench.tmp / "contention")
+    alone = baseline(bench, baseline_s, app_every_ms / 1000)
+    section.notes.append(
+        f"the app alone (no migration, no blocker) for {baseline_s:g} s before the runs: "
+        f"max {ms(alone[0])}, p99 {ms(alone[1])}: what the machine's load costs it"
+    )
     rows, cells = [], {}
     for blocker_s in blockers:
         for tool in TOOLS:
