@@ -1,4 +1,4 @@
-"""Scenario 8, contention: what a revision that needs an ACCESS EXCLUSIVE lock costs a busy
+"""Scenario 7, contention: what a revision that needs an ACCESS EXCLUSIVE lock costs a busy
 app while a long transaction holds its table, and how soon it gets through once that ends
 (issue 27).
 
@@ -229,7 +229,7 @@ def run(
     baseline_s: float,
 ) -> Section:
     del out  # no plots
-    section = Section("8. Contention: a busy table, a long transaction, an ADD COLUMN")
+    section = Section("7. Contention: a busy table, a long transaction, an ADD COLUMN")
     venv = deployed_venv(bench.tmp)
     ini = write_project(bench.tmp / "contention")
     alone = baseline(bench, baseline_s, app_every_ms / 1000)
