@@ -1,8 +1,8 @@
 """The side watch: one thread and one session of its own that look at the migrating backend
 while revisions run, never touching the migrating connection.
 
-- Every ``look_every_s`` (see :func:`runner.limits.watch_every`) one row of
-  ``pg_stat_activity``: whether the backend waits on a lock, and only then who blocks it
+- Every ``look_every_s`` (see :func:`runner.limits.watch_every`) while a revision runs, one
+  row of ``pg_stat_activity``: whether the backend waits on a lock, and only then who blocks it
   (``pg_blocking_pids`` takes the lock manager's locks briefly), kept in :attr:`Watch.last`
   so that a ``lock_timeout`` is reported with the blocker's name.
 - Every ``progress_every_s`` of a revision's run, one query (the backend's
@@ -110,11 +110,11 @@ class Watch:
         before: progress.Sample | None = None
         while not self._stop.wait(tick):
             pid, revision = self.pid, self._revision
-            if pid is None:
+            if pid is None or revision is None:  # only while a revision runs
                 continue
             if self.look_every_s:
                 self._look(conn, pid)
-            if revision is None or not self.progress_every_s:
+            if not self.progress_every_s:
                 continue
             if reported is None or reported[:2] != revision:
                 reported, before = (*revision, 0), None
