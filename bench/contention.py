@@ -222,11 +222,7 @@ def baseline(bench: Bench, seconds: float, every_s: float) -> tuple[float, float
 
 
 def run(
-    bench: Bench,
-    out: Path,
-    blockers: tuple[float, ...],
-    app_every_ms: float,
-    baseline_s: float,
+    bench: Bench, out: Path, blockers: tuple[float, ...], app_every_ms: float, baseline_s: float
 ) -> Section:
     del out  # no plots
     section = Section("7. Contention: a busy table, a long transaction, an ADD COLUMN")
@@ -297,9 +293,7 @@ def run(
         None not in through and late <= THROUGH_TARGET_S,
     )
     if 60.0 not in blockers and max(blockers) > 1:
-        section.notes.append(
-            f"quick run: the 60 s blocker was shortened to {max(blockers):g} s"
-        )
+        section.notes.append(f"quick run: the 60 s blocker was shortened to {max(blockers):g} s")
     return section
 
 

@@ -43,9 +43,7 @@ def events(result: Any, name: str) -> list[dict[str, Any]]:
 
 def test_an_index_build_reports_its_phase_and_percent_every_second(big, project):
     # an expression index: md5 of every row while the table is scanned, then a sort
-    project.revision(
-        "r1", None, 'op.execute("CREATE INDEX ix_big ON big (md5(name || id::text))")'
-    )
+    project.revision("r1", None, 'op.execute("CREATE INDEX ix_big ON big (md5(name || id::text))")')
     result = run(runner_env(big, project, MIGRATION_PROGRESS_INTERVAL=1), timeout=300)
 
     assert result.code == 0, result.stdout
@@ -61,9 +59,7 @@ def test_an_index_build_reports_its_phase_and_percent_every_second(big, project)
     assert first["command"] == "CREATE INDEX" and first["phase"].startswith("building index")
     assert 0 <= first["percent"] <= 100 and first["total"] > 0
     # the events precede the revision's end, and the summary keeps the longest revision
-    assert result.events.index(progress[-1]) < result.events.index(
-        result.event("revision.applied")
-    )
+    assert result.events.index(progress[-1]) < result.events.index(result.event("revision.applied"))
     assert result.summary["longest_revision"]["revision"] == "r1"
     assert result.summary["longest_revision"]["duration_ms"] >= 1000 * len(progress)
     result.assert_clean()
@@ -76,9 +72,7 @@ def test_no_progress_events_when_the_interval_is_0(big, project):
     assert not events(result, "revision.progress")
 
 
-def test_a_revision_waiting_on_a_lock_reports_the_wait_and_the_blocker(
-    database, project, blocker
-):
+def test_a_revision_waiting_on_a_lock_reports_the_wait_and_the_blocker(database, project, blocker):
     path = project.revision("r1", None, 'op.execute("ALTER TABLE calls ADD COLUMN note text")')
     path.write_text(path.read_text() + '\nmigration_runner = {"lock_timeout": 0}\n')
     proc = Running(runner_env(database, project, MIGRATION_PROGRESS_INTERVAL=1))
