@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     migration_ddl_lock_timeout: float | None = Field(default=None, ge=0, le=MAX_TIMEOUT_S)
     migration_ddl_lock_retries: int | None = Field(default=None, ge=1)
     migration_statement_timeout: float = Field(default=0.0, ge=0, le=MAX_TIMEOUT_S)
-    #: seconds between revision.progress events while a revision runs; 0 turns them off
+    #: seconds between revision.progress events while a revision runs (at least 1); 0: none
     migration_progress_interval: float = Field(default=30.0, ge=0)
     migration_allow_database_ahead: bool = False
     migration_ledger_table: str = Field(default="migration_runner_ledger", min_length=1)
@@ -219,6 +219,10 @@ def load_settings() -> Settings:
         if not math.isfinite(getattr(settings, name) or 0):
             raise ConfigError(f"{name.upper()} must be a finite number of seconds")
     _check_lock_schedule(settings)
+    if 0 < settings.migration_progress_interval < 1:
+        raise ConfigError(
+            "MIGRATION_PROGRESS_INTERVAL must be 0 (no progress events) or at least 1 second"
+        )
     try:
         settings.connection_spec()  # resolved once, here; raised again where needed
     except ConfigError:

@@ -191,3 +191,13 @@ def test_a_misspelled_schedule_is_a_config_error_naming_the_variable(clean_env):
     clean_env.setenv("MIGRATION_DDL_LOCK_SCHEDULE", "fast")
     with pytest.raises(ConfigError, match="MIGRATION_DDL_LOCK_SCHEDULE: 'fast' is not a schedule"):
         load_settings()
+
+
+@pytest.mark.parametrize(("value", "ok"), [("0", True), ("1", True), ("30", True), ("0.2", False)])
+def test_the_progress_interval_is_off_or_at_least_a_second(clean_env, value, ok):
+    clean_env.setenv("MIGRATION_PROGRESS_INTERVAL", value)
+    if ok:
+        assert load_settings().migration_progress_interval == float(value)
+    else:
+        with pytest.raises(ConfigError, match="MIGRATION_PROGRESS_INTERVAL"):
+            load_settings()
