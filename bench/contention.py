@@ -35,7 +35,7 @@ import psycopg
 from _bench import ROOT, Bench, Command, Failed, Section, Table, ms, standalone
 from _common import connect, percentile, runner_env
 
-from tests.support.helpers import ENV_PY
+from devtools.projects import ENV_PY
 
 SIZES = {
     "smoke": {"blockers": (0.3,), "app_every_ms": 5.0, "baseline_s": 1.0},

@@ -35,7 +35,7 @@ def image_repository(name: str, repository_name: str) -> aws.ecr.Repository:
     """The runner's ECR repository: immutable tags, scanned on push, old images expired."""
     repository = aws.ecr.Repository(
         name, name=repository_name, image_scanning_configuration={"scan_on_push": True},
-        image_tag_mutability="IMMUTABLE")
+        image_tag_mutability="IMMUTABLE", opts=pulumi.ResourceOptions(protect=True))
     aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=repository.name,
                             policy=json.dumps(ecr_lifecycle_policy()),
                             opts=pulumi.ResourceOptions(parent=repository))
@@ -54,6 +54,16 @@ def fargate_task_definition(name: str, *, family: str, cpu: int, memory: int,
         runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": architecture},
         execution_role_arn=execution_role_arn, task_role_arn=task_role_arn,
         container_definitions=container_definitions, opts=opts)
+
+
+def runner_environment(metrics: RunnerMetrics, settings: StackSettings) -> dict[str, str]:
+    """The runner's settings beyond the database's: the metric names and, for a rollback
+    deploy (an older image on a database its migrations do not know), the permission to find
+    the database ahead and exit 0 instead of 8 (MIGRATION_ALLOW_DATABASE_AHEAD)."""
+    environment = metrics.container_environment()
+    if settings.allow_database_ahead:
+        environment["MIGRATION_ALLOW_DATABASE_AHEAD"] = "true"
+    return environment
 
 
 class MigrationTask(pulumi.ComponentResource):
@@ -92,7 +102,8 @@ class MigrationTask(pulumi.ComponentResource):
         log_group_name = f"/ecs/{base}/migrations"
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs", name=log_group_name,
-            retention_in_days=settings.log_retention_days, opts=child)
+            retention_in_days=settings.log_retention_days,
+            opts=pulumi.ResourceOptions(parent=self, protect=True))
 
         assume = json.dumps(policies.assume_role_policy())
         self.execution_role = aws.iam.Role(f"{name}-execution", assume_role_policy=assume,
@@ -132,7 +143,7 @@ class MigrationTask(pulumi.ComponentResource):
                 db_secret_arn=settings.db_secret_arn, db_user=settings.db_user,
                 ssl_mode=settings.db_ssl_mode, iam_auth=settings.iam_auth,
                 stop_timeout=settings.stop_timeout,
-                extra_environment=metrics.container_environment())))
+                extra_environment=runner_environment(metrics, settings))))
         self.task_definition = fargate_task_definition(
             f"{name}-task", family=f"{base}-migrate", cpu=settings.cpu, memory=settings.memory,
             architecture=settings.cpu_architecture, execution_role_arn=self.execution_role.arn,
@@ -144,7 +155,10 @@ class MigrationTask(pulumi.ComponentResource):
             self.task_definition.family, ":", self.task_definition.revision.apply(str))
         self.container_name = RUNNER_CONTAINER
 
-        self.network_rules = self._database_access(name, settings, child)
+        self.security_group_id, group = self._task_group(name, settings, child)
+        self.network_rules = [*group,
+                              *self._database_access(name, settings, self.security_group_id,
+                                                     child)]
         self.alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-failed",
             name=f"{base}-migration-failed",
@@ -160,24 +174,45 @@ class MigrationTask(pulumi.ComponentResource):
                                "log_group": self.log_group.name})
 
     @staticmethod
-    def _database_access(name: str, settings: StackSettings,
+    def _task_group(name: str, settings: StackSettings, child: pulumi.ResourceOptions
+                    ) -> tuple[pulumi.Output[str], list[pulumi.Resource]]:
+        """The task's security group: the one given, or one created in `vpcId` whose only
+        egress is HTTPS (ECR, Secrets Manager, CloudWatch Logs; a group Pulumi creates has no
+        egress rule at all) -- the database port is added by `_database_access`."""
+        if settings.security_group_id is not None:
+            return pulumi.Output.from_input(settings.security_group_id), []
+        group = aws.ec2.SecurityGroup(
+            f"{name}-group", name=f"{settings.service}-{settings.environment}-migrations",
+            vpc_id=settings.vpc_id, description="migration-runner task", opts=child)
+        https = aws.vpc.SecurityGroupEgressRule(
+            f"{name}-https-out", security_group_id=group.id, cidr_ipv4="0.0.0.0/0",
+            ip_protocol="tcp", from_port=443, to_port=443,
+            description="ECR, Secrets Manager, CloudWatch Logs", opts=child)
+        return group.id, [group, https]
+
+    @staticmethod
+    def _database_access(name: str, settings: StackSettings, group_id: pulumi.Input[str],
                          child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
         """Egress from the task's security group to the database port only; with the
-        database's security group given, to that group alone, and its matching ingress."""
+        database's security group given, to that group alone, and its matching ingress.
+        None with `databaseRules: false` (a shared group that reaches the database already:
+        AWS refuses a duplicate rule)."""
+        if not settings.database_rules:
+            return []
         port = {"ip_protocol": "tcp", "from_port": settings.db_port,
                 "to_port": settings.db_port}
         if settings.db_security_group_id is None:
             return [aws.vpc.SecurityGroupEgressRule(
-                f"{name}-to-database", security_group_id=settings.security_group_id,
+                f"{name}-to-database", security_group_id=group_id,
                 cidr_ipv4="0.0.0.0/0", description="migration-runner to PostgreSQL",
                 **port, opts=child)]
         return [
             aws.vpc.SecurityGroupEgressRule(
-                f"{name}-to-database", security_group_id=settings.security_group_id,
+                f"{name}-to-database", security_group_id=group_id,
                 referenced_security_group_id=settings.db_security_group_id,
                 description="migration-runner to PostgreSQL", **port, opts=child),
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-from-runner", security_group_id=settings.db_security_group_id,
-                referenced_security_group_id=settings.security_group_id,
+                referenced_security_group_id=group_id,
                 description="PostgreSQL from migration-runner", **port, opts=child),
         ]

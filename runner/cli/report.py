@@ -32,6 +32,10 @@ def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[
         "lock_wait_ms": facts.lock_wait_ms,
         "attempts": facts.attempts,
         "longest_revision": facts.longest_revision,
+        "phase": facts.phase,
+        "held": facts.held,
+        "snapshot": facts.snapshot,
+        "backfills": facts.backfills,
         "exit_code": int(code),
         "total_ms": int((time.monotonic() - facts.started) * 1000),
     }

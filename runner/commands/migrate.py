@@ -16,7 +16,7 @@ from runner.database.session import Session
 from runner.errors import DatabaseAhead
 from runner.lock.advisory import lock_key
 from runner.outcome import Facts, Outcome, Result
-from runner.plan import Plan, applied, plan_downgrade, plan_stamp, plan_upgrade
+from runner.plan import Plan, applied, plan_downgrade, plan_phase, plan_stamp, plan_upgrade
 from runner.process.interrupt import Interrupt
 from runner.scripts import load as scripts
 from runner.scripts import source as sources
@@ -25,21 +25,30 @@ Planner = Callable[[tuple[str, ...]], Plan]  # the database's revision -> the pl
 
 
 def upgrade(
-    settings: Settings, target: str, *, facts: Facts, interrupt: Interrupt, log: Any
+    settings: Settings,
+    target: str,
+    phase: str | None = None,
+    *,
+    facts: Facts,
+    interrupt: Interrupt,
+    log: Any,
 ) -> Result:
     """Bring the database to ``target``: no lock if it is already there; otherwise take the
-    lock, read again, and apply what is still pending."""
+    lock, read again, and apply what is still pending. ``phase="expand"``: only the pending
+    revisions before the first contract one (:func:`runner.plan.plan_phase`)."""
+    facts.phase = phase
     require(settings.connection_spec().driver)  # a configuration error comes before anything
+    snapshot = from_settings.snapshot(settings)
     known, loaded = sources.scripts_for(settings.alembic_config, settings.migration_manifest, log)
     target_heads = scripts.resolve_exact(known, target)
     if target_heads is None:  # a prefix, or no head: Alembic resolves (or explains) it
         loaded = loaded or sources.load(settings.alembic_config, log, known.checksums())
         known = loaded.scripts
         target_heads = scripts.resolve_target(known, loaded.directory, target)
-    graph = known.graph()
+    graph, contract = known.graph(), known.contract()
 
     def planner(current: tuple[str, ...]) -> Plan:
-        return plan_upgrade(current, target_heads, graph)
+        return plan_phase(plan_upgrade(current, target_heads, graph), graph, contract, phase)
 
     with from_settings.session(settings, facts=facts, log=log) as session:
         current = session.revision()
@@ -58,6 +67,10 @@ def upgrade(
             settled = _nothing_to_do(session, settings, planner, current, facts, locked=True)
             if settled is not None:
                 return Result(settled)
+            if snapshot is not None:  # pending revisions, under the lock, before the first
+                facts.snapshot = from_settings.take_snapshot(
+                    settings, snapshot, planner(current), interrupt=interrupt, log=log
+                )
             # only now Alembic, SQLAlchemy and the revision files: a herd's waiters find the
             # work done under the lock and exit without loading them (the graph came from
             # the manifest); the one that migrates loads them while it holds the lock
@@ -89,8 +102,14 @@ def _nothing_to_do(
             detail=ahead.message + " (accepted: MIGRATION_ALLOW_DATABASE_AHEAD)",
         )
         return Outcome.DATABASE_AHEAD
+    facts.held = list(found.held)
     if found.up_to_date:
-        session.log.info("upgrade.up_to_date", revision=list(current), locked=locked)
+        session.log.info(
+            "upgrade.up_to_date",
+            revision=list(current),
+            locked=locked,
+            **({"phase": found.phase, "held": list(found.held)} if found.phase else {}),
+        )
         return Outcome.UP_TO_DATE
     return None
 
@@ -173,6 +192,7 @@ def _execute(
             ledger=ledger,
             lock_key=lock_key(settings.lock_name()),
             driver=session.spec.driver,
+            backfills=facts.backfills,
         )
         facts.to_revision = None  # unknown while revisions run: never report a stale one
         first = [current]  # read under the lock just now; a retry reads again
@@ -185,6 +205,7 @@ def _execute(
                 from_revision=list(plan.current),
                 target=list(plan.target),
                 pending=list(plan.steps),
+                **({"phase": plan.phase, "held": list(plan.held)} if plan.phase else {}),
             )
             Execution(ctx, plan, target, lambda step: facts.record(plan.kind, step), attempts).run()
 

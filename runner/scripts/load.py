@@ -20,9 +20,15 @@ from runner.scripts.alembic_config import open_config
 
 #: The module-level dict a revision may define to change how the runner applies it, e.g.
 #: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks, or
-#: ``{"lock_schedule": "0.1*50,1*10"}`` for a revision with a schedule of its own.
+#: ``{"lock_schedule": "0.1*50,1*10"}`` for a revision with a schedule of its own, or
+#: ``migration_runner = {"phase": "contract"}`` for a revision that must wait until the new
+#: code is live (see docs/zero-downtime.md).
 OPTIONS_ATTRIBUTE = "migration_runner"
 OPTION_KEYS = ("lock_timeout", "statement_timeout", "lock_schedule")
+PHASE_KEY = "phase"
+#: ``expand``: safe while the previous release still runs (the default); ``contract``: only
+#: once the new release is live (drops, SET NOT NULL, ...)
+PHASES = ("expand", "contract")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +41,8 @@ class Revision:
     options: tuple[tuple[str, float], ...] = ()
     #: SHA-256 of the revision file, recorded in the ledger to catch edits after applying
     checksum: str = ""
+    #: ``expand`` or ``contract`` (``migration_runner = {"phase": ...}``)
+    phase: str = "expand"
     #: the revision's own lock schedule, as spelled (validated; see runner.limits.parse_schedule)
     lock_schedule: str | None = None
 
@@ -53,6 +61,10 @@ class Scripts:
 
     def checksums(self) -> dict[str, str]:
         return {rev.id: rev.checksum for rev in self.revisions.values()}
+
+    def contract(self) -> frozenset[str]:
+        """The revisions that must wait until the new code is live."""
+        return frozenset(rev.id for rev in self.revisions.values() if rev.phase == "contract")
 
 
 def file_checksum(path: str) -> str:
@@ -119,6 +131,7 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
             script.path,
             options,
             known.get(script.revision) or file_checksum(script.path),
+            revision_phase(script.module, script.path),
             schedule,
         )
     heads = tuple(directory.get_heads())
@@ -148,10 +161,12 @@ def revision_options(module: Any, path: str) -> tuple[tuple[tuple[str, float], .
         if key == "lock_schedule":
             schedule = _schedule_option(value, path)
             continue
+        if key == PHASE_KEY:
+            continue  # revision_phase's
         if key not in OPTION_KEYS:
             raise ScriptsInvalid(
                 f"{path}: unknown {OPTIONS_ATTRIBUTE} option {key!r} (known: "
-                f"{', '.join(OPTION_KEYS)})",
+                f"{', '.join((*OPTION_KEYS, PHASE_KEY))})",
                 path=path,
             )
         if (
@@ -178,6 +193,22 @@ def _schedule_option(value: Any, path: str) -> str:
             f"{path}: {OPTIONS_ATTRIBUTE}['lock_schedule']: {exc}", path=path
         ) from None
     return value
+
+
+def revision_phase(module: Any, path: str) -> str:
+    """A revision's phase: ``migration_runner["phase"]``, ``expand`` when unset. Raises
+    :class:`ScriptsInvalid` for any other value (the dict itself is checked by
+    :func:`revision_options`)."""
+    raw = getattr(module, OPTIONS_ATTRIBUTE, None)
+    if not isinstance(raw, dict) or PHASE_KEY not in raw:
+        return "expand"
+    if raw[PHASE_KEY] not in PHASES:
+        raise ScriptsInvalid(
+            f"{path}: {OPTIONS_ATTRIBUTE}[{PHASE_KEY!r}] must be one of "
+            f"{', '.join(map(repr, PHASES))}, not {raw[PHASE_KEY]!r}",
+            path=path,
+        )
+    return str(raw[PHASE_KEY])
 
 
 def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from runner.scripts.load import Revision, Scripts, file_checksum
 
-FORMAT = 2
+FORMAT = 3  # 3: each revision's phase
 FILENAME = "migration-manifest.json"
 RACY_S = 3
 NS = 1_000_000_000
@@ -100,6 +100,7 @@ def build(scripts: Scripts, path: Path, now_s: float | None = None) -> dict[str,
                 "path": os.path.relpath(Path(rev.path).resolve(), base),
                 "checksum": rev.checksum,
                 "options": dict(rev.options),
+                "phase": rev.phase,
                 "lock_schedule": rev.lock_schedule,
             }
             for rev in scripts.revisions.values()
@@ -146,6 +147,7 @@ def read(path: Path) -> tuple[Scripts | None, str, int]:
                 f"{base}/{item['path']}",  # relative, as build() wrote it
                 tuple(sorted((k, float(v)) for k, v in item["options"].items())),
                 item["checksum"],
+                item["phase"],
                 item.get("lock_schedule"),
             )
             for item in document["revisions"]

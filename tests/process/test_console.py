@@ -11,7 +11,7 @@ import subprocess
 import time
 from enum import IntEnum
 
-from runner.observe.console import Console, progress
+from runner.observe.console import Console, backfill_bar, progress
 from tests.support.helpers import ROOT, command, run, runner_env, wait_until
 
 RED = "\x1b[31m"
@@ -63,7 +63,7 @@ def test_read_commands_on_a_terminal_print_only_their_result(database, project):
     assert run(env, "upgrade", "a2").code == 0
     code, out = run_on_a_terminal(env, "current")
     assert code == 0
-    assert out.splitlines() == ["a2", "1 pending: a3"]
+    assert out.splitlines() == ["a2", "1 pending: a3 (expand)"]
     code, verbose = run_on_a_terminal(env, "-v", "current")
     lines = plain(verbose)
     assert code == 0 and "a2" in lines and lines[-1].startswith("current: behind, at a2, in ")
@@ -184,3 +184,14 @@ def test_a_long_revision_shows_one_live_progress_line_on_a_terminal(database, pr
     assert out.count(REWRITE) == len(progress) - 1, out  # each after the first replaces one
     done = plain(out).index(next(line for line in plain(out) if line.startswith("  done r1")))
     assert "waiting on Lock" in plain(out)[done - 1]  # the last progress line stays above it
+
+
+def test_a_backfill_shows_a_bar_with_rows_rate_and_eta():
+    event = {"table": "calls", "rows_done": 300_000, "rows_left_estimate": 700_000}
+    assert (
+        backfill_bar({**event, "rows_per_s": 41_000, "eta_s": 17.1})
+        == "backfill calls [######--------------] 30% 300,000 rows, 41,000/s, ETA 17 s"
+    )
+    assert backfill_bar({**event, "rows_per_s": 41_000, "finished": True}).endswith(
+        "[####################] 100% 300,000 rows, 41,000/s, done"
+    )
