@@ -58,6 +58,10 @@ class Facts:
     applied: list[str] = dataclasses.field(default_factory=list)
     connect_attempts: int = 0
     lock_wait_ms: int | None = None
+    #: attempts at the plan: 1, plus one for each time a revision was blocked (lock_timeout)
+    attempts: int = 0
+    #: the revision that took longest: {"revision": ..., "duration_ms": ...}
+    longest_revision: dict[str, Any] | None = None
     #: the phase asked for (``upgrade --phase``, ``MIGRATION_PHASE``)
     phase: str | None = None
     #: pending revisions the phase left for the contract phase
@@ -67,6 +71,14 @@ class Facts:
     #: each ``backfill()`` run: table, rows done, whether it finished
     backfills: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def record(self, kind: str, step: Any) -> None:
+        """A step committed (``step``: its revision and duration_ms); a stamp applies nothing."""
+        if kind == "stamp":
+            return
+        self.applied.append(step.revision)
+        if self.longest_revision is None or step.duration_ms > self.longest_revision["duration_ms"]:
+            self.longest_revision = {"revision": step.revision, "duration_ms": step.duration_ms}
 
     def database_at(self, revision: tuple[str, ...]) -> None:
         """The database is at ``revision`` (before and, so far, after)."""

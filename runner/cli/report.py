@@ -30,6 +30,8 @@ def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[
         "applied": facts.applied,
         "connect_attempts": facts.connect_attempts,
         "lock_wait_ms": facts.lock_wait_ms,
+        "attempts": facts.attempts,
+        "longest_revision": facts.longest_revision,
         "phase": facts.phase,
         "held": facts.held,
         "snapshot": facts.snapshot,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,18 +36,27 @@ from runner.execution import alembic_hooks as alembic_env
 from runner.execution import backfill as backfills
 from runner.execution import connection as migration_connection
 from runner.execution.alembic_hooks import alembic_destination, check_steps
-from runner.execution.blockers import BlockerWatch
 from runner.execution.failure import Where, classify_failure
 from runner.execution.output_capture import OutputCapture
-from runner.limits import Timeouts, limits_for, watch_every
+from runner.execution.watch import Watch
+from runner.limits import LockSchedule, Timeouts, for_attempt, limits_for, parse_schedule
 from runner.lock.guard import stop_backends_via
 from runner.observe import logs
 from runner.plan import Plan
 from runner.process.interrupt import Interrupt
-from runner.scripts.load import Loaded, set_url
+from runner.scripts.load import Loaded, Scripts, set_url
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
 OUTCOME = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}  # ledger outcome
+
+
+def schedule_of(scripts: Scripts, revision: str | None, default: LockSchedule) -> LockSchedule:
+    """The lock schedule of ``revision``: its own (``migration_runner["lock_schedule"]``,
+    validated when the scripts were loaded), else ``default``."""
+    described = scripts.revisions.get(revision) if revision else None
+    if described is None or described.lock_schedule is None:
+        return default
+    return parse_schedule(described.lock_schedule, f"{revision}'s migration_runner lock_schedule")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +72,9 @@ class ExecutionContext:
     conn: psycopg.Connection[Any]  # the locked session (autocommit)
     loaded: Loaded
     table: VersionTable
-    timeouts: Timeouts
+    schedule: LockSchedule  # the run's; a revision may have its own
+    statement_timeout: float
+    watch: Watch  # the side watch: blockers and progress
     url: str  # a secret: becomes sqlalchemy.url for env.py
     open_connection: OpenConnection
     interrupt: Interrupt
@@ -91,20 +102,22 @@ class Execution:
         plan: Plan,
         target: str,
         on_committed: Callable[[Applied], None],
+        attempts: Mapping[str, int] | None = None,
     ) -> None:
         self.ctx, self.plan, self.target, self.on_committed = ctx, plan, target, on_committed
+        self.attempts = attempts or {}  # a blocked revision's attempt (see runner.execution.retry)
         self.outcome = OUTCOME[plan.kind]
         self.checksums = ctx.loaded.scripts.checksums()
         self.committed: list[Applied] = []
         self.awaiting: list[Applied] = []  # completed, commit not yet seen
         self.unwritten: list[Entry] = []  # ledger rows, written with the commit
         self.env_py_connections: list[psycopg.Connection[Any]] = []  # env.py's own sessions
-        self.watch: BlockerWatch | None = None
         self.driver = DRIVERS[ctx.driver]
         self.migrating: migration_connection.Migrating | None = None
         self.migration: Any = None  # the SQLAlchemy connection migrations run on
         self.revision: str | None = None  # in flight
         self.limits: Timeouts | None = None  # the revision in flight's
+        self.once_limits: Timeouts | None = None  # its statements that cannot be retried
         self.session_limits: Timeouts | None = None  # in effect on the migration session
         self.autocommit_in: str | None = None  # the revision that ran an autocommit block
         self.clock, self.wall = time.monotonic(), datetime.now(UTC)
@@ -220,7 +233,9 @@ class Execution:
             failed is not None and failed == self.autocommit_in,
             self._backfill_note() if failed is not None and failed == self.backfill_in else None,
         )
-        error = classify_failure(exc, where, self.watch.last if self.watch else [])
+        error = classify_failure(exc, where, self.ctx.watch.last)
+        if self.limits is not None and error.exit_code == ExitCode.MIGRATION_BLOCKED:
+            error.fields["lock_timeout_s"] = self.limits.lock_timeout
         if error.exit_code == ExitCode.INTERNAL:
             self.ctx.log.debug("internal.traceback", exc_info=exc)
         return error
@@ -228,8 +243,8 @@ class Execution:
     def _close(self) -> None:
         conn = self.ctx.conn
         self.ctx.loaded.config.attributes.pop("connection", None)
-        if self.watch is not None:
-            self.watch.stop()
+        self.ctx.watch.track(None)
+        self.ctx.watch.follow(None)
         if self.migrating is not None:
             self.migrating.close()
         for other in self.env_py_connections:
@@ -280,19 +295,27 @@ class Execution:
         if self.migrating is not None and self.migrating.separate:
             migration_connection.check_lock_session(self.ctx.conn, revision)
         described = self.ctx.loaded.scripts.revisions[revision]
-        self.revision, self.limits = revision, self.ctx.timeouts.for_revision(described.options)
+        schedule = schedule_of(self.ctx.loaded.scripts, revision, self.ctx.schedule)
+        attempt = self.attempts.get(revision, 1)
+        self.revision = revision
+        self.limits, self.once_limits = for_attempt(
+            schedule, attempt, self.ctx.statement_timeout, described.options
+        )
         self.ctx.log.info(
             "revision.started",
             revision=revision,
             message=described.message,
+            attempt=attempt,
             lock_timeout_s=self.limits.lock_timeout,
             statement_timeout_s=self.limits.statement_timeout,
         )
         self.clock, self.wall = time.monotonic(), datetime.now(UTC)
+        self.ctx.watch.track(revision)
 
     def _on_apply(self, *, step: Any, **_kw: Any) -> None:
         """Inside the step's transaction: its ledger rows are written with its commit."""
         self.revision = None
+        self.ctx.watch.track(None)
         duration = int((time.monotonic() - self.clock) * 1000)
         entries, name = step_entries(
             self.outcome, step, self.ctx.loaded.scripts.graph(), self.checksums, self.wall, duration
@@ -311,17 +334,7 @@ class Execution:
         )
         if migration.engine is not self.engine:  # env.py's own engine: watch it too
             alembic_env.listen(migration, self._listeners())
-        timeouts = self.ctx.timeouts
-        if timeouts.lock_timeout > 0 and self.watch is None:
-            every = watch_every(
-                [
-                    timeouts.for_revision(rev.options).lock_timeout
-                    for rev in self.ctx.loaded.scripts.revisions.values()
-                ]
-            )
-            self.watch = BlockerWatch(
-                lambda: self.ctx.open_connection("watch"), migrating.pid, every
-            )
+        self.ctx.watch.follow(migrating.pid)
         self.ctx.log.info(
             "migrate.mode",
             mode="separate_connection" if separate else "locked_connection",
@@ -364,9 +377,12 @@ class Execution:
         if connection is not self.migration:
             return
         dbapi = connection.connection.dbapi_connection
-        # a backfill's batches run in autocommit mode, each under the revision's limits
+        # a backfill's batches run in autocommit mode, each under the revision's limits;
+        # what follows a revision's autocommit block cannot be retried: the largest
         autocommit = dbapi.autocommit and self.backfilling is None
-        wanted = limits_for(self.limits if self.revision else None, autocommit)
+        after_block = self.autocommit_in == self.revision and self.backfilling is None
+        once = self.once_limits if after_block else None
+        wanted = limits_for(self.limits if self.revision else None, autocommit, once)
         if wanted is not None and wanted != self.session_limits:
             dbapi.cursor().execute(wanted.statement())
             # inside a transaction the setting reverts if it rolls back: and so does the run

@@ -91,7 +91,7 @@ def _renderer(fmt: str, level: str, out: TextIO) -> Any:
     if resolve_format(fmt, out) == "console":
         from runner.observe.console import Console, use_colors
 
-        return Console(colors=use_colors(out), verbose=level == "debug")
+        return Console(colors=use_colors(out), verbose=level == "debug", live=out.isatty())
     return structlog.processors.JSONRenderer(default=str)
 
 

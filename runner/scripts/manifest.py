@@ -101,6 +101,7 @@ def build(scripts: Scripts, path: Path, now_s: float | None = None) -> dict[str,
                 "checksum": rev.checksum,
                 "options": dict(rev.options),
                 "phase": rev.phase,
+                "lock_schedule": rev.lock_schedule,
             }
             for rev in scripts.revisions.values()
         ],
@@ -147,6 +148,7 @@ def read(path: Path) -> tuple[Scripts | None, str, int]:
                 tuple(sorted((k, float(v)) for k, v in item["options"].items())),
                 item["checksum"],
                 item["phase"],
+                item.get("lock_schedule"),
             )
             for item in document["revisions"]
         }

@@ -224,6 +224,24 @@ def test_a_driver_that_is_not_installed_is_named_before_connecting(database, tmp
     result.assert_clean()
 
 
+@pytest.mark.parametrize("driver,env_py", FAULT_CASES)
+def test_progress_follows_the_migrating_backend_of_every_driver(driver, env_py, database, tmp_path):
+    """The side watch reports the backend env.py migrates on (a connection of the URL's
+    driver, or env.py's own), not the runner's locked session: its wait is the revision's."""
+    project = _project(tmp_path, database, driver, env_py)
+    _at_b1_then(project, database, driver, 'op.execute("SELECT pg_sleep(2.5)")')
+    result = run(_env(project, database, driver, MIGRATION_PROGRESS_INTERVAL="1"))
+
+    assert result.code == 0, result.stdout + result.stderr
+    progress = [e for e in result.events if e["event"] == "revision.progress"]
+    assert len(progress) >= 2, result.stdout
+    assert all(e["revision"] == "b2" for e in progress)
+    assert all((e["wait_event_type"], e["wait_event"]) == ("Timeout", "PgSleep") for e in progress)
+    pid = result.event("migrate.mode")["migration_backend_pid"]
+    assert result.event("migrate.mode")["mode"] == "separate_connection" and pid
+    result.assert_clean()
+
+
 def _backfill_revisions(project: GeneratedProject) -> None:
     project.revision(
         "b1",
