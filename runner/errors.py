@@ -30,7 +30,8 @@ class ExitCode(enum.IntEnum):
     EDITED_MIGRATION = 12  # an applied revision's file changed since (MIGRATION_STRICT_CHECKSUMS)
     VERIFY_FAILED = 20  # `verify`: a check of the pre-deployment checklist failed
     LINT_FAILED = 21  # `lint`, `check --lint`, `upgrade --dry-run`: an error-level lint finding
-    INTERRUPTED = 130  # SIGTERM or SIGINT: the in-flight revision was rolled back
+    INTERRUPTED = 130  # SIGTERM, SIGINT, SIGHUP or SIGQUIT: the in-flight revision was rolled back
+    OUTPUT_CLOSED = 141  # stdout closed, or its reader went away (SIGPIPE): stopped as for 130
 
 
 class RunnerError(Exception):
