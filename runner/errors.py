@@ -121,6 +121,13 @@ class Interrupted(RunnerError):
     code = "interrupted"
 
 
+class OutputClosed(Interrupted):
+    """stdout is closed, or its reader went away: nobody can read what the run says."""
+
+    exit_code = ExitCode.OUTPUT_CLOSED
+    code = "output_closed"
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's message (or its class name): driver
     messages run on over several lines of context we do not want in a one-line event."""

@@ -77,9 +77,12 @@ class Stop:
         self._event = threading.Event()
 
     def install(self) -> None:
-        """SIGINT and SIGTERM request a stop (main thread only)."""
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        """Every signal that ends a run (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE) requests
+        a stop (main thread only)."""
+        from runner.process.interrupt import STOPPING
+
+        for sig in STOPPING:
+            signal.signal(sig, self._handle)
 
     def request(self, reason: str) -> None:
         if self.reason is None:
