@@ -33,6 +33,7 @@ from runner.errors import (
     MigrationFailed,
     RunnerBug,
     RunnerError,
+    ScriptsInvalid,
     first_line,
     name_sessions,
 )
@@ -118,6 +119,12 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         detail += (
             " (the migration ended the process itself: a revision must raise an "
             "exception to fail, never sys.exit() or KeyboardInterrupt)"
+        )
+    elif isinstance(orig, SyntaxError):  # a module env.py or a revision imports
+        return ScriptsInvalid(
+            f"{place} imports {orig.filename}, which does not compile (line {orig.lineno}: "
+            f"{orig.msg}): fix it and run again",
+            **fields,
         )
     elif sqlstate is None and raised_by_runner(exc.__traceback__):
         return RunnerBug(

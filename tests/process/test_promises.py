@@ -1,0 +1,66 @@
+"""Single promises the invariant harness (test_invariants.py) first found broken (issue 21),
+each pinned with the exact behaviour now promised."""
+
+from __future__ import annotations
+
+import json
+
+from runner.errors import ExitCode
+from tests.support.helpers import run, runner_env
+
+
+def test_history_shows_ledger_times_in_utc_whatever_the_servers_timezone(database, project):
+    with database.admin() as admin:
+        admin.execute(f'ALTER DATABASE "{database.name}" SET TimeZone = \'Asia/Tokyo\'')
+    project.revision("a1", None, "pass")
+    assert run(runner_env(database, project)).code == 0
+    result = run(runner_env(database, project), "history", "--json")
+    result.check_log_contract()
+    (row,) = json.loads(result.stdout)["revisions"]
+    assert row["ledger"]["finished_at"].endswith("+00:00"), row
+    (utc_hour,) = database.query(
+        "SELECT to_char(max(finished_at) AT TIME ZONE 'UTC', 'HH24') FROM migration_runner_ledger"
+    )[0]
+    assert row["ledger"]["finished_at"][11:13] == utc_hour
+
+
+def test_history_survives_a_ledger_row_without_an_end_time(database, project):
+    project.revision("a1", None, "pass")
+    assert run(runner_env(database, project)).code == 0
+    with database.admin() as admin:
+        admin.execute(
+            "ALTER TABLE migration_runner_ledger ALTER COLUMN finished_at DROP NOT NULL; "
+            "UPDATE migration_runner_ledger SET finished_at = NULL"
+        )
+    result = run(runner_env(database, project), "history")
+    result.check_log_contract()
+    assert result.code == 0 and "(no end time)" in result.stdout, result.stdout
+
+
+def test_history_escapes_control_characters_in_messages(database, project):
+    path = project.revision("a1", None, "pass")
+    path.write_text(path.read_text().replace('"""step a1"""', '"""evil \x1b]0;pwned\x07 \x1b[2J"""'))
+    result = run(runner_env(database, project), "history")
+    result.check_log_contract()
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b]0;pwned\\x07" in result.stdout
+
+
+def test_an_env_py_that_does_not_compile_is_invalid_scripts_before_connecting(database, project):
+    project.revision("a1", None, "pass")
+    env_py = project.root / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text() + "\ndef broken(:\n")
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.SCRIPTS_INVALID, result.stdout
+    assert "env.py" in result.event("error")["message"]
+    assert database.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+
+
+def test_a_manifest_into_a_missing_directory_is_a_config_error(project, tmp_path):
+    project.revision("a1", None, "pass")
+    target = tmp_path / "missing" / "manifest.json"
+    result = run(runner_env(None, project, MIGRATION_MANIFEST=target), "manifest")
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.stderr
+    assert str(target) in result.event("error")["message"]
