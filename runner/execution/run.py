@@ -17,6 +17,7 @@ before each revision that the lock session is alive. What the project's code pri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from runner.execution import alembic_hooks as alembic_env
 from runner.execution import connection as migration_connection
 from runner.execution.alembic_hooks import alembic_destination, check_steps
 from runner.execution.blockers import BlockerWatch
-from runner.execution.failure import Where, classify_failure
+from runner.execution.failure import Where, classify_failure, sqlstate_of
 from runner.execution.output_capture import OutputCapture
 from runner.limits import Timeouts, limits_for, watch_every
 from runner.lock.guard import stop_backends_via
@@ -101,6 +102,9 @@ class Execution:
         self.limits: Timeouts | None = None  # the revision in flight's
         self.session_limits: Timeouts | None = None  # in effect on the migration session
         self.autocommit_in: str | None = None  # the revision that ran an autocommit block
+        #: the revision in flight's statements: (SQL, whether it runs outside a transaction)
+        self.statements: list[tuple[str, bool]] = []
+        self.committed_at_block = 0  # how many of them Alembic committed entering the block
         self.clock, self.wall = time.monotonic(), datetime.now(UTC)
         self.locked_conn_handed_out = False  # our session handed to env.py
         self.engine: Any = None  # the migration engine (a SQLAlchemy Engine once running)
@@ -169,16 +173,38 @@ class Execution:
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
         rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
         conn = self.ctx.conn
+        in_block = failed is not None and failed == self.autocommit_in
         where = Where(
             failed,
             rev.path if rev else None,
             conn.closed or conn.broken,
-            failed is not None and failed == self.autocommit_in,
+            in_block,
+            *(self._committed_and_left(exc) if in_block else ((), ())),
         )
         error = classify_failure(exc, where, self.watch.last if self.watch else [])
         if error.exit_code == ExitCode.INTERNAL:
             self.ctx.log.debug("internal.traceback", exc_info=exc)
         return error
+
+    def _committed_and_left(self, exc: BaseException) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The failed revision's statements that committed (those before its autocommit
+        block, and those of the block but the one that failed), and the INVALID indexes
+        the database now has (a failed CREATE INDEX CONCURRENTLY leaves one)."""
+        failed_statement = sqlstate_of(exc) is not None and self.statements[-1:]
+        done = self.statements[: -1 if failed_statement else None]
+        committed = [
+            sql for i, (sql, outside) in enumerate(done) if outside or i < self.committed_at_block
+        ]
+        left: list[str] = []
+        with contextlib.suppress(Exception):  # the session may be gone: say what we know
+            with self.ctx.open_connection("inspect") as side:
+                left = [
+                    f"INVALID index {name}"
+                    for (name,) in side.execute(
+                        "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+                    )
+                ]
+        return tuple(committed), tuple(left)
 
     def _close(self) -> None:
         conn = self.ctx.conn
@@ -236,6 +262,7 @@ class Execution:
             migration_connection.check_lock_session(self.ctx.conn, revision)
         described = self.ctx.loaded.scripts.revisions[revision]
         self.revision, self.limits = revision, self.ctx.timeouts.for_revision(described.options)
+        self.statements, self.committed_at_block = [], 0
         self.ctx.log.info(
             "revision.started",
             revision=revision,
@@ -309,8 +336,11 @@ class Execution:
     def _on_options(self, _connection: Any, options: Any) -> None:
         if options.get("isolation_level") == "AUTOCOMMIT" and self.revision:
             self.autocommit_in = self.revision
+            self.committed_at_block = len(self.statements)  # Alembic commits them first
 
-    def _before_statement(self, connection: Any, cursor: Any, *_args: Any) -> None:
+    def _before_statement(
+        self, connection: Any, cursor: Any, statement: Any = "", *_args: Any
+    ) -> None:
         """Raise a pending signal; set the session's limits when the statement needs others
         than those in effect (rarely: at the first revision, around overrides and
         autocommit blocks). Straight to the driver: SQLAlchemy's statement machinery costs
@@ -319,6 +349,8 @@ class Execution:
         if connection is not self.migration:
             return
         dbapi = connection.connection.dbapi_connection
+        if self.revision:
+            self.statements.append((str(statement), bool(dbapi.autocommit)))
         wanted = limits_for(self.limits if self.revision else None, dbapi.autocommit)
         if wanted is not None and wanted != self.session_limits:
             dbapi.cursor().execute(wanted.statement())

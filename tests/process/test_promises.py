@@ -11,7 +11,7 @@ from tests.support.helpers import run, runner_env
 
 def test_history_shows_ledger_times_in_utc_whatever_the_servers_timezone(database, project):
     with database.admin() as admin:
-        admin.execute(f'ALTER DATABASE "{database.name}" SET TimeZone = \'Asia/Tokyo\'')
+        admin.execute(f"ALTER DATABASE \"{database.name}\" SET TimeZone = 'Asia/Tokyo'")
     project.revision("a1", None, "pass")
     assert run(runner_env(database, project)).code == 0
     result = run(runner_env(database, project), "history", "--json")
@@ -39,7 +39,9 @@ def test_history_survives_a_ledger_row_without_an_end_time(database, project):
 
 def test_history_escapes_control_characters_in_messages(database, project):
     path = project.revision("a1", None, "pass")
-    path.write_text(path.read_text().replace('"""step a1"""', '"""evil \x1b]0;pwned\x07 \x1b[2J"""'))
+    path.write_text(
+        path.read_text().replace('"""step a1"""', '"""evil \x1b]0;pwned\x07 \x1b[2J"""')
+    )
     result = run(runner_env(database, project), "history")
     result.check_log_contract()
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
@@ -64,3 +66,44 @@ def test_a_manifest_into_a_missing_directory_is_a_config_error(project, tmp_path
     result.check_log_contract()
     assert result.code == ExitCode.CONFIG, result.stderr
     assert str(target) in result.event("error")["message"]
+
+
+PARTIAL = """
+op.add_column("items", sa.Column("code", sa.Text))
+op.execute("UPDATE items SET code = 'same'")
+with op.get_context().autocommit_block():
+    op.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_items_code ON items (code)")
+"""
+
+
+def test_a_failed_autocommit_block_says_exactly_what_stays_and_the_recovery_works(
+    database, project
+):
+    """Found by issue 21: reported "rolled back" while the column stayed and an INVALID index
+    was left; every rerun then failed on the duplicate column."""
+    project.revision(
+        "a1",
+        None,
+        "op.execute('CREATE TABLE items (id int)')\n"
+        "op.execute('INSERT INTO items VALUES (1), (2)')",
+    )
+    project.revision("a2", "a1", PARTIAL)
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    error = result.event("error")
+    assert "NOT fully rolled back" in error["message"] and "was rolled back" not in error["message"]
+    assert [s.split()[:3] for s in error["committed_statements"]] == [
+        ["ALTER", "TABLE", "items"],
+        ["UPDATE", "items", "SET"],
+    ]
+    assert error["left_behind"] == ["INVALID index ix_items_code"], error
+    assert database.version() == ["a1"]
+    # the documented recovery: undo what stays, then run again
+    with database.connect() as conn:
+        conn.execute("DROP INDEX ix_items_code")
+        conn.execute("ALTER TABLE items DROP COLUMN code")
+    project.revision("a2", "a1", PARTIAL.replace("'same'", "id::text"))
+    again = run(runner_env(database, project))
+    again.check_log_contract()
+    assert again.code == 0 and database.version() == ["a2"], again.stdout
