@@ -258,7 +258,7 @@ def _catches(pid: int, sig: signal.Signals) -> bool:
 
 
 def run_cell(cell: Cell) -> Observed:
-    env = runner_env(cell.db, cell.project, MIGRATION_LOCK_TIMEOUT=45, **cell.env)
+    env = runner_env(cell.db, cell.project, MIGRATION_LOCK_WAIT_TIMEOUT=45, **cell.env)
     if cell.cmd.argv[0] == "verify":
         env["MIGRATION_VERIFY_DATABASE_URL"] = cell.scratch.url()
     argv = list(cell.cmd.argv)
@@ -333,7 +333,7 @@ def _arranged(cell: Cell, env: dict[str, str]) -> Iterator[None]:
     """The fault's set-up (and its undoing): a lock held, a read-only database, ..."""
     fault = cell.fault
     if fault == "lock held":
-        env["MIGRATION_LOCK_TIMEOUT"] = "1"
+        env["MIGRATION_LOCK_WAIT_TIMEOUT"] = "1"
     if fault in ("lock held",) or fault.endswith("@lock wait"):
         with cell.db.connect() as holder:
             holder.execute("SELECT pg_advisory_lock(%s)", (LOCK,))
@@ -472,8 +472,13 @@ def test_the_checker_catches_each_broken_promise():
 # --- surprising environment values -----------------------------------------------------------
 
 SETTINGS = (
-    "MIGRATION_LOCK_TIMEOUT",
+    "MIGRATION_LOCK_WAIT_TIMEOUT",
     "MIGRATION_DB_WAIT_TIMEOUT",
+    "MIGRATION_DDL_LOCK_TIMEOUT",
+    "MIGRATION_CONNECT_TIMEOUT",
+    "MIGRATION_VERSION_TABLE",
+    "MIGRATION_LEDGER_TABLE",
+    "DB_SSLMODE",
     "MIGRATION_LOG_LEVEL",
     "MIGRATION_LOG_FORMAT",
     "MIGRATION_TARGET",

@@ -22,6 +22,9 @@ from tests.support.helpers import PASSWORD, Database
 
 #: every exit code a user can look up (the runner's, the launcher's)
 DOCUMENTED = {int(c) for c in ExitCode} | {int(c) for c in LaunchExit} - {1}
+#: codes that are a command's verdict (``check``, ``verify``, ``lint``, ``heads``), with no
+#: error event
+VERDICTS = {7, 8, 11, 20, 21}
 #: the marker a revision prints (with the DATABASE_URL) when a test asks it to
 PRINTED = "PRINTED-BY-REVISION"
 
@@ -104,7 +107,7 @@ def _exit_is_the_summarys(run: Observed) -> list[str]:
         )
     if run.summary_event == "summary" and "_aws" not in summaries[-1]:
         found.append("promise 1: the summary has no EMF metrics")
-    if run.code != 0 and "error" not in names:
+    if run.code not in (0, *VERDICTS) and "error" not in names:
         found.append(f"promise 1: exit {run.code} without an error event")
     return found
 
