@@ -37,7 +37,9 @@ from runner.execution.blockers import BlockerWatch
 from runner.execution.failure import Where, classify_failure, sqlstate_of
 from runner.execution.output_capture import OutputCapture
 from runner.limits import Timeouts, limits_for, watch_every
+from runner.lock.advisory import guard_key, holds_sql
 from runner.lock.guard import stop_backends_via
+from runner.lock.pooler import pooler_error
 from runner.observe import logs
 from runner.plan import Plan
 from runner.process.interrupt import Interrupt
@@ -357,10 +359,29 @@ class Execution:
             # inside a transaction the setting reverts if it rolls back: and so does the run
             self.session_limits = wanted
 
+    def _require_lock_held(self, connection: Any) -> None:
+        """Before a transaction of the migration commits: its own server session holds the
+        migration lock (the locked session) or its guard key (env.py's own connection), else
+        :func:`~runner.lock.pooler.pooler_error` and the transaction rolls back. Whatever
+        the timing, a pooler in transaction mode can never commit a revision without it."""
+        migrating, key = self.migrating, self.ctx.lock_key
+        if key is None or migrating is None or (migrating.separate and migrating.guard is None):
+            return
+        cursor = connection.connection.dbapi_connection.cursor()
+        cursor.execute(holds_sql(guard_key(key) if migrating.separate else key))
+        row = cursor.fetchone()
+        if not (row and row[0]):
+            raise pooler_error(
+                "a revision's transaction ran on a server session that does not hold the "
+                "migration lock; it was rolled back before its COMMIT"
+            )
+
     def _on_commit(self, connection: Any) -> None:
         """The ledger rows of the steps this transaction applied travel with its COMMIT, in
         one round trip where the driver can (the driver's own commit then finds nothing left
         to commit), else just before it (reported at the next transaction's begin)."""
+        if connection is self.migration:
+            self._require_lock_held(connection)
         if connection is self.migration and self.unwritten:
             pipelined = self.driver.name in migration_connection.PIPELINES_COMMIT
             (self.ctx.ledger.write_and_commit if pipelined else self.ctx.ledger.write)(

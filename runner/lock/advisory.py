@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 from runner.backoff import LOCK_POLL
 from runner.database.activity import shown_query
 from runner.errors import LockTimeout, name_sessions
+from runner.lock.pooler import pooler_error
 
 REPORT_EVERY_S = 5.0
 POLL_MAX_S = LOCK_POLL.max_s
@@ -57,7 +58,30 @@ _HELD = """
 EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
         AND classid = %(classid)s::int8::oid AND objid = %(objid)s::int8::oid)"""
-TRY_SQL = f"SELECT pg_try_advisory_lock(%(key)s), {_HELD}"
+_MINE = """
+EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+        AND pid = pg_backend_pid()
+        AND classid = {classid}::int8::oid AND objid = {objid}::int8::oid)"""
+#: take the lock, unless this server session holds it already: then it is another client's,
+#: and a pooler in transaction mode lends one server session to several clients (a session
+#: lock is re-entrant: both would think they hold it); one statement, so no other client's
+#: statement can come between the look and the take
+TRY_SQL = f"""
+WITH mine AS MATERIALIZED (SELECT {_MINE.format(classid="%(key_classid)s", objid="%(key_objid)s")}
+                           AS already)
+SELECT CASE WHEN already THEN false ELSE pg_try_advisory_lock(%(key)s) END, {_HELD}, already
+FROM mine"""
+
+
+def holds_sql(key: int) -> str:
+    """A statement (literals: every driver's parameter style differs) answering whether this
+    server session holds the advisory lock ``key``: a revision's transaction asks it before
+    its COMMIT, so that no revision commits on a server session without the lock (a pooler
+    in transaction mode may run the transaction on another one)."""
+    params = _key_params(key)
+    return f"SELECT {_MINE.format(classid=params['classid'], objid=params['objid'])}"
+
+
 GUARDED_SQL = f"SELECT {_HELD}"
 
 HOLDERS_SQL = """
@@ -96,7 +120,12 @@ class MigrationLock:
         if self.held:
             row = self.conn.execute(GUARDED_SQL, guard).fetchone()
             return not (row and row[0])
-        row = self.conn.execute(TRY_SQL, {"key": self.key, **guard}).fetchone()
+        mine = {f"key_{k}": v for k, v in _key_params(self.key).items()}
+        row = self.conn.execute(TRY_SQL, {"key": self.key, **guard, **mine}).fetchone()
+        if row and row[2]:
+            raise pooler_error(
+                "its server session already held the migration lock for another client"
+            )
         self.held = bool(row and row[0])
         return self.held and not (row and row[1])
 

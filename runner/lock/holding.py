@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import psycopg
 
 from runner.database.session import Session
-from runner.errors import ConfigError, RunnerError, first_line
+from runner.errors import RunnerError, first_line
 from runner.lock.advisory import MigrationLock
-from runner.lock.pooler import reaches_server_directly, session_is_sticky
+from runner.lock.pooler import pooler_error, reaches_server_directly, session_is_sticky
 from runner.outcome import Facts
 from runner.process.interrupt import Interrupt
 
@@ -74,13 +74,7 @@ def _require_own_session(session: Session) -> None:
         with contextlib.closing(session.helper_connection("probe")) as probe:
             sticky = session_is_sticky(session.conn, probe)
         if not sticky:
-            raise ConfigError(
-                "the database connection goes through a pooler in transaction mode (e.g. "
-                "PgBouncer pool_mode=transaction): the migration lock is a session lock and would "
-                "not be held by the session that migrates. Point DATABASE_URL/DB_HOST at the "
-                "database itself (or a session-mode pool) for migrations",
-                pooler="transaction",
-            )
+            raise pooler_error("another client's transaction ran on this client's server session")
     # our own session now: server-side prepared statements are safe, and spare the server
     # parsing the version UPDATE (and a revision's repeated statements) again and again
     session.conn.prepare_threshold = PREPARE_THRESHOLD

@@ -3,13 +3,17 @@ lock is taken (a session lock there would be stranded on a pooled backend)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 
 from runner.errors import ExitCode
 from tests.support import pgbouncer
-from tests.support.helpers import Running, run, runner_env
+from tests.support.helpers import Running, new_database, run, runner_env
 
 
 @pytest.fixture
@@ -71,3 +75,87 @@ def test_a_session_that_reaches_the_server_directly_opens_no_probe(database, pro
     assert result.code == 0, result.stdout
     roles = [e.get("role") for e in result.events if e["event"] == "db.connected"]
     assert "probe" not in roles and roles[0] == "session", roles
+
+
+# --- the herd through transaction pooling (issue 21): never a mix, never a hang ------------
+
+HERD = 6
+#: herds per pool size (1-4): ``POOLER_HERD_REPEATS=13`` gives 52 herds (docs/promises.md)
+HERD_REPEATS = int(os.environ.get("POOLER_HERD_REPEATS") or 1)
+
+
+@contextlib.contextmanager
+def _cpu_load(burners: int = 2):
+    """Two CPU burners for the herd's duration (the load that found the mixed herds)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(burners)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _herd_verdict(results) -> str:
+    """``refused`` (every runner refused, naming the pooler), ``migrated`` (every runner
+    succeeded), else what mix it was."""
+    kinds = []
+    for result in results:
+        result.check_log_contract()
+        if result.code == ExitCode.CONFIG and result.event("error").get("pooler"):
+            kinds.append("refused")
+        elif result.code == 0:
+            kinds.append("migrated")
+        else:
+            kinds.append(f"exit {result.code}")
+    return kinds[0] if len(set(kinds)) == 1 else "mix: " + ", ".join(sorted(kinds))
+
+
+@pytest.mark.parametrize("pool_size", [1, 2, 3, 4])
+def test_a_herd_through_transaction_pooling_all_refuse_or_all_succeed(
+    database, project, tmp_path, pool_size, record_property
+):
+    project.audited_chain(["a1", "a2", "a3"])
+    verdicts = Counter()
+    for repeat in range(HERD_REPEATS):
+        with new_database(database.server) as db, contextlib.ExitStack() as stack:
+            bouncer = stack.enter_context(
+                _bouncer(db, tmp_path / f"b{repeat}", default_pool_size=pool_size)
+            )
+            env = runner_env(
+                db,
+                project,
+                DATABASE_URL=bouncer.url(db.name),
+                MIGRATION_DB_WAIT_TIMEOUT=20,
+                MIGRATION_LOCK_WAIT_TIMEOUT=60,
+            )
+            with _cpu_load():
+                runners = [Running(env) for _ in range(HERD)]
+                results = [r.finish(timeout=90) for r in runners]  # bounded: a hang fails
+            verdict = _herd_verdict(results)
+            verdicts[verdict] += 1
+            assert not verdict.startswith("mix"), (verdict, [r.stdout[-1500:] for r in results])
+            applied = (
+                db.query("SELECT rev, count(*) FROM audit GROUP BY rev ORDER BY rev")
+                if (db.table_exists("audit"))
+                else []
+            )
+            assert all(n == 1 for _rev, n in applied), applied
+            if verdict == "refused":
+                assert db.version() == [] and applied == []
+            else:
+                assert db.version() == ["a3"]
+            assert db.advisory_locks() == 0, "a lock stranded on a pooled server connection"
+    record_property("herd_verdicts", dict(verdicts))
+    print(f"pool size {pool_size}: {HERD_REPEATS} herds of {HERD}: {dict(verdicts)}")
+
+
+@contextlib.contextmanager
+def _bouncer(db, workdir, **kw):
+    workdir.mkdir()
+    gen = pgbouncer.pgbouncer_for(db, workdir, "transaction", **kw)
+    bouncer = next(gen)
+    try:
+        yield bouncer
+    finally:
+        gen.close()

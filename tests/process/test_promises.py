@@ -107,3 +107,22 @@ def test_a_failed_autocommit_block_says_exactly_what_stays_and_the_recovery_work
     again = run(runner_env(database, project))
     again.check_log_contract()
     assert again.code == 0 and database.version() == ["a2"], again.stdout
+
+
+def test_a_revision_never_commits_on_a_session_without_the_lock(database, project):
+    """Issue 21, promise 10: each revision's transaction checks before its COMMIT that its own
+    server session holds the migration lock (through a transaction-mode pooler it may not);
+    here the revision gives the lock up itself, the deterministic stand-in for a pooler."""
+    project.revision("a1", None, "op.execute('CREATE TABLE t1 (id int)')")
+    project.revision(
+        "a2",
+        "a1",
+        "op.execute('CREATE TABLE t2 (id int)')\nop.execute('SELECT pg_advisory_unlock_all()')",
+    )
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.stdout
+    error = result.event("error")
+    assert error["pooler"] == "transaction" and "rolled back before its COMMIT" in error["message"]
+    assert database.version() == ["a1"] and not database.table_exists("t2")
+    assert result.summary["applied"] == ["a1"]
