@@ -8,6 +8,7 @@ lines, or readable on a terminal. Needs no database settings.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -102,11 +103,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument(
         "--command",
         nargs=argparse.REMAINDER,
-        default=shlex.split(env("COMMAND") or "") or None,
+        default=_command_words(env("COMMAND") or "") or None,
         help="the container's command instead of the task definition's, e.g. "
         "--command downgrade -1 (takes the rest of the line)",
     )
     return parser
+
+
+def _command_words(text: str) -> list[str]:
+    """MIGRATION_ECS_COMMAND split as a shell would (an unbalanced quote is a usage error)."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise LaunchUsageError(f"{ENV}COMMAND {text!r}: {exc}") from None
 
 
 def _seconds(text: str) -> float:
@@ -114,8 +123,10 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be a finite number of seconds, more than 0"
+        )
     return value
 
 
@@ -131,8 +142,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
     ]
     if missing:
         raise LaunchUsageError("migration-runner ecs run needs " + ", ".join(missing))
-    if args.command == []:
-        raise LaunchUsageError("--command needs the command to run, e.g. --command check")
+    _check_values(args, build_parser(environ))
     request = LaunchRequest(
         cluster=args.cluster,
         task_definition=args.task_definition,
@@ -148,6 +158,35 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
     return request, Pacing(
         first_poll_s=min(1.0, args.poll_interval), max_poll_s=args.poll_interval, drain_s=args.drain
     )
+
+
+def _check_values(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """What argparse lets through that no AWS call should see. Raises
+    :class:`LaunchUsageError`."""
+    if args.command == []:
+        raise LaunchUsageError("--command needs the command to run, e.g. --command check")
+    for name in ("subnets", "security_groups"):
+        if not _ids(getattr(args, name)):
+            raise LaunchUsageError(
+                f"--{name.replace('_', '-')} ({ENV}{name.upper()}) names no id: "
+                "give comma-separated ids"
+            )
+    for name in ("cluster", "task_definition", "image", "container", "platform_version"):
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise LaunchUsageError(f"--{name.replace('_', '-')} ({ENV}{name.upper()}) is empty")
+    options = {o for action in _run_actions(parser) for o in action.option_strings}
+    taken = [word for word in args.command or () if word.split("=")[0] in options]
+    if taken:
+        raise LaunchUsageError(
+            f"--command takes the rest of the line, and got the launcher's {', '.join(taken)}: "
+            "put --command last"
+        )
+
+
+def _run_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [a for a in sub.choices["run"]._actions if a.dest != "help"]
 
 
 def _ids(text: str) -> tuple[str, ...]:
