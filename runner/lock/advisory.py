@@ -14,6 +14,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import time
@@ -58,6 +59,10 @@ _HELD = """
 EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
         AND classid = %(classid)s::int8::oid AND objid = %(objid)s::int8::oid)"""
+_HOLDERS_OF_KEY = """locktype = 'advisory' AND granted AND objsubid = 1
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND classid = %(classid)s::int8::oid AND objid = %(objid)s::int8::oid
+        AND pid <> pg_backend_pid()"""
 _MINE = """
 EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
         AND pid = pg_backend_pid()
@@ -201,12 +206,28 @@ class MigrationLock:
                     raise
         if row and row[0]:
             self.log.info("lock.released", lock=self.name, by="unlock")
-        else:
-            self.log.warning(
-                "lock.release_unexpected",
-                lock=self.name,
-                detail="pg_advisory_unlock returned false: the lock was not held",
-            )
+            return
+        stranded = self._end_stranded()
+        self.log.warning(
+            "lock.release_unexpected",
+            lock=self.name,
+            detail="pg_advisory_unlock returned false: this server session did not hold the "
+            "lock (a pooler in transaction mode lent the one that did to another client)"
+            + (f"; ended server session(s) {stranded}, which held it" if stranded else ""),
+        )
+
+    def _end_stranded(self) -> list[int]:
+        """End the server sessions still holding the lock this runner took (only a pooler in
+        transaction mode can leave it on one this session no longer reaches): else it would
+        stay held for as long as the pooler keeps that server connection, and every next
+        runner would wait for it in vain. The pids that were ended."""
+        with contextlib.suppress(psycopg.Error):
+            rows = self.conn.execute(
+                f"SELECT pid, pg_terminate_backend(pid) FROM pg_locks WHERE {_HOLDERS_OF_KEY}",
+                _key_params(self.key),
+            ).fetchall()
+            return [pid for pid, _ in rows]
+        return []
 
     def session_usable(self) -> bool:
         """Whether the session can run a statement now (not closed, broken or mid-query)."""

@@ -70,14 +70,17 @@ def _require_own_session(session: Session) -> None:
     """Refuse a transaction-mode pooler: a session lock there would not protect anything.
     A session that reaches the server directly needs no second connection to show it (a
     herd of runners starting together then holds one connection each, not two)."""
-    if not reaches_server_directly(session.conn):
-        with contextlib.closing(session.helper_connection("probe")) as probe:
-            sticky = session_is_sticky(session.conn, probe)
-        if not sticky:
-            raise pooler_error("another client's transaction ran on this client's server session")
-    # our own session now: server-side prepared statements are safe, and spare the server
-    # parsing the version UPDATE (and a revision's repeated statements) again and again
-    session.conn.prepare_threshold = PREPARE_THRESHOLD
+    if reaches_server_directly(session.conn):
+        # our own server session: prepared statements are safe, and spare the server
+        # parsing the version UPDATE (and a revision's repeated statements) again and again
+        session.conn.prepare_threshold = PREPARE_THRESHOLD
+        return
+    with contextlib.closing(session.helper_connection("probe")) as probe:
+        sticky = session_is_sticky(session.conn, probe)
+    if not sticky:
+        raise pooler_error("another client's transaction ran on this client's server session")
+    # through a pooler the probe can miss transaction mode: no server-side prepared
+    # statements there (one would be missing on the next server session)
 
 
 def _release(session: Session, lock: MigrationLock, facts: Facts) -> None:
