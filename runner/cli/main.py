@@ -29,6 +29,7 @@ from runner.errors import ExitCode, Interrupted, OutputClosed, RunnerError, Usag
 from runner.lock.advisory import lock_key
 from runner.observe import cloudwatch_metrics as emf
 from runner.observe import ecs_metadata, logs
+from runner.observe.redact import redact_text, spellings
 from runner.outcome import Facts, Outcome, Result
 from runner.process.interrupt import Interrupt, ignore_late_signals
 
@@ -382,6 +383,20 @@ def run_command(args: argparse.Namespace, app: Sequence[str] | None = None) -> i
     return int(code)
 
 
+def _argument_secrets(args: argparse.Namespace) -> list[str]:
+    """The secrets given on the command line (``verify --database-url``'s password)."""
+    from urllib.parse import unquote, urlsplit
+
+    url = getattr(args, "database_url", None)
+    try:
+        password = urlsplit(url).password if url else None
+    except ValueError:  # not a URL: the settings' checks say so
+        password = None
+    return [
+        s for p in ([url, password, unquote(password)] if password else []) for s in spellings(p)
+    ]
+
+
 def _configured(command: Command, args: argparse.Namespace, stream: Any) -> tuple[Any, Any]:
     """The settings, the logs configured by them, and the ``start`` event."""
     from runner.config.settings import load_settings
@@ -393,7 +408,7 @@ def _configured(command: Command, args: argparse.Namespace, stream: Any) -> tupl
     logs.configure(
         settings.migration_log_format,
         level,
-        settings.secrets(),
+        [*settings.secrets(), *_argument_secrets(args)],
         stream,
         ecs_metadata.log_fields(settings, logs.get()),
     )
@@ -434,9 +449,10 @@ def _run_verb(
             print(*result.annotations, sep="\n", file=sys.stderr)
         else:
             lines.extend(result.annotations)
+    secrets = [*settings.secrets(), *_argument_secrets(args)]
     try:
         if lines:
-            print(*lines, sep="\n", flush=True)
+            print(*(redact_text(line, secrets) for line in lines), sep="\n", flush=True)
     except (OSError, ValueError):  # the reader went away (| head -1) or stdout closed
         interrupt.signal_name = interrupt.signal_name or "SIGPIPE"
         raise interrupt.error() from None

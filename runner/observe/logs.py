@@ -24,7 +24,7 @@ from typing import Any, TextIO, cast
 import structlog
 
 from runner.observe import cloudwatch_sink
-from runner.observe.redact import clip, redact_text, spellings
+from runner.observe.redact import clip, learnt, redact_text, spellings
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -46,7 +46,8 @@ def redactor(secrets: Iterable[str]) -> Callable[[Any, str, dict[str, Any]], dic
 
     def scrub(value: Any, limit: int | None = MAX_STRING) -> Any:
         if isinstance(value, str):
-            return clip(value, limit, known) if limit else redact_text(value, known)
+            secrets = [*learnt(), *known]  # learnt: made since (IAM tokens)
+            return clip(value, limit, secrets) if limit else redact_text(value, secrets)
         if isinstance(value, Mapping):
             return {k: scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):

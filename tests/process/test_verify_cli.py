@@ -138,3 +138,14 @@ def test_verify_names_a_scratch_database_it_cannot_reach_without_its_password(hi
     assert result.code == ExitCode.CONFIG
     assert "cannot connect to its scratch database" in result.event("error")["message"]
     result.assert_clean()
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_verify_never_shows_the_password_of_its_database_url(history, database, json_flag):
+    """Found by issue 21: a ``--database-url`` password (not the settings') was printed in
+    the error event and the text result."""
+    secret = "Other-s3cret/pw"
+    url = database.url(password=secret, name="no_such_database")
+    result = run(runner_env(database, history), "verify", "--database-url", url, *json_flag)
+    assert result.code == ExitCode.CONFIG, result.stderr
+    result.assert_clean(secret)
