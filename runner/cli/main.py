@@ -317,12 +317,16 @@ def _stdout_closed() -> bool:
 
 
 def _refuse(err: RunnerError, command: str, parser: argparse.ArgumentParser | None = None) -> int:
-    """A run refused before anything ran: the error and the summary, on stderr."""
+    """A run refused before anything ran: the error and the summary (on stdout, unless
+    that is what is closed)."""
     from runner.config.settings import environment_secrets
 
     if parser is not None:
         parser.print_usage(sys.stderr)
-    logs.configure(secrets=environment_secrets(), stream=sys.stderr)
+    logs.configure(
+        secrets=environment_secrets(),
+        stream=sys.stderr if isinstance(err, OutputClosed) else sys.stdout,
+    )
     report(err, command, Outcome.FAILED, Facts())
     return int(err.exit_code)
 
