@@ -59,10 +59,11 @@ _HELD = """
 EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
         AND classid = %(classid)s::int8::oid AND objid = %(objid)s::int8::oid)"""
-_HOLDERS_OF_KEY = """locktype = 'advisory' AND granted AND objsubid = 1
-        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND classid = %(classid)s::int8::oid AND objid = %(objid)s::int8::oid
-        AND pid <> pg_backend_pid()"""
+STRANDED_WAIT_S = 5.0
+_HOLDERS_OF_KEY = """l.locktype = 'advisory' AND granted AND objsubid = 1
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid = %(classid)s::int8::oid AND l.objid = %(objid)s::int8::oid
+        AND l.pid <> pg_backend_pid()"""
 _MINE = """
 EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
         AND pid = pg_backend_pid()
@@ -220,14 +221,24 @@ class MigrationLock:
         """End the server sessions still holding the lock this runner took (only a pooler in
         transaction mode can leave it on one this session no longer reaches): else it would
         stay held for as long as the pooler keeps that server connection, and every next
-        runner would wait for it in vain. The pids that were ended."""
+        runner would wait for it in vain. Only while idle (the pooler may have lent it to
+        another client's transaction: that one must not be cut), for at most
+        ``STRANDED_WAIT_S``. The pids that were ended."""
+        ended: list[int] = []
+        deadline = time.monotonic() + STRANDED_WAIT_S
         with contextlib.suppress(psycopg.Error):
-            rows = self.conn.execute(
-                f"SELECT pid, pg_terminate_backend(pid) FROM pg_locks WHERE {_HOLDERS_OF_KEY}",
-                _key_params(self.key),
-            ).fetchall()
-            return [pid for pid, _ in rows]
-        return []
+            while time.monotonic() < deadline:
+                rows = self.conn.execute(
+                    "SELECT l.pid, CASE WHEN a.state = 'idle' THEN pg_terminate_backend(l.pid) END "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    f"WHERE {_HOLDERS_OF_KEY}",
+                    _key_params(self.key),
+                ).fetchall()
+                ended += [pid for pid, done in rows if done]
+                if all(done for _pid, done in rows):  # none left, or all ended
+                    break
+                time.sleep(0.05)
+        return ended
 
     def session_usable(self) -> bool:
         """Whether the session can run a statement now (not closed, broken or mid-query)."""
