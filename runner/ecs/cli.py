@@ -15,9 +15,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
-from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError
+from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError, StoppedBeforeStart
 from runner.ecs.launcher import Launcher, LaunchRequest, LaunchResult, Pacing, Stop
 from runner.observe import logs
+from runner.process.interrupt import early_signal
 
 ENV = "MIGRATION_ECS_"
 USER_AGENT = "migration-runner-ecs"
@@ -206,9 +207,15 @@ def main(
     if stop is None:
         stop = Stop()
         stop.install()
+        if early_signal() is not None:  # one that came while Python started
+            stop.request(str(early_signal()))
     result: LaunchResult | None = None
     launcher: Launcher | None = None
     try:
+        if stop.reason is not None:
+            raise StoppedBeforeStart(
+                f"stopped by {stop.reason} before anything ran", signal=stop.reason
+            )
         request, pacing = parse(sys.argv[2:] if argv is None else argv, environ)
         launcher = _launcher(pacing, stop, log)
         result = launcher.run(request)

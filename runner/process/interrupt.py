@@ -53,8 +53,14 @@ def record_early() -> None:
     def record(signum: int, _frame: Any) -> None:
         _early.append(signal.Signals(signum).name)
 
-    for sig in STOPPING:
+    for sig in reversed(STOPPING):  # SIGTERM last: once it is caught, every one is
         signal.signal(sig, record)
+
+
+def early_signal() -> str | None:
+    """The first signal :func:`record_early` recorded, if any (for a run that does not
+    :meth:`Interrupt.install`, such as ``ecs run``)."""
+    return _early[0] if _early else None
 
 
 def ignore_late_signals() -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -70,7 +71,18 @@ COMMANDS = {
     "verify": Command(("verify", "--json"), json_document=True),
     "lint": Command(("lint", "--json"), json_document=True, database=False),
     "ecs run": Command(
-        ("ecs", "run", "--cluster", "c", "--task-definition", "td", "--subnets", "subnet-1"),
+        (
+            "ecs",
+            "run",
+            "--cluster",
+            "c",
+            "--task-definition",
+            "td",
+            "--subnets",
+            "subnet-1",
+            "--security-groups",
+            "sg-1",
+        ),
         database=False,
         scripts=False,
         summary_event="ecs.summary",
@@ -290,7 +302,7 @@ def run_cell(cell: Cell) -> Observed:
         stdout_lost=cell.fault in ("stdout closed", "reader gone", "head -1")
         or sig_name == "SIGPIPE",
         signal=sig_name if phase else None,
-        chain=CHAIN,
+        chain=() if argv[0] == "stamp" else CHAIN,  # stamp sets the version, runs nothing
         summary_event=cell.cmd.summary_event,
     )
 
@@ -340,12 +352,13 @@ def _arranged(cell: Cell, env: dict[str, str]) -> Iterator[None]:
             yield
         return
     if fault == "read-only database":
+        env["MIGRATION_DB_WAIT_TIMEOUT"] = "5"  # it waits for a failover to end: bounded
         with cell.db.admin() as admin:
             admin.execute(f'ALTER DATABASE "{cell.db.name}" SET default_transaction_read_only = on')
         try:
             yield
         finally:
-            with cell.db.admin() as admin:
+            with psycopg.connect(cell.db.server.admin_conninfo, autocommit=True) as admin:
                 admin.execute(
                     f'ALTER DATABASE "{cell.db.name}" RESET default_transaction_read_only'
                 )
@@ -520,7 +533,9 @@ def test_surprising_environment_values_keep_the_promises(name, value, verb, data
         json_document=verb == "current",
         chain=CHAIN,
     )
-    broken = violations(observed, database)
+    # another version table: alembic_version is not what the run reports on
+    own_table = name in ("MIGRATION_VERSION_TABLE", "MIGRATION_LEDGER_TABLE")
+    broken = violations(observed, None if own_table else database)
     assert not broken, (
         f"{name}={value!r}: {broken}\nexit {code}\n{stdout[-2000:]}\n{stderr[-2000:]}"
     )
