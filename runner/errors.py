@@ -33,7 +33,8 @@ class ExitCode(enum.IntEnum):
     )
     VERIFY_FAILED = 20  # `verify`: a check of the pre-deployment checklist failed
     LINT_FAILED = 21  # `lint`, `check --lint`, `upgrade --dry-run`: an error-level lint finding
-    INTERRUPTED = 130  # SIGTERM or SIGINT: the in-flight revision was rolled back
+    INTERRUPTED = 130  # SIGTERM, SIGINT, SIGHUP or SIGQUIT: the in-flight revision was rolled back
+    OUTPUT_CLOSED = 141  # stdout closed, or its reader went away (SIGPIPE): stopped as for 130
 
 
 class RunnerError(Exception):
@@ -126,6 +127,13 @@ class SnapshotFailed(RunnerError):
 class Interrupted(RunnerError):
     exit_code = ExitCode.INTERRUPTED
     code = "interrupted"
+
+
+class OutputClosed(Interrupted):
+    """stdout is closed, or its reader went away: nobody can read what the run says."""
+
+    exit_code = ExitCode.OUTPUT_CLOSED
+    code = "output_closed"
 
 
 def first_line(exc: BaseException) -> str:

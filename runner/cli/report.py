@@ -12,6 +12,7 @@ import time
 from typing import Any, NoReturn
 
 from runner.errors import ExitCode, RunnerError
+from runner.observe import cloudwatch_metrics as emf
 from runner.observe import logs
 from runner.outcome import Outcome
 
@@ -41,6 +42,18 @@ def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[
     }
 
 
+def metric_dimensions(settings: Any) -> dict[str, Any]:
+    """The summary's EMF namespace and dimensions (``MIGRATION_METRICS_*``); the defaults
+    when the settings could not be read."""
+    if settings is None:
+        return {}
+    return {
+        "namespace": settings.migration_metrics_namespace,
+        "service": settings.migration_metrics_service,
+        "environment": settings.migration_metrics_environment,
+    }
+
+
 def log_error(log: Any, err: RunnerError) -> None:
     """The one ``error`` event of a failed run."""
     log.error(
@@ -52,11 +65,21 @@ def log_error(log: Any, err: RunnerError) -> None:
     )
 
 
-def report(err: RunnerError, command: str, outcome: Outcome, facts: Any) -> None:
-    """The ``error`` event and the ``summary`` of a run that ends outside the CLI's flow."""
+def report(
+    err: RunnerError, command: str, outcome: Outcome, facts: Any, settings: Any = None
+) -> None:
+    """The ``error`` event and the ``summary`` (with its EMF metrics: CloudWatch counts
+    these failures too) of a run that ends outside the CLI's flow."""
     log = logs.get()
     log_error(log, err)
-    log.info("summary", **summary(command, outcome, facts, err.exit_code))
+    log.info(
+        "summary",
+        **emf.with_metrics(
+            summary(command, outcome, facts, err.exit_code),
+            now_s=time.time(),
+            **metric_dimensions(settings),
+        ),
+    )
 
 
 def exit_now(code: int) -> NoReturn:
@@ -65,5 +88,6 @@ def exit_now(code: int) -> NoReturn:
     logs.close()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: the exit code tells
-            stream.flush()
+            if stream is not None:  # started with the descriptor closed
+                stream.flush()
     os._exit(code)

@@ -36,11 +36,13 @@ from runner.execution import alembic_hooks as alembic_env
 from runner.execution import backfill as backfills
 from runner.execution import connection as migration_connection
 from runner.execution.alembic_hooks import alembic_destination, check_steps
-from runner.execution.failure import Where, classify_failure
+from runner.execution.failure import Where, classify_failure, sqlstate_of
 from runner.execution.output_capture import OutputCapture
 from runner.execution.watch import Watch
 from runner.limits import LockSchedule, Timeouts, for_attempt, limits_for, parse_schedule
+from runner.lock.advisory import guard_key, holds_sql
 from runner.lock.guard import stop_backends_via
+from runner.lock.pooler import pooler_error
 from runner.observe import logs
 from runner.plan import Plan
 from runner.process.interrupt import Interrupt
@@ -120,6 +122,9 @@ class Execution:
         self.once_limits: Timeouts | None = None  # its statements that cannot be retried
         self.session_limits: Timeouts | None = None  # in effect on the migration session
         self.autocommit_in: str | None = None  # the revision that ran an autocommit block
+        #: the revision in flight's statements: (SQL, whether it runs outside a transaction)
+        self.statements: list[tuple[str, bool]] = []
+        self.committed_at_block = 0  # how many of them Alembic committed entering the block
         self.clock, self.wall = time.monotonic(), datetime.now(UTC)
         self.locked_conn_handed_out = False  # our session handed to env.py
         self.engine: Any = None  # the migration engine (a SQLAlchemy Engine once running)
@@ -226,12 +231,14 @@ class Execution:
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
         rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
         conn = self.ctx.conn
+        in_block = failed is not None and failed == self.autocommit_in
         where = Where(
             failed,
             rev.path if rev else None,
             conn.closed or conn.broken,
-            failed is not None and failed == self.autocommit_in,
+            in_block,
             self._backfill_note() if failed is not None and failed == self.backfill_in else None,
+            *(self._committed_and_left(exc) if in_block else ((), ())),
         )
         error = classify_failure(exc, where, self.ctx.watch.last)
         if self.limits is not None and error.exit_code == ExitCode.MIGRATION_BLOCKED:
@@ -239,6 +246,26 @@ class Execution:
         if error.exit_code == ExitCode.INTERNAL:
             self.ctx.log.debug("internal.traceback", exc_info=exc)
         return error
+
+    def _committed_and_left(self, exc: BaseException) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The failed revision's statements that committed (those before its autocommit
+        block, and those of the block but the one that failed), and the INVALID indexes
+        the database now has (a failed CREATE INDEX CONCURRENTLY leaves one)."""
+        failed_statement = sqlstate_of(exc) is not None and self.statements[-1:]
+        done = self.statements[: -1 if failed_statement else None]
+        committed = [
+            sql for i, (sql, outside) in enumerate(done) if outside or i < self.committed_at_block
+        ]
+        left: list[str] = []
+        with contextlib.suppress(Exception):  # the session may be gone: say what we know
+            with self.ctx.open_connection("inspect") as side:
+                left = [
+                    f"INVALID index {name}"
+                    for (name,) in side.execute(
+                        "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+                    )
+                ]
+        return tuple(committed), tuple(left)
 
     def _close(self) -> None:
         conn = self.ctx.conn
@@ -298,6 +325,7 @@ class Execution:
         schedule = schedule_of(self.ctx.loaded.scripts, revision, self.ctx.schedule)
         attempt = self.attempts.get(revision, 1)
         self.revision = revision
+        self.statements, self.committed_at_block = [], 0
         self.limits, self.once_limits = for_attempt(
             schedule, attempt, self.ctx.statement_timeout, described.options
         )
@@ -367,8 +395,11 @@ class Execution:
     def _on_options(self, _connection: Any, options: Any) -> None:
         if options.get("isolation_level") == "AUTOCOMMIT" and self.revision:
             self.autocommit_in = self.revision
+            self.committed_at_block = len(self.statements)  # Alembic commits them first
 
-    def _before_statement(self, connection: Any, cursor: Any, *_args: Any) -> None:
+    def _before_statement(
+        self, connection: Any, cursor: Any, statement: Any = "", *_args: Any
+    ) -> None:
         """Raise a pending signal; set the session's limits when the statement needs others
         than those in effect (rarely: at the first revision, around overrides and
         autocommit blocks). Straight to the driver: SQLAlchemy's statement machinery costs
@@ -377,6 +408,8 @@ class Execution:
         if connection is not self.migration:
             return
         dbapi = connection.connection.dbapi_connection
+        if self.revision:
+            self.statements.append((str(statement), bool(dbapi.autocommit)))
         # a backfill's batches run in autocommit mode, each under the revision's limits;
         # what follows a revision's autocommit block cannot be retried: the largest
         autocommit = dbapi.autocommit and self.backfilling is None
@@ -388,10 +421,29 @@ class Execution:
             # inside a transaction the setting reverts if it rolls back: and so does the run
             self.session_limits = wanted
 
+    def _require_lock_held(self, connection: Any) -> None:
+        """Before a transaction of the migration commits: its own server session holds the
+        migration lock (the locked session) or its guard key (env.py's own connection), else
+        :func:`~runner.lock.pooler.pooler_error` and the transaction rolls back. Whatever
+        the timing, a pooler in transaction mode can never commit a revision without it."""
+        migrating, key = self.migrating, self.ctx.lock_key
+        if key is None or migrating is None or (migrating.separate and migrating.guard is None):
+            return
+        cursor = connection.connection.dbapi_connection.cursor()
+        cursor.execute(holds_sql(guard_key(key) if migrating.separate else key))
+        row = cursor.fetchone()
+        if not (row and row[0]):
+            raise pooler_error(
+                "a revision's transaction ran on a server session that does not hold the "
+                "migration lock; it was rolled back before its COMMIT"
+            )
+
     def _on_commit(self, connection: Any) -> None:
         """The ledger rows of the steps this transaction applied travel with its COMMIT, in
         one round trip where the driver can (the driver's own commit then finds nothing left
         to commit), else just before it (reported at the next transaction's begin)."""
+        if connection is self.migration:
+            self._require_lock_held(connection)
         if connection is self.migration and self.unwritten:
             pipelined = self.driver.name in migration_connection.PIPELINES_COMMIT
             (self.ctx.ledger.write_and_commit if pipelined else self.ctx.ledger.write)(

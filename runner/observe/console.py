@@ -36,6 +36,26 @@ REWRITE = "\x1b[1A\x1b[2K"
 DONE_EVENTS = ("revision.applied", "revision.reverted", "revision.stamped")
 
 
+#: C0 and C1 control characters (ESC among them) but tab: a revision's message or a
+#: driver's error must not move the cursor, recolour or retitle a person's terminal
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``)."""
+    return text.translate(_CONTROLS)
+
+
+def _printable_fields(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, (list, tuple)):
+        return [_printable_fields(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _printable_fields(v) for k, v in value.items()}
+    return value
+
+
 def use_colors(stream: TextIO) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ
 
@@ -113,6 +133,7 @@ class Console:
         return f"{code}{text}{RESET}" if self.colors and code else text
 
     def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> str:
+        event = {k: _printable_fields(v) if k != "exception" else v for k, v in event.items()}
         name = str(event.pop("event", ""))
         level = str(event.pop("level", "info"))
         event.pop("timestamp", None)

@@ -104,6 +104,7 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
             f"ALEMBIC_CONFIG {str(config_path)!r} is not a valid alembic.ini ({type(exc).__name__})"
         ) from None
     versions = Path(directory.versions)
+    check_env_py(Path(directory.dir) / "env.py")
     if not any(Path(p).is_dir() for p in directory._version_locations):
         raise ConfigError(
             f"ALEMBIC_CONFIG: no versions directory under script_location "
@@ -139,6 +140,24 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
         str(Path(p).resolve()) for p in directory._version_locations if Path(p).is_dir()
     )
     return Loaded(config, directory, Scripts(heads, revisions, locations))
+
+
+def check_env_py(path: Path) -> None:
+    """Raise :class:`ScriptsInvalid` if ``path`` (env.py, when there is one) does not
+    compile: said before the runner connects or creates anything, not from inside the run."""
+    try:
+        source = path.read_bytes()
+    except OSError:
+        return  # none: Alembic says so when it needs it
+    try:
+        compile(source, str(path), "exec")
+    except (SyntaxError, ValueError) as exc:
+        where = f"{path}:{getattr(exc, 'lineno', '?')}"
+        raise ScriptsInvalid(
+            f"env.py does not compile ({where}: {type(exc).__name__}: "
+            f"{getattr(exc, 'msg', exc)}): fix it and run again; nothing was run",
+            path=str(path),
+        ) from None
 
 
 def set_url(config: Any, url: str) -> None:

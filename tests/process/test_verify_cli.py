@@ -160,3 +160,14 @@ def test_verify_walks_the_rename_example_with_a_backfill_and_a_contract_revision
     )
     assert result.code == 0, result.stdout + result.stderr
     assert "verify passed: 4 revision(s) walked" in result.stdout
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_verify_never_shows_the_password_of_its_database_url(history, database, json_flag):
+    """Found by issue 21: a ``--database-url`` password (not the settings') was printed in
+    the error event and the text result."""
+    secret = "Other-s3cret/pw"
+    url = database.url(password=secret, name="no_such_database")
+    result = run(runner_env(database, history), "verify", "--database-url", url, *json_flag)
+    assert result.code == ExitCode.CONFIG, result.stderr
+    result.assert_clean(secret)
