@@ -145,7 +145,10 @@ def test_dry_run_never_hands_over(database, project) -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "--dry-run" in proc.stderr and database.version() == []
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[-1]["event"] == "summary" and events[-1]["exit_code"] == 2
+    assert any(e["event"] == "error" and "--dry-run" in e["message"] for e in events)
+    assert database.version() == []
 
 
 def test_the_app_starts_with_the_default_signal_dispositions(database, project) -> None:
