@@ -477,7 +477,7 @@ def _aws_failure(err: Exception) -> LaunchError | None:
         kind = error.get("Code", "error")
         hint = ""
         if "AccessDenied" in kind or "Unauthorized" in kind:
-            hint = " (the README lists the IAM actions the launcher needs)"
+            hint = " (docs/deploying-on-ecs.md lists the IAM actions the launcher needs)"
         elif kind == "ClusterNotFoundException":
             hint = " (check --cluster / MIGRATION_ECS_CLUSTER and the region)"
         return LaunchError(f"{err.operation_name} failed: {kind}: {error.get('Message', '')}{hint}")
