@@ -29,16 +29,22 @@ def upgrade(
     """Bring the database to ``target``: no lock if it is already there; otherwise take the
     lock, read again, and apply what is still pending."""
     require(settings.connection_spec().driver)  # a configuration error comes before anything
-    known, loaded = sources.scripts_for(settings.alembic_config, settings.migration_manifest, log)
-    target_heads = scripts.resolve_exact(known, target)
-    if target_heads is None:  # a prefix, or no head: Alembic resolves (or explains) it
-        loaded = loaded or sources.load(settings.alembic_config, log, known.checksums())
+    known, loaded = sources.scripts_for(
+        from_settings.project(settings), settings.migration_manifest, log
+    )
+    exact = scripts.resolve_exact(known, target)
+    if exact is None:  # a prefix, branch or relative target: Alembic resolves (or explains) it
+        loaded = loaded or sources.load(from_settings.project(settings), log, known.checksums())
         known = loaded.scripts
-        target_heads = scripts.resolve_target(known, loaded.directory, target)
-    graph = known.graph()
+    graph, directory = known.graph(), loaded.directory if loaded else None
 
     def planner(current: tuple[str, ...]) -> Plan:
-        return plan_upgrade(current, target_heads, graph)
+        heads = (
+            exact
+            if exact is not None
+            else scripts.resolve_target(known, directory, target, current)
+        )
+        return plan_upgrade(current, heads, graph)
 
     with from_settings.session(settings, facts=facts, log=log) as session:
         current = session.revision()
@@ -60,7 +66,7 @@ def upgrade(
             # only now Alembic, SQLAlchemy and the revision files: a herd's waiters find the
             # work done under the lock and exit without loading them (the graph came from
             # the manifest); the one that migrates loads them while it holds the lock
-            loaded = loaded or sources.load(settings.alembic_config, log, known.checksums())
+            loaded = loaded or sources.load(from_settings.project(settings), log, known.checksums())
             _execute(session, settings, loaded, target, current, planner, facts, interrupt)
     return Result(Outcome.MIGRATED)
 
@@ -114,7 +120,7 @@ def _downgrade_or_stamp(
     settings: Settings, kind: str, target: str, *, facts: Facts, interrupt: Interrupt, log: Any
 ) -> None:
     require(settings.connection_spec().driver)
-    loaded = sources.load(settings.alembic_config, log)
+    loaded = sources.load(from_settings.project(settings), log)
     graph = loaded.scripts.graph()
     with (
         from_settings.session(settings, facts=facts, log=log) as session,
@@ -146,12 +152,14 @@ def _execute(
 ) -> None:
     """Plan from ``current`` (read under the lock) and execute; after a revision hit
     ``lock_timeout``, read again, plan again from there, and retry with backoff."""
+    from runner.execution.alembic_hooks import agree_with_alembic
     from runner.execution.retry import retry_blocked
     from runner.execution.run import Execution, ExecutionContext  # not on the no-op path
     from runner.limits import Timeouts
     from runner.lock.advisory import lock_key
 
     ledger, log = session.ledger, session.log
+    agree_with_alembic(loaded.directory, planner(current), target)  # or refuse, untouched
     adopted = ledger.ensure(
         session.conn, applied(loaded.scripts.graph(), current), loaded.scripts.checksums()
     )
@@ -171,6 +179,7 @@ def _execute(
         ledger=ledger,
         lock_key=lock_key(settings.lock_name()),
         driver=session.spec.driver,
+        env_py_thread=settings.migration_env_py_thread,
     )
     facts.to_revision = None  # unknown while revisions run: never report a stale one
     first = [current]  # read under the lock just now; a retry reads again

@@ -31,6 +31,7 @@ from runner.database.version_table import VersionTable
 from runner.errors import ExitCode, RunnerError
 from runner.execution import alembic_hooks as alembic_env
 from runner.execution import connection as migration_connection
+from runner.execution import env_thread
 from runner.execution.alembic_hooks import alembic_destination, check_steps
 from runner.execution.blockers import BlockerWatch
 from runner.execution.failure import Where, classify_failure
@@ -67,6 +68,7 @@ class ExecutionContext:
     ledger: Ledger
     lock_key: int | None = None  # the migration lock's (see runner.lock.guard)
     driver: str = "psycopg"  # the driver the URL names: env.py's connection uses it
+    env_py_thread: str = "main"  # where env.py runs (see runner.execution.env_thread)
 
 
 class Execution:
@@ -98,6 +100,7 @@ class Execution:
         self.migrating: migration_connection.Migrating | None = None
         self.migration: Any = None  # the SQLAlchemy connection migrations run on
         self.revision: str | None = None  # in flight
+        self.started = 0  # revisions started (none yet: a failure is env.py's)
         self.limits: Timeouts | None = None  # the revision in flight's
         self.session_limits: Timeouts | None = None  # in effect on the migration session
         self.autocommit_in: str | None = None  # the revision that ran an autocommit block
@@ -120,7 +123,9 @@ class Execution:
                 )(),  # ours only
                 self._stop_backends,
             ):
-                migration_connection.run(self.driver, self._run_env)
+                env_thread.call_in(
+                    ctx.env_py_thread, lambda: migration_connection.run(self.driver, self._run_env)
+                )
             self._flush()
         except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
@@ -174,6 +179,7 @@ class Execution:
             rev.path if rev else None,
             conn.closed or conn.broken,
             failed is not None and failed == self.autocommit_in,
+            None if self.started else self.ctx.loaded.directory.env_py_location,
         )
         error = classify_failure(exc, where, self.watch.last if self.watch else [])
         if error.exit_code == ExitCode.INTERNAL:
@@ -235,6 +241,7 @@ class Execution:
         if self.migrating is not None and self.migrating.separate:
             migration_connection.check_lock_session(self.ctx.conn, revision)
         described = self.ctx.loaded.scripts.revisions[revision]
+        self.started += 1
         self.revision, self.limits = revision, self.ctx.timeouts.for_revision(described.options)
         self.ctx.log.info(
             "revision.started",

@@ -153,12 +153,19 @@ class Project:
     def ini(self) -> Path:
         return self.root / "alembic.ini"
 
-    def revision(self, rev: str, down: str | None, upgrade: str, downgrade: str = "pass") -> Path:
+    def revision(
+        self,
+        rev: str,
+        down: str | tuple[str, ...] | None,
+        upgrade: str,
+        downgrade: str = "pass",
+        branch_labels: tuple[str, ...] | None = None,
+    ) -> Path:
         """Write revision ``rev`` whose upgrade() body is ``upgrade`` (Python source)."""
         path = self.versions / f"{rev}_step.py"
         path.write_text(
             f'"""step {rev}"""\nfrom alembic import op\nimport sqlalchemy as sa\n\n'
-            f"revision = {rev!r}\ndown_revision = {down!r}\nbranch_labels = None\n"
+            f"revision = {rev!r}\ndown_revision = {down!r}\nbranch_labels = {branch_labels!r}\n"
             f"depends_on = None\n\n\ndef upgrade():\n{textwrap.indent(textwrap.dedent(upgrade).strip(), '    ')}\n\n\n"
             f"def downgrade():\n{textwrap.indent(textwrap.dedent(downgrade).strip(), '    ')}\n"
         )
