@@ -37,14 +37,14 @@ def upgrade(
         loaded = loaded or sources.load(from_settings.project(settings), log, known.checksums())
         known = loaded.scripts
     graph, directory = known.graph(), loaded.directory if loaded else None
+    resolved = [exact] if exact is not None else []
 
     def planner(current: tuple[str, ...]) -> Plan:
-        heads = (
-            exact
-            if exact is not None
-            else scripts.resolve_target(known, directory, target, current)
-        )
-        return plan_upgrade(current, heads, graph)
+        # resolved once, from the revision first read: a relative target (+1) then names the
+        # same revisions for a whole herd, and the runners that waited find them applied
+        if not resolved:
+            resolved.append(scripts.resolve_target(known, directory, target, current))
+        return plan_upgrade(current, resolved[0], graph)
 
     with from_settings.session(settings, facts=facts, log=log) as session:
         current = session.revision()

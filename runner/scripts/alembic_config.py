@@ -67,7 +67,8 @@ def config_files(named: Path, *, optional: bool = False) -> tuple[Path | None, P
         raise ConfigError(
             f"ALEMBIC_CONFIG: no such file {str(named)!r} (the runner looks for "
             f"{INI}, or {PYPROJECT} with a [tool.alembic] table, in the working "
-            "directory unless ALEMBIC_CONFIG is set)"
+            "directory unless ALEMBIC_CONFIG is set; a project that ships neither sets "
+            "MIGRATION_SCRIPT_LOCATION)"
         )
     return (named if named.is_file() else None), toml_found
 

@@ -83,6 +83,18 @@ class GeneratedProject:
     def env_py(self) -> Path:
         return self.root / "migrations" / "env.py"
 
+    def set_option(self, name: str, value: str) -> None:
+        """``name = value`` in alembic.ini's [alembic] section (replaced, or added)."""
+        text = self.ini.read_text()
+        found = re.search(rf"^{re.escape(name)} = .*$", text, re.MULTILINE)
+        line = f"{name} = {value}"
+        text = (
+            text.replace(found.group(0), line)
+            if found
+            else text.replace("[alembic]\n", f"[alembic]\n{line}\n", 1)
+        )
+        self.ini.write_text(text)
+
     def set_url(self, url: str) -> None:
         """``sqlalchemy.url`` in alembic.ini, where every template reads it (escaped: the ini
         interpolates ``%``)."""
@@ -93,10 +105,13 @@ class GeneratedProject:
             text.replace(current.group(0), "sqlalchemy.url = " + url.replace("%", "%%"))
         )
 
-    def revision(self, rev: str, message: str, upgrade: str) -> Path:
-        """`alembic revision --rev-id REV -m MESSAGE`, then ``upgrade`` as its upgrade() body."""
-        generate(self.root, "revision", "--rev-id", rev, "-m", message)
-        (path,) = self.versions.glob(f"{rev}_*.py")
+    def revision(self, rev: str, message: str, upgrade: str, *options: str) -> Path:
+        """`alembic revision --rev-id REV -m MESSAGE [OPTIONS]`, then ``upgrade`` as its
+        upgrade() body (``options``: e.g. ``--head``, ``--branch-label``, ``--version-path``)."""
+        generate(self.root, "revision", "--rev-id", rev, "-m", message, *options)
+        (path,) = [
+            found for found in self.root.rglob(f"{rev}_*.py") if "__pycache__" not in found.parts
+        ]
         text = path.read_text()
         stub = re.search(r'(def upgrade\(\)[^:]*:\n    """Upgrade schema."""\n)    pass\n', text)
         assert stub, f"unexpected revision template in {path}"
