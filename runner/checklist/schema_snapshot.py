@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 #: schemas that are PostgreSQL's own, never a migration's
-SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 
 @dataclasses.dataclass(frozen=True)

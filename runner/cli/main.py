@@ -229,7 +229,6 @@ COMMANDS = (
     ),
 )
 BY_NAME = {command.name: command for command in COMMANDS}
-WRITING = tuple(c.name for c in COMMANDS if c.writes)
 #: ``check``'s verdicts; any other command exits 0 unless it raised or failed as below
 CHECK_EXIT = {
     Outcome.AT_HEAD: ExitCode.OK,

@@ -96,9 +96,6 @@ class Ledger:
     def qualified(self) -> str:
         return Identifier(*((self.schema,) if self.schema else ()), self.name).as_string(None)
 
-    def exists(self, conn: psycopg.Connection[Any]) -> bool:
-        return self.columns(conn) is not None
-
     def columns(self, conn: psycopg.Connection[Any]) -> list[str] | None:
         """The ledger's columns, or None if there is none. Raises :class:`ConfigError` when
         something else has its name (a view, a sequence, a table of other columns)."""

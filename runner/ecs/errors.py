@@ -13,7 +13,7 @@ from runner.errors import RunnerError
 
 
 class LaunchExit(enum.IntEnum):
-    """Documented in the README ("Deploying on ECS"). Stable: pipelines act on them."""
+    """Documented in docs/reference.md and docs/deploying-on-ecs.md. Stable: pipelines act on them."""
 
     INTERNAL = 1  # a bug in the launcher: please report it
     USAGE = 40  # the command line or a MIGRATION_ECS_* variable is missing or wrong

@@ -28,7 +28,11 @@ def session_is_sticky(conn: psycopg.Connection[Any], probe: psycopg.Connection[A
     moves to another one."""
 
     def pid(c: psycopg.Connection[Any]) -> int:
-        return c.info.backend_pid
+        # asked of the server in each transaction: the client's cached ``info.backend_pid``
+        # (from the start-up packet) does not change when a pooler lends another session
+        row = c.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        return int(row[0])
 
     before = pid(conn)
     probe.autocommit = False

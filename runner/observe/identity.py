@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 
 from runner import __version__
-from runner.observe.ecs_metadata import TIMEOUT_S, parse_task, read_task
+from runner.observe.ecs_metadata import TIMEOUT_S, read_task
 
 MAX_APPLICATION_NAME = 63  # NAMEDATALEN - 1: PostgreSQL truncates beyond this
 
@@ -17,12 +17,6 @@ def application_name(where: str, version: str = __version__) -> str:
     """``migration-runner/VERSION WHERE``, cut to what PostgreSQL keeps, ASCII only."""
     text = f"migration-runner/{version} {where}".encode("ascii", "replace").decode()
     return text[:MAX_APPLICATION_NAME]
-
-
-def task_id_from_metadata(task: dict[str, object]) -> str | None:
-    """The ECS task id: the last segment of ``TaskARN`` in the task metadata document."""
-    parsed = parse_task(task)
-    return parsed.task_id if parsed else None
 
 
 def where_am_i(metadata_uri: str | None, timeout_s: float = TIMEOUT_S) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import runner
 from runner.lock.advisory import lock_key
 from tests.support.helpers import ROOT, Database, Project, Result, wait_until
 
@@ -296,7 +297,7 @@ def test_the_image_holds_the_runner_and_the_migrations_only_and_runs_as_uid_1000
     assert config["Config"]["StopSignal"] == "SIGTERM"
     assert config["Config"]["Entrypoint"] == ["migration-runner"]
     labels = config["Config"]["Labels"]
-    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.version"] == runner.__version__
     assert len(labels["org.opencontainers.image.revision"]) == 40
     listing = subprocess.run(
         [

@@ -1,4 +1,4 @@
-"""Helpers for the service's tests (src/ and tests/test_service_*.py): its settings for a test
+"""Helpers for the service's tests (src/ and tests/service/): its settings for a test
 database, a database migrated by the runner, and running async code from plain tests."""
 
 from __future__ import annotations

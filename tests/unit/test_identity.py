@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from runner.observe.identity import application_name, task_id_from_metadata, where_am_i
+from runner.observe.ecs_metadata import parse_task
+from runner.observe.identity import application_name, where_am_i
 
 ARN = "arn:aws:ecs:eu-west-1:123456789012:task/prod-cluster/0123456789abcdef0123456789abcdef"
 
@@ -25,8 +26,8 @@ def test_non_ascii_host_names_are_made_safe():
 
 
 def test_task_id_is_the_last_segment_of_the_task_arn():
-    assert task_id_from_metadata({"TaskARN": ARN}) == "0123456789abcdef0123456789abcdef"
-    assert task_id_from_metadata({}) is None
+    assert parse_task({"TaskARN": ARN}).task_id == "0123456789abcdef0123456789abcdef"
+    assert parse_task({}) is None
 
 
 @pytest.fixture
