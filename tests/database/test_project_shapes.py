@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ExitCode
-from tests.support.helpers import Database, Result, Running, new_database, run, runner_env
+from tests.support.helpers import ROOT, Database, Result, Running, new_database, run, runner_env
 from tests.support.projects import GeneratedProject, alembic, driver_url, schema
 from tests.support.shapes import SHAPES, Shape, anyio_env, connectable_env, expand_contract, table
 
@@ -255,3 +255,30 @@ def test_project_without_alembic_ini_names_the_setting(tmp_path):
     assert "MIGRATION_SCRIPT_LOCATION" in result.event("error")["message"]
     assert not [e for e in result.events if e["event"].startswith("db.")]
     result.assert_clean()
+
+
+# --- the env.py docs/project-shapes.md recommends ------------------------------------------
+
+
+def everywhere_env_py() -> str:
+    """The env.py of docs/project-shapes.md, as printed there."""
+    text = (ROOT / "docs" / "project-shapes.md").read_text()
+    section = text.split("## The env.py that works everywhere", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("driver", "mode"), [("psycopg", "locked_connection"), ("asyncpg", "separate_connection")]
+)
+def test_the_env_py_that_works_everywhere(driver, mode, database, reference, tmp_path):
+    project = GeneratedProject(tmp_path / "p", "generic", driver_url(reference, driver))
+    project.env_py.write_text(everywhere_env_py())
+    revisions = project.audited_revisions()
+    alembic(project.root, "upgrade", "head")
+    offline = alembic(project.root, "upgrade", "head", "--sql")
+    assert "CREATE TABLE items" in offline.stdout
+
+    env = _env(driver_url(database, driver))
+    results = like_alembic(database, reference, env, project.root, revisions)
+    (migrated,) = [r for r in results if r.summary["outcome"] == "migrated"]
+    assert migrated.event("migrate.mode")["mode"] == mode
