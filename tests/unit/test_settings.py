@@ -159,3 +159,28 @@ def test_a_bad_connection_is_raised_where_it_is_needed_not_at_load(clean_env):
     for _ in range(2):
         with pytest.raises(ConfigError, match="must start with postgresql://"):
             settings.connection_spec()
+
+
+def test_bootstrap_must_name_a_module_and_a_callable(clean_env):
+    for bad in ("configure", "my app:configure", "app:", ":configure", "app.settings:a b"):
+        clean_env.setenv("MIGRATION_BOOTSTRAP", bad)
+        with pytest.raises(ConfigError, match="MIGRATION_BOOTSTRAP: .*module:callable"):
+            load_settings()
+    clean_env.setenv("MIGRATION_BOOTSTRAP", "myapp.settings:Settings.configure")
+    assert load_settings().migration_bootstrap == "myapp.settings:Settings.configure"
+
+
+def test_env_py_thread_is_one_of_three_places(clean_env, monkeypatch):
+    clean_env.setenv("MIGRATION_ENV_PY_THREAD", "fiber")
+    with pytest.raises(ConfigError, match="MIGRATION_ENV_PY_THREAD"):
+        load_settings()
+    clean_env.setenv("MIGRATION_ENV_PY_THREAD", "AnyIO_Worker")
+    assert load_settings().migration_env_py_thread == "anyio_worker"
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "anyio" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match="anyio is not installed"):
+        load_settings()
