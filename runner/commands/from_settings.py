@@ -36,6 +36,7 @@ def project(settings: Settings) -> Project:
         settings.migration_script_location,
         split_locations(settings.migration_version_locations),
         settings.migration_bootstrap,
+        settings.migration_env_py_thread,
     )
 
 

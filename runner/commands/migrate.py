@@ -179,7 +179,6 @@ def _execute(
         ledger=ledger,
         lock_key=lock_key(settings.lock_name()),
         driver=session.spec.driver,
-        env_py_thread=settings.migration_env_py_thread,
     )
     facts.to_revision = None  # unknown while revisions run: never report a stale one
     first = [current]  # read under the lock just now; a retry reads again

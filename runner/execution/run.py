@@ -31,7 +31,6 @@ from runner.database.version_table import VersionTable
 from runner.errors import ExitCode, RunnerError
 from runner.execution import alembic_hooks as alembic_env
 from runner.execution import connection as migration_connection
-from runner.execution import env_thread
 from runner.execution.alembic_hooks import alembic_destination, check_steps
 from runner.execution.blockers import BlockerWatch
 from runner.execution.failure import Where, classify_failure
@@ -41,6 +40,7 @@ from runner.lock.guard import stop_backends_via
 from runner.observe import logs
 from runner.plan import Plan
 from runner.process.interrupt import Interrupt
+from runner.scripts import env_thread
 from runner.scripts.load import Loaded, set_url
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
@@ -68,7 +68,6 @@ class ExecutionContext:
     ledger: Ledger
     lock_key: int | None = None  # the migration lock's (see runner.lock.guard)
     driver: str = "psycopg"  # the driver the URL names: env.py's connection uses it
-    env_py_thread: str = "main"  # where env.py runs (see runner.execution.env_thread)
 
 
 class Execution:
@@ -124,7 +123,8 @@ class Execution:
                 self._stop_backends,
             ):
                 env_thread.call_in(
-                    ctx.env_py_thread, lambda: migration_connection.run(self.driver, self._run_env)
+                    ctx.loaded.env_py_thread,
+                    lambda: migration_connection.run(self.driver, self._run_env),
                 )
             self._flush()
         except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too

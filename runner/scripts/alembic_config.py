@@ -31,12 +31,14 @@ class Project:
     """Where a project's migrations are, as the settings say: ``config`` (ALEMBIC_CONFIG);
     ``script_location`` and ``version_locations`` (several, split on commas or whitespace)
     standing in for the file's, or for a file the project does not ship; ``bootstrap``, the
-    ``module:callable`` run before any of the project's migration code is imported."""
+    ``module:callable`` run before any of the project's migration code is imported;
+    ``env_py_thread``, where env.py runs (:mod:`runner.scripts.env_thread`)."""
 
     config: Path
     script_location: str | None = None
     version_locations: tuple[str, ...] = ()
     bootstrap: str | None = None
+    env_py_thread: str = "main"
 
     @classmethod
     def of(cls, where: Project | Path) -> Project:

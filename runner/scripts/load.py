@@ -18,6 +18,7 @@ from runner.errors import ConfigError, RunnerError, ScriptsInvalid
 from runner.limits import MAX_TIMEOUT_S
 from runner.scripts.alembic_config import Project, open_config
 from runner.scripts.bootstrap import run_bootstrap
+from runner.scripts.env_thread import call_in
 
 #: The module-level dict a revision may define to change how the runner applies it, e.g.
 #: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks.
@@ -66,6 +67,12 @@ class Loaded:
     config: Any  # alembic.config.Config
     directory: Any  # alembic.script.ScriptDirectory
     scripts: Scripts
+    #: where env.py runs (:mod:`runner.scripts.env_thread`)
+    env_py_thread: str = "main"
+
+    def run_env(self) -> None:
+        """env.py, inside an ``EnvironmentContext`` the caller entered, where it must run."""
+        call_in(self.env_py_thread, self.directory.run_env)
 
 
 def load(where: Project | Path, checksums: Mapping[str, str] | None = None) -> Loaded:
@@ -98,7 +105,7 @@ def load(where: Project | Path, checksums: Mapping[str, str] | None = None) -> L
         for script in ordered
     }
     heads = tuple(directory.get_heads())
-    return Loaded(config, directory, Scripts(heads, revisions, found))
+    return Loaded(config, directory, Scripts(heads, revisions, found), project.env_py_thread)
 
 
 def _directory(project: Project) -> tuple[Any, Any]:

@@ -282,3 +282,16 @@ def test_the_env_py_that_works_everywhere(driver, mode, database, reference, tmp
     results = like_alembic(database, reference, env, project.root, revisions)
     (migrated,) = [r for r in results if r.summary["outcome"] == "migrated"]
     assert migrated.event("migrate.mode")["mode"] == mode
+
+
+def test_verify_runs_env_py_where_the_setting_says(database, reference, tmp_path):
+    """`verify` runs env.py for each revision, in the AnyIO worker thread too (the generated
+    revisions have empty downgrades: the steps check is skipped)."""
+    shape = anyio_env(tmp_path / "p", driver_url(database, "psycopg"))
+    args = ("verify", "--skip", "steps", "--database-url", database.url())
+    url = driver_url(database, "psycopg")
+    passed = run(_env(url, **shape.settings), *args, timeout=180, cwd=shape.project.root)
+    assert passed.code == 0, passed.stdout + passed.stderr
+    args = ("verify", "--skip", "steps", "--database-url", reference.url())  # empty again
+    refused = run(_env(url), *args, timeout=180, cwd=shape.project.root)  # in the main thread
+    assert refused.code != 0 and "AnyIO worker thread" in refused.stderr, refused.stderr

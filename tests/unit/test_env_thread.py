@@ -1,4 +1,4 @@
-"""Where env.py runs: runner.execution.env_thread."""
+"""Where env.py runs: runner.scripts.env_thread."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from runner.execution.env_thread import call_in
+from runner.scripts.env_thread import call_in
 
 
 def test_main_runs_in_the_calling_thread():

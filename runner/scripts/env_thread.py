@@ -1,4 +1,5 @@
-"""Where env.py runs (``MIGRATION_ENV_PY_THREAD``): the main thread, as ``alembic upgrade``
+"""Where env.py runs (``MIGRATION_ENV_PY_THREAD``), for every verb that runs it (upgrade,
+downgrade, stamp, verify, lint, check --models): the main thread, as ``alembic upgrade``
 runs it (the default); a worker thread; or an AnyIO worker thread, for an env.py whose engine
 calls back into an event loop with ``anyio.from_thread.run`` (as the project's own
 ``migrate`` command does by running ``command.upgrade`` under ``anyio.to_thread.run_sync``).
