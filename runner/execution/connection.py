@@ -14,9 +14,10 @@ is not the locked session — checks that it is on the locked session's database
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -56,6 +57,18 @@ def engine_for(driver: Driver, url: str, creator: Callable[[], Any]) -> Any:
             engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     engine._connection_cls = lending()
     return engine
+
+
+@contextlib.contextmanager
+def lent(engine: Any) -> Iterator[Any]:
+    """The connection handed to env.py (one of ``engine``'s :func:`lending` ones), closed at
+    the end however many times env.py borrowed it without giving it back."""
+    connection = engine.connect()
+    try:
+        yield connection
+    finally:
+        connection._lent = 0
+        connection.close()
 
 
 @functools.cache

@@ -151,7 +151,7 @@ class Execution:
         )
         with (
             OutputCapture(self.ctx.log, lambda: self.revision).active(),
-            self.engine.connect() as sa_conn,
+            migration_connection.lent(self.engine) as sa_conn,
         ):
             env.configure = alembic_env.with_runner_defaults(  # type: ignore[method-assign]
                 env.configure,
@@ -179,7 +179,10 @@ class Execution:
             rev.path if rev else None,
             conn.closed or conn.broken,
             failed is not None and failed == self.autocommit_in,
-            None if self.started else self.ctx.loaded.directory.env_py_location,
+            # nothing started yet (a stamp starts no revision): the failure is env.py's
+            None
+            if self.started or self.plan.kind == "stamp"
+            else self.ctx.loaded.directory.env_py_location,
         )
         error = classify_failure(exc, where, self.watch.last if self.watch else [])
         if error.exit_code == ExitCode.INTERNAL:
