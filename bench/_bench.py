@@ -38,7 +38,7 @@ from _common import (
     write_project,
 )
 
-from tests.support.helpers import age_files
+from devtools.projects import age_files
 
 NPM_PACKAGES = ("dbmate@2.36.0", "node-pg-migrate@9.0.0", "pg@8")
 PY = sys.executable

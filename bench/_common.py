@@ -28,7 +28,7 @@ from devtools.pgcluster import Cluster  # noqa: E402
 
 # The shared-connection env.py: migrate on the runner's connection when it passes one, else
 # (plain `alembic upgrade`) build an engine from the same settings the runner reads.
-from tests.support.helpers import ENV_PY  # noqa: E402  (the same env.py the tests use)
+from devtools.projects import ENV_PY  # noqa: E402  (the same env.py the tests use)
 
 REVISION_PY = '''\
 """bench step {index}"""

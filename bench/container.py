@@ -1,6 +1,7 @@
 """Scenario 1b, the runner's no-op inside its container: ``podman run`` of the image (built by
 ``.ci/build-image``, or ``BENCH_IMAGE``) on a database at the head of the service's own
-migrations, against the container's start alone (``--entrypoint true``) and the same no-op
+migrations, against the container's start alone (the image has no ``true``: its one program,
+an isolated interpreter doing nothing, ``--entrypoint python -I -S -c ''``) and the same no-op
 on the host. Skipped, saying why, without podman or an image.
 
     uv run --group bench python bench/container.py [--smoke]
@@ -71,7 +72,10 @@ def run(bench: Bench, out: Path, rounds: int, build: bool) -> Section:
             "container", [*podman, "--env", "DATABASE_URL", image, "upgrade"], url_env, bench.tmp
         ),
         "container start alone": Command(
-            "container", [*podman, "--entrypoint", "true", image], env, bench.tmp
+            "container",
+            [*podman, "--entrypoint", "python", image, "-I", "-S", "-c", ""],
+            env,
+            bench.tmp,
         ),
     }
     manifest = bench.tmp / "service-manifest.json"

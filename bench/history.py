@@ -50,9 +50,7 @@ from _common import (
 )
 from noop import Failed, check_alembic, check_runner, line, timed
 
-from tests.support.helpers import (
-    age_files,  # importable once _common put the repository on sys.path
-)
+from devtools.projects import age_files  # importable once _common put the repository on sys.path
 
 NOOP_TARGET = 2.5  # alembic / runner, at least
 FLAT_TARGET = 1.20  # max / min of the three medians, at most

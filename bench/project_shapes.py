@@ -1,4 +1,4 @@
-"""The project shapes of issue 22 (tests/support/shapes.py): wall time of plain Alembic (or the
+"""The project shapes of issue 22 (devtools/shapes.py): wall time of plain Alembic (or the
 project's own migrate script, where plain Alembic cannot) against one runner, each on a fresh
 database, median of ``--rounds`` runs; and, with ``--before REF``, the runner of git revision
 REF on the same shape (its exit code, and its time when it succeeded).
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _common import ROOT, create_database, runner_env, temp_dir, throwaway_cluster, with_bytecode
 
-from tests.support.shapes import SHAPES, Shape  # importable: _common put the repository first
+from devtools.shapes import SHAPES, Shape  # importable: _common put the repository first
 
 
 def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:

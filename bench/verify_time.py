@@ -21,13 +21,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import ROOT  # puts the repository on sys.path
 
 from devtools.pgcluster import find_bindir
+from devtools.projects import History
 from runner.checklist import lint, scratch, verify
 from runner.scripts import load as scripts
-from tests.support.verify_helpers import History
 
 
 def generate(root: Path, revisions: int) -> History:
@@ -96,7 +97,7 @@ def generate(root: Path, revisions: int) -> History:
     return history
 
 
-def timed_verify(loaded: scripts.Loaded, url: str | None) -> tuple[float, verify.VerifyResult]:
+def timed_verify(loaded: scripts.Loaded, url: Any) -> tuple[float, verify.VerifyResult]:
     started = time.monotonic()
     run_lint = lambda lo, since: lint.run_lint(lo, since=since)  # noqa: E731
     if url is None:

@@ -28,6 +28,9 @@ class ExitCode(enum.IntEnum):
     CONNECTION_LOST = 10  # the session died mid-run (failover, network): the revision rolled back
     NOT_AT_HEAD = 11  # `check`: the database has pending revisions (or is empty)
     EDITED_MIGRATION = 12  # an applied revision's file changed since (MIGRATION_STRICT_CHECKSUMS)
+    SNAPSHOT_FAILED = (
+        13  # MIGRATION_SNAPSHOT: the snapshot before migrating failed; nothing applied
+    )
     VERIFY_FAILED = 20  # `verify`: a check of the pre-deployment checklist failed
     LINT_FAILED = 21  # `lint`, `check --lint`, `upgrade --dry-run`: an error-level lint finding
     INTERRUPTED = 130  # SIGTERM or SIGINT: the in-flight revision was rolled back
@@ -119,6 +122,11 @@ class ConnectionLost(RunnerError):
 class EditedMigration(RunnerError):
     exit_code = ExitCode.EDITED_MIGRATION
     code = "edited_migration"
+
+
+class SnapshotFailed(RunnerError):
+    exit_code = ExitCode.SNAPSHOT_FAILED
+    code = "snapshot_failed"
 
 
 class Interrupted(RunnerError):

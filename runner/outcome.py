@@ -27,6 +27,7 @@ class Outcome(enum.StrEnum):
     BEHIND = "behind"
     EMPTY = "empty"
     AHEAD = "ahead"
+    CONTRACT_PENDING = "contract_pending"  # check --phase expand: only contract revisions pending
     SEVERAL_HEADS = "several_heads"  # heads: the scripts need a merge
     OK = "ok"  # a verb that only prints or writes files
     PASSED = "passed"  # verify, lint, upgrade --dry-run: nothing blocks
@@ -57,6 +58,14 @@ class Facts:
     applied: list[str] = dataclasses.field(default_factory=list)
     connect_attempts: int = 0
     lock_wait_ms: int | None = None
+    #: the phase asked for (``upgrade --phase``, ``MIGRATION_PHASE``)
+    phase: str | None = None
+    #: pending revisions the phase left for the contract phase
+    held: list[str] = dataclasses.field(default_factory=list)
+    #: the RDS snapshot taken before migrating (MIGRATION_SNAPSHOT)
+    snapshot: str | None = None
+    #: each ``backfill()`` run: table, rows done, whether it finished
+    backfills: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
 
     def database_at(self, revision: tuple[str, ...]) -> None:

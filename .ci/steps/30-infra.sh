@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # infra/ (the Pulumi program): installs infra's own locked environment (pulumi, pulumi-aws,
 # pulumi-command: kept out of the runner's install and image), runs its tests offline -- Pulumi's
-# unit-test mocks, no Pulumi CLI, no AWS, no network (inside a network namespace without
-# interfaces where the machine allows one) -- and checks the example GitHub Actions workflows
+# unit-test mocks, no Pulumi CLI, no AWS, no network (inside a network namespace with only
+# its loopback interface where the machine allows one) -- and checks the example GitHub Actions workflows
 # with actionlint (and shellcheck on their `run:` scripts). Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/../../infra"
@@ -18,7 +18,8 @@ fi
 
 offline=()
 if unshare --net true 2>/dev/null; then
-  offline=(unshare --net)
+  # loopback only (the health probe's test serves HTTP on 127.0.0.1): still offline
+  offline=(unshare --net sh -c 'ip link set lo up 2>/dev/null || true; exec "$@"' offline)
 else
   echo "no network namespace here: the infra tests run offline by construction only"
 fi

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The image: hadolint on the Dockerfile, then the container tests (tests/image/test_image.py), which
-# build the image with .ci/build-image (podman on a local Debian base, cached under
-# /var/tmp/migration-runner-ci) and run it read-only as uid 10001 against a real PostgreSQL.
+# build the image and its EXTRAS="aws lint" variant with .ci/build-image (podman; a local Debian
+# base for the build stage, cached under /var/tmp/migration-runner-ci; the image itself is FROM
+# scratch) and run them read-only as uid 10001 against a real PostgreSQL, and hold the default
+# image to its 50 MB compressed budget.
 # Installs podman, buildah and debootstrap from Debian's packages when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

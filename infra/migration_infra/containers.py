@@ -55,6 +55,16 @@ def awslogs(log_group: str, region: str, stream_prefix: str) -> dict[str, Any]:
 _SECRET_NAMES = ("PASSWORD", "SECRET", "TOKEN", "DATABASE_URL")
 
 
+def database_environment(host: str, port: int, name: str, ssl_mode: str) -> dict[str, str]:
+    """Where the database is, as the runner and the service both read it (`DB_*`); with
+    certificate verification, the RDS CA bundle at the path the runner's image carries it."""
+    environment = {"DB_HOST": host, "DB_PORT": str(port), "DB_NAME": name,
+                   "DB_SSLMODE": ssl_mode}
+    if ssl_mode in ("verify-ca", "verify-full"):
+        environment["DB_SSLROOTCERT"] = RDS_CA_BUNDLE
+    return environment
+
+
 def runner_container(spec: RunnerContainer) -> dict[str, Any]:
     """The runner's container definition: non-root, read-only root filesystem, `stopTimeout`,
     blocking awslogs, the credentials through `secrets` only.
@@ -63,15 +73,10 @@ def runner_container(spec: RunnerContainer) -> dict[str, Any]:
     belong in `secrets`), or if neither a secret nor IAM authentication gives credentials.
     """
     environment = {
-        "DB_HOST": spec.db_host,
-        "DB_PORT": str(spec.db_port),
-        "DB_NAME": spec.db_name,
-        "DB_SSLMODE": spec.ssl_mode,
+        **database_environment(spec.db_host, spec.db_port, spec.db_name, spec.ssl_mode),
         "MIGRATION_LOG_FORMAT": "json",
         **spec.extra_environment,
     }
-    if spec.ssl_mode in ("verify-ca", "verify-full"):
-        environment["DB_SSLROOTCERT"] = RDS_CA_BUNDLE
     if spec.iam_auth:
         if not spec.db_user:
             raise ContainerError("IAM database authentication needs the database user")
@@ -124,14 +129,33 @@ def with_init_container(app_containers: list[dict[str, Any]],
     return [init, *apps]
 
 
-def app_container(name: str, image: str, port: int, log_group: str, region: str,
-                  environment: dict[str, str] | None = None) -> dict[str, Any]:
-    """A plain web app container (the example FastAPI service)."""
+# Probes with the app image's own Python (no curl needed): urlopen raises on a non-2xx answer.
+_PROBE = ("import sys, urllib.request; "
+          "sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=4)"
+          ".status == 200 else 1)")
+
+
+def app_container(name: str, image: str, port: int, log_group: str, region: str, *,
+                  environment: dict[str, str], db_secret_arn: str,
+                  health_path: str = "/healthz") -> dict[str, Any]:
+    """The web app's container (the example FastAPI service): the database's `DB_*` in
+    `environment`, its credentials as `DB_SECRET` through `secrets`, and a container health
+    check on `health_path` (the service answers 200 there only with the database reachable
+    and at, or ahead of, its migrations' head). Raises `ContainerError` for a secret-looking
+    name in `environment`."""
+    leaking = sorted(key for key in environment
+                     if any(word in key.upper() for word in _SECRET_NAMES))
+    if leaking:
+        raise ContainerError(f"{', '.join(leaking)} must come from `secrets`, not `environment`")
     return {
         "name": name,
         "image": image,
         "essential": True,
         "portMappings": [{"containerPort": port, "protocol": "tcp"}],
-        "environment": [{"name": k, "value": v} for k, v in sorted((environment or {}).items())],
+        "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+        "secrets": [{"name": "DB_SECRET", "valueFrom": db_secret_arn}],
+        "healthCheck": {
+            "command": ["CMD", "python", "-c", _PROBE.format(port=port, path=health_path)],
+            "interval": 15, "timeout": 5, "retries": 3, "startPeriod": 30},
         "logConfiguration": awslogs(log_group, region, name),
     }

@@ -34,6 +34,7 @@ class Registered:
     parent: str
     dependencies: list[str]
     custom_timeouts: dict[str, str]
+    protect: bool = False
 
     def json(self, key: str) -> Any:
         return json.loads(self.inputs[key])
@@ -83,7 +84,8 @@ class RecordingMonitor(MockMonitor):
                 typ=request.type, name=request.name, urn=response.urn,
                 inputs=self.resources[response.urn].state if request.custom else {},
                 parent=request.parent, dependencies=list(request.dependencies),
-                custom_timeouts={"create": timeouts.create, "update": timeouts.update}))
+                custom_timeouts={"create": timeouts.create, "update": timeouts.update},
+                protect=request.protect))
         return response
 
 
@@ -145,9 +147,17 @@ def versions_dir(tmp_path: Path) -> Path:
     return write_revisions(tmp_path / "versions", {"aaa111": None, "bbb222": "aaa111"})
 
 
+# What CI passes to `pulumi up` on top of the stack file (examples/github-actions-deploy.yml).
+CI_IMAGE_DIGEST = "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
+CI_APP_IMAGE = (f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/maive-server@sha256:"
+                "9b2c41f0aa1e4e6b35c87d6a0d0f2e4b1f4f0c7e8a1d2c3b4a5f6e7d8c9b0a1f")
+
+
 @pytest.fixture
 def config(versions_dir: Path) -> dict[str, Any]:
-    return {**example_config(), "migrationsDir": str(versions_dir)}
+    example = example_config()
+    return {**example, "migrationsDir": str(versions_dir), "imageDigest": CI_IMAGE_DIGEST,
+            "app": {**example["app"], "image": CI_APP_IMAGE}}
 
 
 @pytest.fixture

@@ -67,7 +67,8 @@ def test_tls_verification_uses_the_rds_bundle_in_the_image():
 
 def test_as_init_container_the_runner_is_not_essential_and_every_app_container_waits_for_success():
     sidecar = {"name": "xray", "image": "xray", "essential": False}
-    app = {**app_container("app", "app:1", 8080, "/ecs/app", "eu-west-1"),
+    app = {**app_container("app", "app:1", 8080, "/ecs/app", "eu-west-1",
+                                environment={}, db_secret_arn=SECRET_ARN),
            "dependsOn": [{"containerName": "xray", "condition": "START"}]}
     runner = runner_container(spec())
     containers = with_init_container([app, sidecar], runner)
@@ -85,3 +86,36 @@ def test_as_init_container_the_runner_is_not_essential_and_every_app_container_w
 def test_an_app_container_named_like_the_runner_is_refused():
     with pytest.raises(ContainerError, match="migrate"):
         with_init_container([{"name": "migrate", "image": "x"}], runner_container(spec()))
+
+
+def test_the_apps_health_probe_answers_by_the_status_of_the_health_path():
+    """The probe the app container runs, against a real HTTP server: 0 on 200, not 0 on 503."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        status = 200
+
+        def do_GET(self):
+            self.send_response(Health.status if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        command = app_container("app", "app:1", port, "/ecs/app", "eu-west-1", environment={},
+                                db_secret_arn=SECRET_ARN)["healthCheck"]["command"]
+        assert command[:2] == ["CMD", "python"]
+        probe = [sys.executable, *command[2:]]
+        assert subprocess.run(probe, capture_output=True).returncode == 0
+        Health.status = 503
+        assert subprocess.run(probe, capture_output=True).returncode != 0
+    finally:
+        server.shutdown()
+        server.server_close()

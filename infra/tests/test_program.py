@@ -6,7 +6,7 @@ import json
 import pulumi
 import pytest
 
-from migration_infra.settings import parse_settings
+from migration_infra.settings import SettingsError, parse_settings
 from tests.conftest import ACCOUNT, INFRA, REGION, FakeAws, RecordingMonitor, run_program
 
 TASK_DEF = "aws:ecs/taskDefinition:TaskDefinition"
@@ -85,7 +85,7 @@ def test_the_task_role_has_no_permission_by_default(program):
 
 def test_with_iam_auth_the_task_role_may_connect_as_the_database_user(config):
     config.update(iamAuth=True, dbUser="migrator", dbResourceId="db-ABCDEFGHIJKL")
-    del config["dbSecretArn"]
+    del config["dbSecretArn"], config["app"]
     program = run_program(parse_settings(config, stack="prod"))
     assert statements(program, "migrations-iam-auth")["ConnectAsMigrationUser"]["Resource"] == (
         f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:db-ABCDEFGHIJKL/migrator")
@@ -96,10 +96,31 @@ def test_with_iam_auth_the_task_role_may_connect_as_the_database_user(config):
 
 def test_before_the_first_image_only_the_repository_is_created(config):
     del config["imageDigest"]
+    config["repositoryOnly"] = True
     program = run_program(parse_settings(config, stack="prod"))
     assert sorted(r.typ for r in program.registered) == [
         "aws:ecr/lifecyclePolicy:LifecyclePolicy", "aws:ecr/repository:Repository"]
     assert program.deployment.gate is None
+
+
+def test_without_the_image_digest_up_is_refused_naming_the_setting(config):
+    """A program that declared only the repository would make `pulumi up` delete the rest."""
+    del config["imageDigest"]
+    with pytest.raises(SettingsError, match=r"imageDigest: required.*stack output imageDigest"):
+        parse_settings(config, stack="prod")
+
+
+def test_what_a_deploy_must_never_delete_is_protected(config):
+    config["app"] = {**config["app"], "initContainer": True}
+    program = run_program(parse_settings(config, stack="prod"))
+    protected = sorted(r.typ for r in program.registered if r.protect)
+    assert protected == sorted([
+        "aws:ecr/repository:Repository", "aws:ecs/cluster:Cluster",
+        "aws:cloudwatch/logGroup:LogGroup", "aws:cloudwatch/logGroup:LogGroup",
+        "aws:ecs/service:Service",
+        "aws:ecr/lifecyclePolicy:LifecyclePolicy"])  # a child: inherits its parent's protect
+    # replaced on every image: a protected task definition would block each deploy
+    assert not [r for r in program.all(TASK_DEF) if r.protect]
 
 
 def test_the_repository_scans_on_push_and_expires_old_images(program):
@@ -149,9 +170,11 @@ def test_the_gate_runs_the_launcher_on_the_registered_task_definition(program, c
         "migration-runner ecs run --cluster maive-server-prod "
         f"--task-definition {task.inputs['family']}:7 "
         "--subnets subnet-0a1b2c3d4e5f60001,subnet-0a1b2c3d4e5f60002 "
-        f"--security-groups {config['securityGroupId']} --container migrate --timeout 1800")
+        f"--security-groups {config['securityGroupId']} --container migrate --timeout 1800 "
+        "--stop-with-parent & wait $!")
     assert gate.inputs["logging"] == "stdoutAndStderr"  # the task's lines in Pulumi's output
     assert gate.inputs["environment"] == {"AWS_REGION": REGION}
+    assert gate.inputs["addPreviousOutputInEnv"] is False  # Linux: 128 KiB per variable
     assert gate.custom_timeouts["create"] == "2400s"
     assert "update" not in gate.inputs  # a trigger change replaces it: `create` runs again
     depends = {program.by_urn(urn).name for urn in gate.dependencies}
@@ -183,6 +206,19 @@ def test_the_app_service_update_depends_on_the_gate(program):
     assert service.inputs["platformVersion"] == "1.4.0"
     assert service.inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
     assert service.inputs["waitForSteadyState"] is True
+
+
+def test_the_app_reaches_the_database_with_its_secret_and_reports_its_health(program, config):
+    [app] = program.one(TASK_DEF, "app-task").json("containerDefinitions")
+    env = {item["name"]: item["value"] for item in app["environment"]}
+    assert env == {"DB_HOST": config["dbHost"], "DB_PORT": "5432", "DB_NAME": config["dbName"],
+                   "DB_SSLMODE": "verify-full", "DB_SSLROOTCERT": "/certs/global-bundle.pem"}
+    assert app["secrets"] == [{"name": "DB_SECRET", "valueFrom": config["dbSecretArn"]}]
+    assert statements(program, "app-execution-policy")["ReadDatabaseSecret"]["Resource"] == [
+        config["dbSecretArn"]]
+    check = app["healthCheck"]
+    assert check["command"][:3] == ["CMD", "python", "-c"]
+    assert "http://127.0.0.1:8080/healthz" in check["command"][3]
 
 
 def test_the_app_task_runs_only_the_app_unless_the_init_container_is_asked_for(program):
@@ -232,14 +268,15 @@ def test_an_existing_cluster_is_used_and_none_created(config):
     assert program.one(SERVICE).inputs["cluster"] == "shared-prod"
 
 
-def test_the_entry_point_reads_the_stack_config_as_pulumi_stores_it(config):
+def run_entry_point(config, aws=None):
     """`__main__.py` as `pulumi up` runs it: structured values arrive as JSON strings."""
     monitor = RecordingMonitor(FakeAws())
     pulumi.runtime.set_mocks(FakeAws(), project="migration-runner", stack="prod",
                              preview=False, monitor=monitor)
     pulumi.runtime.set_all_config({
-        f"migration-runner:{key}": value if isinstance(value, str) else json.dumps(value)
-        for key, value in config.items()})
+        f"{namespace}:{key}": value if isinstance(value, str) else json.dumps(value)
+        for namespace, values in (("migration-runner", config), ("aws", aws or {}))
+        for key, value in values.items()})
 
     @pulumi.runtime.test
     def program():
@@ -249,5 +286,72 @@ def test_the_entry_point_reads_the_stack_config_as_pulumi_stores_it(config):
         program()
     finally:
         pulumi.runtime.set_all_config({})
-    types = {r.typ for r in monitor.registered}
+    return monitor.registered
+
+
+def test_the_entry_point_reads_the_stack_config_as_pulumi_stores_it(config):
+    types = {r.typ for r in run_entry_point(config)}
     assert {TASK_DEF, COMMAND, SERVICE, "aws:cloudwatch/metricAlarm:MetricAlarm"} <= types
+
+
+def test_the_gate_acts_with_the_stacks_aws_identity_not_only_the_machines(config):
+    """pulumi-command runs the launcher with the machine's environment; the stack's provider
+    may use a profile or assume a role the machine's credentials are not."""
+    role = {"roleArn": f"arn:aws:iam::{ACCOUNT}:role/deployer", "externalId": "maive",
+            "sessionName": "pulumi-up"}
+    [gate] = [r for r in run_entry_point(config, aws={"profile": "maive-prod",
+                                                       "assumeRole": role})
+              if r.typ == COMMAND]
+    assert gate.inputs["environment"] == {
+        "AWS_REGION": REGION, "AWS_PROFILE": "maive-prod",
+        "MIGRATION_ECS_ROLE_ARN": role["roleArn"], "MIGRATION_ECS_ROLE_EXTERNAL_ID": "maive",
+        "MIGRATION_ECS_ROLE_SESSION_NAME": "pulumi-up"}
+
+
+def test_a_rollback_deploy_may_find_the_database_ahead_when_the_stack_says_so(config):
+    def env(program):
+        [container] = runner_containers(program)
+        return {item["name"]: item["value"] for item in container["environment"]}
+
+    assert "MIGRATION_ALLOW_DATABASE_AHEAD" not in env(run_program(parse_settings(
+        config, stack="prod")))
+    config["allowDatabaseAhead"] = True
+    assert env(run_program(parse_settings(config, stack="prod")))[
+        "MIGRATION_ALLOW_DATABASE_AHEAD"] == "true"
+
+
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+
+
+def test_a_shared_group_that_reaches_the_database_gets_no_duplicate_rules(config):
+    """The app's group already has these rules: AWS refuses a duplicate on the first `up`."""
+    config["databaseRules"] = False
+    program = run_program(parse_settings(config, stack="prod"))
+    assert program.all(EGRESS) == [] and program.all(INGRESS) == []
+    assert f"--security-groups {config['securityGroupId']} " in program.one(COMMAND).inputs[
+        "create"]
+
+
+def test_with_only_the_vpc_the_task_gets_its_own_group_with_https_and_database_out(config):
+    app_group = config["securityGroupId"]
+    del config["securityGroupId"]
+    config["vpcId"] = "vpc-0a1b2c3d4e5f60000"
+    config["app"] = {**config["app"], "securityGroupId": app_group}
+    program = run_program(parse_settings(config, stack="prod"))
+    group = program.one("aws:ec2/securityGroup:SecurityGroup")
+    assert group.inputs["vpcId"] == "vpc-0a1b2c3d4e5f60000"
+    group_id = "migrations-group-id"
+    egress = {r.name: r.inputs for r in program.all(EGRESS)}
+    assert {name: (rule["securityGroupId"], rule["fromPort"], rule["toPort"])
+            for name, rule in egress.items()} == {
+        "migrations-https-out": (group_id, 443, 443),
+        "migrations-to-database": (group_id, 5432, 5432)}
+    assert egress["migrations-to-database"]["referencedSecurityGroupId"] == config[
+        "dbSecurityGroupId"]
+    assert program.one(INGRESS).inputs["referencedSecurityGroupId"] == group_id
+    assert f"--security-groups {group_id} " in program.one(COMMAND).inputs["create"]
+    network = program.one(SERVICE).inputs["networkConfiguration"]
+    assert network["securityGroups"] == [app_group]
+    depends = {program.by_urn(urn).name for urn in program.one(COMMAND).dependencies}
+    assert {"migrations-group", "migrations-https-out"} <= depends

@@ -44,9 +44,14 @@ def test_an_existing_image_pinned_by_digest_creates_no_repository(config):
     assert settings.image.uri == f"ghcr.io/acme/migration-runner@{DIGEST}"
 
 
-def test_without_an_image_yet_the_settings_are_valid_and_a_bad_digest_is_not(config):
+def test_the_first_up_asks_for_the_repository_alone_and_a_bad_digest_is_refused(config):
     del config["imageDigest"]
+    config["repositoryOnly"] = True
     assert parse_settings(config, stack="prod").image_digest is None
+    config["imageDigest"] = DIGEST
+    with pytest.raises(SettingsError, match="repositoryOnly: only for the first"):
+        parse_settings(config, stack="prod")
+    del config["repositoryOnly"]
     config["imageDigest"] = "4f53cda18c2b"
     with pytest.raises(SettingsError, match="imageDigest: sha256: and 64"):
         parse_settings(config, stack="prod")
@@ -59,7 +64,7 @@ def test_image_and_image_digest_together_are_refused(config):
 
 
 def test_iam_auth_needs_the_user_and_the_instance_resource_id_but_no_secret(config):
-    del config["dbSecretArn"]
+    del config["dbSecretArn"], config["app"]
     config["iamAuth"] = "true"
     with pytest.raises(SettingsError) as error:
         parse_settings(config, stack="prod")
@@ -113,3 +118,47 @@ def test_the_esc_example_exports_only_settings_the_runner_reads_and_no_literal_s
                if name.startswith("AWS_") and name != "AWS_REGION")
     stack_keys = {key.split(":", 1)[1] for key in document["values"]["pulumiConfig"]}
     assert stack_keys <= set(KEYS)
+
+
+def test_the_stack_file_alone_is_refused_naming_what_ci_passes(versions_dir):
+    """A `pulumi up` from a laptop, without the images CI passed with --config."""
+    from tests.conftest import example_config
+
+    with pytest.raises(SettingsError) as error:
+        parse_settings({**example_config(), "migrationsDir": str(versions_dir)}, stack="prod")
+    problems = str(error.value)
+    assert "imageDigest: required" in problems and "app.image: required" in problems
+    assert "pulumi stack output" in problems
+
+
+def test_the_apps_image_must_be_pinned_by_digest(config):
+    config["app"] = {**config["app"], "image": "registry/maive-server:2f9c1e7"}
+    with pytest.raises(SettingsError, match="app.image: .*not pinned by digest"):
+        parse_settings(config, stack="prod")
+
+
+def test_with_iam_auth_the_app_still_needs_a_secret_of_its_own(config):
+    del config["dbSecretArn"]
+    config.update(iamAuth=True, dbUser="migrator", dbResourceId="db-ABCDEFGHIJKL")
+    with pytest.raises(SettingsError, match="app.dbSecretArn: required"):
+        parse_settings(config, stack="prod")
+    config["app"] = {**config["app"], "dbSecretArn": "arn:aws:secretsmanager:eu-west-1:"
+                     "123456789012:secret:maive-app-AbCdEf"}
+    assert parse_settings(config, stack="prod").app.db_secret_arn.endswith("maive-app-AbCdEf")
+
+
+def test_a_chain_of_assumed_roles_is_refused_for_the_gate(config):
+    roles = [{"roleArn": "arn:aws:iam::1:role/a"}, {"roleArn": "arn:aws:iam::2:role/b"}]
+    with pytest.raises(SettingsError, match="aws:assumeRoles: the gate's launcher assumes one"):
+        parse_settings(config, stack="prod", aws={"assumeRoles": roles})
+    settings = parse_settings(config, stack="prod", aws={"assumeRoles": roles[1:]})
+    assert settings.launcher_identity == (("MIGRATION_ECS_ROLE_ARN", "arn:aws:iam::2:role/b"),)
+
+
+def test_the_tasks_group_is_given_or_created_in_the_vpc_never_both(config):
+    config["vpcId"] = "vpc-1"
+    with pytest.raises(SettingsError, match="securityGroupId, vpcId: give one"):
+        parse_settings(config, stack="prod")
+    del config["vpcId"], config["securityGroupId"]
+    with pytest.raises(SettingsError, match="securityGroupId: required .*or vpcId"):
+        parse_settings(config, stack="prod")

@@ -3,6 +3,7 @@ each difference as a sentence."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,10 +23,18 @@ _REVISION_ARGS = {
 }
 
 
-def compare_models(loaded: Loaded) -> list[str] | None:
+@dataclasses.dataclass(frozen=True)
+class Compared:
+    #: each difference, described
+    differences: list[str]
+    #: env.py's ``target_metadata`` (a MetaData, or a list of them)
+    metadata: Any
+
+
+def compare_models(loaded: Loaded) -> Compared | None:
     """The differences between the database env.py connects to (at head) and env.py's
-    ``target_metadata``, described; None when env.py sets no ``target_metadata``. Writes
-    no file and changes nothing."""
+    ``target_metadata``; None when env.py sets no ``target_metadata``. Writes no file and
+    changes nothing."""
     from alembic.autogenerate import RevisionContext
     from alembic.runtime.environment import EnvironmentContext
     from alembic.util import CommandError
@@ -33,7 +42,10 @@ def compare_models(loaded: Loaded) -> list[str] | None:
     directory = loaded.directory
     context = RevisionContext(loaded.config, directory, dict(_REVISION_ARGS))
 
+    seen: list[Any] = []
+
     def compare(rev: Any, env: Any) -> list[Any]:
+        seen.append(env.opts.get("target_metadata"))
         context.run_autogenerate(rev, env)
         return []
 
@@ -52,10 +64,11 @@ def compare_models(loaded: Loaded) -> list[str] | None:
             raise
         return None
     upgrade_ops = context.generated_revisions[-1].upgrade_ops
-    return (
+    return Compared(
         []
         if upgrade_ops is None
-        else [describe_model_diff(d) for d in _flatten(upgrade_ops.as_diffs())]
+        else [describe_model_diff(d) for d in _flatten(upgrade_ops.as_diffs())],
+        seen[-1] if seen else None,
     )
 
 

@@ -91,9 +91,7 @@ def verify_text(result: Any) -> str:
     for check in result.checks.values():
         notes = f" ({'; '.join(check.notes)})" if check.notes else ""
         lines.append(f"{check.status.upper():8} {check.name}{notes}")
-    for failure in result.failures:
-        where = f" {_relative(failure.path)}" if failure.path else ""
-        lines.append(f"FAIL [{failure.check}]{where}: {failure.message}")
+    lines += [failure_line(failure) for failure in result.failures]
     if result.lint is not None and result.lint.findings:
         lines += ["", lint_text(result.lint)]
     lines.append(
@@ -101,6 +99,12 @@ def verify_text(result: Any) -> str:
         f"revision(s) walked in {result.elapsed_s:.1f} s"
     )
     return "\n".join(lines)
+
+
+def failure_line(failure: Any) -> str:
+    """One verify failure: ``FAIL [check] path: message``."""
+    where = f" {_relative(failure.path)}" if failure.path else ""
+    return f"FAIL [{failure.check}]{where}: {failure.message}"
 
 
 def verify_annotations(result: Any) -> Iterable[str]:

@@ -18,11 +18,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runner import __version__
 from runner.cli import then as handoff
-from runner.cli.arguments import CHECKLIST, dry_run_flag, lint_flag
+from runner.cli.arguments import CHECKLIST, dry_run_flag, lint_flag, phase_flag
 from runner.cli.report import SUMMARY_ONCE, exit_now, log_error, report, summary
 from runner.errors import ExitCode, Interrupted, RunnerError, UsageError
 from runner.lock.advisory import lock_key
@@ -30,6 +30,9 @@ from runner.observe import cloudwatch_metrics as emf
 from runner.observe import ecs_metadata, logs
 from runner.outcome import Facts, Outcome, Result
 from runner.process.interrupt import Interrupt
+
+if TYPE_CHECKING:  # the settings' module is imported when a command runs
+    from runner.config.settings import Settings
 
 Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -127,11 +130,16 @@ def _upgrade(
 
     if args.dry_run:
         return checklist.dry_run(
-            settings, args.target or settings.migration_target, facts=facts, log=log
+            settings,
+            args.target or settings.migration_target,
+            args.phase or settings.migration_phase,
+            facts=facts,
+            log=log,
         )
     return commands.upgrade(
         settings,
         args.target or settings.migration_target,
+        args.phase or settings.migration_phase,
         facts=facts,
         interrupt=interrupt,
         log=log,
@@ -143,8 +151,14 @@ COMMANDS = (
         "upgrade",
         "apply pending migrations (pnpm db:migrate; --then -- APP: exec APP after)",
         _upgrade,
-        dry_run_flag(
-            _target("revision (default: MIGRATION_TARGET, which defaults to head)", optional=True)
+        phase_flag(
+            dry_run_flag(
+                _target(
+                    "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True
+                )
+            ),
+            "expand: only the revisions safe before the new code is live; contract: the "
+            "rest (default: MIGRATION_PHASE, else every pending revision)",
         ),
         writes=True,
         json_flag=True,
@@ -173,8 +187,8 @@ COMMANDS = (
     Command(
         "check",
         "exit 0 only if the database is exactly at head (CI gate, readiness)",
-        lazy("runner.commands.checklist:check_at_head", "lint", facts=True),
-        lint_flag,
+        lazy("runner.commands.checklist:check_at_head", "lint", "phase", facts=True),
+        phase_flag(lint_flag, "exit 0 when only contract revisions are pending (expand)"),
         reads=True,
         json_flag=True,
     ),
@@ -232,6 +246,7 @@ BY_NAME = {command.name: command for command in COMMANDS}
 #: ``check``'s verdicts; any other command exits 0 unless it raised or failed as below
 CHECK_EXIT = {
     Outcome.AT_HEAD: ExitCode.OK,
+    Outcome.CONTRACT_PENDING: ExitCode.OK,
     Outcome.BEHIND: ExitCode.NOT_AT_HEAD,
     Outcome.EMPTY: ExitCode.NOT_AT_HEAD,
     Outcome.AHEAD: ExitCode.DATABASE_AHEAD,
@@ -292,6 +307,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handoff.then(app, run_command(args), log_error)
 
 
+def metric_dimensions(settings: Settings | None) -> dict[str, Any]:
+    """The summary's EMF namespace and dimensions (``MIGRATION_METRICS_*``); the defaults
+    when the settings could not be read."""
+    if settings is None:
+        return {}
+    return {
+        "namespace": settings.migration_metrics_namespace,
+        "service": settings.migration_metrics_service,
+        "environment": settings.migration_metrics_environment,
+    }
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run one verb: the only place a result or an error becomes an exit code."""
     from runner.config.settings import environment_secrets, load_settings
@@ -322,7 +349,7 @@ def run_command(args: argparse.Namespace) -> int:
             level,
             settings.secrets(),
             stream,
-            ecs_metadata.log_fields(settings, log),
+            ecs_metadata.log_fields(settings.ecs_container_metadata_uri_v4, log),
         )
         log = logs.get()
         log.info(
@@ -362,7 +389,9 @@ def run_command(args: argparse.Namespace) -> int:
             log.info(
                 "summary",
                 **emf.with_metrics(
-                    summary(command.name, outcome, facts, code), settings, time.time()
+                    summary(command.name, outcome, facts, code),
+                    now_s=time.time(),
+                    **metric_dimensions(settings),
                 ),
             )
             stream.flush()

@@ -30,6 +30,10 @@ def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[
         "applied": facts.applied,
         "connect_attempts": facts.connect_attempts,
         "lock_wait_ms": facts.lock_wait_ms,
+        "phase": facts.phase,
+        "held": facts.held,
+        "snapshot": facts.snapshot,
+        "backfills": facts.backfills,
         "exit_code": int(code),
         "total_ms": int((time.monotonic() - facts.started) * 1000),
     }

@@ -73,3 +73,37 @@ def migration_lock(
         facts=facts,
         interrupt=interrupt,
     )
+
+
+def snapshot(settings: Settings) -> Any:
+    """The snapshot ``MIGRATION_SNAPSHOT*`` ask for before migrating, or None (off). Raises
+    :class:`~runner.errors.ConfigError` when the identifier cannot be known."""
+    if settings.migration_snapshot == "off":
+        return None
+    from runner.execution import snapshot as snapshots
+
+    return snapshots.request(
+        settings.migration_snapshot,
+        settings.migration_snapshot_identifier,
+        settings.connection_spec().host,
+        settings.migration_snapshot_timeout,
+    )
+
+
+def take_snapshot(
+    settings: Settings, wanted: Any, plan: Any, *, interrupt: Interrupt, log: Any
+) -> str:
+    """Take the snapshot ``wanted`` before applying ``plan``; its name."""
+    from datetime import UTC, datetime
+
+    from runner.execution import snapshot as snapshots
+
+    return snapshots.take(
+        wanted,
+        snapshots.snapshot_name(wanted.identifier, datetime.now(UTC)),
+        snapshots.tags(
+            plan.current, plan.target, __version__, ran_on(settings.ecs_container_metadata_uri_v4)
+        ),
+        log=log,
+        check=interrupt.check,
+    )

@@ -15,7 +15,7 @@ from runner.config.settings import Settings
 from runner.database.session import Session
 from runner.errors import DatabaseAhead
 from runner.outcome import Facts, Outcome, Result
-from runner.plan import Plan, applied, plan_downgrade, plan_stamp, plan_upgrade
+from runner.plan import Plan, applied, plan_downgrade, plan_phase, plan_stamp, plan_upgrade
 from runner.process.interrupt import Interrupt
 from runner.scripts import load as scripts
 from runner.scripts import source as sources
@@ -24,11 +24,20 @@ Planner = Callable[[tuple[str, ...]], Plan]  # the database's revision -> the pl
 
 
 def upgrade(
-    settings: Settings, target: str, *, facts: Facts, interrupt: Interrupt, log: Any
+    settings: Settings,
+    target: str,
+    phase: str | None = None,
+    *,
+    facts: Facts,
+    interrupt: Interrupt,
+    log: Any,
 ) -> Result:
     """Bring the database to ``target``: no lock if it is already there; otherwise take the
-    lock, read again, and apply what is still pending."""
+    lock, read again, and apply what is still pending. ``phase="expand"``: only the pending
+    revisions before the first contract one (:func:`runner.plan.plan_phase`)."""
+    facts.phase = phase
     require(settings.connection_spec().driver)  # a configuration error comes before anything
+    snapshot = from_settings.snapshot(settings)
     known, loaded = sources.scripts_for(
         from_settings.project(settings), settings.migration_manifest, log
     )
@@ -36,7 +45,8 @@ def upgrade(
     if exact is None:  # a prefix, branch or relative target: Alembic resolves (or explains) it
         loaded = loaded or sources.load(from_settings.project(settings), log, known.checksums())
         known = loaded.scripts
-    graph, directory = known.graph(), loaded.directory if loaded else None
+    graph, contract = known.graph(), known.contract()
+    directory = loaded.directory if loaded else None
     resolved = [exact] if exact is not None else []
 
     def planner(current: tuple[str, ...]) -> Plan:
@@ -44,7 +54,7 @@ def upgrade(
         # same revisions for a whole herd, and the runners that waited find them applied
         if not resolved:
             resolved.append(scripts.resolve_target(known, directory, target, current))
-        return plan_upgrade(current, resolved[0], graph)
+        return plan_phase(plan_upgrade(current, resolved[0], graph), graph, contract, phase)
 
     with from_settings.session(settings, facts=facts, log=log) as session:
         current = session.revision()
@@ -63,6 +73,10 @@ def upgrade(
             settled = _nothing_to_do(session, settings, planner, current, facts, locked=True)
             if settled is not None:
                 return Result(settled)
+            if snapshot is not None:  # pending revisions, under the lock, before the first
+                facts.snapshot = from_settings.take_snapshot(
+                    settings, snapshot, planner(current), interrupt=interrupt, log=log
+                )
             # only now Alembic, SQLAlchemy and the revision files: a herd's waiters find the
             # work done under the lock and exit without loading them (the graph came from
             # the manifest); the one that migrates loads them while it holds the lock
@@ -94,8 +108,14 @@ def _nothing_to_do(
             detail=ahead.message + " (accepted: MIGRATION_ALLOW_DATABASE_AHEAD)",
         )
         return Outcome.DATABASE_AHEAD
+    facts.held = list(found.held)
     if found.up_to_date:
-        session.log.info("upgrade.up_to_date", revision=list(current), locked=locked)
+        session.log.info(
+            "upgrade.up_to_date",
+            revision=list(current),
+            locked=locked,
+            **({"phase": found.phase, "held": list(found.held)} if found.phase else {}),
+        )
         return Outcome.UP_TO_DATE
     return None
 
@@ -179,6 +199,7 @@ def _execute(
         ledger=ledger,
         lock_key=lock_key(settings.lock_name()),
         driver=session.spec.driver,
+        backfills=facts.backfills,
     )
     facts.to_revision = None  # unknown while revisions run: never report a stale one
     first = [current]  # read under the lock just now; a retry reads again
@@ -190,6 +211,7 @@ def _execute(
             from_revision=list(plan.current),
             target=list(plan.target),
             pending=list(plan.steps),
+            **({"phase": plan.phase, "held": list(plan.held)} if plan.phase else {}),
         )
         # a stamp applies nothing: the summary's to_revision says where it left the database
         record = (

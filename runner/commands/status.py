@@ -10,7 +10,7 @@ from runner.commands import from_settings
 from runner.config.settings import Settings
 from runner.errors import DatabaseAhead
 from runner.outcome import Facts, Outcome, Result
-from runner.plan import applied, plan_upgrade
+from runner.plan import applied, expand_steps, plan_upgrade
 from runner.scripts import load as scripts
 from runner.scripts import source as sources
 
@@ -33,7 +33,10 @@ def current(settings: Settings, *, facts: Facts, log: Any) -> Result:
     rev = ", ".join(state["revision"]) or "(empty: no revision applied)"
     text = f"{rev}{' (head)' if state['at_head'] else ''}"
     if state["status"] == "behind" or state["status"] == "empty":
-        text += f"\n{len(state['pending'])} pending: {', '.join(state['pending'])}"
+        phases = {row["revision"]: row["phase"] for row in state["revisions"]}
+        text += f"\n{len(state['pending'])} pending: " + ", ".join(
+            f"{rev} ({phases[rev]})" for rev in state["pending"]
+        )
     elif state["status"] == "ahead":
         text += "\nthe database is ahead of these scripts (a newer release migrated it)"
     return Result(Outcome(state["status"]), state, text)
@@ -44,7 +47,7 @@ def history(settings: Settings, *, facts: Facts, log: Any) -> Result:
     state = _state(settings, facts=facts, log=log)
     rows = state.pop("revisions")
     width = max((len(r["message"]) for r in rows), default=0)
-    lines = [f"{'':2}{'revision':<14}{'message':<{width + 2}}state"]
+    lines = [f"{'':2}{'revision':<14}{'phase':<10}{'message':<{width + 2}}state"]
     for row in rows:
         marks = ["applied" if row["applied"] else "pending"]
         marks += [m for m in ("current", "head") if row[m]]
@@ -61,7 +64,7 @@ def history(settings: Settings, *, facts: Facts, log: Any) -> Result:
             else ""
         )
         lines.append(
-            f"{'●' if row['applied'] else '○'} {row['revision']:<14}"
+            f"{'●' if row['applied'] else '○'} {row['revision']:<14}{row['phase']:<10}"
             f"{row['message']:<{width + 2}}{', '.join(marks)}{when}"
         )
     if state["status"] == "ahead":
@@ -102,12 +105,15 @@ def _state(settings: Settings, *, facts: Facts, log: Any) -> dict[str, Any]:
         }
         for rev in known.revisions.values()
     ]
+    contract = known.contract()
     return {
         "status": status,
         "revision": list(revision),
         "heads": list(known.heads),
         "at_head": status == "at_head",
         "pending": list(pending),
+        #: what ``upgrade --phase expand`` would apply now
+        "pending_expand": list(expand_steps(pending, contract)),
         "edited": changed,
         "revisions": revisions,
     }
@@ -130,4 +136,5 @@ def describe(rev: scripts.Revision) -> dict[str, Any]:
         "down_revisions": list(rev.down),
         "message": rev.message,
         "path": rev.path,
+        "phase": rev.phase,
     }

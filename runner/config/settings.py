@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     migration_ddl_lock_timeout: float = Field(default=5.0, ge=0, le=MAX_TIMEOUT_S)
     migration_statement_timeout: float = Field(default=0.0, ge=0, le=MAX_TIMEOUT_S)
     migration_ddl_lock_retries: int = Field(default=5, ge=1)
+    #: ``upgrade``'s phase when ``--phase`` is not given: expand (before the new code is
+    #: live), contract (after); unset: every pending revision
+    migration_phase: Literal["expand", "contract"] | None = None
+    #: an RDS snapshot before a run that applies revisions (the ``aws`` extra)
+    migration_snapshot: Literal["off", "instance", "cluster"] = "off"
+    migration_snapshot_identifier: str | None = Field(default=None, min_length=1, max_length=63)
+    migration_snapshot_timeout: float = Field(default=1800.0, gt=0)
     migration_allow_database_ahead: bool = False
     migration_ledger_table: str = Field(default="migration_runner_ledger", min_length=1)
     migration_strict_checksums: bool = False
@@ -93,6 +100,8 @@ class Settings(BaseSettings):
     migration_lint_small_table_bytes: int = Field(default=10 * 2**20, ge=0)
     migration_lint_large_table_rows: int = Field(default=1_000_000, ge=0)
     migration_lint_large_table_bytes: int = Field(default=2**30, ge=0)
+    #: verify's own PostgreSQL: where its server binaries are unpacked (None: the default cache)
+    migration_verify_cache_dir: Path | None = None
     migration_log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: set by ECS on every task; used to name the task in application_name and logs
     ecs_container_metadata_uri_v4: str | None = None
@@ -112,6 +121,8 @@ class Settings(BaseSettings):
         "migration_log_level",
         "db_sslmode",
         "migration_env_py_thread",
+        "migration_phase",
+        "migration_snapshot",
         mode="before",
     )
     @classmethod
@@ -216,6 +227,7 @@ def load_settings() -> Settings:
         "migration_retry_max_interval",
         "migration_ddl_lock_timeout",
         "migration_statement_timeout",
+        "migration_snapshot_timeout",
     ):
         if not math.isfinite(getattr(settings, name)):
             raise ConfigError(f"{name.upper()} must be a finite number of seconds")

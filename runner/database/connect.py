@@ -267,6 +267,14 @@ def open_connection(
     return conn
 
 
+#: a rejected IAM token: no password to check, but the role's grant and the caller's policy
+IAM_HINT = (
+    "with MIGRATION_IAM_AUTH the password is an IAM token: check that DB_USER is granted "
+    "rds_iam, that the task role allows rds-db:connect on this user and DB instance, and that "
+    "DB_HOST is the instance's endpoint the token was signed for"
+)
+
+
 def _attempt(
     spec: ConnectionSpec, timeout_s: int, application_name: str
 ) -> psycopg.Connection[Any]:
@@ -276,8 +284,13 @@ def _attempt(
         detail = libpq_reason(exc)
         failure = classify(str(exc))
         if not failure.transient:
+            hint = (
+                IAM_HINT
+                if failure.kind == "bad_password" and spec.password_source
+                else failure.hint
+            )
             raise ConnectionRejected(
-                f"the database refused the connection ({failure.kind}): {detail}; {failure.hint}",
+                f"the database refused the connection ({failure.kind}): {detail}; {hint}",
                 error_kind=failure.kind,
             ) from None
         raise _Transient(failure, detail) from None

@@ -12,10 +12,10 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO, cast
 
 from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError
-from runner.ecs.launcher import Launcher, LaunchRequest, LaunchResult, Pacing, Stop
+from runner.ecs.launcher import PARENT_EXITED, Launcher, LaunchRequest, LaunchResult, Pacing, Stop
 from runner.observe import logs
 
 ENV = "MIGRATION_ECS_"
@@ -40,7 +40,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "run",
         prog="migration-runner ecs run",
         help="run the task, stream its logs, exit with the container's exit code",
-        description="Run the migration task (Fargate, awsvpc), stream its CloudWatch logs to "
+        description="Run the migration task (Fargate by default), stream its CloudWatch logs to "
         "stdout, wait for it to stop and exit with the container's exit code. Every option "
         f"can also be given as {ENV}<NAME> (e.g. {ENV}CLUSTER).",
     )
@@ -79,11 +79,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop the task (StopTask) after this long; exit 44 (default: none)",
     )
-    run.add_argument(
-        "--platform-version",
-        default=env("PLATFORM_VERSION"),
-        help="Fargate platform version (default: LATEST)",
-    )
+    _placement_options(run, env)
+    _override_options(run, env, environ)
     run.add_argument(
         "--poll-interval",
         type=_seconds,
@@ -100,6 +97,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "summary has not been seen (default 10)",
     )
     run.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        default=(env("STOP_WITH_PARENT") or "").lower() in ("1", "true", "yes"),
+        help="stop the task (exit 45) when the process that started the launcher "
+        "exits, e.g. killed with SIGKILL by a cancelled `pulumi up`",
+    )
+    run.add_argument(
         "--command",
         nargs=argparse.REMAINDER,
         default=shlex.split(env("COMMAND") or "") or None,
@@ -107,6 +111,101 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--command downgrade -1 (takes the rest of the line)",
     )
     return parser
+
+
+def _placement_options(run: argparse.ArgumentParser, env: Any) -> None:
+    run.add_argument(
+        "--launch-type",
+        choices=("FARGATE", "EC2", "EXTERNAL"),
+        default=env("LAUNCH_TYPE"),
+        help="where the task runs (default FARGATE, or the service's with --network-from-service)",
+    )
+    run.add_argument(
+        "--capacity-provider-strategy",
+        type=_strategy,
+        default=env("CAPACITY_PROVIDER_STRATEGY"),
+        metavar="NAME[:WEIGHT[:BASE]],...",
+        help="capacity providers instead of a launch type, e.g. FARGATE_SPOT:1,FARGATE:0:1",
+    )
+    run.add_argument(
+        "--network-from-service",
+        default=env("NETWORK_FROM_SERVICE"),
+        metavar="SERVICE",
+        help="run with this service's network configuration (and "
+        "its launch type or capacity providers, unless given)",
+    )
+    run.add_argument(
+        "--platform-version",
+        default=env("PLATFORM_VERSION"),
+        help="Fargate platform version (default: LATEST)",
+    )
+
+
+def _override_options(run: argparse.ArgumentParser, env: Any, environ: Mapping[str, str]) -> None:
+    run.add_argument(
+        "--env",
+        type=_pair,
+        action="append",
+        metavar="NAME=VALUE",
+        default=_pairs_from(environ, "ENV"),
+        help="an environment variable for the container (repeatable), e.g. "
+        "--env MIGRATION_ALLOW_DATABASE_AHEAD=true",
+    )
+    run.add_argument(
+        "--cpu",
+        default=env("CPU"),
+        help="the task's CPU units, overriding its task definition's (e.g. 1024)",
+    )
+    run.add_argument(
+        "--memory",
+        default=env("MEMORY"),
+        help="the task's memory (MiB), overriding its task definition's",
+    )
+    run.add_argument(
+        "--tag",
+        type=_pair,
+        action="append",
+        metavar="KEY=VALUE",
+        default=_pairs_from(environ, "TAGS"),
+        help="a tag for the task (repeatable)",
+    )
+    run.add_argument(
+        "--propagate-tags",
+        choices=("TASK_DEFINITION", "NONE"),
+        default=env("PROPAGATE_TAGS"),
+        help="copy the task definition's tags to the task (needs ecs:TagResource)",
+    )
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name.strip(), value
+
+
+def _strategy(text: str) -> tuple[tuple[str, int, int], ...]:
+    strategy = []
+    for item in _ids(text):
+        name, *numbers = item.split(":")
+        try:
+            if not name or len(numbers) > 2:
+                raise ValueError(item)
+            weight = int(numbers[0]) if numbers else 1
+            base = int(numbers[1]) if len(numbers) > 1 else 0
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not NAME[:WEIGHT[:BASE]]") from None
+        strategy.append((name, weight, base))
+    return tuple(strategy)
+
+
+def _pairs_from(environ: Mapping[str, str], name: str) -> list[tuple[str, str]] | None:
+    """``NAME=VALUE`` items of a variable, split like a shell would (the command line's
+    repeated option adds to them)."""
+    try:
+        return [_pair(item) for item in shlex.split(environ.get(ENV + name) or "")] or None
+    except (argparse.ArgumentTypeError, ValueError) as err:
+        raise LaunchUsageError(f"{ENV}{name}: {err}") from None
 
 
 def _seconds(text: str) -> float:
@@ -123,31 +222,57 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
     """The request and pacing a command line (and the environment) ask for. Raises
     :class:`LaunchUsageError` naming the option and variable to fix (argparse converts and
     checks a default taken from the environment like a value given on the command line)."""
+    argv, command = _split_command(argv)
     args = build_parser(environ).parse_args(argv)
+    if command is not None:
+        args.command = command
     missing = [
         f"--{name.replace('_', '-')} ({ENV}{name.upper()})"
-        for name in ("cluster", "task_definition", "subnets", "security_groups")
+        for name in ("cluster", "task_definition")
         if not getattr(args, name)
     ]
     if missing:
         raise LaunchUsageError("migration-runner ecs run needs " + ", ".join(missing))
+    if args.launch_type and args.capacity_provider_strategy:
+        raise LaunchUsageError(
+            "--launch-type and --capacity-provider-strategy exclude each other: give one"
+        )
     if args.command == []:
         raise LaunchUsageError("--command needs the command to run, e.g. --command check")
     request = LaunchRequest(
         cluster=args.cluster,
         task_definition=args.task_definition,
-        subnets=_ids(args.subnets),
-        security_groups=_ids(args.security_groups),
+        subnets=_ids(args.subnets or ""),
+        security_groups=_ids(args.security_groups or ""),
         assign_public_ip=args.assign_public_ip,
         container=args.container,
         image=args.image,
         command=tuple(args.command) if args.command else None,
         timeout_s=args.timeout,
         platform_version=args.platform_version,
+        stop_with_parent=args.stop_with_parent,
+        launch_type=args.launch_type,
+        capacity_providers=args.capacity_provider_strategy or (),
+        network_from_service=args.network_from_service,
+        environment=tuple(args.env or ()),
+        cpu=args.cpu,
+        memory=args.memory,
+        tags=tuple(args.tag or ()),
+        propagate_tags=args.propagate_tags,
     )
     return request, Pacing(
         first_poll_s=min(1.0, args.poll_interval), max_poll_s=args.poll_interval, drain_s=args.drain
     )
+
+
+def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """The line before ``--command``, and everything after it, as it is: argparse would take
+    a ``--`` in it (``upgrade --then -- APP``) for the end of the launcher's own options."""
+    argv = list(argv)
+    if "--command" not in argv:
+        return argv, None
+    at = argv.index("--command")
+    return argv[:at], argv[at + 1 :]
 
 
 def _ids(text: str) -> tuple[str, ...]:
@@ -162,7 +287,10 @@ def main(
     """``migration-runner ecs ...``; returns the exit code (see :class:`LaunchExit`). Without
     a ``stop`` given, SIGINT and SIGTERM are taken over to stop the task."""
     environ = os.environ if environ is None else environ
-    logs.configure(fmt=environ.get("MIGRATION_LOG_FORMAT") or "auto", stream=sys.stderr)
+    logs.configure(
+        fmt=environ.get("MIGRATION_LOG_FORMAT") or "auto",
+        stream=cast(TextIO, ReaderMayGo(sys.stderr)),
+    )
     log = logs.get("runner.ecs")
     if stop is None:
         stop = Stop()
@@ -171,7 +299,7 @@ def main(
     launcher: Launcher | None = None
     try:
         request, pacing = parse(sys.argv[2:] if argv is None else argv, environ)
-        launcher = _launcher(pacing, stop, log)
+        launcher = _launcher(pacing, stop, log, assume_role_args(environ))
         result = launcher.run(request)
         code = result.exit_code
         _log_result(log, result)
@@ -203,7 +331,54 @@ def main(
     return code
 
 
-def _launcher(pacing: Pacing, stop: Stop, log: Any) -> Launcher:
+def assume_role_args(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """STS AssumeRole arguments when ``MIGRATION_ECS_ROLE_ARN`` asks the launcher to act as
+    that role (the deploy's role, as the Pulumi stack's ``aws:assumeRole`` names it), with
+    ``MIGRATION_ECS_ROLE_EXTERNAL_ID`` and ``MIGRATION_ECS_ROLE_SESSION_NAME``; else None."""
+    role_arn = environ.get(ENV + "ROLE_ARN")
+    if not role_arn:
+        return None
+    args = {
+        "RoleArn": role_arn,
+        "RoleSessionName": environ.get(ENV + "ROLE_SESSION_NAME") or USER_AGENT,
+    }
+    if environ.get(ENV + "ROLE_EXTERNAL_ID"):
+        args["ExternalId"] = environ[ENV + "ROLE_EXTERNAL_ID"]
+    return args
+
+
+class ReaderMayGo:
+    """A stream whose reader may go away: the process that started the launcher was killed,
+    and with it whoever read the pipe. From the first broken pipe on, writes are dropped, so
+    the launcher still stops the task (``--stop-with-parent``) and ends as it should; nobody is
+    left to read what it would have said."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.gone = True
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
+def _launcher(
+    pacing: Pacing, stop: Stop, log: Any, assume_role: dict[str, str] | None = None
+) -> Launcher:
     try:
         import boto3
         from botocore.config import Config
@@ -213,12 +388,22 @@ def _launcher(pacing: Pacing, stop: Stop, log: Any) -> Launcher:
         ) from None
     from runner.ecs.logs_tail import render
 
-    session = boto3.session.Session()
     config = Config(retries={"mode": "standard", "max_attempts": 8}, user_agent_extra=USER_AGENT)
+    session = boto3.session.Session()
+    if assume_role is not None:
+        granted = session.client("sts", config=config).assume_role(**assume_role)["Credentials"]
+        session = boto3.session.Session(
+            aws_access_key_id=granted["AccessKeyId"],
+            aws_secret_access_key=granted["SecretAccessKey"],
+            aws_session_token=granted["SessionToken"],
+            region_name=session.region_name,
+        )
     tty = sys.stdout.isatty()
 
+    stdout = ReaderMayGo(sys.stdout)
+
     def out(event: dict[str, Any]) -> None:
-        print(render(event.get("message", ""), tty), flush=True)
+        print(render(event.get("message", ""), tty), file=stdout, flush=True)
 
     def logs_client(region: str | None) -> Any:
         return session.client("logs", region_name=region, config=config)
@@ -285,11 +470,10 @@ def _log_result(log: Any, result: LaunchResult) -> None:
     """One ``error`` event for every outcome but success (the summary follows)."""
     outcome = result.outcome
     if result.stopped_by is not None:
-        cause = (
-            "--timeout passed"
-            if result.stopped_by == "timeout"
-            else f"{result.stopped_by} received"
-        )
+        cause = {
+            "timeout": "--timeout passed",
+            PARENT_EXITED: "the process that started the launcher exited",
+        }.get(result.stopped_by, f"{result.stopped_by} received")
         stopped = (
             "it stopped"
             + (

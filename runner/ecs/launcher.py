@@ -11,6 +11,7 @@ except through the result; AWS errors surface as botocore exceptions for the CLI
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -18,12 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.ecs import taskdef
-from runner.ecs.errors import LaunchExit, RunTaskFailed, StoppedBeforeStart
+from runner.ecs import runargs, taskdef
+from runner.ecs.errors import LaunchExit, LaunchUsageError, RunTaskFailed, StoppedBeforeStart
 from runner.ecs.logs_tail import LogTail, runner_summary
 from runner.ecs.outcome import TaskOutcome, run_failures, task_outcome
 
 STARTED_BY = "migration-runner"
+PARENT_EXITED = "parent-exit"  # the stop reason when the parent process went away
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,15 @@ class LaunchRequest:
     command: tuple[str, ...] | None = None
     timeout_s: float | None = None
     platform_version: str | None = None
+    stop_with_parent: bool = False  # StopTask when the process that started us is gone
+    launch_type: str | None = None  # FARGATE, EC2, EXTERNAL (default: FARGATE)
+    capacity_providers: tuple[tuple[str, int, int], ...] = ()  # (name, weight, base)
+    network_from_service: str | None = None  # run with this service's network (and placement)
+    environment: tuple[tuple[str, str], ...] = ()  # the container's, added to its own
+    cpu: str | None = None  # task-level overrides
+    memory: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    propagate_tags: str | None = None  # TASK_DEFINITION or NONE
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,28 @@ class Stop:
     def _handle(self, signum: int, _frame: Any) -> None:
         self.request(signal.Signals(signum).name)
 
+    def watch_parent(self, interval_s: float = 0.25) -> None:
+        """Request a stop (:data:`PARENT_EXITED`) once the parent process is gone, seen as a
+        change of the parent pid (the orphan is re-parented). For callers that end the
+        launcher's parent with SIGKILL, which no handler can see: pulumi-command does on a
+        cancelled ``pulumi up`` (see the gate in infra/). A daemon thread polls."""
+        parent = os.getppid()
+
+        def watch() -> None:
+            while self.reason is None and os.getppid() == parent:
+                time.sleep(interval_s)
+            if self.reason is None:
+                self.request(PARENT_EXITED)
+
+        threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def stop_reason(cause: str) -> str:
+    """The StopTask reason for a stop request (ECS shows it as the task's stoppedReason)."""
+    if cause == PARENT_EXITED:
+        return "migration-runner ecs run: the process that started it exited"
+    return f"migration-runner ecs run received {cause}"
+
 
 @dataclass
 class _Run:
@@ -141,17 +174,28 @@ class Launcher:
         """Run the task to its end. Raises :class:`RunTaskFailed` when RunTask starts nothing,
         :class:`~runner.ecs.errors.LaunchUsageError` for a container that cannot be chosen,
         and botocore's errors for failed AWS calls."""
+        if request.stop_with_parent:
+            self._stop.watch_parent()
         described = self._ecs.describe_task_definition(
             taskDefinition=request.task_definition, include=["TAGS"]
         )
         definition = described["taskDefinition"]
         migrate = taskdef.container(definition, request.container)
+        # decided (and refused) before anything is registered or started
+        args = runargs.run_task_args(
+            request, definition, migrate["name"], self._service(request), STARTED_BY
+        )
         registered = False
         if request.image is not None and request.image != migrate["image"]:
             new = taskdef.with_image(
-                definition, described.get("tags"), migrate["name"], request.image
+                definition,
+                described.get("tags"),
+                migrate["name"],
+                request.image,
+                runargs.registerable(self._ecs.meta.service_model),
             )
             definition = self._ecs.register_task_definition(**new)["taskDefinition"]
+            args["taskDefinition"] = definition["taskDefinitionArn"]
             migrate = taskdef.container(definition, migrate["name"])
             registered = True
             self._log.info(
@@ -166,7 +210,7 @@ class Launcher:
                 signal=self._stop.reason,
             )
         started = self._clock()
-        task_arn = self.task_arn = self._run_task(request, definition, migrate["name"])
+        task_arn = self.task_arn = self._run_task(args)
         where = taskdef.log_location(migrate, task_arn)
         self._log.info(
             "ecs.started",
@@ -211,27 +255,23 @@ class Launcher:
             events=run.events,
         )
 
-    def _run_task(self, request: LaunchRequest, definition: dict[str, Any], container: str) -> str:
-        args: dict[str, Any] = {
-            "cluster": request.cluster,
-            "taskDefinition": definition["taskDefinitionArn"],
-            "launchType": "FARGATE",
-            "count": 1,
-            "startedBy": STARTED_BY,
-            "networkConfiguration": {
-                "awsvpcConfiguration": {
-                    "subnets": list(request.subnets),
-                    "securityGroups": list(request.security_groups),
-                    "assignPublicIp": "ENABLED" if request.assign_public_ip else "DISABLED",
-                }
-            },
-        }
-        if request.platform_version:
-            args["platformVersion"] = request.platform_version
-        if request.command is not None:
-            args["overrides"] = {
-                "containerOverrides": [{"name": container, "command": list(request.command)}]
-            }
+    def _service(self, request: LaunchRequest) -> dict[str, Any] | None:
+        """The service named by ``network_from_service``, as DescribeServices has it."""
+        if request.network_from_service is None:
+            return None
+        found = self._ecs.describe_services(
+            cluster=request.cluster, services=[request.network_from_service]
+        )
+        services = [s for s in found.get("services", []) if s.get("status") != "INACTIVE"]
+        if not services:
+            raise LaunchUsageError(
+                f"--network-from-service: no service "
+                f"{request.network_from_service!r} in cluster "
+                f"{request.cluster!r}"
+            )
+        return dict(services[0])
+
+    def _run_task(self, args: dict[str, Any]) -> str:
         response = self._ecs.run_task(**args)
         tasks = response.get("tasks") or []
         if not tasks:
@@ -256,12 +296,7 @@ class Launcher:
             now = self._clock()
             if run.stop_sent_at is None:
                 if self._stop.reason is not None:
-                    self._stop_task(
-                        run,
-                        request,
-                        self._stop.reason,
-                        f"migration-runner ecs run received {self._stop.reason}",
-                    )
+                    self._stop_task(run, request, self._stop.reason, stop_reason(self._stop.reason))
                 elif request.timeout_s is not None and now - run.started >= request.timeout_s:
                     self._stop_task(
                         run,
@@ -284,8 +319,8 @@ class Launcher:
             delay = min(delay * 2, self._pacing.max_poll_s)
 
     def _stop_task(self, run: _Run, request: LaunchRequest, cause: str, reason: str) -> None:
-        self._log.warning("ecs.stopping", task_arn=run.task_arn, cause=cause, reason=reason)
         self._ecs.stop_task(cluster=request.cluster, task=run.task_arn, reason=reason[:255])
+        self._log.warning("ecs.stopping", task_arn=run.task_arn, cause=cause, reason=reason)
         run.stopped_by = cause
         run.stop_sent_at = self._clock()
 

@@ -5,32 +5,11 @@ container runs the migration, a new revision with only its image replaced, and w
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from runner.ecs.errors import LaunchUsageError
-
-# What RegisterTaskDefinition accepts back from a described task definition; the rest
-# (ARN, revision, status, compatibilities, registeredAt/By, requiresAttributes) is ECS's own.
-REGISTERABLE = (
-    "family",
-    "taskRoleArn",
-    "executionRoleArn",
-    "networkMode",
-    "containerDefinitions",
-    "volumes",
-    "placementConstraints",
-    "requiresCompatibilities",
-    "cpu",
-    "memory",
-    "pidMode",
-    "ipcMode",
-    "proxyConfiguration",
-    "inferenceAccelerators",
-    "ephemeralStorage",
-    "runtimePlatform",
-    "enableFaultInjection",
-)
 
 
 @dataclass(frozen=True)
@@ -79,12 +58,15 @@ def with_image(
     tags: list[dict[str, str]] | None,
     container_name: str,
     image: str,
+    fields: Iterable[str],
 ) -> dict[str, Any]:
     """RegisterTaskDefinition arguments for a new revision of ``task_definition`` in which
-    only ``container_name``'s image is ``image``. The input is not modified."""
+    only ``container_name``'s image is ``image``: every one of ``fields`` (what
+    RegisterTaskDefinition accepts: :func:`runner.ecs.runargs.registerable`) the described
+    task definition has, and its tags. The input is not modified."""
     request = {
         key: copy.deepcopy(task_definition[key])
-        for key in REGISTERABLE
+        for key in sorted(fields)
         if task_definition.get(key) not in (None, [], {})
     }
     for definition in request["containerDefinitions"]:

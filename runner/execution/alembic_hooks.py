@@ -99,6 +99,21 @@ class StepWithHook:
     def __str__(self) -> str:
         return str(self._step)
 
+    def should_delete_branch(self, heads: set[str]) -> bool:
+        """Alembic's answer, without its walk over every ancestor when it is known: a
+        downgrade step from the only head to exactly one revision never deletes the branch
+        (that revision is what the version row becomes). Alembic computes it by collecting
+        every ancestor of the target for every step, which made a downgrade of N revisions
+        cost N^2/2 node visits (2 million at 2,000 revisions)."""
+        step = self._step
+        if (
+            step.is_downgrade
+            and len(step.to_revisions) == 1
+            and set(heads) == {step.revision.revision}
+        ):
+            return False
+        return bool(step.should_delete_branch(heads))
+
     @property
     def migration_fn(self) -> Callable[..., Any]:
         fn = self._step.migration_fn

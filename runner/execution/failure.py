@@ -68,6 +68,8 @@ class Where:
     autocommit_block: bool = False
     #: env.py's path when no revision had started yet (the failure is env.py's)
     env_py: str | None = None
+    #: what a revision's ``backfill()`` left, when it ran one (runner.execution.backfill)
+    backfill: str | None = None
 
 
 def classify_failure(
@@ -80,13 +82,12 @@ def classify_failure(
         and where.revision is not None
         and isinstance(error, (MigrationFailed, MigrationBlocked, ConnectionLost))
     ):
-        return MigrationFailed(
-            f"{error.message}. NOTE: revision {where.revision} ran an autocommit_block, whose "
+        note = where.backfill or (
+            f"NOTE: revision {where.revision} ran an autocommit_block, whose "
             "statements are not rolled back: check what it left (e.g. an INVALID index from "
-            "CREATE INDEX CONCURRENTLY: drop it) before running again",
-            autocommit_block=True,
-            **error.fields,
+            "CREATE INDEX CONCURRENTLY: drop it) before running again"
         )
+        return MigrationFailed(f"{error.message}. {note}", autocommit_block=True, **error.fields)
     return error
 
 

@@ -12,14 +12,17 @@ migration session only when they change. The ledger rows of a transaction's revi
 sent with its COMMIT. When migrations run on another connection than the locked one (see
 :mod:`runner.execution.connection`), the runner checks that it is on the same database, and
 before each revision that the lock session is alive. What the project's code prints becomes
-``revision.output`` events (:mod:`runner.execution.output_capture`).
+``revision.output`` events (:mod:`runner.execution.output_capture`). A revision's
+``backfill()`` (:mod:`runner.execution.backfill`) reports to the execution: its batches run
+under the revision's limits, its progress is logged, and the summary lists it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,8 +31,9 @@ import psycopg
 from runner.config.drivers import DRIVERS
 from runner.database.ledger import Entry, Ledger, step_entries
 from runner.database.version_table import VersionTable
-from runner.errors import ExitCode, RunnerError
+from runner.errors import ExitCode, Interrupted, RunnerError
 from runner.execution import alembic_hooks as alembic_env
+from runner.execution import backfill as backfills
 from runner.execution import connection as migration_connection
 from runner.execution.alembic_hooks import alembic_destination, check_steps
 from runner.execution.blockers import BlockerWatch
@@ -68,6 +72,8 @@ class ExecutionContext:
     ledger: Ledger
     lock_key: int | None = None  # the migration lock's (see runner.lock.guard)
     driver: str = "psycopg"  # the driver the URL names: env.py's connection uses it
+    #: each ``backfill()`` a revision ran (the summary's, updated in place)
+    backfills: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class Execution:
@@ -106,6 +112,8 @@ class Execution:
         self.clock, self.wall = time.monotonic(), datetime.now(UTC)
         self.locked_conn_handed_out = False  # our session handed to env.py
         self.engine: Any = None  # the migration engine (a SQLAlchemy Engine once running)
+        self.backfilling: dict[str, Any] | None = None  # the backfill whose batches run
+        self.backfill_in: str | None = None  # the revision that ran a backfill
 
     # --- the run ------------------------------------------------------------------------
 
@@ -129,7 +137,7 @@ class Execution:
             self._flush()
         except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
-                raise ctx.interrupt.error() from None
+                raise self._interrupted() from None
             raise self._failure(exc) from None
         finally:
             self._close()
@@ -161,10 +169,46 @@ class Execution:
                 self.ctx.ledger.name,
             )
             loaded.config.attributes["connection"] = sa_conn
-            with env:
+            with env, backfills.hosted(self):
                 loaded.directory.run_env()
             if sa_conn.in_transaction():
                 sa_conn.commit()  # e.g. env.py without per-revision transactions
+
+    def _interrupted(self) -> Interrupted:
+        error = self.ctx.interrupt.error()
+        if self.backfill_in is None or self.revision != self.backfill_in:
+            return error
+        return Interrupted(f"{error.message}. {self._backfill_note()}", **error.fields)
+
+    def _backfill_note(self) -> str:
+        done = [b for b in self.ctx.backfills if not b["finished"]]
+        rows = done[0]["rows_done"] if done else 0
+        return (
+            f"Revision {self.backfill_in}'s backfill stopped between batches after {rows} rows "
+            "(kept: each batch committed on its own); the revision is not applied, and the "
+            "next run continues where its where clause finds rows left"
+        )
+
+    # --- what backfill() calls (runner.execution.backfill.Host) -------------------------
+
+    @contextlib.contextmanager
+    def batches(self, record: dict[str, Any]) -> Iterator[None]:
+        self.ctx.backfills.append(record)
+        self.backfilling, self.backfill_in = record, self.revision
+        record["revision"] = self.revision
+        self.ctx.log.info("backfill.started", revision=self.revision, table=record["table"])
+        try:
+            yield
+        finally:
+            self.backfilling = None
+
+    def progress(self, fields: dict[str, Any]) -> None:
+        self.ctx.log.info("backfill.progress", revision=self.revision, **fields)
+
+    def pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.ctx.interrupt.requested and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _failure(self, exc: BaseException) -> RunnerError:
         guard = self.migrating.guard if self.migrating else None
@@ -183,6 +227,7 @@ class Execution:
             None
             if self.started or self.plan.kind == "stamp"
             else self.ctx.loaded.directory.env_py_location,
+            self._backfill_note() if failed is not None and failed == self.backfill_in else None,
         )
         error = classify_failure(exc, where, self.watch.last if self.watch else [])
         if error.exit_code == ExitCode.INTERNAL:
@@ -329,7 +374,9 @@ class Execution:
         if connection is not self.migration:
             return
         dbapi = connection.connection.dbapi_connection
-        wanted = limits_for(self.limits if self.revision else None, dbapi.autocommit)
+        # a backfill's batches run in autocommit mode, each under the revision's limits
+        autocommit = dbapi.autocommit and self.backfilling is None
+        wanted = limits_for(self.limits if self.revision else None, autocommit)
         if wanted is not None and wanted != self.session_limits:
             dbapi.cursor().execute(wanted.statement())
             # inside a transaction the setting reverts if it rolls back: and so does the run

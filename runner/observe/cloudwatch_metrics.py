@@ -11,7 +11,12 @@ Contract:
   ``DurationMs``, ``LockWaitMs`` (only when the run needed the lock), ``ConnectAttempts``,
   ``RevisionsApplied``, and ``Successes`` / ``Failures`` (1 and 0 by the exit code).
 - The dimensions are low-cardinality strings: the configured ``Service`` and
-  ``Environment`` (each only when set) and the ``Command``; one dimension set.
+  ``Environment`` (each only when set) and the ``Command``. Two dimension sets (CloudWatch
+  makes a metric per set): without ``Command`` (every run of the service: what a failure
+  alarm watches, e.g. the Pulumi program's) and with it; one, ``[Command]``, when neither
+  ``Service`` nor ``Environment`` is set. ``Phase`` (``expand`` or ``contract``, only when
+  a phase was asked for) joins the set with ``Command`` only, so the service's set (and its
+  alarm) counts every phase.
 - Nothing already in the summary is overwritten.
 """
 
@@ -41,6 +46,13 @@ def metric_values(summary: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
     return values
 
 
+def dimension_sets(names: list[str]) -> list[list[str]]:
+    """The sets to publish under: the service's (all commands and phases together) and per
+    command (and phase)."""
+    service = [name for name in names if name not in ("Command", "Phase")]
+    return [service, names] if service else [names]
+
+
 def emf_members(
     summary: Mapping[str, Any],
     *,
@@ -55,6 +67,7 @@ def emf_members(
         "Service": service,
         "Environment": environment,
         "Command": str(summary.get("command") or "unknown"),
+        "Phase": summary.get("phase"),
     }
     dimensions = {name: value for name, value in dimensions.items() if value}
     metrics = metric_values(summary)
@@ -64,7 +77,7 @@ def emf_members(
             "CloudWatchMetrics": [
                 {
                     "Namespace": namespace,
-                    "Dimensions": [list(dimensions)],
+                    "Dimensions": dimension_sets(list(dimensions)),
                     "Metrics": [
                         {"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()
                     ],
@@ -79,17 +92,24 @@ def emf_members(
     return members
 
 
-def with_metrics(summary: Mapping[str, Any], settings: Any, now_s: float) -> dict[str, Any]:
-    """The summary and its :func:`emf_members`, with the namespace and dimensions of
-    ``settings`` (``MIGRATION_METRICS_*``), or the defaults when the settings could not be
-    read (None)."""
+def with_metrics(
+    summary: Mapping[str, Any],
+    *,
+    now_s: float,
+    namespace: str = DEFAULT_NAMESPACE,
+    service: str | None = None,
+    environment: str | None = None,
+) -> dict[str, Any]:
+    """The summary and its :func:`emf_members` in ``namespace`` with the ``service`` and
+    ``environment`` dimensions (``MIGRATION_METRICS_*``; the defaults when the settings
+    could not be read)."""
     return {
         **summary,
         **emf_members(
             summary,
-            namespace=getattr(settings, "migration_metrics_namespace", DEFAULT_NAMESPACE),
-            service=getattr(settings, "migration_metrics_service", None),
-            environment=getattr(settings, "migration_metrics_environment", None),
+            namespace=namespace,
+            service=service,
+            environment=environment,
             timestamp_ms=int(now_s * 1000),
         ),
     }

@@ -120,11 +120,12 @@ def _fetch(url: str, timeout_s: float) -> tuple[Task | None, str | None]:
     return (task, None) if task else (None, "the answer names no task (no TaskARN)")
 
 
-def log_fields(settings: Any, log: Any) -> dict[str, str]:
-    """The task's fields for every log event (:meth:`Task.log_fields`), from
-    ``settings.ecs_container_metadata_uri_v4``; off ECS none. An endpoint that fails costs one
-    ``ecs.metadata_unavailable`` warning on ``log``, nothing more."""
-    task, problem = read_task(settings.ecs_container_metadata_uri_v4)
+def log_fields(metadata_uri: str | None, log: Any) -> dict[str, str]:
+    """The task's fields for every log event (:meth:`Task.log_fields`), from the task
+    metadata endpoint ``metadata_uri`` (``ECS_CONTAINER_METADATA_URI_V4``); off ECS none. An
+    endpoint that fails costs one ``ecs.metadata_unavailable`` warning on ``log``, nothing
+    more."""
+    task, problem = read_task(metadata_uri)
     if problem:
         log.warning("ecs.metadata_unavailable", reason=problem)
     return task.log_fields() if task else {}

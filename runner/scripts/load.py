@@ -21,9 +21,15 @@ from runner.scripts.bootstrap import run_bootstrap
 from runner.scripts.env_thread import call_in
 
 #: The module-level dict a revision may define to change how the runner applies it, e.g.
-#: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks.
+#: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks, or
+#: ``migration_runner = {"phase": "contract"}`` for a revision that must wait until the new
+#: code is live (see docs/zero-downtime.md).
 OPTIONS_ATTRIBUTE = "migration_runner"
 OPTION_KEYS = ("lock_timeout", "statement_timeout")
+PHASE_KEY = "phase"
+#: ``expand``: safe while the previous release still runs (the default); ``contract``: only
+#: once the new release is live (drops, SET NOT NULL, ...)
+PHASES = ("expand", "contract")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +44,8 @@ class Revision:
     checksum: str = ""
     #: the branch labels the revision declares (``branch_labels``)
     branches: tuple[str, ...] = ()
+    #: ``expand`` or ``contract`` (``migration_runner = {"phase": ...}``)
+    phase: str = "expand"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +62,10 @@ class Scripts:
 
     def checksums(self) -> dict[str, str]:
         return {rev.id: rev.checksum for rev in self.revisions.values()}
+
+    def contract(self) -> frozenset[str]:
+        """The revisions that must wait until the new code is live."""
+        return frozenset(rev.id for rev in self.revisions.values() if rev.phase == "contract")
 
 
 def file_checksum(path: str) -> str:
@@ -101,6 +113,7 @@ def load(where: Project | Path, checksums: Mapping[str, str] | None = None) -> L
             revision_options(script.module, script.path),
             known.get(script.revision) or file_checksum(script.path),
             tuple(sorted(script.branch_labels)),
+            revision_phase(script.module, script.path),
         )
         for script in ordered
     }
@@ -172,10 +185,12 @@ def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
         )
     out = []
     for key, value in raw.items():
+        if key == PHASE_KEY:
+            continue  # revision_phase's
         if key not in OPTION_KEYS:
             raise ScriptsInvalid(
                 f"{path}: unknown {OPTIONS_ATTRIBUTE} option {key!r} (known: "
-                f"{', '.join(OPTION_KEYS)})",
+                f"{', '.join((*OPTION_KEYS, PHASE_KEY))})",
                 path=path,
             )
         if (
@@ -190,6 +205,22 @@ def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
             )
         out.append((key, float(value)))
     return tuple(sorted(out))
+
+
+def revision_phase(module: Any, path: str) -> str:
+    """A revision's phase: ``migration_runner["phase"]``, ``expand`` when unset. Raises
+    :class:`ScriptsInvalid` for any other value (the dict itself is checked by
+    :func:`revision_options`)."""
+    raw = getattr(module, OPTIONS_ATTRIBUTE, None)
+    if not isinstance(raw, dict) or PHASE_KEY not in raw:
+        return "expand"
+    if raw[PHASE_KEY] not in PHASES:
+        raise ScriptsInvalid(
+            f"{path}: {OPTIONS_ATTRIBUTE}[{PHASE_KEY!r}] must be one of "
+            f"{', '.join(map(repr, PHASES))}, not {raw[PHASE_KEY]!r}",
+            path=path,
+        )
+    return str(raw[PHASE_KEY])
 
 
 def resolve_target(

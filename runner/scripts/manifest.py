@@ -25,7 +25,7 @@ from typing import Any
 
 from runner.scripts.load import Revision, Scripts, file_checksum
 
-FORMAT = 2
+FORMAT = 3  # 3: each revision's phase
 FILENAME = "migration-manifest.json"
 RACY_S = 3
 NS = 1_000_000_000
@@ -101,6 +101,7 @@ def build(scripts: Scripts, path: Path, now_s: float | None = None) -> dict[str,
                 "checksum": rev.checksum,
                 "options": dict(rev.options),
                 "branches": list(rev.branches),
+                "phase": rev.phase,
             }
             for rev in scripts.revisions.values()
         ],
@@ -147,6 +148,7 @@ def read(path: Path) -> tuple[Scripts | None, str, int]:
                 tuple(sorted((k, float(v)) for k, v in item["options"].items())),
                 item["checksum"],
                 tuple(item.get("branches", ())),
+                item["phase"],
             )
             for item in document["revisions"]
         }

@@ -49,10 +49,9 @@ def spec_violations(document: dict[str, Any]) -> list[str]:
     for directive in document["_aws"]["CloudWatchMetrics"]:
         if len(directive["Metrics"]) > 100:
             problems.append("more than 100 metrics in a directive")
-        for dimension_set in directive["Dimensions"]:
-            for name in dimension_set:
-                if not isinstance(document.get(name), str) or len(document[name]) > 1024:
-                    problems.append(f"dimension {name!r} is not a root member with a string value")
+        for name in dict.fromkeys(n for names in directive["Dimensions"] for n in names):
+            if not isinstance(document.get(name), str) or len(document[name]) > 1024:
+                problems.append(f"dimension {name!r} is not a root member with a string value")
         for metric in directive["Metrics"]:
             value = document.get(metric["Name"])
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -135,7 +134,11 @@ def test_namespace_and_dimensions_come_from_the_configuration() -> None:
     document = emf(MIGRATED, namespace="Orders/Migrations", service="orders", environment="staging")
     directive = document["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "Orders/Migrations"
-    assert directive["Dimensions"] == [["Service", "Environment", "Command"]]
+    # per service (what the failure alarm watches) and per command
+    assert directive["Dimensions"] == [
+        ["Service", "Environment"],
+        ["Service", "Environment", "Command"],
+    ]
     assert (document["Service"], document["Environment"], document["Command"]) == (
         "orders",
         "staging",
@@ -149,6 +152,17 @@ def test_unset_service_and_environment_are_not_dimensions() -> None:
     assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Command"]]
     assert "Service" not in document and "Environment" not in document
     jsonschema.Draft7Validator(SCHEMA).validate(document)
+
+
+def test_a_phase_joins_the_per_command_set_only_and_only_when_one_was_asked_for() -> None:
+    document = emf(dict(MIGRATED, phase="expand"))
+    assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
+        ["Service", "Environment"],  # the service's alarm counts every phase
+        ["Service", "Environment", "Command", "Phase"],
+    ]
+    assert document["Phase"] == "expand" and not spec_violations(document)
+    jsonschema.Draft7Validator(SCHEMA).validate(document)
+    assert "Phase" not in emf(dict(MIGRATED, phase=None))
 
 
 def test_the_summary_fields_are_kept_as_they_were() -> None:

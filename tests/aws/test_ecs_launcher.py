@@ -4,8 +4,10 @@ in-process mock. Scenarios advance at the launcher's own pauses (see ``scripted_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from tests.support.aws import (
     scripted_stop,
     stop_in_backend,
 )
-from tests.support.helpers import ROOT
+from tests.support.helpers import ROOT, wait_until
 
 SUMMARY = runner_line("summary", command="upgrade", outcome="migrated", exit_code=0)
 
@@ -344,3 +346,192 @@ def test_run_task_failures_exit_42_naming_the_reasons(aws_server: Any) -> None:
         "123456789012:cluster/migrations Capacity is unavailable "
         "at this time"
     )
+
+
+@pytest.mark.parametrize("readers", ["kept", "gone"])
+def test_a_killed_parent_shell_stops_the_task(aws_server: Any, readers: str) -> None:
+    """The gate's command line as pulumi-command runs it (``/bin/sh -c``), whose shell a
+    cancelled ``pulumi up`` ends with SIGKILL: the launcher outlives it and stops the task,
+    even when whoever read its output is gone too (its stdout and stderr closed)."""
+    aws_server.hold_tasks_running()
+    world = make_world()
+    world.register()
+    env = {
+        **os.environ,
+        **FAKE_ENV,
+        "AWS_ENDPOINT_URL": aws_server.url,
+        "MIGRATION_LOG_FORMAT": "json",
+    }
+    launcher = shlex.join(
+        [sys.executable, "-m", "runner", "ecs", *world.args(), "--stop-with-parent"]
+    )
+    shell = subprocess.Popen(
+        ["/bin/sh", "-c", f"{launcher} & wait $!"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL if readers == "kept" else subprocess.PIPE,
+        stderr=subprocess.DEVNULL if readers == "kept" else subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: world.ecs.list_tasks(cluster=CLUSTER)["taskArns"],
+            timeout=60,
+            what="the task to start",
+        )
+        if readers == "gone":
+            assert shell.stdout is not None and shell.stderr is not None
+            shell.stdout.close()
+            shell.stderr.close()
+        shell.kill()
+        shell.wait()
+        wait_until(
+            lambda: world.the_task()["lastStatus"] == "STOPPED",
+            timeout=30,
+            what="the launcher to stop the task",
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)  # the launcher, if it is still there
+    assert world.the_task()["stoppedReason"] == (
+        "migration-runner ecs run: the process that started it exited"
+    )
+
+
+def test_the_launcher_acts_as_the_role_the_deploy_assumes(aws_server: Any, capsys: Any) -> None:
+    """MIGRATION_ECS_ROLE_ARN (the gate passes the stack's aws:assumeRole): the cluster lives
+    in the role's account, which the machine's own credentials do not reach."""
+    import boto3
+
+    role_arn = "arn:aws:iam::111111111111:role/deployer"
+    granted = boto3.client("sts").assume_role(RoleArn=role_arn, RoleSessionName="setup")[
+        "Credentials"
+    ]
+    world = make_world(
+        boto3.session.Session(
+            aws_access_key_id=granted["AccessKeyId"],
+            aws_secret_access_key=granted["SecretAccessKey"],
+            aws_session_token=granted["SessionToken"],
+        )
+    )
+    world.register()
+
+    assert cli.main(world.args(), environ={}) == LaunchExit.AWS_ERROR
+    assert "DescribeTaskDefinition failed" in one(capsys.readouterr().err, "error")["message"]
+    code = cli.main(world.args(), environ={"MIGRATION_ECS_ROLE_ARN": role_arn})
+    assert code == 0, capsys.readouterr().err
+    assert world.the_task()["taskArn"].startswith("arn:aws:ecs:us-east-1:111111111111:task/")
+
+
+def _base_args(world: Any, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--cluster",
+        CLUSTER,
+        "--task-definition",
+        "migrate",
+        "--poll-interval",
+        "0.02",
+        "--drain",
+        "0.3",
+        *extra,
+    ]
+
+
+def test_the_network_of_an_existing_service_and_capacity_providers_are_used(
+    aws_server: Any, capsys: Any
+) -> None:
+    """(moto keeps no capacity provider strategy on a service: the pure tests cover taking
+    the service's; here the strategy is given.)"""
+    import boto3
+
+    world = make_world()
+    world.register()
+    ec2 = boto3.client("ec2")
+    vpc = ec2.describe_subnets(SubnetIds=[world.subnet])["Subnets"][0]["VpcId"]
+    app_subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.2.0/24")["Subnet"]["SubnetId"]
+    world.ecs.create_service(
+        cluster=CLUSTER,
+        serviceName="orders",
+        taskDefinition="migrate",
+        desiredCount=0,
+        launchType="FARGATE",
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": [app_subnet],
+                "securityGroups": [world.security_group],
+            }
+        },
+    )
+
+    code = cli.main(
+        _base_args(
+            world,
+            "--network-from-service",
+            "orders",
+            "--capacity-provider-strategy",
+            "FARGATE_SPOT",
+        ),
+        environ={},
+    )
+
+    assert code == 0, capsys.readouterr().err
+    task = world.the_task()
+    [attachment] = task["attachments"]
+    assert {d["name"]: d["value"] for d in attachment["details"]}["subnetId"] == app_subnet
+    assert task["capacityProviderName"] == "FARGATE_SPOT"
+
+
+def test_environment_size_and_tags_reach_the_task(aws_server: Any, capsys: Any) -> None:
+    world = make_world()
+    world.register()
+
+    code = cli.main(
+        world.args(
+            "--env",
+            "MIGRATION_ALLOW_DATABASE_AHEAD=true",
+            "--cpu",
+            "512",
+            "--memory",
+            "1024",
+            "--tag",
+            "deploy=42",
+        ),
+        environ={},
+    )
+
+    assert code == 0, capsys.readouterr().err
+    arn = world.the_task()["taskArn"]
+    [task] = world.ecs.describe_tasks(cluster=CLUSTER, tasks=[arn], include=["TAGS"])["tasks"]
+    assert task["overrides"]["containerOverrides"] == [
+        {
+            "name": "migrate",
+            "environment": [{"name": "MIGRATION_ALLOW_DATABASE_AHEAD", "value": "true"}],
+        }
+    ]
+    assert (task["overrides"]["cpu"], task["overrides"]["memory"]) == ("512", "1024")
+    assert task["tags"] == [{"key": "deploy", "value": "42"}]
+
+
+def test_a_bridge_task_definition_is_refused_on_fargate_before_anything_is_registered(
+    aws_server: Any, capsys: Any
+) -> None:
+    world = make_world()
+    world.ecs.register_task_definition(
+        family="migrate",
+        networkMode="bridge",
+        requiresCompatibilities=["EC2"],
+        containerDefinitions=[{"name": "migrate", "image": "registry/migrator:1", "memory": 512}],
+    )
+
+    code = cli.main(world.args("--image", "registry/migrator:2"), environ={})
+
+    error = one(capsys.readouterr().err, "error")
+    assert code == LaunchExit.USAGE == 40
+    assert "network mode bridge: Fargate runs only awsvpc" in error["message"]
+    assert world.ecs.list_task_definitions(familyPrefix="migrate")["taskDefinitionArns"] == [
+        world.ecs.describe_task_definition(taskDefinition="migrate")["taskDefinition"][
+            "taskDefinitionArn"
+        ]
+    ]
+    assert world.ecs.list_tasks(cluster=CLUSTER)["taskArns"] == []

@@ -18,7 +18,7 @@ from runner.config.database_url import ConnectionSpec
 from runner.config.iam_auth import TokenSource, iam_sslmode
 from runner.config.settings import load_settings
 from runner.database.connect import wait_for_database
-from runner.errors import ConfigError, DatabaseUnreachable
+from runner.errors import ConfigError, ConnectionRejected, DatabaseUnreachable
 from runner.observe import logs
 from tests.support.helpers import ROOT, run, runner_env
 
@@ -256,3 +256,29 @@ def test_a_run_with_iam_never_shows_the_token(iam_env: dict[str, str], database)
     everything = result.stdout + result.stderr
     assert "X-Amz-Signature" not in everything and SECRET_KEY not in everything
     assert f"{ACCESS_KEY}%2F" not in everything
+
+
+@pytest.mark.parametrize("iam", [False, True], ids=["password", "iam-token"])
+def test_a_refused_token_points_at_iam_not_at_a_password(database, iam: bool) -> None:
+    """A wrong password is a wrong password; a refused IAM token is a grant or policy."""
+    server = database.server
+    spec = ConnectionSpec(
+        host=server.host,
+        port=server.port,
+        dbname=database.name,
+        user=server.user,
+        password=None if iam else "wrong",
+        password_source=(lambda: "wrong-token") if iam else None,
+    )
+    with pytest.raises(ConnectionRejected) as err:
+        wait_for_database(
+            spec,
+            budget_s=5.0,
+            connect_timeout_s=2,
+            max_interval_s=0.2,
+            application_name="test",
+            log=logs.get(),
+        )
+    assert ("rds_iam" in err.value.message) is iam
+    assert ("DB_PASSWORD" in err.value.message) is not iam
+    assert "wrong" not in err.value.message

@@ -10,7 +10,7 @@ import pytest
 
 from runner.errors import ExitCode
 from tests.support.helpers import Database, Running, run, runner_env, wait_until
-from tests.support.projects import SHARED_CONNECTION_ENV, GeneratedProject, driver_url
+from tests.support.projects import SHARED_CONNECTION_ENV, GeneratedProject, alembic, driver_url
 
 #: what env.py's connection says it is, per driver named in the URL: (dialect.driver, is_async)
 EXPECTED = {
@@ -222,3 +222,43 @@ def test_a_driver_that_is_not_installed_is_named_before_connecting(database, tmp
     assert "asyncpg" in message and "not installed" in message
     assert not [e for e in result.events if e["event"].startswith("db.")]
     result.assert_clean()
+
+
+def _backfill_revisions(project: GeneratedProject) -> None:
+    project.revision(
+        "b1",
+        "a table",
+        """
+        op.execute("CREATE TABLE calls (id bigint PRIMARY KEY, region text)")
+        op.execute("INSERT INTO calls (id) SELECT g FROM generate_series(1, 2500) g")
+    """,
+    )
+    project.revision(
+        "b2",
+        "fill region",
+        """
+        from runner import backfill
+        backfill("calls", set="region = 'eu'", where="region IS NULL", batch_size=1000)
+    """,
+    )
+
+
+@pytest.mark.parametrize("driver", EXPECTED)
+def test_a_backfill_runs_its_batches_under_every_driver(driver, database, tmp_path):
+    project = _project(tmp_path, database, driver)
+    _backfill_revisions(project)
+    result = run(_env(project, database, driver, MIGRATION_DDL_LOCK_TIMEOUT="3"))
+    result.check_log_contract()
+    assert result.code == 0, result.stdout
+    [record] = result.summary["backfills"]
+    assert (record["rows_done"], record["batches"], record["finished"]) == (2500, 4, True)
+    assert database.query("SELECT count(*) FROM calls WHERE region = 'eu'") == [(2500,)]
+    assert database.version() == ["b2"]
+
+
+def test_a_backfill_runs_under_plain_alembic_too(database, tmp_path):
+    project = _project(tmp_path, database, "psycopg", env_py="stock")
+    _backfill_revisions(project)
+    alembic(project.root, "upgrade", "head")
+    assert database.query("SELECT count(*) FROM calls WHERE region = 'eu'") == [(2500,)]
+    assert database.version() == ["b2"]

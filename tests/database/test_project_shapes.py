@@ -1,7 +1,7 @@
 """The shapes real projects' migrations take beyond Alembic's templates (issue 22): several
 version directories, labelled branches and their targets, an env.py that calls ``.connect()`` on
 what it is given, a project bootstrap, an env.py that needs an AnyIO worker thread, a project
-without alembic.ini (tests/support/shapes.py). Each project is migrated by plain Alembic (or,
+without alembic.ini (devtools/shapes.py). Each project is migrated by plain Alembic (or,
 where plain Alembic cannot, the project's own migrate script) into a reference database; then
 ten runners at once apply each revision once, the schema equals the reference's, and a second
 run does nothing."""
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from devtools.shapes import SHAPES, Shape, anyio_env, connectable_env, expand_contract, table
 from runner.errors import ExitCode
 from tests.support.helpers import ROOT, Database, Result, Running, new_database, run, runner_env
 from tests.support.projects import GeneratedProject, alembic, driver_url, schema
-from tests.support.shapes import SHAPES, Shape, anyio_env, connectable_env, expand_contract, table
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import subprocess
 import time
 from enum import IntEnum
 
-from runner.observe.console import Console, progress
+from runner.observe.console import Console, backfill_bar, progress
 from tests.support.helpers import ROOT, command, run, runner_env
 
 RED = "\x1b[31m"
@@ -63,7 +63,7 @@ def test_read_commands_on_a_terminal_print_only_their_result(database, project):
     assert run(env, "upgrade", "a2").code == 0
     code, out = run_on_a_terminal(env, "current")
     assert code == 0
-    assert out.splitlines() == ["a2", "1 pending: a3"]
+    assert out.splitlines() == ["a2", "1 pending: a3 (expand)"]
     code, verbose = run_on_a_terminal(env, "-v", "current")
     lines = plain(verbose)
     assert code == 0 and "a2" in lines and lines[-1].startswith("current: behind, at a2, in ")
@@ -139,3 +139,14 @@ def test_console_lines():
 def test_progress_becomes_a_bar_for_many_revisions():
     assert progress(2, 5) == "2/5"
     assert progress(5, 20) == "[#####---------------] 5/20"
+
+
+def test_a_backfill_shows_a_bar_with_rows_rate_and_eta():
+    event = {"table": "calls", "rows_done": 300_000, "rows_left_estimate": 700_000}
+    assert (
+        backfill_bar({**event, "rows_per_s": 41_000, "eta_s": 17.1})
+        == "backfill calls [######--------------] 30% 300,000 rows, 41,000/s, ETA 17 s"
+    )
+    assert backfill_bar({**event, "rows_per_s": 41_000, "finished": True}).endswith(
+        "[####################] 100% 300,000 rows, 41,000/s, done"
+    )

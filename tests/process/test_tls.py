@@ -157,3 +157,48 @@ def test_a_certificate_that_does_not_verify_is_fatal_at_once(tls_cluster, tmp_pa
     assert result.code == ExitCode.REJECTED, result.stdout
     assert result.event("error")["error_kind"] == "ssl_config"
     assert result.elapsed < 15
+
+
+def _scratch_url(cluster: Cluster, root_cert: Path, name: str) -> str:
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return pg_url(
+        "postgres",
+        PASSWORD,
+        "127.0.0.1",
+        cluster.port,
+        name,
+        query=f"sslmode=verify-full&sslrootcert={root_cert}",
+    )
+
+
+def test_verify_connects_to_its_scratch_database_with_the_urls_sslmode_and_root_cert(
+    tls_cluster, tmp_path
+):
+    cluster, ca, other = tls_cluster
+    project = Project(tmp_path / "project")
+    project.revision(
+        "a1", None, "op.execute('CREATE TABLE t1 (id int)')", "op.execute('DROP TABLE t1')"
+    )
+    refused = run(
+        runner_env(None, project),
+        "verify",
+        "--skip",
+        "lint",
+        "--database-url",
+        _scratch_url(cluster, other, "verify_other_ca"),
+    )
+    assert refused.code == ExitCode.CONFIG, refused.stdout + refused.stderr
+    assert "certificate verify failed" in refused.event("error")["message"]
+    refused.assert_clean()
+    verified = run(
+        runner_env(None, project),
+        "verify",
+        "--skip",
+        "lint",
+        "--database-url",
+        _scratch_url(cluster, ca, "verify_ca"),
+        timeout=120,
+    )
+    assert verified.code == 0, verified.stdout + verified.stderr
+    assert "verify passed: 1 revision(s) walked" in verified.stdout

@@ -138,3 +138,25 @@ def test_verify_names_a_scratch_database_it_cannot_reach_without_its_password(hi
     assert result.code == ExitCode.CONFIG
     assert "cannot connect to its scratch database" in result.event("error")["message"]
     result.assert_clean()
+
+
+def test_verify_walks_the_rename_example_with_a_backfill_and_a_contract_revision(history, database):
+    history.add(
+        'op.add_column("calls", sa.Column("number", sa.Text()))',
+        'op.drop_column("calls", "number")',
+    )
+    history.add(
+        "from runner import backfill\n"
+        'backfill("calls", set="number = phone", where="number IS NULL AND phone IS NOT NULL")'
+    )
+    history.add(
+        'op.drop_column("calls", "phone")',
+        'op.add_column("calls", sa.Column("phone", sa.Text()))\n'
+        'op.execute("UPDATE calls SET phone = number")',
+        header='migration_runner = {"phase": "contract"}',
+    )
+    result = run(
+        runner_env(database, history), "verify", "--database-url", database.url(), timeout=120
+    )
+    assert result.code == 0, result.stdout + result.stderr
+    assert "verify passed: 4 revision(s) walked" in result.stdout

@@ -253,10 +253,12 @@ class World:
         ]
 
 
-def make_world() -> World:
+def make_world(session: Any = None) -> World:
+    """The world, made with ``session`` (a boto3 Session; default: boto3's own)."""
     import boto3
 
-    ec2 = boto3.client("ec2")
+    session = session or boto3
+    ec2 = session.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     # moto answers 500 for awsvpc tasks in a VPC without DNS hostnames
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
@@ -264,9 +266,9 @@ def make_world() -> World:
     group = ec2.create_security_group(GroupName="migrate", Description="migrations", VpcId=vpc)[
         "GroupId"
     ]
-    ecs = boto3.client("ecs")
+    ecs = session.client("ecs")
     ecs.create_cluster(clusterName=CLUSTER)
-    logs = boto3.client("logs")
+    logs = session.client("logs")
     logs.create_log_group(logGroupName=LOG_GROUP)
     return World(ecs=ecs, logs=logs, subnet=subnet, security_group=group)
 

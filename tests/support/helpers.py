@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from urllib.parse import quote
 
 import psycopg
 
+from devtools.projects import ENV_PY, Project, age_files  # noqa: F401  (the tests import them from here)
 from tests.support.urls import pg_url
 
 # Special characters on purpose: URL-encoding, conninfo quoting and redaction must all cope.
@@ -100,90 +100,6 @@ def new_database(server: Server, template: Database | None = None) -> Iterator[D
     finally:
         with psycopg.connect(server.admin_conninfo, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-ENV_PY = """
-from alembic import context
-
-config = context.config
-
-
-def _migrate(connection):
-    context.configure(connection=connection, target_metadata=None)
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-connection = config.attributes.get("connection")
-if connection is None:
-    from sqlalchemy import create_engine, pool
-    from runner.config.settings import load_settings
-
-    engine = create_engine(load_settings().connection_spec().url(hide_password=False),
-                           poolclass=pool.NullPool)
-    with engine.connect() as own:
-        _migrate(own)
-else:
-    _migrate(connection)
-"""
-
-
-def age_files(directory: Path, seconds: float) -> None:
-    """Date every ``*.py`` file in ``directory`` ``seconds`` back (negative: forward), as
-    files checked out long before a manifest was written (see runner/scripts/manifest.py)."""
-    for path in directory.glob("*.py"):
-        stamp = path.stat().st_mtime - seconds
-        os.utime(path, (stamp, stamp))
-
-
-class Project:
-    """A throwaway Alembic project: alembic.ini, env.py and revision files written by tests."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.versions = root / "migrations" / "versions"
-        self.versions.mkdir(parents=True)
-        (root / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/migrations\n")
-        (root / "migrations" / "env.py").write_text(ENV_PY)
-        (root / "migrations" / "script.py.mako").write_text(
-            (ROOT / "alembic" / "script.py.mako").read_text()
-        )
-
-    @property
-    def ini(self) -> Path:
-        return self.root / "alembic.ini"
-
-    def revision(
-        self,
-        rev: str,
-        down: str | tuple[str, ...] | None,
-        upgrade: str,
-        downgrade: str = "pass",
-        branch_labels: tuple[str, ...] | None = None,
-    ) -> Path:
-        """Write revision ``rev`` whose upgrade() body is ``upgrade`` (Python source)."""
-        path = self.versions / f"{rev}_step.py"
-        path.write_text(
-            f'"""step {rev}"""\nfrom alembic import op\nimport sqlalchemy as sa\n\n'
-            f"revision = {rev!r}\ndown_revision = {down!r}\nbranch_labels = {branch_labels!r}\n"
-            f"depends_on = None\n\n\ndef upgrade():\n{textwrap.indent(textwrap.dedent(upgrade).strip(), '    ')}\n\n\n"
-            f"def downgrade():\n{textwrap.indent(textwrap.dedent(downgrade).strip(), '    ')}\n"
-        )
-        return path
-
-    def audited_chain(self, revs: list[str]) -> None:
-        """A linear history where every revision records itself in ``audit`` (once per apply)."""
-        down = None
-        for index, rev in enumerate(revs):
-            create = (
-                "op.execute('CREATE TABLE audit (rev text NOT NULL, at timestamptz DEFAULT now())')\n"
-                if index == 0
-                else ""
-            )
-            self.revision(
-                rev, down, create + f"op.execute(\"INSERT INTO audit (rev) VALUES ('{rev}')\")"
-            )
-            down = rev
 
 
 WRITING = ("upgrade", "downgrade", "stamp")

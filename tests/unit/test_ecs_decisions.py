@@ -9,12 +9,20 @@ from typing import Any
 
 import pytest
 
-from runner.ecs import taskdef
+from runner.ecs import runargs, taskdef
 from runner.ecs.cli import parse
 from runner.ecs.errors import LaunchExit, LaunchUsageError
 from runner.ecs.logs_tail import render, runner_summary
 from runner.ecs.outcome import run_failures, task_outcome
 
+
+def _ecs_model() -> Any:
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("ecs")
+
+
+REGISTERABLE = runargs.registerable(_ecs_model())
 TASK_ARN = "arn:aws:ecs:eu-west-1:123456789012:task/prod/0123456789abcdef0123456789abcdef"
 DESCRIBED: dict[str, Any] = {
     "taskDefinitionArn": "arn:aws:ecs:eu-west-1:123456789012:task-definition/orders-migrate:7",
@@ -79,7 +87,11 @@ def test_new_revision_changes_only_that_containers_image() -> None:
     original = copy.deepcopy(DESCRIBED)
 
     request = taskdef.with_image(
-        DESCRIBED, [{"key": "team", "value": "orders"}], "migrate", "repo/migrator:new"
+        DESCRIBED,
+        [{"key": "team", "value": "orders"}],
+        "migrate",
+        "repo/migrator:new",
+        REGISTERABLE,
     )
 
     assert DESCRIBED == original
@@ -96,6 +108,35 @@ def test_new_revision_changes_only_that_containers_image() -> None:
         ],
         "tags": [{"key": "team", "value": "orders"}],
     }
+
+
+def test_every_field_register_accepts_is_copied_as_botocore_knows_them() -> None:
+    """The copied fields come from botocore's model: one the hand list missed is kept."""
+    trusted = {"isolationMode": "ENCLAVE", "attestationPolicy": "strict"}
+    request = taskdef.with_image(
+        {**DESCRIBED, "trustedExecutionConfiguration": trusted},
+        None,
+        "migrate",
+        "repo/migrator:new",
+        REGISTERABLE,
+    )
+    assert request["trustedExecutionConfiguration"] == trusted
+    # what DescribeTaskDefinition has but RegisterTaskDefinition does not take
+    assert (
+        not {
+            "taskDefinitionArn",
+            "revision",
+            "status",
+            "compatibilities",
+            "registeredAt",
+            "registeredBy",
+            "requiresAttributes",
+            "tags",
+        }
+        & REGISTERABLE
+    )
+    described = set(_ecs_model().shape_for("TaskDefinition").members)
+    assert REGISTERABLE <= described  # everything registrable is described back
 
 
 def test_log_stream_is_prefix_container_task_id() -> None:
@@ -219,12 +260,149 @@ def test_missing_options_are_named_with_their_variables() -> None:
     with pytest.raises(LaunchUsageError) as caught:
         parse(["run", "--cluster", "prod"], {})
     assert caught.value.exit_code == LaunchExit.USAGE
-    assert caught.value.message.endswith(
-        "needs --task-definition (MIGRATION_ECS_TASK_DEFINITION), --subnets "
-        "(MIGRATION_ECS_SUBNETS), --security-groups (MIGRATION_ECS_SECURITY_GROUPS)"
-    )
+    assert caught.value.message.endswith("needs --task-definition (MIGRATION_ECS_TASK_DEFINITION)")
 
 
 def test_a_bad_timeout_from_the_environment_is_a_usage_error() -> None:
     with pytest.raises(LaunchUsageError, match="--timeout: 'soon' is not a number"):
         parse(["run"], {**REQUIRED, "MIGRATION_ECS_TIMEOUT": "soon"})
+
+
+def request(*argv: str, **environ: str) -> Any:
+    return parse(
+        ["run", "--cluster", "prod", "--task-definition", "orders-migrate", *argv], environ
+    )[0]
+
+
+AWSVPC = ("--subnets", "subnet-1", "--security-groups", "sg-1")
+SERVICE = {
+    "serviceName": "orders",
+    "status": "ACTIVE",
+    "launchType": "FARGATE",
+    "platformVersion": "1.4.0",
+    "networkConfiguration": {
+        "awsvpcConfiguration": {
+            "subnets": ["subnet-9"],
+            "securityGroups": ["sg-9"],
+            "assignPublicIp": "DISABLED",
+        }
+    },
+}
+BRIDGE = {**DESCRIBED, "networkMode": "bridge", "requiresCompatibilities": ["EC2"]}
+
+
+def args_for(
+    req: Any, definition: dict[str, Any] = DESCRIBED, service: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return runargs.run_task_args(req, definition, "migrate", service, "migration-runner")
+
+
+def test_fargate_awsvpc_is_the_default() -> None:
+    args = args_for(request(*AWSVPC))
+    assert args["launchType"] == "FARGATE" and "capacityProviderStrategy" not in args
+    assert args["networkConfiguration"] == {
+        "awsvpcConfiguration": {
+            "subnets": ["subnet-1"],
+            "securityGroups": ["sg-1"],
+            "assignPublicIp": "DISABLED",
+        }
+    }
+
+
+def test_capacity_providers_replace_the_launch_type() -> None:
+    args = args_for(request(*AWSVPC, "--capacity-provider-strategy", "FARGATE_SPOT:3,FARGATE:1:1"))
+    assert "launchType" not in args
+    assert args["capacityProviderStrategy"] == [
+        {"capacityProvider": "FARGATE_SPOT", "weight": 3, "base": 0},
+        {"capacityProvider": "FARGATE", "weight": 1, "base": 1},
+    ]
+    with pytest.raises(LaunchUsageError, match="exclude each other"):
+        request("--launch-type", "EC2", "--capacity-provider-strategy", "FARGATE")
+    with pytest.raises(LaunchUsageError, match="not NAME"):
+        request("--capacity-provider-strategy", "FARGATE:many")
+
+
+def test_a_bridge_task_definition_runs_on_ec2_without_network_and_is_refused_on_fargate() -> None:
+    args = args_for(request("--launch-type", "EC2"), BRIDGE)
+    assert args["launchType"] == "EC2" and "networkConfiguration" not in args
+    with pytest.raises(LaunchUsageError, match="network mode bridge: Fargate runs only awsvpc"):
+        args_for(request(*AWSVPC), BRIDGE)
+    with pytest.raises(LaunchUsageError, match="takes no --subnets"):
+        args_for(request("--launch-type", "EC2", *AWSVPC), BRIDGE)
+    with pytest.raises(LaunchUsageError, match="--platform-version is Fargate's"):
+        args_for(request("--launch-type", "EC2", "--platform-version", "1.4.0"), BRIDGE)
+
+
+def test_awsvpc_without_a_network_names_both_ways_to_give_one() -> None:
+    with pytest.raises(
+        LaunchUsageError, match="--subnets and --security-groups.*--network-from-service"
+    ):
+        args_for(request())
+    with pytest.raises(LaunchUsageError, match="go together"):
+        args_for(request("--subnets", "subnet-1"))
+
+
+def test_the_network_and_placement_can_come_from_a_service() -> None:
+    args = args_for(request("--network-from-service", "orders"), service=SERVICE)
+    assert args["networkConfiguration"] == SERVICE["networkConfiguration"]
+    assert (args["launchType"], args["platformVersion"]) == ("FARGATE", "1.4.0")
+    spot = {
+        **SERVICE,
+        "launchType": None,
+        "capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1, "base": 0}],
+    }
+    args = args_for(request("--network-from-service", "orders"), service=spot)
+    assert args["capacityProviderStrategy"] == spot["capacityProviderStrategy"]
+    # what the command line gives wins
+    args = args_for(request("--network-from-service", "orders", *AWSVPC), service=SERVICE)
+    assert args["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == ["subnet-1"]
+
+
+def test_environment_size_overrides_and_tags() -> None:
+    req = request(
+        *AWSVPC,
+        "--env",
+        "MIGRATION_ALLOW_DATABASE_AHEAD=true",
+        "--env",
+        "A=b=c",
+        "--cpu",
+        "1024",
+        "--memory",
+        "2048",
+        "--tag",
+        "deploy=42",
+        "--propagate-tags",
+        "TASK_DEFINITION",
+        "--command",
+        "check",
+        MIGRATION_ECS_TAGS="team=orders",
+    )
+    args = args_for(req)
+    assert args["overrides"] == {
+        "containerOverrides": [
+            {
+                "name": "migrate",
+                "command": ["check"],
+                "environment": [
+                    {"name": "MIGRATION_ALLOW_DATABASE_AHEAD", "value": "true"},
+                    {"name": "A", "value": "b=c"},
+                ],
+            }
+        ],
+        "cpu": "1024",
+        "memory": "2048",
+    }
+    assert args["tags"] == [{"key": "team", "value": "orders"}, {"key": "deploy", "value": "42"}]
+    assert args["propagateTags"] == "TASK_DEFINITION"
+    assert "overrides" not in args_for(request(*AWSVPC))
+
+
+def test_a_malformed_pair_in_the_environment_is_a_usage_error() -> None:
+    with pytest.raises(LaunchUsageError, match="MIGRATION_ECS_ENV: 'NOVALUE' is not NAME=VALUE"):
+        request(MIGRATION_ECS_ENV="NOVALUE")
+
+
+def test_the_command_is_the_rest_of_the_line_even_with_a_double_dash() -> None:
+    req = request(*AWSVPC, "--command", "upgrade", "--then", "--", "uvicorn", "--port", "80")
+    assert req.command == ("upgrade", "--then", "--", "uvicorn", "--port", "80")
+    assert req.subnets == ("subnet-1",)

@@ -11,9 +11,9 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from runner.checklist.lint.sql import Statement
 from runner.errors import ConfigError
@@ -48,47 +48,46 @@ def squawk_binary() -> str:
 def run_squawk(
     statements: Mapping[str, list[Statement]], exclude: tuple[str, ...] = DEFAULT_EXCLUDE
 ) -> list[SquawkHit]:
-    """squawk over each revision's statements (``revision -> statements``), in one process."""
+    """squawk over each revision's statements (``revision -> statements``): one process a
+    revision, reading the SQL on its stdin, so that nothing is written anywhere (the image's
+    root filesystem is read-only, often without a tmpfs)."""
     binary = squawk_binary()
-    with tempfile.TemporaryDirectory(prefix="migration-runner-lint-") as tmp:
-        starts: dict[str, list[int]] = {}
-        files: dict[str, str] = {}
-        for index, (revision, stmts) in enumerate(statements.items()):
-            path = Path(tmp) / f"{index:05d}.sql"
-            lines, text = [], ""
-            for stmt in stmts:
-                lines.append(text.count("\n"))
-                text += stmt.sql + ";\n"
-            path.write_text(text)
-            starts[revision] = lines
-            files[str(path)] = revision
-        if not files:
-            return []
-        args = [binary, "--reporter", "json", *(f"--exclude={rule}" for rule in exclude), *files]
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
-        try:
-            found = json.loads(proc.stdout or "[]")
-        except ValueError:
-            found = None
-        if proc.returncode not in (0, 1) or not isinstance(found, list):
-            raise ConfigError(
-                f"squawk failed (exit {proc.returncode}): "
-                f"{(proc.stderr or proc.stdout).strip()[-500:]}"
-            )
-    hits = []
-    for item in found:
-        owner = files.get(str(Path(item["file"])))
-        if owner is None:
-            continue
-        index = sum(1 for start in starts[owner] if start <= item["line"]) - 1
-        hits.append(
-            SquawkHit(
-                owner,
-                max(index, 0),
-                item["rule_name"],
-                "error" if str(item["level"]).lower() == "error" else "warning",
-                item["message"],
-                item.get("help") or "",
-            )
-        )
+    hits: list[SquawkHit] = []
+    for revision, stmts in statements.items():
+        starts, text = [], ""
+        for stmt in stmts:
+            starts.append(text.count("\n"))
+            text += stmt.sql + ";\n"
+        if text:
+            found = _squawk(binary, text, f"{revision}.sql", exclude)
+            hits.extend(_hit(revision, starts, item) for item in found)
     return hits
+
+
+def _squawk(binary: str, sql: str, name: str, exclude: tuple[str, ...]) -> list[dict[str, Any]]:
+    args = [binary, "--reporter", "json", f"--stdin-filepath={name}"]
+    args += [f"--exclude={rule}" for rule in exclude]
+    proc = subprocess.run(args, input=sql, capture_output=True, text=True, timeout=120)
+    try:
+        found = json.loads(proc.stdout or "[]")
+    except ValueError:
+        found = None
+    if proc.returncode not in (0, 1) or not isinstance(found, list):
+        raise ConfigError(
+            f"squawk failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}"
+        )
+    return found
+
+
+def _hit(revision: str, starts: list[int], item: dict[str, Any]) -> SquawkHit:
+    """A squawk finding on the statement of ``revision`` it falls in (``starts``: the first
+    line of each statement in the text squawk read)."""
+    index = sum(1 for start in starts if start <= item["line"]) - 1
+    return SquawkHit(
+        revision,
+        max(index, 0),
+        item["rule_name"],
+        "error" if str(item["level"]).lower() == "error" else "warning",
+        item["message"],
+        item.get("help") or "",
+    )
