@@ -419,7 +419,7 @@ def acting_as(source: Any, assume_role: Mapping[str, Any], config: Any) -> Any:
         refresh_using=fetcher.fetch_credentials, method="assume-role"
     )
 
-    class Role(CredentialProvider):
+    class Role(CredentialProvider):  # type: ignore[misc]  # botocore has no type hints
         METHOD = "assume-role"
 
         def load(self) -> Any:
