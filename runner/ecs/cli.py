@@ -12,6 +12,7 @@ import math
 import os
 import shlex
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, TextIO, cast
 
@@ -223,9 +224,10 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value <= 0 or value > threading.TIMEOUT_MAX:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: must be a finite number of seconds, more than 0"
+            f"{text!r}: must be a finite number of seconds, more than 0 and at most "
+            f"{threading.TIMEOUT_MAX:.0f}"
         )
     return value
 
@@ -301,6 +303,13 @@ def _check_values(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         value = getattr(args, name)
         if value is not None and not value.strip():
             raise LaunchUsageError(f"--{name.replace('_', '-')} ({ENV}{name.upper()}) is empty")
+    for action in _run_actions(parser):  # argparse checks choices on the line, not on defaults
+        value = getattr(args, action.dest, None)
+        if action.choices and value is not None and value not in action.choices:
+            raise LaunchUsageError(
+                f"{action.option_strings[0]} ({ENV}{action.dest.upper()}) {value!r}: "
+                f"one of {', '.join(action.choices)}"
+            )
     options = {o for action in _run_actions(parser) for o in action.option_strings}
     words = list(args.command or ())
     before_app = words[: words.index("--")] if "--" in words else words  # --then's app is its own

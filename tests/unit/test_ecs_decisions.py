@@ -421,3 +421,22 @@ def test_tags_reserved_for_aws_are_not_copied_to_the_new_revision() -> None:
     assert request["tags"] == [{"key": "team", "value": "orders"}]
     only_reserved = taskdef.with_image(DESCRIBED, tags[:2], "migrate", "r:1", REGISTERABLE)
     assert "tags" not in only_reserved
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--poll-interval", "--drain"])
+@pytest.mark.parametrize("value", ["nan", "inf", "1e12"])
+def test_seconds_that_are_not_a_finite_wait_are_a_usage_error(option: str, value: str) -> None:
+    """``--poll-interval 1e12`` is finite but past what a thread can wait: it ended the first
+    pause in an OverflowError reported as the launcher's own bug."""
+    with pytest.raises(LaunchUsageError, match=f"{option}"):
+        request(*AWSVPC, option, value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("LAUNCH_TYPE", "fargate"), ("PROPAGATE_TAGS", "SERVICE")]
+)
+def test_a_choice_from_the_environment_is_checked_like_the_options(name: str, value: str) -> None:
+    """argparse checks ``choices`` for a value on the command line, not for a default: before,
+    ``MIGRATION_ECS_LAUNCH_TYPE=fargate`` went to RunTask as it was."""
+    with pytest.raises(LaunchUsageError, match=f"MIGRATION_ECS_{name}.*'{value}'"):
+        request(*AWSVPC, **{f"MIGRATION_ECS_{name}": value})
