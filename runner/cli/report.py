@@ -43,14 +43,17 @@ def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[
 
 
 def metric_dimensions(settings: Any) -> dict[str, Any]:
-    """The summary's EMF namespace and dimensions (``MIGRATION_METRICS_*``); the defaults
-    when the settings could not be read."""
-    if settings is None:
-        return {}
+    """The summary's EMF namespace and dimensions (``MIGRATION_METRICS_*``) from
+    ``settings``, or, when the run could not read them (None), from the environment's own
+    ``MIGRATION_METRICS_*`` read one by one: the failure alarm watches the service's
+    dimensions, whatever ended the run."""
+    from runner.config.settings import metrics_settings
+
+    source = settings if settings is not None else metrics_settings()
     return {
-        "namespace": settings.migration_metrics_namespace,
-        "service": settings.migration_metrics_service,
-        "environment": settings.migration_metrics_environment,
+        "namespace": source.migration_metrics_namespace,
+        "service": source.migration_metrics_service,
+        "environment": source.migration_metrics_environment,
     }
 
 

@@ -19,10 +19,11 @@ import importlib.util
 import math
 import os
 import re
+import types
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.config.database_url import (
@@ -274,6 +275,34 @@ def load_settings() -> Settings:
     except ConfigError:
         pass
     return settings
+
+
+METRICS_SETTINGS = (
+    "migration_metrics_namespace",
+    "migration_metrics_service",
+    "migration_metrics_environment",
+)
+
+
+def metrics_settings() -> types.SimpleNamespace:
+    """The summary's metric settings (``MIGRATION_METRICS_*``) read on their own, each one
+    as :class:`Settings` validates it, or its default when invalid: for the summary of a run
+    that could not read its settings (an invalid setting, a bad command line), whose failure
+    must still reach the alarm that watches the service's dimensions."""
+    values = {}
+    for name in METRICS_SETTINGS:
+        field = Settings.model_fields[name]
+        definition: Any = (field.annotation, field)
+        one = create_model(f"_{name}", __base__=_Lenient, **{name: definition})
+        try:
+            values[name] = getattr(one(), name)
+        except ValidationError:
+            values[name] = field.get_default()
+    return types.SimpleNamespace(**values)
+
+
+class _Lenient(BaseSettings):
+    model_config = Settings.model_config
 
 
 def _check_lock_schedule(settings: Settings) -> None:
