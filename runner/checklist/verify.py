@@ -42,7 +42,7 @@ from runner.checklist.model_modules import unimported_model_modules
 from runner.checklist.models_diff import compare_models
 from runner.checklist.scratch import connections
 from runner.config.database_url import ConnectionSpec
-from runner.errors import ConfigError, first_line
+from runner.errors import ConfigError, Interrupted, first_line
 from runner.scripts.env_run import run_env
 from runner.scripts.load import Loaded, Scripts, set_url
 
@@ -216,6 +216,21 @@ def step_error(exc: BaseException, env_py: str, revision_files: set[str]) -> Ste
     )
 
 
+def interrupted_by(exc: BaseException) -> Interrupted | None:
+    """The :class:`Interrupted` (a stop signal) behind ``exc``, if any: a signal that lands
+    during a statement raises inside the driver, and the rollback that follows (on a
+    connection still busy with that statement) raises a driver error of its own, whose
+    ``__context__`` is the signal. Pure."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 @dataclasses.dataclass
 class _Walk:
     """Upgrade from base one revision at a time (with rows, and down/up, as checked)."""
@@ -251,6 +266,9 @@ class _Walk:
             if self.sa_conn.in_transaction():
                 self.sa_conn.commit()
         except Exception as exc:  # whatever a revision raises is the finding
+            stopped = interrupted_by(exc)
+            if stopped is not None:  # a signal, not the revision: the run ends (130)
+                raise stopped from None
             if self.sa_conn.in_transaction():
                 self.sa_conn.rollback()
             revisions = {

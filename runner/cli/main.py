@@ -29,7 +29,7 @@ from runner.lock.advisory import lock_key
 from runner.observe import cloudwatch_metrics as emf
 from runner.observe import ecs_metadata, logs
 from runner.outcome import Facts, Outcome, Result
-from runner.process.interrupt import Interrupt
+from runner.process.interrupt import STOP_SIGNALS, Interrupt
 
 if TYPE_CHECKING:  # the settings' module is imported when a command runs
     from runner.config.settings import Settings
@@ -385,8 +385,8 @@ def run_command(args: argparse.Namespace) -> int:
             stream.flush()
             # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
             # (Python restores the default action while it shuts down, unless ignored)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
     return int(code)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from runner.errors import ConfigError, ExitCode
 from runner.observe import logs
+from runner.process.interrupt import STOP_SIGNALS
 
 THEN = "--then"
 
@@ -93,7 +94,7 @@ def exec_app(app: Sequence[str], log: Any) -> ConfigError:
     log.info("app.exec", command=list(app))
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:  # SIG_IGN would outlive exec: the app gets the defaults
         signal.signal(sig, signal.SIG_DFL)
     try:
         os.execvp(app[0], list(app))

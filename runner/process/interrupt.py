@@ -1,4 +1,8 @@
-"""SIGTERM/SIGINT handling: stop promptly without leaving anything half done.
+"""SIGTERM/SIGINT/SIGHUP handling: stop promptly without leaving anything half done.
+
+SIGHUP (the terminal or the CI job's session going away) is a stop like the others: left to
+its default it would kill the process with no summary, no rollback of its own and, for
+``verify``, its throwaway PostgreSQL still running (:data:`STOP_SIGNALS`).
 
 ECS stops a task with SIGTERM, then SIGKILL 30 s later. What a signal does depends on what
 the runner is doing, which the runner declares with the context managers below:
@@ -34,20 +38,23 @@ STUCK_GRACE_S = 5.0
 #: how long the last resort waits for the migration's backends to be ended
 STOP_WAIT_S = 3.0
 
+#: the signals that stop a run (each ends with its summary, never the default action)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 #: signals that arrived before :meth:`Interrupt.install` (see :func:`record_early`)
 _early: list[str] = []
 
 
 def record_early() -> None:
-    """Record SIGTERM/SIGINT from the process's first moments (the entry point calls this
+    """Record the :data:`STOP_SIGNALS` from the process's first moments (the entry point calls this
     before its imports) until :meth:`Interrupt.install` takes over and honours them: a
     signal then must not kill the process without its summary."""
 
     def record(signum: int, _frame: Any) -> None:
         _early.append(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, record)
-    signal.signal(signal.SIGINT, record)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, record)
 
 
 class Interrupt:
@@ -67,10 +74,10 @@ class Interrupt:
         return self.signal_name is not None
 
     def install(self) -> None:
-        """Take over SIGTERM and SIGINT (main thread only). A signal recorded before (see
+        """Take over the :data:`STOP_SIGNALS` (main thread only). A signal recorded before (see
         :func:`record_early`) counts as received: :meth:`check` raises."""
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
         signal_watch.watch(lambda _signum: self._start_cancelling())
         if _early and self.signal_name is None:
             self.signal_name = _early[0]
