@@ -254,6 +254,23 @@ class _Walk:
                 f"{len(before.tables)} table(s) and other objects (give "
                 "--database-url a new database, or let verify start its own)"
             )
+        self.require_create()
+
+    def require_create(self) -> None:
+        """The scratch database's role may create in the schema revisions create in (else
+        every revision fails with a permission error that is the environment's, not the
+        project's). Raises :class:`ConfigError` naming the grant."""
+        user, schema, allowed = self.conn.execute(
+            "SELECT current_user, current_schema(), "
+            "coalesce(has_schema_privilege(current_schema(), 'CREATE'), false)"
+        ).fetchone()
+        if not allowed:
+            where = f"schema {schema}" if schema else "any schema on its search_path"
+            raise ConfigError(
+                f"verify's scratch database does not let role {user} create tables in {where} "
+                f"(GRANT CREATE ON SCHEMA {schema or 'public'} TO {user}, or give "
+                "--database-url a database the role owns, or let verify start its own)"
+            )
 
     @property
     def env_py(self) -> str:
