@@ -75,6 +75,7 @@ class Cluster:
         ]
         try:
             cluster._own(cluster.root)
+            cluster._require_reachable()
             if password is not None:
                 pwfile = cluster.root / "pwfile"
                 pwfile.write_text(password + "\n")
@@ -172,6 +173,22 @@ class Cluster:
         return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname={dbname}"
 
     # --- helpers ----------------------------------------------------------------------
+
+    def _require_reachable(self) -> None:
+        """As root, the ``postgres`` OS user must be able to enter every directory above the
+        cluster's (a TMPDIR made by ``mktemp -d`` is 0700): say so, rather than let initdb
+        fail on a file it cannot open."""
+        if os.geteuid() != 0:
+            return
+        uid = pwd.getpwnam("postgres").pw_uid
+        for parent in self.root.parents:
+            info = parent.stat()
+            if info.st_uid != uid and not info.st_mode & 0o001:
+                raise ClusterError(
+                    f"as root the server runs as the OS user postgres, which cannot enter "
+                    f"{parent} (mode {info.st_mode & 0o777:o}): set TMPDIR to a directory it "
+                    "can reach (such as /tmp), or run as another user"
+                )
 
     def _socket_dir(self) -> Path:
         """The cluster's own directory, unless the socket path in it would be too long (a

@@ -4,12 +4,15 @@ and the server refused to start ("verify cannot start its own PostgreSQL", exit 
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import psycopg
+import pytest
 
+from runner.checklist.server_binaries import ClusterError
 from runner.checklist.throwaway_server import SUN_PATH_MAX, Cluster
 
 
@@ -36,3 +39,16 @@ def test_a_cluster_in_a_deep_directory_starts_and_leaves_nothing_behind() -> Non
         assert not socket_dir.exists()
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to postgres")
+def test_as_root_a_temporary_directory_postgres_cannot_enter_is_named() -> None:
+    """Not "pwfile failed (1): initdb: could not open file ... Permission denied" followed by
+    "Install PostgreSQL": the directory, and what to set."""
+    closed = Path(tempfile.mkdtemp(prefix="mr-closed-", dir="/tmp"))  # 0700, root's
+    try:
+        with pytest.raises(ClusterError, match=f"cannot enter {closed} .mode 700.: set TMPDIR"):
+            Cluster.create(password="s3cret", parent=str(closed))
+        assert list(closed.iterdir()) == []
+    finally:
+        shutil.rmtree(closed, ignore_errors=True)
