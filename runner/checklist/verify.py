@@ -208,8 +208,13 @@ def step_error(exc: BaseException, env_py: str, revision_files: set[str]) -> Ste
         frames.append(exc.filename)
     files = {str(Path(name).resolve()) for name in frames}
     sqlstate = str(getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None) or "")
+    hint = (
+        " (a revision must raise an exception to fail, never sys.exit())"
+        if isinstance(exc, SystemExit)
+        else ""
+    )
     return StepError(
-        f"{type(cause).__name__}: {first_line(cause)}",
+        f"{type(cause).__name__}: {first_line(cause)}{hint}",
         irreversible=isinstance(exc, NotImplementedError),
         in_env_py=not (files & revision_files) and str(Path(env_py).resolve()) in files,
         about_rows=sqlstate[:2] in ROW_ERROR_CLASSES,
@@ -282,7 +287,7 @@ class _Walk:
             run_env(self.loaded, kind, target)
             if self.sa_conn.in_transaction():
                 self.sa_conn.commit()
-        except Exception as exc:  # whatever a revision raises is the finding
+        except (Exception, SystemExit) as exc:  # whatever a revision raises is the finding
             stopped = interrupted_by(exc)
             if stopped is not None:  # a signal, not the revision: the run ends (130)
                 raise stopped from None

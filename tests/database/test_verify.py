@@ -322,3 +322,13 @@ def test_a_scratch_database_the_role_cannot_create_in_is_a_configuration_error(t
     message = result.event("error")["message"]
     assert "GRANT CREATE ON SCHEMA public" in message and role in message
     result.assert_clean(secret)
+
+
+def test_a_revision_that_calls_sys_exit_fails_the_walk_naming_it(history, database):
+    """Not "unexpected SystemExit: 0; please report this" (exit 1), nor a pass."""
+    history.add("import sys\nsys.exit(0)")
+    result = _verify(history, database, "lint")
+    assert not result.ok
+    messages = [f.message for f in result.failures]
+    assert any("r02" in m and "SystemExit: 0" in m and "never sys.exit()" in m for m in messages)
+    assert result.checks["steps"].status == "incomplete"
