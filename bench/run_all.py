@@ -34,7 +34,16 @@ from _bench import (
     verdict,
 )
 
-SCENARIOS = ("noop_growth", "container", "full_upgrade", "herd", "handoff", "wakeup", "startup")
+SCENARIOS = (
+    "noop_growth",
+    "container",
+    "full_upgrade",
+    "herd",
+    "handoff",
+    "wakeup",
+    "startup",
+    "contention",
+)
 HERE = Path(__file__).resolve().parent
 
 

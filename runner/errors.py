@@ -28,9 +28,13 @@ class ExitCode(enum.IntEnum):
     CONNECTION_LOST = 10  # the session died mid-run (failover, network): the revision rolled back
     NOT_AT_HEAD = 11  # `check`: the database has pending revisions (or is empty)
     EDITED_MIGRATION = 12  # an applied revision's file changed since (MIGRATION_STRICT_CHECKSUMS)
+    SNAPSHOT_FAILED = (
+        13  # MIGRATION_SNAPSHOT: the snapshot before migrating failed; nothing applied
+    )
     VERIFY_FAILED = 20  # `verify`: a check of the pre-deployment checklist failed
     LINT_FAILED = 21  # `lint`, `check --lint`, `upgrade --dry-run`: an error-level lint finding
-    INTERRUPTED = 130  # SIGTERM or SIGINT: the in-flight revision was rolled back
+    INTERRUPTED = 130  # SIGTERM, SIGINT, SIGHUP or SIGQUIT: the in-flight revision was rolled back
+    OUTPUT_CLOSED = 141  # stdout closed, or its reader went away (SIGPIPE): stopped as for 130
 
 
 class RunnerError(Exception):
@@ -115,9 +119,21 @@ class EditedMigration(RunnerError):
     code = "edited_migration"
 
 
+class SnapshotFailed(RunnerError):
+    exit_code = ExitCode.SNAPSHOT_FAILED
+    code = "snapshot_failed"
+
+
 class Interrupted(RunnerError):
     exit_code = ExitCode.INTERRUPTED
     code = "interrupted"
+
+
+class OutputClosed(Interrupted):
+    """stdout is closed, or its reader went away: nobody can read what the run says."""
+
+    exit_code = ExitCode.OUTPUT_CLOSED
+    code = "output_closed"
 
 
 def first_line(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ class Outcome(enum.StrEnum):
     BEHIND = "behind"
     EMPTY = "empty"
     AHEAD = "ahead"
+    CONTRACT_PENDING = "contract_pending"  # check --phase expand: only contract revisions pending
     SEVERAL_HEADS = "several_heads"  # heads: the scripts need a merge
     OK = "ok"  # a verb that only prints or writes files
     PASSED = "passed"  # verify, lint, upgrade --dry-run: nothing blocks
@@ -57,7 +58,27 @@ class Facts:
     applied: list[str] = dataclasses.field(default_factory=list)
     connect_attempts: int = 0
     lock_wait_ms: int | None = None
+    #: attempts at the plan: 1, plus one for each time a revision was blocked (lock_timeout)
+    attempts: int = 0
+    #: the revision that took longest: {"revision": ..., "duration_ms": ...}
+    longest_revision: dict[str, Any] | None = None
+    #: the phase asked for (``upgrade --phase``, ``MIGRATION_PHASE``)
+    phase: str | None = None
+    #: pending revisions the phase left for the contract phase
+    held: list[str] = dataclasses.field(default_factory=list)
+    #: the RDS snapshot taken before migrating (MIGRATION_SNAPSHOT)
+    snapshot: str | None = None
+    #: each ``backfill()`` run: table, rows done, whether it finished
+    backfills: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def record(self, kind: str, step: Any) -> None:
+        """A step committed (``step``: its revision and duration_ms); a stamp applies nothing."""
+        if kind == "stamp":
+            return
+        self.applied.append(step.revision)
+        if self.longest_revision is None or step.duration_ms > self.longest_revision["duration_ms"]:
+            self.longest_revision = {"revision": step.revision, "duration_ms": step.duration_ms}
 
     def database_at(self, revision: tuple[str, ...]) -> None:
         """The database is at ``revision`` (before and, so far, after)."""

@@ -8,7 +8,7 @@ its steps (:mod:`runner.execution.run` checks Alembic's own step list against it
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from runner.errors import ConfigError, DatabaseAhead
 
@@ -25,6 +25,11 @@ class Plan:
     current: tuple[str, ...]
     target: tuple[str, ...]
     steps: tuple[str, ...]
+    #: the phase asked for (``expand``, ``contract``), None: every pending revision
+    phase: str | None = None
+    #: pending revisions the phase leaves for later: the first contract revision and what
+    #: comes after it (only with ``phase="expand"``)
+    held: tuple[str, ...] = ()
 
     @property
     def up_to_date(self) -> bool:
@@ -58,6 +63,28 @@ def plan_upgrade(current: Iterable[str], target: Iterable[str], graph: Graph) ->
     current_t, target_t = _known(current, graph), tuple(sorted(target))
     needed = ancestry(graph, target_t) - ancestry(graph, current_t)
     return Plan("upgrade", current_t, target_t, tuple(rev for rev in graph if rev in needed))
+
+
+def plan_phase(plan: Plan, graph: Graph, contract: Collection[str], phase: str | None) -> Plan:
+    """An upgrade ``plan`` limited to ``phase``. ``expand``: the pending revisions up to,
+    not including, the first pending ``contract`` revision (graph order is topological, so
+    no revision kept depends on one held); the target becomes where those leave the
+    database. ``contract`` or None: every pending revision (the rest). Pure."""
+    if phase != "expand":
+        return dataclasses.replace(plan, phase=phase)
+    kept = expand_steps(plan.steps, contract)
+    if len(kept) == len(plan.steps):
+        return dataclasses.replace(plan, phase=phase)
+    reached = ancestry(graph, plan.current) | set(kept)
+    below = {down for rev in reached for down in graph[rev]}
+    target = tuple(sorted(rev for rev in reached if rev not in below)) if kept else plan.current
+    return Plan("upgrade", plan.current, target, kept, phase, plan.steps[len(kept) :])
+
+
+def expand_steps(steps: tuple[str, ...], contract: Collection[str]) -> tuple[str, ...]:
+    """``steps`` (in graph order) up to, not including, the first ``contract`` one."""
+    cut = next((i for i, rev in enumerate(steps) if rev in contract), len(steps))
+    return steps[:cut]
 
 
 def plan_downgrade(current: Iterable[str], target: Iterable[str], graph: Graph) -> Plan:

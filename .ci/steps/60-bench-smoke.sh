@@ -25,3 +25,5 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 timeout 600 uv run --locked --group bench python bench/run_all.py --smoke --out "$out"
+# one UPDATE against backfill() while an app writes (issue 24), tiny: that the script runs
+timeout 300 uv run --locked --group bench python bench/backfill.py --rows 20000 --batch 1000

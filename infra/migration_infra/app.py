@@ -76,9 +76,10 @@ class AppService(pulumi.ComponentResource):
         self.task_definition = fargate_task_definition(
             f"{name}-task", family=f"{base}-app", cpu=app.cpu, memory=app.memory,
             architecture=settings.cpu_architecture, execution_role_arn=self.execution_role.arn,
-            # The init container connects with the task's role under IAM database auth.
-            task_role_arn=(runner.task_role.arn if app.init_container and settings.iam_auth
-                           else None),
+            # The init container connects with the task's role under IAM database auth, and
+            # snapshots the database with it.
+            task_role_arn=(runner.task_role.arn if app.init_container and (
+                settings.iam_auth or settings.snapshot != "off") else None),
             container_definitions=pulumi.Output.all(
                 self.log_group.name, region, runner.container_definition).apply(containers),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.execution_policy]))

@@ -8,6 +8,10 @@ service update. The task's log lines, which the launcher streams, appear in Pulu
 It runs on creation and again only when a trigger changes -- the image digest or the
 migrations' heads -- or when its command changes (a new task definition revision); a plain
 `pulumi up` with nothing new does not start a task, and `pulumi preview` never does.
+
+With the stack's `phases`, the gate runs `upgrade --phase expand` and a second one,
+`migration-contract`, runs `upgrade --phase contract` after the app's service is stable on the
+new code (`program.deploy`), on the same triggers.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ START_ALLOWANCE_S = 600
 
 
 class MigrationGate(pulumi.ComponentResource):
-    """Depend on this (`depends_on=[gate]`) to deploy only after the migrations succeeded."""
+    """Depend on this (`depends_on=[gate]`) to deploy only after the migrations succeeded.
+
+    `runner_command` (e.g. `upgrade --phase contract`) replaces the task definition's command
+    for this run; none: the task definition's own."""
 
     def __init__(self, name: str, *, launcher: str, cluster: pulumi.Input[str],
                  task_definition: pulumi.Input[str], container: str,
@@ -33,6 +40,7 @@ class MigrationGate(pulumi.ComponentResource):
                  image_digest: pulumi.Input[str], heads: Sequence[str], timeout: int,
                  assign_public_ip: bool = False,
                  identity: Sequence[tuple[str, str]] = (),
+                 runner_command: Sequence[str] = (),
                  depends_on: Sequence[pulumi.Resource] = (),
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("migration-runner:index:MigrationGate", name, None, opts)
@@ -41,7 +49,8 @@ class MigrationGate(pulumi.ComponentResource):
             lambda args: gate_command(launcher_argv(
                 launcher=launcher, cluster=args[0], task_definition=args[1],
                 subnets=subnets, security_groups=args[2:], container=container,
-                timeout=timeout, assign_public_ip=assign_public_ip)))
+                timeout=timeout, assign_public_ip=assign_public_ip,
+                command=runner_command)))
         # Not the default: the whole previous log in PULUMI_COMMAND_STDOUT, past Linux's
         # 128 KiB limit for one environment string, would fail every run after a long one.
         self.triggers = [image_digest, ",".join(heads)]

@@ -9,11 +9,14 @@ from typing import Sequence
 
 def launcher_argv(*, launcher: str, cluster: str, task_definition: str,
                   subnets: Sequence[str], security_groups: Sequence[str], container: str,
-                  timeout: int, assign_public_ip: bool = False) -> list[str]:
+                  timeout: int, assign_public_ip: bool = False,
+                  command: Sequence[str] = ()) -> list[str]:
     """`launcher` is the command that runs the runner's CLI (e.g. `migration-runner`, or
     `uv run --project .. --extra aws migration-runner`), split like a shell would.
     `--stop-with-parent`: the launcher stops the task when the shell that started it is gone
-    (see `gate_command`)."""
+    (see `gate_command`). `command` (e.g. `upgrade --phase expand`), when given, replaces the
+    container's command: `--command` and its words come last, because the launcher takes
+    everything after `--command` as the container's command."""
     argv = [*shlex.split(launcher), "ecs", "run",
             "--cluster", cluster,
             "--task-definition", task_definition,
@@ -24,8 +27,9 @@ def launcher_argv(*, launcher: str, cluster: str, task_definition: str,
             "--stop-with-parent"]
     if assign_public_ip:
         argv.append("--assign-public-ip")
+    if command:
+        argv += ["--command", *command]
     return argv
-
 
 
 def gate_command(argv: Sequence[str]) -> str:

@@ -78,3 +78,36 @@ def iam_auth_policy(*, partition: str, region: str, account_id: str, db_resource
     return {"Version": "2012-10-17",
             "Statement": [{"Sid": "ConnectAsMigrationUser", "Effect": "Allow",
                            "Action": "rds-db:connect", "Resource": arn}]}
+
+
+# What the runner calls to snapshot before migrating (MIGRATION_SNAPSHOT), and nothing more.
+SNAPSHOT_ACTIONS = {
+    "instance": ["rds:CreateDBSnapshot", "rds:DescribeDBSnapshots", "rds:AddTagsToResource"],
+    "cluster": ["rds:CreateDBClusterSnapshot", "rds:DescribeDBClusterSnapshots",
+                "rds:AddTagsToResource"],
+}
+# The snapshot ARN's and the database's resource types in IAM, by MIGRATION_SNAPSHOT.
+_SNAPSHOT_TYPES = {"instance": ("db", "snapshot"), "cluster": ("cluster", "cluster-snapshot")}
+
+
+def snapshot_policy(*, kind: str, partition: str, region: str, account_id: str,
+                    identifier: str) -> Policy:
+    """Snapshot one DB instance (`kind` "instance") or Aurora cluster ("cluster") before
+    migrating: create, describe and tag snapshots of `identifier` named as the runner names
+    them (`<identifier>-pre-migration-<UTC time>`), on that database and those snapshots only.
+    The one wildcard is the time at the end of the snapshot's name (a new name each run).
+
+    Raises `PolicyError` for an unknown kind or an identifier that is not one database's.
+    """
+    if kind not in _SNAPSHOT_TYPES:
+        raise PolicyError(f"snapshot kind {kind!r}: instance or cluster")
+    if not identifier or not all(c.isalnum() or c == "-" for c in identifier):
+        raise PolicyError(f"snapshot of {identifier!r}: not one DB identifier")
+    database_type, snapshot_type = _SNAPSHOT_TYPES[kind]
+    prefix = f"arn:{partition}:rds:{region}:{account_id}"
+    database = _exact([f"{prefix}:{database_type}:{identifier}"], "database")
+    snapshots = f"{prefix}:{snapshot_type}:{identifier}-pre-migration-*"
+    return {"Version": "2012-10-17",
+            "Statement": [{"Sid": "SnapshotBeforeMigrating", "Effect": "Allow",
+                           "Action": SNAPSHOT_ACTIONS[kind],
+                           "Resource": [*database, snapshots]}]}

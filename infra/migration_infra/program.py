@@ -11,7 +11,7 @@ import pulumi_aws as aws
 from migration_infra.app import AppService
 from migration_infra.gate import MigrationGate
 from migration_infra.heads import migration_heads
-from migration_infra.runner_task import MigrationTask, image_repository
+from migration_infra.runner_task import MigrationTask, image_repository, runner_command
 from migration_infra.settings import StackSettings
 
 
@@ -23,6 +23,7 @@ class Deployment:
     task: MigrationTask | None = None
     gate: MigrationGate | None = None
     app: AppService | None = None
+    contract_gate: MigrationGate | None = None
     cluster: pulumi.Output[str] | None = None
 
 
@@ -56,16 +57,24 @@ def deploy(settings: StackSettings, program_dir: Path | None = None) -> Deployme
                                   opts=pulumi.ResourceOptions(protect=True)).name
 
     task = MigrationTask("migrations", settings, repository=repository)
-    gate = MigrationGate(
-        "migration-gate", launcher=settings.launcher, cluster=cluster,
-        task_definition=task.task_definition_ref, container=task.container_name,
-        subnets=settings.subnet_ids, security_groups=[task.security_group_id],
-        assign_public_ip=settings.assign_public_ip, image_digest=task.image_digest,
-        identity=settings.launcher_identity,
-        heads=heads, timeout=settings.task_timeout,
-        depends_on=[task.task_definition, *task.network_rules])
+
+    def migration_gate(name: str, phase: str | None,
+                       depends_on: list[pulumi.Resource]) -> MigrationGate:
+        return MigrationGate(
+            name, launcher=settings.launcher, cluster=cluster,
+            task_definition=task.task_definition_ref, container=task.container_name,
+            subnets=settings.subnet_ids, security_groups=[task.security_group_id],
+            assign_public_ip=settings.assign_public_ip, image_digest=task.image_digest,
+            identity=settings.launcher_identity, heads=heads, timeout=settings.task_timeout,
+            runner_command=runner_command(settings, phase) if phase else (),
+            depends_on=[task.task_definition, *task.network_rules, *depends_on])
+
+    # With `phases`: expand here, contract once the service is stable (`wait_for_steady_state`).
+    gate = migration_gate("migration-gate", "expand" if settings.phases else None, [])
     app = (AppService("app", settings, cluster=cluster, runner=task, gate=gate)
            if settings.app else None)
+    contract_gate = (migration_gate("migration-contract", "contract", [gate, app.service])
+                     if settings.phases and app is not None else None)
 
     pulumi.export("image", task.image_uri)
     pulumi.export("imageDigest", task.image_digest)
@@ -77,4 +86,5 @@ def deploy(settings: StackSettings, program_dir: Path | None = None) -> Deployme
     if app is not None:
         pulumi.export("appService", app.service.name)
         pulumi.export("appImage", settings.app.image)
-    return Deployment(repository=repository, task=task, gate=gate, app=app, cluster=cluster)
+    return Deployment(repository=repository, task=task, gate=gate, app=app, cluster=cluster,
+                      contract_gate=contract_gate)

@@ -59,11 +59,27 @@ def fargate_task_definition(name: str, *, family: str, cpu: int, memory: int,
 def runner_environment(metrics: RunnerMetrics, settings: StackSettings) -> dict[str, str]:
     """The runner's settings beyond the database's: the metric names and, for a rollback
     deploy (an older image on a database its migrations do not know), the permission to find
-    the database ahead and exit 0 instead of 8 (MIGRATION_ALLOW_DATABASE_AHEAD)."""
+    the database ahead and exit 0 instead of 8 (MIGRATION_ALLOW_DATABASE_AHEAD); with
+    `snapshot`, the snapshot to take before migrating (MIGRATION_SNAPSHOT*)."""
     environment = metrics.container_environment()
     if settings.allow_database_ahead:
         environment["MIGRATION_ALLOW_DATABASE_AHEAD"] = "true"
+    if settings.snapshot != "off":
+        environment["MIGRATION_SNAPSHOT"] = settings.snapshot
+        environment["MIGRATION_SNAPSHOT_IDENTIFIER"] = settings.snapshot_identifier or ""
+        if settings.snapshot_timeout is not None:
+            environment["MIGRATION_SNAPSHOT_TIMEOUT"] = str(settings.snapshot_timeout)
     return environment
+
+
+def runner_command(settings: StackSettings, phase: str | None = None) -> tuple[str, ...]:
+    """The runner's command: `upgrade`, or with `phases` `upgrade --phase <phase>` (expand
+    unless told): the task definition's own command is then expand, so a task started without
+    a command -- the init container before each app task, an operator's `ecs run` -- never
+    applies a contract revision while the old code may still run."""
+    if not settings.phases:
+        return ("upgrade",)
+    return ("upgrade", "--phase", phase or "expand")
 
 
 class MigrationTask(pulumi.ComponentResource):
@@ -122,18 +138,8 @@ class MigrationTask(pulumi.ComponentResource):
         self.task_role = aws.iam.Role(f"{name}-task", assume_role_policy=assume,
                                       description="The migration task's own identity",
                                       opts=child)
-        task_policies: list[pulumi.Resource] = []
-        if settings.iam_auth:
-            identity = aws.get_caller_identity_output(opts=invoke)
-            partition = aws.get_partition_output(opts=invoke).partition
-            task_policies.append(aws.iam.RolePolicy(
-                f"{name}-iam-auth", role=self.task_role.id,
-                policy=pulumi.Output.all(partition, region, identity.account_id).apply(
-                    lambda args: json.dumps(policies.iam_auth_policy(
-                        partition=args[0], region=args[1], account_id=args[2],
-                        db_resource_id=settings.db_resource_id or "",
-                        db_user=settings.db_user or ""))),
-                opts=child))
+        task_policies = self._task_role_policies(name, settings, self.task_role, region,
+                                                 invoke, child)
 
         self.container_definition = pulumi.Output.all(
             self.image_uri, self.log_group.name, region).apply(
@@ -142,7 +148,7 @@ class MigrationTask(pulumi.ComponentResource):
                 db_host=settings.db_host, db_port=settings.db_port, db_name=settings.db_name,
                 db_secret_arn=settings.db_secret_arn, db_user=settings.db_user,
                 ssl_mode=settings.db_ssl_mode, iam_auth=settings.iam_auth,
-                stop_timeout=settings.stop_timeout,
+                stop_timeout=settings.stop_timeout, command=runner_command(settings),
                 extra_environment=runner_environment(metrics, settings))))
         self.task_definition = fargate_task_definition(
             f"{name}-task", family=f"{base}-migrate", cpu=settings.cpu, memory=settings.memory,
@@ -172,6 +178,35 @@ class MigrationTask(pulumi.ComponentResource):
         self.register_outputs({"image_uri": self.image_uri,
                                "task_definition_arn": self.task_definition.arn,
                                "log_group": self.log_group.name})
+
+    @staticmethod
+    def _task_role_policies(name: str, settings: StackSettings, role: aws.iam.Role,
+                            region: pulumi.Output[str], invoke: pulumi.InvokeOptions,
+                            child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        """What the task itself may do: none by default; with `iamAuth`, connect as the
+        database user; with `snapshot`, snapshot the database (`policies.snapshot_policy`)."""
+        documents = []
+        if settings.iam_auth:
+            documents.append(("iam-auth", lambda partition, region, account:
+                              policies.iam_auth_policy(
+                                  partition=partition, region=region, account_id=account,
+                                  db_resource_id=settings.db_resource_id or "",
+                                  db_user=settings.db_user or "")))
+        if settings.snapshot != "off":
+            documents.append(("snapshot", lambda partition, region, account:
+                              policies.snapshot_policy(
+                                  kind=settings.snapshot, partition=partition, region=region,
+                                  account_id=account,
+                                  identifier=settings.snapshot_identifier or "")))
+        if not documents:
+            return []
+        account = aws.get_caller_identity_output(opts=invoke).account_id
+        partition = aws.get_partition_output(opts=invoke).partition
+        return [aws.iam.RolePolicy(
+            f"{name}-{suffix}", role=role.id,
+            policy=pulumi.Output.all(partition, region, account).apply(
+                lambda args, document=document: json.dumps(document(*args))),
+            opts=child) for suffix, document in documents]
 
     @staticmethod
     def _task_group(name: str, settings: StackSettings, child: pulumi.ResourceOptions

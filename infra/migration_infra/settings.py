@@ -8,6 +8,7 @@ that reads the stack's config.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -27,6 +28,14 @@ FARGATE_MEMORY = {
     2048: tuple(range(4096, 16385, 1024)),
     4096: tuple(range(8192, 30721, 1024)),
 }
+
+SNAPSHOT_KINDS = ("off", "instance", "cluster")
+
+# An RDS endpoint: <identifier>.<random>.<region>.rds.amazonaws.com; an Aurora cluster's:
+# <identifier>.cluster-<random>.<region>... (the runner reads MIGRATION_SNAPSHOT_IDENTIFIER
+# from DB_HOST the same way).
+_RDS_ENDPOINT = re.compile(r"^(?P<id>[a-z][a-z0-9-]*)\.(?:cluster-(?:ro-)?)?[a-z0-9]+"
+                           r"\.[a-z0-9-]+\.rds\.amazonaws\.com(?:\.cn)?$")
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
@@ -85,6 +94,12 @@ class StackSettings:
     migrations_dir: str = "../alembic/versions"
     launcher: str = "migration-runner"
     app: AppSettings | None = None
+    # Two gates (docs/zero-downtime.md): `upgrade --phase expand` before the app's service
+    # update, `upgrade --phase contract` once the service is stable on the new code.
+    phases: bool = False
+    snapshot: str = "off"                  # MIGRATION_SNAPSHOT: off, instance or cluster
+    snapshot_identifier: str | None = None  # the DB instance/cluster; with snapshot on, set
+    snapshot_timeout: int | None = None    # MIGRATION_SNAPSHOT_TIMEOUT; None: the runner's
     # The stack's AWS identity (its `aws:` provider config) for the gate's launcher, as
     # environment variables: AWS_PROFILE, MIGRATION_ECS_ROLE_ARN, ...
     launcher_identity: tuple[tuple[str, str], ...] = ()
@@ -217,6 +232,53 @@ def _image_presence(raw: Mapping[str, Any], image_digest: str | None) -> list[st
     return []
 
 
+def rds_identifier(host: str) -> str | None:
+    """The DB instance or cluster identifier an RDS endpoint names, else None."""
+    found = _RDS_ENDPOINT.match(host.lower())
+    return found.group("id") if found else None
+
+
+def _snapshot(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """`snapshot`, `snapshotIdentifier` (default: read from an RDS endpoint in `dbHost`) and
+    `snapshotTimeout`, as `StackSettings` fields."""
+    kind = (_str(raw, "snapshot") or "off").lower()
+    if kind not in SNAPSHOT_KINDS:
+        problems.append(f"snapshot: one of {', '.join(SNAPSHOT_KINDS)}, got {kind!r}")
+        kind = "off"
+    timeout = (_int(raw, "snapshotTimeout", 0, problems)
+               if raw.get("snapshotTimeout") is not None else None)
+    if timeout is not None and timeout <= 0:
+        problems.append(f"snapshotTimeout: seconds, more than 0, got {timeout}")
+    if kind == "off":
+        return {"snapshot": "off", "snapshot_identifier": None, "snapshot_timeout": None}
+    identifier = (_str(raw, "snapshotIdentifier") or rds_identifier(_str(raw, "dbHost") or "")
+                  or "").lower()
+    if not identifier:
+        problems.append(f"snapshotIdentifier: required with snapshot: {kind} (the DB "
+                        f"{'cluster' if kind == 'cluster' else 'instance'} identifier): "
+                        f"dbHost is not an RDS endpoint it could be read from")
+    elif not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", identifier):
+        problems.append(f"snapshotIdentifier: an RDS identifier (a letter, then letters, "
+                        f"digits, hyphens; at most 63), got {identifier!r}")
+    return {"snapshot": kind, "snapshot_identifier": identifier or None,
+            "snapshot_timeout": timeout}
+
+
+def _zero_downtime_problems(settings: StackSettings) -> list[str]:
+    problems = []
+    if settings.phases and settings.app is None:
+        problems.append("phases: needs `app`: the contract gate runs once the app's service is "
+                        "stable on the new code (without the service here, run "
+                        "`upgrade --phase contract` from the deploy that updates it)")
+    budget = settings.snapshot_timeout or 1800  # the runner's MIGRATION_SNAPSHOT_TIMEOUT
+    if settings.snapshot != "off" and budget >= settings.task_timeout:
+        problems.append(f"taskTimeout: {settings.task_timeout} s leaves no time to migrate after "
+                        f"a snapshot that may take {budget} s (snapshotTimeout, default 1800): "
+                        f"raise taskTimeout past the snapshot plus the migrations (backfills "
+                        f"included), or lower snapshotTimeout")
+    return problems
+
+
 def launcher_identity(aws: Mapping[str, Any], problems: list[str]) -> tuple[tuple[str, str], ...]:
     """The environment that gives the gate's launcher the identity the stack's `aws` provider
     has (pulumi-command runs it with the machine's environment, not the provider's config):
@@ -323,8 +385,11 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str,
         migrations_dir=_str(raw, "migrationsDir") or "../alembic/versions",
         launcher=_str(raw, "launcher") or "migration-runner",
         app=_app(raw, problems),
+        phases=_bool(raw, "phases", False, problems),
+        **_snapshot(raw, problems),
         launcher_identity=launcher_identity(aws or {}, problems),
     )
+    problems.extend(_zero_downtime_problems(settings))
     if settings.log_retention_days not in LOG_RETENTION_DAYS:
         problems.append(f"logRetentionDays: one of CloudWatch's periods "
                         f"({', '.join(map(str, LOG_RETENTION_DAYS))}), "
@@ -349,7 +414,8 @@ KEYS = ("service", "environment", "subnetIds", "securityGroupId", "vpcId", "data
         "dbPort", "dbName", "dbSecretArn", "dbSecretKmsKeyArn", "dbSecurityGroupId", "dbSslMode",
         "iamAuth", "dbUser", "dbResourceId", "image", "imageDigest", "repositoryName",
         "repositoryOnly", "clusterName", "logRetentionDays", "cpu", "memory", "cpuArchitecture", "stopTimeout",
-        "taskTimeout", "alarmTopicArn", "allowDatabaseAhead", "migrationsDir", "launcher", "app")
+        "taskTimeout", "alarmTopicArn", "allowDatabaseAhead", "migrationsDir", "launcher", "app",
+        "phases", "snapshot", "snapshotIdentifier", "snapshotTimeout")
 
 
 def load_settings() -> StackSettings:

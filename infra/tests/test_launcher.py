@@ -67,3 +67,15 @@ def test_the_launcher_outlives_a_sigkill_of_the_shell_pulumi_command_started(tmp
         os.kill(launcher_pid, 0)  # still there, to see its parent gone and stop the task
     finally:
         os.killpg(shell.pid, signal.SIGKILL)
+
+
+def test_a_command_for_the_container_comes_last_after_command():
+    """The launcher takes every word after `--command` as the container's command."""
+    argv = launcher_argv(launcher="migration-runner", assign_public_ip=True,
+                         command=("upgrade", "--phase", "expand"), **ARGS)
+    assert argv[argv.index("--command"):] == ["--command", "upgrade", "--phase", "expand"]
+    assert "--assign-public-ip" in argv[:argv.index("--command")]
+
+
+def test_without_a_command_the_task_definitions_own_runs():
+    assert "--command" not in launcher_argv(launcher="migration-runner", **ARGS)

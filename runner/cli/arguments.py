@@ -52,6 +52,16 @@ def dry_run_flag(arguments: Arguments) -> Arguments:
     )
 
 
+def phase_flag(arguments: Arguments, help_text: str) -> Arguments:
+    """``arguments`` and ``--phase expand|contract``."""
+
+    def add(p: argparse.ArgumentParser) -> None:
+        arguments(p)
+        p.add_argument("--phase", choices=("expand", "contract"), default=None, help=help_text)
+
+    return add
+
+
 #: ``check``'s ``--lint``
 lint_flag = with_flag("--lint", "also lint the pending revisions against the live table sizes")
 

@@ -11,28 +11,27 @@ one :class:`Command` in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from runner import __version__
 from runner.cli import then as handoff
-from runner.cli.arguments import CHECKLIST, dry_run_flag, lint_flag
-from runner.cli.report import SUMMARY_ONCE, exit_now, log_error, report, summary
-from runner.errors import ExitCode, Interrupted, RunnerError, UsageError
+from runner.cli.arguments import CHECKLIST, dry_run_flag, lint_flag, phase_flag
+from runner.cli.report import SUMMARY_ONCE, exit_now, log_error, metric_dimensions, report, summary
+from runner.errors import ExitCode, Interrupted, OutputClosed, RunnerError, UsageError
 from runner.lock.advisory import lock_key
 from runner.observe import cloudwatch_metrics as emf
 from runner.observe import ecs_metadata, logs
+from runner.observe.redact import redact_text, spellings
 from runner.outcome import Facts, Outcome, Result
-from runner.process.interrupt import STOP_SIGNALS, Interrupt
-
-if TYPE_CHECKING:  # the settings' module is imported when a command runs
-    from runner.config.settings import Settings
+from runner.process.interrupt import Interrupt, ignore_late_signals
 
 Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -130,11 +129,16 @@ def _upgrade(
 
     if args.dry_run:
         return checklist.dry_run(
-            settings, args.target or settings.migration_target, facts=facts, log=log
+            settings,
+            args.target or settings.migration_target,
+            args.phase or settings.migration_phase,
+            facts=facts,
+            log=log,
         )
     return commands.upgrade(
         settings,
         args.target or settings.migration_target,
+        args.phase or settings.migration_phase,
         facts=facts,
         interrupt=interrupt,
         log=log,
@@ -146,8 +150,14 @@ COMMANDS = (
         "upgrade",
         "apply pending migrations (pnpm db:migrate; --then -- APP: exec APP after)",
         _upgrade,
-        dry_run_flag(
-            _target("revision (default: MIGRATION_TARGET, which defaults to head)", optional=True)
+        phase_flag(
+            dry_run_flag(
+                _target(
+                    "revision (default: MIGRATION_TARGET, which defaults to head)", optional=True
+                )
+            ),
+            "expand: only the revisions safe before the new code is live; contract: the "
+            "rest (default: MIGRATION_PHASE, else every pending revision)",
         ),
         writes=True,
         json_flag=True,
@@ -176,8 +186,8 @@ COMMANDS = (
     Command(
         "check",
         "exit 0 only if the database is exactly at head (CI gate, readiness)",
-        lazy("runner.commands.checklist:check_at_head", "lint", facts=True),
-        lint_flag,
+        lazy("runner.commands.checklist:check_at_head", "lint", "phase", facts=True),
+        phase_flag(lint_flag, "exit 0 when only contract revisions are pending (expand)"),
         reads=True,
         json_flag=True,
     ),
@@ -235,6 +245,7 @@ BY_NAME = {command.name: command for command in COMMANDS}
 #: ``check``'s verdicts; any other command exits 0 unless it raised or failed as below
 CHECK_EXIT = {
     Outcome.AT_HEAD: ExitCode.OK,
+    Outcome.CONTRACT_PENDING: ExitCode.OK,
     Outcome.BEHIND: ExitCode.NOT_AT_HEAD,
     Outcome.EMPTY: ExitCode.NOT_AT_HEAD,
     Outcome.AHEAD: ExitCode.DATABASE_AHEAD,
@@ -278,38 +289,67 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
+    closed = _stdout_closed()
+    if sys.stderr is None:  # started with stderr closed: its diagnostics go nowhere
+        sys.stderr = open(os.devnull, "w")
     if words[:1] == ["ecs"]:  # the ECS launcher (runner/ecs): no database settings needed
         from runner.ecs.cli import main as ecs_main
 
+        if closed:  # the container's log lines have nowhere to go; its own events do
+            sys.stdout = open(os.devnull, "w")
         return ecs_main(words[1:])
     parser = build_parser()
     try:
-        args, app = handoff.parse_command_line(parser, sys.argv[1:] if argv is None else argv)
+        args, app = handoff.parse_command_line(parser, words)
     except UsageError as err:
-        from runner.config.settings import environment_secrets
+        return _refuse(err, "usage", parser)
+    if closed:
+        return _refuse(
+            OutputClosed(
+                "stdout is closed: nothing could read the run's output, so nothing was run. "
+                "Start it with stdout open (> /dev/null to discard it)"
+            ),
+            args.command,
+        )
+    return handoff.then(app, run_command(args, app), _exec_failed)
 
+
+def _stdout_closed() -> bool:
+    """stdout is closed (fd 1 was not open when the process started)."""
+    if sys.stdout is None:
+        return True
+    try:
+        os.fstat(sys.stdout.fileno())
+    except OSError:
+        return True
+    except (ValueError, AttributeError, io.UnsupportedOperation):  # in-process: not a file
+        return False
+    return False
+
+
+def _refuse(err: RunnerError, command: str, parser: argparse.ArgumentParser | None = None) -> int:
+    """A run refused before anything ran: the error and the summary (on stdout, unless
+    that is what is closed)."""
+    from runner.config.settings import environment_secrets
+
+    if parser is not None:
         parser.print_usage(sys.stderr)
-        logs.configure(secrets=environment_secrets())
-        report(err, "usage", Outcome.FAILED, Facts())
-        return int(err.exit_code)
-    return handoff.then(app, run_command(args), log_error)
+    logs.configure(
+        secrets=environment_secrets(),
+        stream=sys.stderr if isinstance(err, OutputClosed) else sys.stdout,
+    )
+    report(err, command, Outcome.FAILED, Facts())
+    return int(err.exit_code)
 
 
-def metric_dimensions(settings: Settings | None) -> dict[str, Any]:
-    """The summary's EMF namespace and dimensions (``MIGRATION_METRICS_*``); the defaults
-    when the settings could not be read."""
-    if settings is None:
-        return {}
-    return {
-        "namespace": settings.migration_metrics_namespace,
-        "service": settings.migration_metrics_service,
-        "environment": settings.migration_metrics_environment,
-    }
+def _exec_failed(log: Any, err: RunnerError) -> None:
+    """``--then``'s exec failed after the summary (it was checked before): say so, again last."""
+    report(err, "upgrade", Outcome.FAILED, Facts())
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace, app: Sequence[str] | None = None) -> int:
     """Run one verb: the only place a result or an error becomes an exit code."""
-    from runner.config.settings import environment_secrets, load_settings
+    from runner.config.settings import environment_secrets
 
     command = BY_NAME[args.command]
     stream = sys.stdout if command.writes and not getattr(args, "dry_run", False) else sys.stderr
@@ -324,40 +364,12 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         interrupt.install()
         interrupt.check()  # a signal during start-up: stop now, with a summary
-        settings = load_settings()
-        level = _level(
-            command,
-            settings.migration_log_level,
-            args.verbose,
-            stream,
-            settings.migration_log_format,
-        )
-        logs.configure(
-            settings.migration_log_format,
-            level,
-            settings.secrets(),
-            stream,
-            ecs_metadata.log_fields(settings.ecs_container_metadata_uri_v4, log),
-        )
-        log = logs.get()
-        log.info(
-            "start",
-            version=__version__,
-            command=command.name,
-            lock_key=lock_key(settings.lock_name()),
-            settings=settings.redacted(),
-        )
-        result = command.run(args, settings, facts, interrupt, log)
-        if result.document is not None:
-            print(
-                json.dumps(result.document, indent=2, default=str)
-                if getattr(args, "json", False)
-                else result.text,
-                flush=True,
-            )
-        if result.annotations and os.environ.get("GITHUB_ACTIONS") == "true":  # on the PR's diff
-            print(*result.annotations, sep="\n", file=sys.stderr if args.json else sys.stdout)
+        settings, log = _configured(command, args, stream)
+        result = _run_verb(command, args, settings, facts, interrupt, log)
         outcome, code = result.outcome, exit_code(command.name, result.outcome)
+        if app is not None and code == ExitCode.OK:
+            handoff.ready(app)  # checked again: the app must start once the summary says 0
+            log.info("app.exec", command=list(app))
     except RunnerError as err:
         code = err.exit_code
         outcome = Outcome.INTERRUPTED if isinstance(err, Interrupted) else Outcome.FAILED
@@ -382,12 +394,86 @@ def run_command(args: argparse.Namespace) -> int:
                     **metric_dimensions(settings),
                 ),
             )
-            stream.flush()
-            # the run is over and said so: a late SIGTERM must not turn exit 0 into 143
-            # (Python restores the default action while it shuts down, unless ignored)
-            for sig in STOP_SIGNALS:
-                signal.signal(sig, signal.SIG_IGN)
+            with contextlib.suppress(OSError, ValueError):  # stdout's reader gone: said above
+                stream.flush()
+            ignore_late_signals()
     return int(code)
+
+
+def _argument_secrets(args: argparse.Namespace) -> list[str]:
+    """The secrets given on the command line (``verify --database-url``'s password)."""
+    from urllib.parse import unquote, urlsplit
+
+    url = getattr(args, "database_url", None)
+    try:
+        password = urlsplit(url).password if url else None
+    except ValueError:  # not a URL: the settings' checks say so
+        password = None
+    return [
+        s for p in ([url, password, unquote(password)] if password else []) for s in spellings(p)
+    ]
+
+
+def _configured(command: Command, args: argparse.Namespace, stream: Any) -> tuple[Any, Any]:
+    """The settings, the logs configured by them, and the ``start`` event."""
+    from runner.config.settings import load_settings
+
+    settings = load_settings()
+    level = _level(
+        command, settings.migration_log_level, args.verbose, stream, settings.migration_log_format
+    )
+    logs.configure(
+        settings.migration_log_format,
+        level,
+        [*settings.secrets(), *_argument_secrets(args)],
+        stream,
+        ecs_metadata.log_fields(settings.ecs_container_metadata_uri_v4, logs.get()),
+    )
+    log = logs.get()
+    log.info(
+        "start",
+        version=__version__,
+        command=command.name,
+        lock_key=lock_key(settings.lock_name()),
+        settings=settings.redacted(),
+    )
+    return settings, log
+
+
+def _run_verb(
+    command: Command,
+    args: argparse.Namespace,
+    settings: Any,
+    facts: Facts,
+    interrupt: Interrupt,
+    log: Any,
+) -> Result:
+    """The verb, whatever the project prints meanwhile (a revision at import, env.py)
+    turned into ``revision.output`` events; then its result on stdout."""
+    from runner.execution.output_capture import OutputCapture
+
+    with OutputCapture(log, lambda: None).active():
+        result = command.run(args, settings, facts, interrupt, log)
+    lines = []
+    if result.document is not None:
+        lines.append(
+            json.dumps(result.document, indent=2, default=str)
+            if getattr(args, "json", False)
+            else result.text
+        )
+    if result.annotations and os.environ.get("GITHUB_ACTIONS") == "true":  # on the PR's diff
+        if getattr(args, "json", False):
+            print(*result.annotations, sep="\n", file=sys.stderr)
+        else:
+            lines.extend(result.annotations)
+    secrets = [*settings.secrets(), *_argument_secrets(args)]
+    try:
+        if lines:
+            print(*(redact_text(line, secrets) for line in lines), sep="\n", flush=True)
+    except (OSError, ValueError):  # the reader went away (| head -1) or stdout closed
+        interrupt.signal_name = interrupt.signal_name or "SIGPIPE"
+        raise interrupt.error() from None
+    return result
 
 
 def _end_stuck(command: str, facts: Any, interrupt: Interrupt) -> None:

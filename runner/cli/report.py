@@ -12,6 +12,7 @@ import time
 from typing import Any, NoReturn
 
 from runner.errors import ExitCode, RunnerError
+from runner.observe import cloudwatch_metrics as emf
 from runner.observe import logs
 from runner.outcome import Outcome
 
@@ -30,8 +31,26 @@ def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[
         "applied": facts.applied,
         "connect_attempts": facts.connect_attempts,
         "lock_wait_ms": facts.lock_wait_ms,
+        "attempts": facts.attempts,
+        "longest_revision": facts.longest_revision,
+        "phase": facts.phase,
+        "held": facts.held,
+        "snapshot": facts.snapshot,
+        "backfills": facts.backfills,
         "exit_code": int(code),
         "total_ms": int((time.monotonic() - facts.started) * 1000),
+    }
+
+
+def metric_dimensions(settings: Any) -> dict[str, Any]:
+    """The summary's EMF namespace and dimensions (``MIGRATION_METRICS_*``); the defaults
+    when the settings could not be read."""
+    if settings is None:
+        return {}
+    return {
+        "namespace": settings.migration_metrics_namespace,
+        "service": settings.migration_metrics_service,
+        "environment": settings.migration_metrics_environment,
     }
 
 
@@ -46,11 +65,21 @@ def log_error(log: Any, err: RunnerError) -> None:
     )
 
 
-def report(err: RunnerError, command: str, outcome: Outcome, facts: Any) -> None:
-    """The ``error`` event and the ``summary`` of a run that ends outside the CLI's flow."""
+def report(
+    err: RunnerError, command: str, outcome: Outcome, facts: Any, settings: Any = None
+) -> None:
+    """The ``error`` event and the ``summary`` (with its EMF metrics: CloudWatch counts
+    these failures too) of a run that ends outside the CLI's flow."""
     log = logs.get()
     log_error(log, err)
-    log.info("summary", **summary(command, outcome, facts, err.exit_code))
+    log.info(
+        "summary",
+        **emf.with_metrics(
+            summary(command, outcome, facts, err.exit_code),
+            now_s=time.time(),
+            **metric_dimensions(settings),
+        ),
+    )
 
 
 def exit_now(code: int) -> NoReturn:
@@ -59,5 +88,6 @@ def exit_now(code: int) -> NoReturn:
     logs.close()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: the exit code tells
-            stream.flush()
+            if stream is not None:  # started with the descriptor closed
+                stream.flush()
     os._exit(code)

@@ -10,15 +10,18 @@ Contract:
 - :func:`split_app_command` is pure: the command line in, the runner's part and the app's
   command out (``None`` without ``--then``).
 - :func:`parse_command_line` checks before anything runs that the app can be started.
+- :func:`ready` (at parse time, and again just before the summary, which is preceded by one
+  ``app.exec`` event): the app and its ``#!`` interpreter can be executed.
 - :func:`then`, after the run: the run's exit code unless it succeeded and there is an app;
-  else :func:`exec_app`, which logs one ``app.exec`` event, restores the default signal
-  dispositions (an ignored signal would stay ignored across exec) and does not return unless
-  the exec itself fails (then one ``error`` event, exit 2).
+  else :func:`exec_app`, which restores the default signal dispositions (an ignored signal
+  would stay ignored across exec: ``yes | head -1`` in the app would print "Broken pipe")
+  and does not return unless the exec itself fails (then ``report`` says so, exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -28,7 +31,7 @@ from typing import Any
 
 from runner.errors import ConfigError, ExitCode
 from runner.observe import logs
-from runner.process.interrupt import STOP_SIGNALS
+from runner.process.interrupt import STOPPING
 
 THEN = "--then"
 
@@ -56,9 +59,11 @@ def parse_command_line(
     args = parser.parse_args(runner_args)
     if app is not None and args.command != "upgrade":
         parser.error("--then goes with upgrade only: upgrade --then -- APP [ARGS...]")
+    if app is not None and getattr(args, "dry_run", False):
+        parser.error("--then hands over a migrated database: it does not go with --dry-run")
     if app is not None:
         try:
-            resolve_app(app)
+            ready(app)
         except ConfigError as err:
             parser.error(err.message)
     return args, app
@@ -77,6 +82,34 @@ def resolve_app(app: Sequence[str]) -> str:
     return found
 
 
+def ready(app: Sequence[str]) -> str:
+    """:func:`resolve_app`, and the interpreter its ``#!`` line names (``env NAME``: NAME on
+    PATH) can be executed: else the exec would fail after the run said it succeeded."""
+    found = resolve_app(app)
+    if not os.access(found, os.X_OK):
+        raise ConfigError(f"--then: the app {found} is not executable (chmod +x)")
+    try:
+        with open(found, "rb") as head:
+            first = head.readline(256)
+    except OSError as exc:
+        raise ConfigError(f"--then: cannot read the app {found}: {exc.strerror}") from None
+    if not first.startswith(b"#!"):
+        return found
+    words = first[2:].decode(errors="replace").split()
+    interpreter = words[0] if words else ""
+    if os.path.basename(interpreter) == "env":
+        named = [w for w in words[1:] if not w.startswith("-")][:1]
+        if named and shutil.which(named[0]) is None:
+            raise ConfigError(
+                f"--then: the app {found} runs {named[0]!r} (its #! line), not on PATH"
+            )
+    elif not (interpreter and os.access(interpreter, os.X_OK)):
+        raise ConfigError(
+            f"--then: the app {found} runs {interpreter!r} (its #! line), which is not there"
+        )
+    return found
+
+
 def then(app: Sequence[str] | None, code: int, report: Callable[[Any, ConfigError], None]) -> int:
     """After the run that exited ``code``: that code, unless the run succeeded and ``--then``
     gave an app, which then replaces this process. Returns only if the exec failed, after
@@ -90,11 +123,12 @@ def then(app: Sequence[str] | None, code: int, report: Callable[[Any, ConfigErro
 
 
 def exec_app(app: Sequence[str], log: Any) -> ConfigError:
-    """Replace this process with the app. Returns only if that failed: what to report."""
-    log.info("app.exec", command=list(app))
+    """Replace this process with the app (the ``app.exec`` event is the run's, logged
+    before its summary). Returns only if that failed: what to report."""
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    for sig in STOP_SIGNALS:  # SIG_IGN would outlive exec: the app gets the defaults
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    for sig in (*STOPPING, signal.SIGXFSZ):  # as if the app were started directly
         signal.signal(sig, signal.SIG_DFL)
     try:
         os.execvp(app[0], list(app))

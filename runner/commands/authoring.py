@@ -35,7 +35,13 @@ def write_manifest(settings: Settings, *, log: Any) -> Result:
     """Write the manifest (at image build time) so that no-op runs import nothing."""
     loaded = sources.load(settings.alembic_config, log)
     path = sources.manifest_path(settings.alembic_config, settings.migration_manifest)
-    document = manifest.write(loaded.scripts, path)
+    try:
+        document = manifest.write(loaded.scripts, path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the manifest to {path}: {exc.strerror}. Create the directory or "
+            "make it writable, or set MIGRATION_MANIFEST to a path that is"
+        ) from None
     return Result(
         Outcome.OK,
         {

@@ -21,7 +21,7 @@ from runner.config.settings import Settings
 from runner.errors import ExitCode
 from runner.execution.output_capture import OutputCapture
 from runner.outcome import Facts, Outcome, Result
-from runner.plan import plan_upgrade
+from runner.plan import plan_phase, plan_upgrade
 from runner.scripts import source as sources
 from runner.scripts.load import resolve_target
 
@@ -101,16 +101,19 @@ def lint(settings: Settings, since: str | None, exclude: list[str], *, log: Any)
 
 
 def lint_pending(
-    settings: Settings, target: str, *, facts: Facts, log: Any
+    settings: Settings, target: str, phase: str | None = None, *, facts: Facts, log: Any
 ) -> tuple[dict[str, Any], LintResult]:
-    """The revisions an upgrade to ``target`` would apply, linted against the live database's
-    table sizes. No lock is taken and nothing is written."""
+    """The revisions an upgrade to ``target`` (in ``phase``) would apply, linted against the
+    live database's table sizes. No lock is taken and nothing is written."""
     loaded = sources.load(settings.alembic_config, log)
     heads = resolve_target(loaded.scripts, loaded.directory, target)
     with from_settings.session(settings, facts=facts, log=log) as session:
         current = session.revision()
         facts.database_at(current)
-        plan = plan_upgrade(current, heads, loaded.scripts.graph())
+        graph = loaded.scripts.graph()
+        plan = plan_phase(
+            plan_upgrade(current, heads, graph), graph, loaded.scripts.contract(), phase
+        )
         sizes = table_sizes(session.conn)
     with OutputCapture(log, in_flight=lambda: None).active():
         result = run_lint(
@@ -120,12 +123,16 @@ def lint_pending(
         "from_revision": list(current),
         "target": list(heads),
         "pending": list(plan.steps),
+        "held": list(plan.held),
     }, result
 
 
-def dry_run(settings: Settings, target: str, *, facts: Facts, log: Any) -> Result:
+def dry_run(
+    settings: Settings, target: str, phase: str | None = None, *, facts: Facts, log: Any
+) -> Result:
     """``upgrade --dry-run``: what would be applied, linted by size; applies nothing."""
-    plan, result = lint_pending(settings, target, facts=facts, log=log)
+    facts.phase = phase
+    plan, result = lint_pending(settings, target, phase, facts=facts, log=log)
     linted = _linted(result, Outcome.PASSED, log)
     pending = ", ".join(plan["pending"]) or "nothing: the database is at the target"
     return Result(
@@ -136,17 +143,29 @@ def dry_run(settings: Settings, target: str, *, facts: Facts, log: Any) -> Resul
     )
 
 
-def check_at_head(settings: Settings, with_lint: bool, *, facts: Facts, log: Any) -> Result:
+def check_at_head(
+    settings: Settings, with_lint: bool, phase: str | None = None, *, facts: Facts, log: Any
+) -> Result:
     """The ``check`` verb: :func:`~runner.commands.status.current`, whose outcome the CLI
     turns into 0 only if the database is exactly at head (11 when revisions are pending or it
-    is empty, 8 when it is ahead). With ``--lint`` its pending revisions are linted by size
-    too: an error-level finding makes the outcome :attr:`Outcome.LINT_ERRORS`."""
+    is empty, 8 when it is ahead). ``phase="expand"``: 0 too when only contract revisions
+    are pending (:attr:`Outcome.CONTRACT_PENDING`). With ``--lint`` its pending revisions
+    (the phase's) are linted by size too: an error-level finding makes the outcome
+    :attr:`Outcome.LINT_ERRORS`."""
     from runner.commands import status
 
+    facts.phase = phase
     checked = status.current(settings, facts=facts, log=log)
-    if not with_lint or not (checked.document or {}).get("pending"):
+    document = checked.document or {}
+    if phase == "expand" and checked.outcome == Outcome.BEHIND and not document["pending_expand"]:
+        checked = Result(
+            Outcome.CONTRACT_PENDING,
+            document,
+            checked.text + "\nexpand phase done: only contract revisions are pending",
+        )
+    if not with_lint or not document.get("pending"):
         return checked
-    _plan, result = lint_pending(settings, "heads", facts=facts, log=log)
+    _plan, result = lint_pending(settings, "heads", phase, facts=facts, log=log)
     linted = _linted(result, checked.outcome, log)
     return Result(
         linted.outcome,

@@ -4,6 +4,7 @@ once, here. Below the command layer nothing reads :class:`~runner.config.setting
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from runner import __version__
@@ -11,6 +12,7 @@ from runner.config.settings import Settings
 from runner.database.ledger import Ledger
 from runner.database.session import Reach, Session, database_session
 from runner.database.version_table import VersionTable
+from runner.limits import LockSchedule, for_attempt, watch_every
 from runner.lock.advisory import MigrationLock
 from runner.lock.holding import migration_lock as hold
 from runner.observe.identity import ran_on, where_am_i
@@ -60,4 +62,71 @@ def migration_lock(
         settings.migration_lock_wait_timeout,
         facts=facts,
         interrupt=interrupt,
+    )
+
+
+@contextlib.contextmanager
+def side_watch(
+    session: Session, settings: Settings, loaded: Any, schedule: LockSchedule, interrupt: Interrupt
+) -> Iterator[Any]:
+    """The side watch of a run (:class:`~runner.execution.watch.Watch`): it looks for lock
+    waits as often as the shortest first lock_timeout needs (not at all when no revision has
+    one), and reports progress every MIGRATION_PROGRESS_INTERVAL (0: never). Stopped on exit,
+    so that no progress event follows the run's end; silent once a signal arrived."""
+    from runner.execution.run import schedule_of
+    from runner.execution.watch import Watch
+
+    firsts = [
+        for_attempt(schedule_of(loaded.scripts, rev.id, schedule), 1, 0.0, rev.options)[0]
+        for rev in loaded.scripts.revisions.values()
+    ]
+    looks = any(limits.lock_timeout > 0 for limits in firsts)
+
+    def report(revision: str, elapsed_s: float, fields: dict[str, Any]) -> None:
+        if not interrupt.requested:
+            session.log.info("revision.progress", revision=revision, elapsed_s=elapsed_s, **fields)
+
+    watch = Watch(
+        lambda: session.helper_connection("watch"),
+        watch_every(limits.lock_timeout for limits in firsts) if looks else None,
+        settings.migration_progress_interval or None,
+        report,
+    )
+    try:
+        yield watch
+    finally:
+        watch.stop()
+
+
+def snapshot(settings: Settings) -> Any:
+    """The snapshot ``MIGRATION_SNAPSHOT*`` ask for before migrating, or None (off). Raises
+    :class:`~runner.errors.ConfigError` when the identifier cannot be known."""
+    if settings.migration_snapshot == "off":
+        return None
+    from runner.execution import snapshot as snapshots
+
+    return snapshots.request(
+        settings.migration_snapshot,
+        settings.migration_snapshot_identifier,
+        settings.connection_spec().host,
+        settings.migration_snapshot_timeout,
+    )
+
+
+def take_snapshot(
+    settings: Settings, wanted: Any, plan: Any, *, interrupt: Interrupt, log: Any
+) -> str:
+    """Take the snapshot ``wanted`` before applying ``plan``; its name."""
+    from datetime import UTC, datetime
+
+    from runner.execution import snapshot as snapshots
+
+    return snapshots.take(
+        wanted,
+        snapshots.snapshot_name(wanted.identifier, datetime.now(UTC)),
+        snapshots.tags(
+            plan.current, plan.target, __version__, ran_on(settings.ecs_container_metadata_uri_v4)
+        ),
+        log=log,
+        check=interrupt.check,
     )

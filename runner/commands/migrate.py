@@ -6,7 +6,7 @@ lock (:mod:`runner.execution.run`); each returns a :class:`Result` and fills the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from runner.commands import from_settings
@@ -14,8 +14,9 @@ from runner.config.drivers import require
 from runner.config.settings import Settings
 from runner.database.session import Session
 from runner.errors import DatabaseAhead
+from runner.lock.advisory import lock_key
 from runner.outcome import Facts, Outcome, Result
-from runner.plan import Plan, applied, plan_downgrade, plan_stamp, plan_upgrade
+from runner.plan import Plan, applied, plan_downgrade, plan_phase, plan_stamp, plan_upgrade
 from runner.process.interrupt import Interrupt
 from runner.scripts import load as scripts
 from runner.scripts import source as sources
@@ -24,21 +25,30 @@ Planner = Callable[[tuple[str, ...]], Plan]  # the database's revision -> the pl
 
 
 def upgrade(
-    settings: Settings, target: str, *, facts: Facts, interrupt: Interrupt, log: Any
+    settings: Settings,
+    target: str,
+    phase: str | None = None,
+    *,
+    facts: Facts,
+    interrupt: Interrupt,
+    log: Any,
 ) -> Result:
     """Bring the database to ``target``: no lock if it is already there; otherwise take the
-    lock, read again, and apply what is still pending."""
+    lock, read again, and apply what is still pending. ``phase="expand"``: only the pending
+    revisions before the first contract one (:func:`runner.plan.plan_phase`)."""
+    facts.phase = phase
     require(settings.connection_spec().driver)  # a configuration error comes before anything
+    snapshot = from_settings.snapshot(settings)
     known, loaded = sources.scripts_for(settings.alembic_config, settings.migration_manifest, log)
     target_heads = scripts.resolve_exact(known, target)
     if target_heads is None:  # a prefix, or no head: Alembic resolves (or explains) it
         loaded = loaded or sources.load(settings.alembic_config, log, known.checksums())
         known = loaded.scripts
         target_heads = scripts.resolve_target(known, loaded.directory, target)
-    graph = known.graph()
+    graph, contract = known.graph(), known.contract()
 
     def planner(current: tuple[str, ...]) -> Plan:
-        return plan_upgrade(current, target_heads, graph)
+        return plan_phase(plan_upgrade(current, target_heads, graph), graph, contract, phase)
 
     with from_settings.session(settings, facts=facts, log=log) as session:
         current = session.revision()
@@ -57,6 +67,10 @@ def upgrade(
             settled = _nothing_to_do(session, settings, planner, current, facts, locked=True)
             if settled is not None:
                 return Result(settled)
+            if snapshot is not None:  # pending revisions, under the lock, before the first
+                facts.snapshot = from_settings.take_snapshot(
+                    settings, snapshot, planner(current), interrupt=interrupt, log=log
+                )
             # only now Alembic, SQLAlchemy and the revision files: a herd's waiters find the
             # work done under the lock and exit without loading them (the graph came from
             # the manifest); the one that migrates loads them while it holds the lock
@@ -88,8 +102,14 @@ def _nothing_to_do(
             detail=ahead.message + " (accepted: MIGRATION_ALLOW_DATABASE_AHEAD)",
         )
         return Outcome.DATABASE_AHEAD
+    facts.held = list(found.held)
     if found.up_to_date:
-        session.log.info("upgrade.up_to_date", revision=list(current), locked=locked)
+        session.log.info(
+            "upgrade.up_to_date",
+            revision=list(current),
+            locked=locked,
+            **({"phase": found.phase, "held": list(found.held)} if found.phase else {}),
+        )
         return Outcome.UP_TO_DATE
     return None
 
@@ -145,11 +165,10 @@ def _execute(
     interrupt: Interrupt,
 ) -> None:
     """Plan from ``current`` (read under the lock) and execute; after a revision hit
-    ``lock_timeout``, read again, plan again from there, and retry with backoff."""
+    ``lock_timeout``, read again, plan again from there, and retry as the lock schedule
+    says. One side watch serves every attempt."""
     from runner.execution.retry import retry_blocked
-    from runner.execution.run import Execution, ExecutionContext  # not on the no-op path
-    from runner.limits import Timeouts
-    from runner.lock.advisory import lock_key
+    from runner.execution.run import Execution, ExecutionContext, schedule_of  # not on no-op
 
     ledger, log = session.ledger, session.log
     adopted = ledger.ensure(
@@ -157,40 +176,44 @@ def _execute(
     )
     if adopted or not current:
         log.info("ledger.ready", table=ledger.qualified, adopted=adopted)
-    ctx = ExecutionContext(
-        conn=session.conn,
-        loaded=loaded,
-        table=session.table,
-        timeouts=Timeouts(
-            settings.migration_ddl_lock_timeout, settings.migration_statement_timeout
-        ),
-        url=session.spec.url(hide_password=False),
-        open_connection=session.helper_connection,
-        interrupt=interrupt,
-        log=log,
-        ledger=ledger,
-        lock_key=lock_key(settings.lock_name()),
-        driver=session.spec.driver,
-    )
-    facts.to_revision = None  # unknown while revisions run: never report a stale one
-    first = [current]  # read under the lock just now; a retry reads again
-
-    def attempt() -> None:
-        plan = planner(first.pop() if first else session.revision())
-        log.info(
-            f"{plan.kind}.plan",
-            from_revision=list(plan.current),
-            target=list(plan.target),
-            pending=list(plan.steps),
+    schedule, budget_s = settings.lock_schedule()
+    with from_settings.side_watch(session, settings, loaded, schedule, interrupt) as watch:
+        ctx = ExecutionContext(
+            conn=session.conn,
+            loaded=loaded,
+            table=session.table,
+            schedule=schedule,
+            statement_timeout=settings.migration_statement_timeout,
+            watch=watch,
+            url=session.spec.url(hide_password=False),
+            open_connection=session.helper_connection,
+            interrupt=interrupt,
+            log=log,
+            ledger=ledger,
+            lock_key=lock_key(settings.lock_name()),
+            driver=session.spec.driver,
+            backfills=facts.backfills,
         )
-        # a stamp applies nothing: the summary's to_revision says where it left the database
-        record = (
-            (lambda _step: None)
-            if plan.kind == "stamp"
-            else (lambda step: facts.applied.append(step.revision))
-        )
-        Execution(ctx, plan, target, record).run()
+        facts.to_revision = None  # unknown while revisions run: never report a stale one
+        first = [current]  # read under the lock just now; a retry reads again
 
-    retry_blocked(attempt, retries=settings.migration_ddl_lock_retries, log=log)
+        def attempt(attempts: Mapping[str, int]) -> None:
+            plan = planner(first.pop() if first else session.revision())
+            facts.attempts += 1
+            log.info(
+                f"{plan.kind}.plan",
+                from_revision=list(plan.current),
+                target=list(plan.target),
+                pending=list(plan.steps),
+                **({"phase": plan.phase, "held": list(plan.held)} if plan.phase else {}),
+            )
+            Execution(ctx, plan, target, lambda step: facts.record(plan.kind, step), attempts).run()
+
+        retry_blocked(
+            attempt,
+            schedule_for=lambda revision: schedule_of(loaded.scripts, revision, schedule),
+            budget_s=budget_s,
+            log=log,
+        )
     with interrupt.deferred():  # the work is done: a signal now must not hide where it ended
         facts.to_revision = list(session.revision())

@@ -4,13 +4,15 @@ CLI prints it and maps its outcome to the exit code."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from runner.commands import from_settings
 from runner.config.settings import Settings
 from runner.errors import DatabaseAhead
+from runner.observe.console import printable
 from runner.outcome import Facts, Outcome, Result
-from runner.plan import applied, plan_upgrade
+from runner.plan import applied, expand_steps, plan_upgrade
 from runner.scripts import load as scripts
 from runner.scripts import source as sources
 
@@ -19,7 +21,7 @@ def heads(settings: Settings, *, log: Any) -> Result:
     """The heads of the scripts; :attr:`Outcome.SEVERAL_HEADS` when there is more than one."""
     loaded = sources.load(settings.alembic_config, log)
     rows = [describe(loaded.scripts.revisions[h]) for h in loaded.scripts.heads]
-    text = "\n".join(f"{r['revision']}  {r['message']}  ({r['path']})" for r in rows)
+    text = "\n".join(f"{r['revision']}  {printable(r['message'])}  ({r['path']})" for r in rows)
     outcome = Outcome.OK
     if len(rows) > 1:
         outcome = Outcome.SEVERAL_HEADS
@@ -33,7 +35,10 @@ def current(settings: Settings, *, facts: Facts, log: Any) -> Result:
     rev = ", ".join(state["revision"]) or "(empty: no revision applied)"
     text = f"{rev}{' (head)' if state['at_head'] else ''}"
     if state["status"] == "behind" or state["status"] == "empty":
-        text += f"\n{len(state['pending'])} pending: {', '.join(state['pending'])}"
+        phases = {row["revision"]: row["phase"] for row in state["revisions"]}
+        text += f"\n{len(state['pending'])} pending: " + ", ".join(
+            f"{rev} ({phases[rev]})" for rev in state["pending"]
+        )
     elif state["status"] == "ahead":
         text += "\nthe database is ahead of these scripts (a newer release migrated it)"
     return Result(Outcome(state["status"]), state, text)
@@ -43,26 +48,17 @@ def history(settings: Settings, *, facts: Facts, log: Any) -> Result:
     """The migration timeline, oldest first, marking what the database has applied."""
     state = _state(settings, facts=facts, log=log)
     rows = state.pop("revisions")
-    width = max((len(r["message"]) for r in rows), default=0)
-    lines = [f"{'':2}{'revision':<14}{'message':<{width + 2}}state"]
+    width = max((len(printable(r["message"])) for r in rows), default=0)
+    lines = [f"{'':2}{'revision':<14}{'phase':<10}{'message':<{width + 2}}state"]
     for row in rows:
         marks = ["applied" if row["applied"] else "pending"]
         marks += [m for m in ("current", "head") if row[m]]
         marks += ["EDITED since applied"] if row["edited"] else []
         entry = row["ledger"]
-        when = (
-            (
-                f"  {entry['outcome']} {entry['finished_at'][:19].replace('T', ' ')} UTC on "
-                f"{entry['ran_on']} ({entry['duration_ms']} ms"
-                + (f", {entry['detail']}" if entry.get("detail") else "")
-                + ")"
-            )
-            if entry
-            else ""
-        )
+        when = _when(entry) if entry else ""
         lines.append(
-            f"{'●' if row['applied'] else '○'} {row['revision']:<14}"
-            f"{row['message']:<{width + 2}}{', '.join(marks)}{when}"
+            f"{'●' if row['applied'] else '○'} {row['revision']:<14}{row['phase']:<10}"
+            f"{printable(row['message']):<{width + 2}}{', '.join(marks)}{printable(when)}"
         )
     if state["status"] == "ahead":
         lines.append(f"! database at {', '.join(state['revision'])}: not in these scripts")
@@ -100,12 +96,15 @@ def _state(settings: Settings, *, facts: Facts, log: Any) -> dict[str, Any]:
         }
         for rev in known.revisions.values()
     ]
+    contract = known.contract()
     return {
         "status": status,
         "revision": list(revision),
         "heads": list(known.heads),
         "at_head": status == "at_head",
         "pending": list(pending),
+        #: what ``upgrade --phase expand`` would apply now
+        "pending_expand": list(expand_steps(pending, contract)),
         "edited": changed,
         "revisions": revisions,
     }
@@ -115,11 +114,25 @@ def _entry(row: dict[str, Any] | None) -> dict[str, Any] | None:
     """A ledger row as JSON-ready data."""
     if row is None:
         return None
-    return {
-        key: (value.isoformat() if hasattr(value, "isoformat") else value)
-        for key, value in row.items()
-        if key != "id"
-    }
+    return {key: _json_value(value) for key, value in row.items() if key != "id"}
+
+
+def _json_value(value: Any) -> Any:
+    """Times in UTC (the session's TimeZone may be anything), as ISO 8601."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.UTC)
+        return value.isoformat()
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _when(entry: dict[str, Any]) -> str:
+    """When and where a ledger row says its revision ran (a row may have no end time: a
+    hand-edited ledger, or an older runner's)."""
+    finished = entry.get("finished_at")
+    at = f"{finished[:19].replace('T', ' ')} UTC" if isinstance(finished, str) else "(no end time)"
+    detail = f", {entry['detail']}" if entry.get("detail") else ""
+    return f"  {entry['outcome']} {at} on {entry['ran_on']} ({entry['duration_ms']} ms{detail})"
 
 
 def describe(rev: scripts.Revision) -> dict[str, Any]:
@@ -128,4 +141,5 @@ def describe(rev: scripts.Revision) -> dict[str, Any]:
         "down_revisions": list(rev.down),
         "message": rev.message,
         "path": rev.path,
+        "phase": rev.phase,
     }

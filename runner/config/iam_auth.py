@@ -20,6 +20,7 @@ from typing import Any
 
 from runner.config.database_url import ConnectionSpec
 from runner.errors import ConfigError
+from runner.observe import redact
 
 SSL_REQUIRED = ("require", "verify-ca", "verify-full")
 
@@ -71,13 +72,14 @@ class TokenSource:
                 "(ECS sets it) or MIGRATION_IAM_REGION"
             )
         self.host, self.port, self.user, self.region = host, port, user, region
+        self._session = session
         self._client = session.client("rds", region_name=region)
 
     def __call__(self) -> str:
         from botocore.exceptions import BotoCoreError
 
         try:
-            return str(
+            token = str(
                 self._client.generate_db_auth_token(
                     DBHostname=self.host, Port=self.port, DBUsername=self.user, Region=self.region
                 )
@@ -87,6 +89,11 @@ class TokenSource:
                 f"cannot make an IAM database auth token ({type(exc).__name__}): give "
                 "the task a role allowed rds-db:connect, or set AWS credentials"
             ) from None
+        redact.learn(token)  # and every spelling of it: masked wherever it shows up
+        credentials = self._session.get_credentials()  # what signed the token: secret too
+        for part in (getattr(credentials, "access_key", None), getattr(credentials, "token", None)):
+            redact.learn(part or "")
+        return token
 
     def __repr__(self) -> str:
         return f"TokenSource({self.user}@{self.host}:{self.port}, region={self.region})"

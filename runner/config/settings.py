@@ -30,7 +30,7 @@ from runner.config.database_url import (
     resolve_connection,
 )
 from runner.errors import ConfigError
-from runner.limits import MAX_TIMEOUT_S
+from runner.limits import ESCALATING, MAX_TIMEOUT_S, LockSchedule, parse_schedule, steady
 from runner.observe.redact import spellings
 
 __all__ = ["ConnectionSpec", "Settings", "load_settings", "parse_database_url"]
@@ -64,10 +64,25 @@ class Settings(BaseSettings):
     migration_retry_max_interval: float = Field(default=5.0, gt=0)
     migration_lock_wait_timeout: float = Field(default=300.0, ge=0)
     migration_lock_name: str | None = Field(default=None, min_length=1)
+    #: which lock_timeout each attempt at a blocked revision gets (see runner.limits):
+    #: escalating (the default), steady, none, or a list such as 0.1*10,0.5*5,2
+    migration_ddl_lock_schedule: str | None = Field(default=None, min_length=1)
+    #: how long a blocked revision keeps trying, from its first blocked attempt
+    migration_ddl_lock_budget: float = Field(default=300.0, gt=0)
+    # the settings before the schedule: either one means the steady schedule with them.
     # PostgreSQL's range: a value beyond it would fail inside the first revision
-    migration_ddl_lock_timeout: float = Field(default=5.0, ge=0, le=MAX_TIMEOUT_S)
+    migration_ddl_lock_timeout: float | None = Field(default=None, ge=0, le=MAX_TIMEOUT_S)
+    migration_ddl_lock_retries: int | None = Field(default=None, ge=1)
     migration_statement_timeout: float = Field(default=0.0, ge=0, le=MAX_TIMEOUT_S)
-    migration_ddl_lock_retries: int = Field(default=5, ge=1)
+    #: seconds between revision.progress events while a revision runs (at least 1); 0: none
+    migration_progress_interval: float = Field(default=30.0, ge=0)
+    #: ``upgrade``'s phase when ``--phase`` is not given: expand (before the new code is
+    #: live), contract (after); unset: every pending revision
+    migration_phase: Literal["expand", "contract"] | None = None
+    #: an RDS snapshot before a run that applies revisions (the ``aws`` extra)
+    migration_snapshot: Literal["off", "instance", "cluster"] = "off"
+    migration_snapshot_identifier: str | None = Field(default=None, min_length=1, max_length=63)
+    migration_snapshot_timeout: float = Field(default=1800.0, gt=0)
     migration_allow_database_ahead: bool = False
     migration_ledger_table: str = Field(default="migration_runner_ledger", min_length=1)
     migration_strict_checksums: bool = False
@@ -96,7 +111,14 @@ class Settings(BaseSettings):
     migration_iam_region: str | None = None
     aws_region: str | None = None  # set by ECS
 
-    @field_validator("migration_log_format", "migration_log_level", "db_sslmode", mode="before")
+    @field_validator(
+        "migration_log_format",
+        "migration_log_level",
+        "db_sslmode",
+        "migration_phase",
+        "migration_snapshot",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -130,6 +152,24 @@ class Settings(BaseSettings):
 
             spec = with_iam(spec, self.migration_iam_region or self.aws_region)
         return spec
+
+    def lock_schedule(self) -> tuple[LockSchedule, float | None]:
+        """The lock schedule and its budget in seconds (None: the attempts bound it). Without
+        MIGRATION_DDL_LOCK_SCHEDULE, the settings that came before it (MIGRATION_DDL_LOCK_TIMEOUT,
+        MIGRATION_DDL_LOCK_RETRIES) keep their meaning: the steady schedule, no budget."""
+        legacy = (self.migration_ddl_lock_timeout, self.migration_ddl_lock_retries)
+        if self.migration_ddl_lock_schedule is not None:
+            source = "MIGRATION_DDL_LOCK_SCHEDULE"
+            return (
+                parse_schedule(self.migration_ddl_lock_schedule, source),
+                self.migration_ddl_lock_budget,
+            )
+        if legacy == (None, None):
+            return ESCALATING, self.migration_ddl_lock_budget
+        timeout = 5.0 if legacy[0] is None else legacy[0]
+        retries = 5 if legacy[1] is None else legacy[1]
+        source = f"MIGRATION_DDL_LOCK_TIMEOUT={timeout:g} with MIGRATION_DDL_LOCK_RETRIES={retries}"
+        return steady(timeout, retries, source), None
 
     def lock_name(self) -> str:
         """The advisory-lock name: by default the version table's qualified name, so two
@@ -188,15 +228,38 @@ def load_settings() -> Settings:
         "migration_lock_wait_timeout",
         "migration_retry_max_interval",
         "migration_ddl_lock_timeout",
+        "migration_ddl_lock_budget",
         "migration_statement_timeout",
+        "migration_progress_interval",
+        "migration_snapshot_timeout",
     ):
-        if not math.isfinite(getattr(settings, name)):
+        if not math.isfinite(getattr(settings, name) or 0):
             raise ConfigError(f"{name.upper()} must be a finite number of seconds")
+    _check_lock_schedule(settings)
+    if 0 < settings.migration_progress_interval < 1:
+        raise ConfigError(
+            "MIGRATION_PROGRESS_INTERVAL must be 0 (no progress events) or at least 1 second"
+        )
     try:
         settings.connection_spec()  # resolved once, here; raised again where needed
     except ConfigError:
         pass
     return settings
+
+
+def _check_lock_schedule(settings: Settings) -> None:
+    if settings.migration_ddl_lock_schedule is None:
+        return
+    if (settings.migration_ddl_lock_timeout, settings.migration_ddl_lock_retries) != (None, None):
+        raise ConfigError(
+            "MIGRATION_DDL_LOCK_SCHEDULE replaces MIGRATION_DDL_LOCK_TIMEOUT and "
+            "MIGRATION_DDL_LOCK_RETRIES: give the schedule alone (steady keeps the old "
+            "default; a list such as 5*5 spells any other)"
+        )
+    try:
+        settings.lock_schedule()
+    except ValueError as exc:
+        raise ConfigError(f"MIGRATION_DDL_LOCK_SCHEDULE: {exc}") from None
 
 
 def environment_secrets() -> list[str]:

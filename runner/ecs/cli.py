@@ -8,15 +8,17 @@ lines, or readable on a terminal. Needs no database settings.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, TextIO, cast
 
-from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError
+from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError, StoppedBeforeStart
 from runner.ecs.launcher import PARENT_EXITED, Launcher, LaunchRequest, LaunchResult, Pacing, Stop
 from runner.observe import logs
+from runner.process.interrupt import early_signal
 
 ENV = "MIGRATION_ECS_"
 USER_AGENT = "migration-runner-ecs"
@@ -106,7 +108,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument(
         "--command",
         nargs=argparse.REMAINDER,
-        default=shlex.split(env("COMMAND") or "") or None,
+        default=_command_words(env("COMMAND") or "") or None,
         help="the container's command instead of the task definition's, e.g. "
         "--command downgrade -1 (takes the rest of the line)",
     )
@@ -208,13 +210,23 @@ def _pairs_from(environ: Mapping[str, str], name: str) -> list[tuple[str, str]] 
         raise LaunchUsageError(f"{ENV}{name}: {err}") from None
 
 
+def _command_words(text: str) -> list[str]:
+    """MIGRATION_ECS_COMMAND split as a shell would (an unbalanced quote is a usage error)."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise LaunchUsageError(f"{ENV}COMMAND {text!r}: {exc}") from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be a finite number of seconds, more than 0"
+        )
     return value
 
 
@@ -237,8 +249,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
         raise LaunchUsageError(
             "--launch-type and --capacity-provider-strategy exclude each other: give one"
         )
-    if args.command == []:
-        raise LaunchUsageError("--command needs the command to run, e.g. --command check")
+    _check_values(args, build_parser(environ))
     request = LaunchRequest(
         cluster=args.cluster,
         task_definition=args.task_definition,
@@ -275,6 +286,37 @@ def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     return argv[:at], argv[at + 1 :]
 
 
+def _check_values(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """What argparse lets through that no AWS call should see. Raises
+    :class:`LaunchUsageError`."""
+    if args.command == []:
+        raise LaunchUsageError("--command needs the command to run, e.g. --command check")
+    for name in ("subnets", "security_groups"):
+        if getattr(args, name) is not None and not _ids(getattr(args, name)):
+            raise LaunchUsageError(
+                f"--{name.replace('_', '-')} ({ENV}{name.upper()}) names no id: "
+                "give comma-separated ids"
+            )
+    for name in ("cluster", "task_definition", "image", "container", "platform_version"):
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise LaunchUsageError(f"--{name.replace('_', '-')} ({ENV}{name.upper()}) is empty")
+    options = {o for action in _run_actions(parser) for o in action.option_strings}
+    words = list(args.command or ())
+    before_app = words[: words.index("--")] if "--" in words else words  # --then's app is its own
+    taken = [word for word in before_app if word.split("=")[0] in options]
+    if taken:
+        raise LaunchUsageError(
+            f"--command takes the rest of the line, and got the launcher's {', '.join(taken)}: "
+            "put --command last"
+        )
+
+
+def _run_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [a for a in sub.choices["run"]._actions if a.dest != "help"]
+
+
 def _ids(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -295,9 +337,15 @@ def main(
     if stop is None:
         stop = Stop()
         stop.install()
+        if early_signal() is not None:  # one that came while Python started
+            stop.request(str(early_signal()))
     result: LaunchResult | None = None
     launcher: Launcher | None = None
     try:
+        if stop.reason is not None:
+            raise StoppedBeforeStart(
+                f"stopped by {stop.reason} before anything ran", signal=stop.reason
+            )
         request, pacing = parse(sys.argv[2:] if argv is None else argv, environ)
         launcher = _launcher(pacing, stop, log, assume_role_args(environ))
         result = launcher.run(request)

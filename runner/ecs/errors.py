@@ -44,3 +44,10 @@ class RunTaskFailed(LaunchError):
 class StoppedBeforeStart(LaunchError):
     exit_code = LaunchExit.INTERRUPTED
     code = "ecs_interrupted"
+
+
+class TaskMissing(LaunchError):
+    """DescribeTasks never found the task RunTask started: it was stopped (StopTask)."""
+
+    exit_code = LaunchExit.NOT_STARTED
+    code = "ecs_task_missing"

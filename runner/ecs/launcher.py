@@ -11,6 +11,7 @@ except through the result; AWS errors surface as botocore exceptions for the CLI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -20,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.ecs import runargs, taskdef
-from runner.ecs.errors import LaunchExit, LaunchUsageError, RunTaskFailed, StoppedBeforeStart
+from runner.ecs.errors import (
+    LaunchExit,
+    LaunchUsageError,
+    RunTaskFailed,
+    StoppedBeforeStart,
+    TaskMissing,
+)
 from runner.ecs.logs_tail import LogTail, runner_summary
 from runner.ecs.outcome import TaskOutcome, run_failures, task_outcome
 
@@ -63,6 +70,8 @@ class Pacing:
     max_poll_s: float = 5.0
     drain_s: float = 10.0
     stop_wait_s: float = 150.0
+    #: how long DescribeTasks may not know a task RunTask started (eventual consistency)
+    missing_grace_s: float = 60.0
 
 
 @dataclass
@@ -88,9 +97,12 @@ class Stop:
         self._event = threading.Event()
 
     def install(self) -> None:
-        """SIGINT and SIGTERM request a stop (main thread only)."""
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        """Every signal that ends a run (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE) requests
+        a stop (main thread only)."""
+        from runner.process.interrupt import STOPPING
+
+        for sig in STOPPING:
+            signal.signal(sig, self._handle)
 
     def request(self, reason: str) -> None:
         if self.reason is None:
@@ -288,10 +300,10 @@ class Launcher:
         delay = self._pacing.first_poll_s
         while True:
             self._pump(run)
-            run.task = self._ecs.describe_tasks(cluster=request.cluster, tasks=[run.task_arn])[
-                "tasks"
-            ][0]
-            if run.task.get("lastStatus") == "STOPPED":
+            described = self._describe(run, request)
+            if described is not None:
+                run.task = described
+            if described is not None and run.task.get("lastStatus") == "STOPPED":
                 return True
             now = self._clock()
             if run.stop_sent_at is None:
@@ -318,6 +330,30 @@ class Launcher:
             self._stop.wait(pause)
             delay = min(delay * 2, self._pacing.max_poll_s)
 
+    def _describe(self, run: _Run, request: LaunchRequest) -> dict[str, Any] | None:
+        """The task as DescribeTasks sees it, or None while ECS does not know it yet (its
+        answer MISSING right after RunTask: eventual consistency, documented). Past
+        ``missing_grace_s`` the task is stopped (it may run unseen) and
+        :class:`TaskMissing` raised: a task the launcher started is never abandoned."""
+        answer = self._ecs.describe_tasks(cluster=request.cluster, tasks=[run.task_arn])
+        if answer.get("tasks"):
+            return dict(answer["tasks"][0])
+        if self._clock() - run.started < self._pacing.missing_grace_s:
+            return None
+        with contextlib.suppress(Exception):  # the task may be unknown to StopTask too
+            self._ecs.stop_task(
+                cluster=request.cluster,
+                task=run.task_arn,
+                reason="migration-runner ecs run: DescribeTasks never found the task",
+            )
+        raise TaskMissing(
+            f"ECS started task {run.task_arn} but DescribeTasks answered "
+            f"{run_failures(answer.get('failures') or []) or 'no task'} for "
+            f"{self._pacing.missing_grace_s:g} s: StopTask was sent; check the task in the "
+            "ECS console before running again",
+            task_arn=run.task_arn,
+        )
+
     def _stop_task(self, run: _Run, request: LaunchRequest, cause: str, reason: str) -> None:
         self._ecs.stop_task(cluster=request.cluster, task=run.task_arn, reason=reason[:255])
         self._log.warning("ecs.stopping", task_arn=run.task_arn, cause=cause, reason=reason)
@@ -341,9 +377,29 @@ class Launcher:
     def _pump(self, run: _Run) -> None:
         if run.tail is None:
             return
-        for event in run.tail.fetch():
+        try:
+            fetched = run.tail.fetch()
+        except Exception as exc:  # e.g. logs:GetLogEvents denied: follow the task without
+            if not _denied(exc):
+                raise
+            self._log.warning(
+                "ecs.logs_unavailable",
+                task_arn=run.task_arn,
+                error=type(exc).__name__,
+                message="cannot read the container's logs (logs:GetLogEvents denied): "
+                "following the task without them; its exit code is still the run's",
+            )
+            run.tail = None
+            return
+        for event in fetched:
             run.events += 1
             self._out(event)
             summary = runner_summary(event.get("message", ""))
             if summary is not None:
                 run.summary = summary
+
+
+def _denied(exc: Exception) -> bool:
+    """A CloudWatch Logs call refused for want of permission (botocore's ClientError)."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation")

@@ -12,6 +12,8 @@ import datetime
 import json
 from typing import Any
 
+from runner.observe.console import progress_line
+
 
 class LogTail:
     def __init__(self, client: Any, group: str, stream: str) -> None:
@@ -64,6 +66,8 @@ def render(message: str, tty: bool) -> str:
     head = " ".join(
         str(part) for part in (stamp, event.pop("level", ""), event.pop("event", "")) if part
     )
+    if head.endswith("revision.progress"):
+        return f"{head} {progress_line(event)}"
     rest = " ".join(
         f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}"
         for key, value in event.items()

@@ -15,7 +15,9 @@ SQLSTATE (``sqlstate``, or psycopg2's ``pgcode``) and class name, not imported.
   (query_canceled: ``statement_timeout``).
 
 An error in a revision that ran an ``autocommit_block`` becomes :class:`MigrationFailed`
-with a note: those statements are not rolled back.
+saying exactly what stays: the statements that had committed (those before the block, which
+Alembic commits on entering it, and those of the block that succeeded), what the failure
+left behind (INVALID indexes), and the recovery (undo them, then run again).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from runner.errors import (
     MigrationFailed,
     RunnerBug,
     RunnerError,
+    ScriptsInvalid,
     first_line,
     name_sessions,
 )
@@ -62,6 +65,12 @@ class Where:
     path: str | None = None
     session_lost: bool = False
     autocommit_block: bool = False
+    #: what a revision's ``backfill()`` left, when it ran one (runner.execution.backfill)
+    backfill: str | None = None
+    #: statements of the failed revision that committed (autocommit block: they stay)
+    committed: tuple[str, ...] = ()
+    #: what the failure left in the database (e.g. ``INVALID index public.ix``)
+    left: tuple[str, ...] = ()
 
 
 def classify_failure(
@@ -74,14 +83,39 @@ def classify_failure(
         and where.revision is not None
         and isinstance(error, (MigrationFailed, MigrationBlocked, ConnectionLost))
     ):
+        if where.backfill:  # its batches committed: the note says how far it got
+            return MigrationFailed(
+                f"{error.message}. {where.backfill}", autocommit_block=True, **error.fields
+            )
         return MigrationFailed(
-            f"{error.message}. NOTE: revision {where.revision} ran an autocommit_block, whose "
-            "statements are not rolled back: check what it left (e.g. an INVALID index from "
-            "CREATE INDEX CONCURRENTLY: drop it) before running again",
+            f"{error.message.replace(' and was rolled back', '', 1)}. NOT fully rolled back: "
+            f"revision {where.revision} ran an autocommit_block, and "
+            f"{_stays(where)}. It is not recorded as applied: undo what stays (or make those "
+            "statements idempotent, e.g. IF NOT EXISTS), then run again",
             autocommit_block=True,
+            committed_statements=list(where.committed),
+            left_behind=list(where.left),
             **error.fields,
         )
     return error
+
+
+def _stays(where: Where) -> str:
+    """What a failed revision with an autocommit block left committed, in words."""
+    said = (
+        f"{len(where.committed)} statement(s) had committed and stay: "
+        + "; ".join(_short(s) for s in where.committed)
+        if where.committed
+        else "no statement of it had committed"
+    )
+    if where.left:
+        said += f"; the failure left {', '.join(where.left)} (drop it)"
+    return said
+
+
+def _short(statement: str, limit: int = 120) -> str:
+    one = " ".join(statement.split())
+    return one if len(one) <= limit else one[: limit - 3] + "..."
 
 
 def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]]) -> RunnerError:
@@ -118,6 +152,12 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         detail += (
             " (the migration ended the process itself: a revision must raise an "
             "exception to fail, never sys.exit() or KeyboardInterrupt)"
+        )
+    elif isinstance(orig, SyntaxError):  # a module env.py or a revision imports
+        return ScriptsInvalid(
+            f"{place} imports {orig.filename}, which does not compile (line {orig.lineno}: "
+            f"{orig.msg}): fix it and run again",
+            **fields,
         )
     elif sqlstate is None and raised_by_runner(exc.__traceback__):
         return RunnerBug(

@@ -12,14 +12,17 @@ migration session only when they change. The ledger rows of a transaction's revi
 sent with its COMMIT. When migrations run on another connection than the locked one (see
 :mod:`runner.execution.connection`), the runner checks that it is on the same database, and
 before each revision that the lock session is alive. What the project's code prints becomes
-``revision.output`` events (:mod:`runner.execution.output_capture`).
+``revision.output`` events (:mod:`runner.execution.output_capture`). A revision's
+``backfill()`` (:mod:`runner.execution.backfill`) reports to the execution: its batches run
+under the revision's limits, its progress is logged, and the summary lists it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,22 +31,34 @@ import psycopg
 from runner.config.drivers import DRIVERS
 from runner.database.ledger import Entry, Ledger, step_entries
 from runner.database.version_table import VersionTable
-from runner.errors import ExitCode, RunnerError
+from runner.errors import ExitCode, Interrupted, RunnerError
 from runner.execution import alembic_hooks as alembic_env
+from runner.execution import backfill as backfills
 from runner.execution import connection as migration_connection
 from runner.execution.alembic_hooks import alembic_destination, check_steps
-from runner.execution.blockers import BlockerWatch
-from runner.execution.failure import Where, classify_failure
+from runner.execution.failure import Where, classify_failure, sqlstate_of
 from runner.execution.output_capture import OutputCapture
-from runner.limits import Timeouts, limits_for, watch_every
+from runner.execution.watch import Watch
+from runner.limits import LockSchedule, Timeouts, for_attempt, limits_for, parse_schedule
+from runner.lock.advisory import guard_key, holds_sql
 from runner.lock.guard import stop_backends_via
+from runner.lock.pooler import pooler_error
 from runner.observe import logs
 from runner.plan import Plan
 from runner.process.interrupt import Interrupt
-from runner.scripts.load import Loaded, set_url
+from runner.scripts.load import Loaded, Scripts, set_url
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
 OUTCOME = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}  # ledger outcome
+
+
+def schedule_of(scripts: Scripts, revision: str | None, default: LockSchedule) -> LockSchedule:
+    """The lock schedule of ``revision``: its own (``migration_runner["lock_schedule"]``,
+    validated when the scripts were loaded), else ``default``."""
+    described = scripts.revisions.get(revision) if revision else None
+    if described is None or described.lock_schedule is None:
+        return default
+    return parse_schedule(described.lock_schedule, f"{revision}'s migration_runner lock_schedule")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +74,9 @@ class ExecutionContext:
     conn: psycopg.Connection[Any]  # the locked session (autocommit)
     loaded: Loaded
     table: VersionTable
-    timeouts: Timeouts
+    schedule: LockSchedule  # the run's; a revision may have its own
+    statement_timeout: float
+    watch: Watch  # the side watch: blockers and progress
     url: str  # a secret: becomes sqlalchemy.url for env.py
     open_connection: OpenConnection
     interrupt: Interrupt
@@ -67,6 +84,8 @@ class ExecutionContext:
     ledger: Ledger
     lock_key: int | None = None  # the migration lock's (see runner.lock.guard)
     driver: str = "psycopg"  # the driver the URL names: env.py's connection uses it
+    #: each ``backfill()`` a revision ran (the summary's, updated in place)
+    backfills: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class Execution:
@@ -85,25 +104,32 @@ class Execution:
         plan: Plan,
         target: str,
         on_committed: Callable[[Applied], None],
+        attempts: Mapping[str, int] | None = None,
     ) -> None:
         self.ctx, self.plan, self.target, self.on_committed = ctx, plan, target, on_committed
+        self.attempts = attempts or {}  # a blocked revision's attempt (see runner.execution.retry)
         self.outcome = OUTCOME[plan.kind]
         self.checksums = ctx.loaded.scripts.checksums()
         self.committed: list[Applied] = []
         self.awaiting: list[Applied] = []  # completed, commit not yet seen
         self.unwritten: list[Entry] = []  # ledger rows, written with the commit
         self.env_py_connections: list[psycopg.Connection[Any]] = []  # env.py's own sessions
-        self.watch: BlockerWatch | None = None
         self.driver = DRIVERS[ctx.driver]
         self.migrating: migration_connection.Migrating | None = None
         self.migration: Any = None  # the SQLAlchemy connection migrations run on
         self.revision: str | None = None  # in flight
         self.limits: Timeouts | None = None  # the revision in flight's
+        self.once_limits: Timeouts | None = None  # its statements that cannot be retried
         self.session_limits: Timeouts | None = None  # in effect on the migration session
         self.autocommit_in: str | None = None  # the revision that ran an autocommit block
+        #: the revision in flight's statements: (SQL, whether it runs outside a transaction)
+        self.statements: list[tuple[str, bool]] = []
+        self.committed_at_block = 0  # how many of them Alembic committed entering the block
         self.clock, self.wall = time.monotonic(), datetime.now(UTC)
         self.locked_conn_handed_out = False  # our session handed to env.py
         self.engine: Any = None  # the migration engine (a SQLAlchemy Engine once running)
+        self.backfilling: dict[str, Any] | None = None  # the backfill whose batches run
+        self.backfill_in: str | None = None  # the revision that ran a backfill
 
     # --- the run ------------------------------------------------------------------------
 
@@ -124,7 +150,7 @@ class Execution:
             self._flush()
         except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
-                raise ctx.interrupt.error() from None
+                raise self._interrupted() from None
             raise self._failure(exc) from None
         finally:
             self._close()
@@ -156,10 +182,46 @@ class Execution:
                 self.ctx.ledger.name,
             )
             loaded.config.attributes["connection"] = sa_conn
-            with env:
+            with env, backfills.hosted(self):
                 loaded.directory.run_env()
             if sa_conn.in_transaction():
                 sa_conn.commit()  # e.g. env.py without per-revision transactions
+
+    def _interrupted(self) -> Interrupted:
+        error = self.ctx.interrupt.error()
+        if self.backfill_in is None or self.revision != self.backfill_in:
+            return error
+        return Interrupted(f"{error.message}. {self._backfill_note()}", **error.fields)
+
+    def _backfill_note(self) -> str:
+        done = [b for b in self.ctx.backfills if not b["finished"]]
+        rows = done[0]["rows_done"] if done else 0
+        return (
+            f"Revision {self.backfill_in}'s backfill stopped between batches after {rows} rows "
+            "(kept: each batch committed on its own); the revision is not applied, and the "
+            "next run continues where its where clause finds rows left"
+        )
+
+    # --- what backfill() calls (runner.execution.backfill.Host) -------------------------
+
+    @contextlib.contextmanager
+    def batches(self, record: dict[str, Any]) -> Iterator[None]:
+        self.ctx.backfills.append(record)
+        self.backfilling, self.backfill_in = record, self.revision
+        record["revision"] = self.revision
+        self.ctx.log.info("backfill.started", revision=self.revision, table=record["table"])
+        try:
+            yield
+        finally:
+            self.backfilling = None
+
+    def progress(self, fields: dict[str, Any]) -> None:
+        self.ctx.log.info("backfill.progress", revision=self.revision, **fields)
+
+    def pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.ctx.interrupt.requested and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _failure(self, exc: BaseException) -> RunnerError:
         guard = self.migrating.guard if self.migrating else None
@@ -169,22 +231,47 @@ class Execution:
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
         rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
         conn = self.ctx.conn
+        in_block = failed is not None and failed == self.autocommit_in
         where = Where(
             failed,
             rev.path if rev else None,
             conn.closed or conn.broken,
-            failed is not None and failed == self.autocommit_in,
+            in_block,
+            self._backfill_note() if failed is not None and failed == self.backfill_in else None,
+            *(self._committed_and_left(exc) if in_block else ((), ())),
         )
-        error = classify_failure(exc, where, self.watch.last if self.watch else [])
+        error = classify_failure(exc, where, self.ctx.watch.last)
+        if self.limits is not None and error.exit_code == ExitCode.MIGRATION_BLOCKED:
+            error.fields["lock_timeout_s"] = self.limits.lock_timeout
         if error.exit_code == ExitCode.INTERNAL:
             self.ctx.log.debug("internal.traceback", exc_info=exc)
         return error
 
+    def _committed_and_left(self, exc: BaseException) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The failed revision's statements that committed (those before its autocommit
+        block, and those of the block but the one that failed), and the INVALID indexes
+        the database now has (a failed CREATE INDEX CONCURRENTLY leaves one)."""
+        failed_statement = sqlstate_of(exc) is not None and self.statements[-1:]
+        done = self.statements[: -1 if failed_statement else None]
+        committed = [
+            sql for i, (sql, outside) in enumerate(done) if outside or i < self.committed_at_block
+        ]
+        left: list[str] = []
+        with contextlib.suppress(Exception):  # the session may be gone: say what we know
+            with self.ctx.open_connection("inspect") as side:
+                left = [
+                    f"INVALID index {name}"
+                    for (name,) in side.execute(
+                        "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+                    )
+                ]
+        return tuple(committed), tuple(left)
+
     def _close(self) -> None:
         conn = self.ctx.conn
         self.ctx.loaded.config.attributes.pop("connection", None)
-        if self.watch is not None:
-            self.watch.stop()
+        self.ctx.watch.track(None)
+        self.ctx.watch.follow(None)
         if self.migrating is not None:
             self.migrating.close()
         for other in self.env_py_connections:
@@ -235,19 +322,28 @@ class Execution:
         if self.migrating is not None and self.migrating.separate:
             migration_connection.check_lock_session(self.ctx.conn, revision)
         described = self.ctx.loaded.scripts.revisions[revision]
-        self.revision, self.limits = revision, self.ctx.timeouts.for_revision(described.options)
+        schedule = schedule_of(self.ctx.loaded.scripts, revision, self.ctx.schedule)
+        attempt = self.attempts.get(revision, 1)
+        self.revision = revision
+        self.statements, self.committed_at_block = [], 0
+        self.limits, self.once_limits = for_attempt(
+            schedule, attempt, self.ctx.statement_timeout, described.options
+        )
         self.ctx.log.info(
             "revision.started",
             revision=revision,
             message=described.message,
+            attempt=attempt,
             lock_timeout_s=self.limits.lock_timeout,
             statement_timeout_s=self.limits.statement_timeout,
         )
         self.clock, self.wall = time.monotonic(), datetime.now(UTC)
+        self.ctx.watch.track(revision)
 
     def _on_apply(self, *, step: Any, **_kw: Any) -> None:
         """Inside the step's transaction: its ledger rows are written with its commit."""
         self.revision = None
+        self.ctx.watch.track(None)
         duration = int((time.monotonic() - self.clock) * 1000)
         entries, name = step_entries(
             self.outcome, step, self.ctx.loaded.scripts.graph(), self.checksums, self.wall, duration
@@ -266,17 +362,7 @@ class Execution:
         )
         if migration.engine is not self.engine:  # env.py's own engine: watch it too
             alembic_env.listen(migration, self._listeners())
-        timeouts = self.ctx.timeouts
-        if timeouts.lock_timeout > 0 and self.watch is None:
-            every = watch_every(
-                [
-                    timeouts.for_revision(rev.options).lock_timeout
-                    for rev in self.ctx.loaded.scripts.revisions.values()
-                ]
-            )
-            self.watch = BlockerWatch(
-                lambda: self.ctx.open_connection("watch"), migrating.pid, every
-            )
+        self.ctx.watch.follow(migrating.pid)
         self.ctx.log.info(
             "migrate.mode",
             mode="separate_connection" if separate else "locked_connection",
@@ -309,8 +395,11 @@ class Execution:
     def _on_options(self, _connection: Any, options: Any) -> None:
         if options.get("isolation_level") == "AUTOCOMMIT" and self.revision:
             self.autocommit_in = self.revision
+            self.committed_at_block = len(self.statements)  # Alembic commits them first
 
-    def _before_statement(self, connection: Any, cursor: Any, *_args: Any) -> None:
+    def _before_statement(
+        self, connection: Any, cursor: Any, statement: Any = "", *_args: Any
+    ) -> None:
         """Raise a pending signal; set the session's limits when the statement needs others
         than those in effect (rarely: at the first revision, around overrides and
         autocommit blocks). Straight to the driver: SQLAlchemy's statement machinery costs
@@ -319,16 +408,42 @@ class Execution:
         if connection is not self.migration:
             return
         dbapi = connection.connection.dbapi_connection
-        wanted = limits_for(self.limits if self.revision else None, dbapi.autocommit)
+        if self.revision:
+            self.statements.append((str(statement), bool(dbapi.autocommit)))
+        # a backfill's batches run in autocommit mode, each under the revision's limits;
+        # what follows a revision's autocommit block cannot be retried: the largest
+        autocommit = dbapi.autocommit and self.backfilling is None
+        after_block = self.autocommit_in == self.revision and self.backfilling is None
+        once = self.once_limits if after_block else None
+        wanted = limits_for(self.limits if self.revision else None, autocommit, once)
         if wanted is not None and wanted != self.session_limits:
             dbapi.cursor().execute(wanted.statement())
             # inside a transaction the setting reverts if it rolls back: and so does the run
             self.session_limits = wanted
 
+    def _require_lock_held(self, connection: Any) -> None:
+        """Before a transaction of the migration commits: its own server session holds the
+        migration lock (the locked session) or its guard key (env.py's own connection), else
+        :func:`~runner.lock.pooler.pooler_error` and the transaction rolls back. Whatever
+        the timing, a pooler in transaction mode can never commit a revision without it."""
+        migrating, key = self.migrating, self.ctx.lock_key
+        if key is None or migrating is None or (migrating.separate and migrating.guard is None):
+            return
+        cursor = connection.connection.dbapi_connection.cursor()
+        cursor.execute(holds_sql(guard_key(key) if migrating.separate else key))
+        row = cursor.fetchone()
+        if not (row and row[0]):
+            raise pooler_error(
+                "a revision's transaction ran on a server session that does not hold the "
+                "migration lock; it was rolled back before its COMMIT"
+            )
+
     def _on_commit(self, connection: Any) -> None:
         """The ledger rows of the steps this transaction applied travel with its COMMIT, in
         one round trip where the driver can (the driver's own commit then finds nothing left
         to commit), else just before it (reported at the next transaction's begin)."""
+        if connection is self.migration:
+            self._require_lock_held(connection)
         if connection is self.migration and self.unwritten:
             pipelined = self.driver.name in migration_connection.PIPELINES_COMMIT
             (self.ctx.ledger.write_and_commit if pipelined else self.ctx.ledger.write)(

@@ -14,6 +14,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import time
@@ -25,6 +26,7 @@ from psycopg.rows import dict_row
 from runner.backoff import LOCK_POLL
 from runner.database.activity import shown_query
 from runner.errors import LockTimeout, name_sessions
+from runner.lock.pooler import pooler_error
 
 REPORT_EVERY_S = 5.0
 POLL_MAX_S = LOCK_POLL.max_s
@@ -57,7 +59,35 @@ _HELD = """
 EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
         AND classid = %(classid)s::int8::oid AND objid = %(objid)s::int8::oid)"""
-TRY_SQL = f"SELECT pg_try_advisory_lock(%(key)s), {_HELD}"
+STRANDED_WAIT_S = 5.0
+_HOLDERS_OF_KEY = """l.locktype = 'advisory' AND granted AND objsubid = 1
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid = %(classid)s::int8::oid AND l.objid = %(objid)s::int8::oid
+        AND l.pid <> pg_backend_pid()"""
+_MINE = """
+EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+        AND pid = pg_backend_pid()
+        AND classid = {classid}::int8::oid AND objid = {objid}::int8::oid)"""
+#: take the lock, unless this server session holds it already: then it is another client's,
+#: and a pooler in transaction mode lends one server session to several clients (a session
+#: lock is re-entrant: both would think they hold it); one statement, so no other client's
+#: statement can come between the look and the take
+TRY_SQL = f"""
+WITH mine AS MATERIALIZED (SELECT {_MINE.format(classid="%(key_classid)s", objid="%(key_objid)s")}
+                           AS already)
+SELECT CASE WHEN already THEN false ELSE pg_try_advisory_lock(%(key)s) END, {_HELD}, already
+FROM mine"""
+
+
+def holds_sql(key: int) -> str:
+    """A statement (literals: every driver's parameter style differs) answering whether this
+    server session holds the advisory lock ``key``: a revision's transaction asks it before
+    its COMMIT, so that no revision commits on a server session without the lock (a pooler
+    in transaction mode may run the transaction on another one)."""
+    params = _key_params(key)
+    return f"SELECT {_MINE.format(classid=params['classid'], objid=params['objid'])}"
+
+
 GUARDED_SQL = f"SELECT {_HELD}"
 
 HOLDERS_SQL = """
@@ -96,7 +126,12 @@ class MigrationLock:
         if self.held:
             row = self.conn.execute(GUARDED_SQL, guard).fetchone()
             return not (row and row[0])
-        row = self.conn.execute(TRY_SQL, {"key": self.key, **guard}).fetchone()
+        mine = {f"key_{k}": v for k, v in _key_params(self.key).items()}
+        row = self.conn.execute(TRY_SQL, {"key": self.key, **guard, **mine}).fetchone()
+        if row and row[2]:
+            raise pooler_error(
+                "its server session already held the migration lock for another client"
+            )
         self.held = bool(row and row[0])
         return self.held and not (row and row[1])
 
@@ -172,12 +207,38 @@ class MigrationLock:
                     raise
         if row and row[0]:
             self.log.info("lock.released", lock=self.name, by="unlock")
-        else:
-            self.log.warning(
-                "lock.release_unexpected",
-                lock=self.name,
-                detail="pg_advisory_unlock returned false: the lock was not held",
-            )
+            return
+        stranded = self._end_stranded()
+        self.log.warning(
+            "lock.release_unexpected",
+            lock=self.name,
+            detail="pg_advisory_unlock returned false: this server session did not hold the "
+            "lock (a pooler in transaction mode lent the one that did to another client)"
+            + (f"; ended server session(s) {stranded}, which held it" if stranded else ""),
+        )
+
+    def _end_stranded(self) -> list[int]:
+        """End the server sessions still holding the lock this runner took (only a pooler in
+        transaction mode can leave it on one this session no longer reaches): else it would
+        stay held for as long as the pooler keeps that server connection, and every next
+        runner would wait for it in vain. Only while idle (the pooler may have lent it to
+        another client's transaction: that one must not be cut), for at most
+        ``STRANDED_WAIT_S``. The pids that were ended."""
+        ended: list[int] = []
+        deadline = time.monotonic() + STRANDED_WAIT_S
+        with contextlib.suppress(psycopg.Error):
+            while time.monotonic() < deadline:
+                rows = self.conn.execute(
+                    "SELECT l.pid, CASE WHEN a.state = 'idle' THEN pg_terminate_backend(l.pid) END "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    f"WHERE {_HOLDERS_OF_KEY}",
+                    _key_params(self.key),
+                ).fetchall()
+                ended += [pid for pid, done in rows if done]
+                if all(done for _pid, done in rows):  # none left, or all ended
+                    break
+                time.sleep(0.05)
+        return ended
 
     def session_usable(self) -> bool:
         """Whether the session can run a statement now (not closed, broken or mid-query)."""

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import psycopg
 
 from runner.database.session import Session
-from runner.errors import ConfigError, RunnerError, first_line
+from runner.errors import RunnerError, first_line
 from runner.lock.advisory import MigrationLock
-from runner.lock.pooler import reaches_server_directly, session_is_sticky
+from runner.lock.pooler import pooler_error, reaches_server_directly, session_is_sticky
 from runner.outcome import Facts
 from runner.process.interrupt import Interrupt
 
@@ -70,20 +70,17 @@ def _require_own_session(session: Session) -> None:
     """Refuse a transaction-mode pooler: a session lock there would not protect anything.
     A session that reaches the server directly needs no second connection to show it (a
     herd of runners starting together then holds one connection each, not two)."""
-    if not reaches_server_directly(session.conn):
-        with contextlib.closing(session.helper_connection("probe")) as probe:
-            sticky = session_is_sticky(session.conn, probe)
-        if not sticky:
-            raise ConfigError(
-                "the database connection goes through a pooler in transaction mode (e.g. "
-                "PgBouncer pool_mode=transaction): the migration lock is a session lock and would "
-                "not be held by the session that migrates. Point DATABASE_URL/DB_HOST at the "
-                "database itself (or a session-mode pool) for migrations",
-                pooler="transaction",
-            )
-    # our own session now: server-side prepared statements are safe, and spare the server
-    # parsing the version UPDATE (and a revision's repeated statements) again and again
-    session.conn.prepare_threshold = PREPARE_THRESHOLD
+    if reaches_server_directly(session.conn):
+        # our own server session: prepared statements are safe, and spare the server
+        # parsing the version UPDATE (and a revision's repeated statements) again and again
+        session.conn.prepare_threshold = PREPARE_THRESHOLD
+        return
+    with contextlib.closing(session.helper_connection("probe")) as probe:
+        sticky = session_is_sticky(session.conn, probe)
+    if not sticky:
+        raise pooler_error("another client's transaction ran on this client's server session")
+    # through a pooler the probe can miss transaction mode: no server-side prepared
+    # statements there (one would be missing on the next server session)
 
 
 def _release(session: Session, lock: MigrationLock, facts: Facts) -> None:

@@ -7,6 +7,20 @@ from typing import Any
 
 import psycopg
 
+from runner.errors import ConfigError
+
+
+def pooler_error(seen: str) -> ConfigError:
+    """The refusal of a connection through a pooler in transaction mode; ``seen``: how it
+    showed."""
+    return ConfigError(
+        "the database connection goes through a pooler in transaction mode (e.g. PgBouncer "
+        f"pool_mode=transaction: {seen}): the migration lock is a session lock and would not "
+        "be held by the session that migrates. Point DATABASE_URL/DB_HOST at the database "
+        "itself (or a session-mode pool) for migrations",
+        pooler="transaction",
+    )
+
 
 def reaches_server_directly(conn: psycopg.Connection[Any]) -> bool:
     """Whether ``conn``'s socket ends at the PostgreSQL server itself: the server sees this

@@ -14,7 +14,9 @@ Contract:
   ``Environment`` (each only when set) and the ``Command``. Two dimension sets (CloudWatch
   makes a metric per set): without ``Command`` (every run of the service: what a failure
   alarm watches, e.g. the Pulumi program's) and with it; one, ``[Command]``, when neither
-  ``Service`` nor ``Environment`` is set.
+  ``Service`` nor ``Environment`` is set. ``Phase`` (``expand`` or ``contract``, only when
+  a phase was asked for) joins the set with ``Command`` only, so the service's set (and its
+  alarm) counts every phase.
 - Nothing already in the summary is overwritten.
 """
 
@@ -45,8 +47,9 @@ def metric_values(summary: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
 
 
 def dimension_sets(names: list[str]) -> list[list[str]]:
-    """The sets to publish under: the service's (all commands together) and per command."""
-    service = [name for name in names if name != "Command"]
+    """The sets to publish under: the service's (all commands and phases together) and per
+    command (and phase)."""
+    service = [name for name in names if name not in ("Command", "Phase")]
     return [service, names] if service else [names]
 
 
@@ -64,6 +67,7 @@ def emf_members(
         "Service": service,
         "Environment": environment,
         "Command": str(summary.get("command") or "unknown"),
+        "Phase": summary.get("phase"),
     }
     dimensions = {name: value for name, value in dimensions.items() if value}
     metrics = metric_values(summary)

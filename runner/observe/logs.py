@@ -13,8 +13,10 @@ and so the secrets to redact, are known).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO, cast
@@ -22,7 +24,7 @@ from typing import Any, TextIO, cast
 import structlog
 
 from runner.observe import cloudwatch_sink
-from runner.observe.redact import clip, redact_text, spellings
+from runner.observe.redact import clip, learnt, redact_text, spellings
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -44,7 +46,8 @@ def redactor(secrets: Iterable[str]) -> Callable[[Any, str, dict[str, Any]], dic
 
     def scrub(value: Any, limit: int | None = MAX_STRING) -> Any:
         if isinstance(value, str):
-            return clip(value, limit, known) if limit else redact_text(value, known)
+            secrets = [*learnt(), *known]  # learnt: made since (IAM tokens)
+            return clip(value, limit, secrets) if limit else redact_text(value, secrets)
         if isinstance(value, Mapping):
             return {k: scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -91,8 +94,49 @@ def _renderer(fmt: str, level: str, out: TextIO) -> Any:
     if resolve_format(fmt, out) == "console":
         from runner.observe.console import Console, use_colors
 
-        return Console(colors=use_colors(out), verbose=level == "debug")
+        return Console(colors=use_colors(out), verbose=level == "debug", live=out.isatty())
     return structlog.processors.JSONRenderer(default=str)
+
+
+class Guarded:
+    """The log's stream, which a closed stdout or a reader that went away (``| head -1``)
+    must not turn into an exception in whatever code logged (a revision, the lock's
+    release): a write that fails sends SIGPIPE to the process — which stops the run as a
+    signal does, see :mod:`runner.process.interrupt` — and the rest of the run's events,
+    its error and summary included, go to ``fallback`` (stderr) instead. Thread-safe enough
+    for its one writer (structlog's WriteLogger holds a lock around write and flush)."""
+
+    def __init__(self, stream: TextIO, fallback: TextIO | None) -> None:
+        self.stream, self.fallback, self.lost = stream, fallback, False
+
+    def write(self, text: str) -> int:
+        return self._do(lambda out: out.write(text)) or len(text)
+
+    def flush(self) -> None:
+        self._do(lambda out: out.flush())
+
+    def isatty(self) -> bool:
+        return not self.lost and self.stream.isatty()
+
+    def _do(self, action: Callable[[TextIO], Any]) -> Any:
+        if not self.lost:
+            try:
+                return action(self.stream)
+            except (OSError, ValueError):  # EPIPE, EBADF, "I/O operation on closed file"
+                self.lost = True
+                with contextlib.suppress(OSError):
+                    os.kill(os.getpid(), signal.SIGPIPE)
+        if self.fallback is not None and self.fallback is not self.stream:
+            with contextlib.suppress(OSError, ValueError):
+                return action(self.fallback)
+        return None
+
+
+def guarded(stream: TextIO) -> TextIO:
+    """``stream``, guarded (see :class:`Guarded`) when it is stdout."""
+    if stream is sys.stdout:
+        return cast(TextIO, Guarded(stream, sys.stderr))
+    return stream
 
 
 def configure(
@@ -103,7 +147,7 @@ def configure(
     context: Mapping[str, str] | None = None,
 ) -> None:
     """Install the pipeline for structlog and bridge stdlib logging (Alembic) into it."""
-    out = stream or sys.stdout
+    out = guarded(stream or sys.stdout)
     sink = cloudwatch_sink.from_environment(os.environ)  # MIGRATION_CLOUDWATCH_LOG_GROUP
     structlog.configure(
         processors=pipeline(fmt, level, secrets, out, context),

@@ -33,7 +33,27 @@ _KV_PASSWORD = re.compile(
 # SQL's PASSWORD '...' (ALTER/CREATE ROLE), also when the statement was cut inside it.
 _SQL_PASSWORD = re.compile(r"(?P<head>\bPASSWORD\s+)'(?:[^']|'')*(?:'|$)", re.IGNORECASE)
 # An RDS IAM auth token (a presigned URL): its signature and session token are the secret.
-_AWS_SIGNED = re.compile(r"(?P<head>X-Amz-(?:Signature|Security-Token|Credential)=)[^&\s'\"]+")
+# Also percent-encoded once or twice (the token inside a URL: ``%3D`` for ``=``, ``%26`` for
+# ``&``), as a token shows in a DSN or a driver's message.
+_AWS_SIGNED = re.compile(
+    r"(?P<head>X-Amz-(?:Signature|Security-Token|Credential)(?:=|%3D|%253D))"
+    r"(?:(?!%26|%2526)[^&\s'\"])+",
+    re.IGNORECASE,
+)
+#: secrets learnt while the process runs (an IAM auth token is made per connection)
+_learnt: list[str] = []
+
+
+def learn(secret: str) -> None:
+    """Mask ``secret`` (every spelling) in everything logged from now on: for secrets made
+    while the run goes on, such as an RDS IAM auth token."""
+    if secret:
+        _learnt[:] = sorted({*_learnt, *spellings(secret)}, key=len, reverse=True)
+
+
+def learnt() -> list[str]:
+    """The secrets :func:`learn` was given, every spelling, longest first."""
+    return list(_learnt)
 
 
 def spellings(secret: str) -> list[str]:
@@ -65,7 +85,7 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     if "password" in lowered or "passwd" in lowered:
         text = _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
         text = _SQL_PASSWORD.sub(lambda m: m.group("head") + "'" + MASK + "'", text)
-    if "X-Amz-" in text:
+    if "x-amz-" in lowered:
         text = _AWS_SIGNED.sub(lambda m: m.group("head") + MASK, text)
     return text
 

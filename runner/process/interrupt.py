@@ -1,10 +1,10 @@
-"""SIGTERM/SIGINT/SIGHUP handling: stop promptly without leaving anything half done.
+"""Signal handling: stop promptly without leaving anything half done.
 
-SIGHUP (the terminal or the CI job's session going away) is a stop like the others: left to
-its default it would kill the process with no summary, no rollback of its own and, for
-``verify``, its throwaway PostgreSQL still running (:data:`STOP_SIGNALS`).
-
-ECS stops a task with SIGTERM, then SIGKILL 30 s later. What a signal does depends on what
+Every signal a container or a terminal sends to end a process (:data:`STOPPING`: SIGTERM,
+SIGINT, SIGHUP, SIGQUIT, SIGPIPE) is handled alike. SIGPIPE also stands for "stdout's reader
+went away" (the log writer sends it to the process when a write fails, see
+:mod:`runner.observe.logs`), and ends the run with :class:`OutputClosed` (exit 141) instead
+of :class:`Interrupted` (exit 130). ECS stops a task with SIGTERM, then SIGKILL 30 s later. What a signal does depends on what
 the runner is doing, which the runner declares with the context managers below:
 
 - by default (connecting, waiting for the lock) the handler raises :class:`Interrupted`
@@ -28,8 +28,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from runner.errors import Interrupted
+from runner.errors import Interrupted, OutputClosed
 from runner.process import signal_watch
+
+#: the signals that end a run, with a summary, a rollback and the lock released
+STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE)
 
 RECANCEL_EVERY_S = 0.5
 #: how long a cancelled migration may take to unwind before the last resort (a revision
@@ -38,23 +41,33 @@ STUCK_GRACE_S = 5.0
 #: how long the last resort waits for the migration's backends to be ended
 STOP_WAIT_S = 3.0
 
-#: the signals that stop a run (each ends with its summary, never the default action)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
 #: signals that arrived before :meth:`Interrupt.install` (see :func:`record_early`)
 _early: list[str] = []
 
 
 def record_early() -> None:
-    """Record the :data:`STOP_SIGNALS` from the process's first moments (the entry point calls this
+    """Record the :data:`STOPPING` signals from the process's first moments (the entry point calls this
     before its imports) until :meth:`Interrupt.install` takes over and honours them: a
     signal then must not kill the process without its summary."""
 
     def record(signum: int, _frame: Any) -> None:
         _early.append(signal.Signals(signum).name)
 
-    for sig in STOP_SIGNALS:
+    for sig in reversed(STOPPING):  # SIGTERM last: once it is caught, every one is
         signal.signal(sig, record)
+
+
+def early_signal() -> str | None:
+    """The first signal :func:`record_early` recorded, if any (for a run that does not
+    :meth:`Interrupt.install`, such as ``ecs run``)."""
+    return _early[0] if _early else None
+
+
+def ignore_late_signals() -> None:
+    """After the summary: the run is over and said so, a late signal must not change its
+    exit code (Python restores the default actions while it shuts down, unless ignored)."""
+    for sig in STOPPING:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class Interrupt:
@@ -74,15 +87,22 @@ class Interrupt:
         return self.signal_name is not None
 
     def install(self) -> None:
-        """Take over the :data:`STOP_SIGNALS` (main thread only). A signal recorded before (see
+        """Take over the :data:`STOPPING` signals (main thread only). A signal recorded before (see
         :func:`record_early`) counts as received: :meth:`check` raises."""
-        for sig in STOP_SIGNALS:
+        for sig in STOPPING:
             signal.signal(sig, self._handle)
         signal_watch.watch(lambda _signum: self._start_cancelling())
         if _early and self.signal_name is None:
             self.signal_name = _early[0]
 
     def error(self) -> Interrupted:
+        if self.signal_name == "SIGPIPE":
+            return OutputClosed(
+                "stdout was closed (its reader went away): stopped; the revision in flight "
+                "(if any) was rolled back and the migration lock released. Keep stdout open "
+                "until the run ends (e.g. > run.log, not | head); run again to finish",
+                signal=self.signal_name,
+            )
         return Interrupted(
             f"stopped by {self.signal_name}: the revision in flight (if any) was "
             "rolled back and the migration lock released; run again to finish",
@@ -168,7 +188,8 @@ class Interrupt:
             self.on_stuck()
 
     def stuck_error(self) -> Interrupted:
-        return Interrupted(
+        kind = OutputClosed if self.signal_name == "SIGPIPE" else Interrupted
+        return kind(
             f"stopped by {self.signal_name}: the revision in flight did not stop within "
             f"{STUCK_GRACE_S:g} s of the cancel (busy in Python?), so its backend was "
             "terminated (PostgreSQL rolled it back and freed the lock) and the process ended "

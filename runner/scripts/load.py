@@ -15,13 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ConfigError, RunnerError, ScriptsInvalid
-from runner.limits import MAX_TIMEOUT_S
+from runner.limits import MAX_TIMEOUT_S, parse_schedule
 from runner.scripts.alembic_config import open_config
 
 #: The module-level dict a revision may define to change how the runner applies it, e.g.
-#: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks.
+#: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks, or
+#: ``{"lock_schedule": "0.1*50,1*10"}`` for a revision with a schedule of its own, or
+#: ``migration_runner = {"phase": "contract"}`` for a revision that must wait until the new
+#: code is live (see docs/zero-downtime.md).
 OPTIONS_ATTRIBUTE = "migration_runner"
-OPTION_KEYS = ("lock_timeout", "statement_timeout")
+OPTION_KEYS = ("lock_timeout", "statement_timeout", "lock_schedule")
+PHASE_KEY = "phase"
+#: ``expand``: safe while the previous release still runs (the default); ``contract``: only
+#: once the new release is live (drops, SET NOT NULL, ...)
+PHASES = ("expand", "contract")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +41,10 @@ class Revision:
     options: tuple[tuple[str, float], ...] = ()
     #: SHA-256 of the revision file, recorded in the ledger to catch edits after applying
     checksum: str = ""
+    #: ``expand`` or ``contract`` (``migration_runner = {"phase": ...}``)
+    phase: str = "expand"
+    #: the revision's own lock schedule, as spelled (validated; see runner.limits.parse_schedule)
+    lock_schedule: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +61,10 @@ class Scripts:
 
     def checksums(self) -> dict[str, str]:
         return {rev.id: rev.checksum for rev in self.revisions.values()}
+
+    def contract(self) -> frozenset[str]:
+        """The revisions that must wait until the new code is live."""
+        return frozenset(rev.id for rev in self.revisions.values() if rev.phase == "contract")
 
 
 def file_checksum(path: str) -> str:
@@ -89,6 +104,7 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
             f"ALEMBIC_CONFIG {str(config_path)!r} is not a valid alembic.ini ({type(exc).__name__})"
         ) from None
     versions = Path(directory.versions)
+    check_env_py(Path(directory.dir) / "env.py")
     if not any(Path(p).is_dir() for p in directory._version_locations):
         raise ConfigError(
             f"ALEMBIC_CONFIG: no versions directory under script_location "
@@ -106,17 +122,19 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
             path=_culprit(exc, versions),
         ) from None
     known = checksums or {}
-    revisions = {
-        script.revision: Revision(
+    revisions = {}
+    for script in ordered:
+        options, schedule = revision_options(script.module, script.path)
+        revisions[script.revision] = Revision(
             script.revision,
             tuple(script._normalized_down_revisions),
             (script.doc or "").strip(),
             script.path,
-            revision_options(script.module, script.path),
+            options,
             known.get(script.revision) or file_checksum(script.path),
+            revision_phase(script.module, script.path),
+            schedule,
         )
-        for script in ordered
-    }
     heads = tuple(directory.get_heads())
     locations = tuple(
         str(Path(p).resolve()) for p in directory._version_locations if Path(p).is_dir()
@@ -124,26 +142,50 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
     return Loaded(config, directory, Scripts(heads, revisions, locations))
 
 
+def check_env_py(path: Path) -> None:
+    """Raise :class:`ScriptsInvalid` if ``path`` (env.py, when there is one) does not
+    compile: said before the runner connects or creates anything, not from inside the run."""
+    try:
+        source = path.read_bytes()
+    except OSError:
+        return  # none: Alembic says so when it needs it
+    try:
+        compile(source, str(path), "exec")
+    except (SyntaxError, ValueError) as exc:
+        where = f"{path}:{getattr(exc, 'lineno', '?')}"
+        raise ScriptsInvalid(
+            f"env.py does not compile ({where}: {type(exc).__name__}: "
+            f"{getattr(exc, 'msg', exc)}): fix it and run again; nothing was run",
+            path=str(path),
+        ) from None
+
+
 def set_url(config: Any, url: str) -> None:
     """Give env.py ``sqlalchemy.url`` (escaped: alembic.ini interpolates ``%``)."""
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
 
 
-def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
-    """Validate a revision's ``migration_runner`` dict. Raises :class:`ScriptsInvalid`."""
+def revision_options(module: Any, path: str) -> tuple[tuple[tuple[str, float], ...], str | None]:
+    """Validate a revision's ``migration_runner`` dict: its timeouts, and its lock schedule
+    (None: the run's). Raises :class:`ScriptsInvalid`."""
     raw = getattr(module, OPTIONS_ATTRIBUTE, None)
     if raw is None:
-        return ()
+        return (), None
     if not isinstance(raw, dict):
         raise ScriptsInvalid(
             f'{path}: {OPTIONS_ATTRIBUTE} must be a dict, e.g. {{"lock_timeout": 0}}', path=path
         )
-    out = []
+    out, schedule = [], None
     for key, value in raw.items():
+        if key == "lock_schedule":
+            schedule = _schedule_option(value, path)
+            continue
+        if key == PHASE_KEY:
+            continue  # revision_phase's
         if key not in OPTION_KEYS:
             raise ScriptsInvalid(
                 f"{path}: unknown {OPTIONS_ATTRIBUTE} option {key!r} (known: "
-                f"{', '.join(OPTION_KEYS)})",
+                f"{', '.join((*OPTION_KEYS, PHASE_KEY))})",
                 path=path,
             )
         if (
@@ -157,7 +199,35 @@ def revision_options(module: Any, path: str) -> tuple[tuple[str, float], ...]:
                 path=path,
             )
         out.append((key, float(value)))
-    return tuple(sorted(out))
+    return tuple(sorted(out)), schedule
+
+
+def _schedule_option(value: Any, path: str) -> str:
+    try:
+        if not isinstance(value, str):
+            raise ValueError('give it as a string, e.g. "steady" or "0.1*10,1*5"')
+        parse_schedule(value, OPTIONS_ATTRIBUTE)
+    except ValueError as exc:
+        raise ScriptsInvalid(
+            f"{path}: {OPTIONS_ATTRIBUTE}['lock_schedule']: {exc}", path=path
+        ) from None
+    return value
+
+
+def revision_phase(module: Any, path: str) -> str:
+    """A revision's phase: ``migration_runner["phase"]``, ``expand`` when unset. Raises
+    :class:`ScriptsInvalid` for any other value (the dict itself is checked by
+    :func:`revision_options`)."""
+    raw = getattr(module, OPTIONS_ATTRIBUTE, None)
+    if not isinstance(raw, dict) or PHASE_KEY not in raw:
+        return "expand"
+    if raw[PHASE_KEY] not in PHASES:
+        raise ScriptsInvalid(
+            f"{path}: {OPTIONS_ATTRIBUTE}[{PHASE_KEY!r}] must be one of "
+            f"{', '.join(map(repr, PHASES))}, not {raw[PHASE_KEY]!r}",
+            path=path,
+        )
+    return str(raw[PHASE_KEY])
 
 
 def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, ...]:

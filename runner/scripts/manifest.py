@@ -25,7 +25,7 @@ from typing import Any
 
 from runner.scripts.load import Revision, Scripts, file_checksum
 
-FORMAT = 2
+FORMAT = 3  # 3: each revision's phase
 FILENAME = "migration-manifest.json"
 RACY_S = 3
 NS = 1_000_000_000
@@ -100,10 +100,35 @@ def build(scripts: Scripts, path: Path, now_s: float | None = None) -> dict[str,
                 "path": os.path.relpath(Path(rev.path).resolve(), base),
                 "checksum": rev.checksum,
                 "options": dict(rev.options),
+                "phase": rev.phase,
+                "lock_schedule": rev.lock_schedule,
             }
             for rev in scripts.revisions.values()
         ],
     }
+
+
+def inconsistency(document: Mapping[str, Any]) -> str | None:
+    """Why ``document`` does not describe its own files (None: it does): every listed file
+    but ``__init__.py`` is exactly one revision's, every revision's file is listed, every
+    down revision is known, and the heads are the graph's. A manifest hand-edited, or
+    written by another version, must never stand for scripts it does not describe."""
+    files = set(document["files"])
+    paths = [item["path"] for item in document["revisions"]]
+    ids = [item["id"] for item in document["revisions"]]
+    if len(set(paths)) != len(paths) or len(set(ids)) != len(ids):
+        return "a file or a revision id is listed twice"
+    if not set(paths) <= files:
+        return "a revision's file is not among the files listed"
+    uncovered = {f for f in files - set(paths) if os.path.basename(f) != "__init__.py"}
+    if uncovered:
+        return f"files without a revision: {', '.join(sorted(uncovered))}"
+    downs = {d for item in document["revisions"] for d in item["down"]}
+    if not downs <= set(ids):
+        return "a down revision is not listed"
+    if sorted(set(ids) - downs) != sorted(document["heads"]):
+        return "the heads are not the graph's"
+    return None
 
 
 def write(scripts: Scripts, path: Path) -> dict[str, Any]:
@@ -114,8 +139,8 @@ def write(scripts: Scripts, path: Path) -> dict[str, Any]:
 
 def read(path: Path) -> tuple[Scripts | None, str, int]:
     """The scripts as the manifest describes them, ``"ok"`` and how many files had to be
-    hashed; or None and why not (``"absent"``, ``"stale"``, ``"unreadable"``). Never raises
-    for a bad manifest."""
+    hashed; or None and why not (``"absent"``, ``"stale"``, ``"unreadable"``,
+    ``"inconsistent"``: see :func:`inconsistency`). Never raises for a bad manifest."""
     try:
         with open(path, "rb") as handle:
             document = json.loads(handle.read())
@@ -126,6 +151,8 @@ def read(path: Path) -> tuple[Scripts | None, str, int]:
     try:
         if document.get("format") != FORMAT:
             return None, "unreadable", 0
+        if inconsistency(document) is not None:
+            return None, "inconsistent", 0
         base = os.path.dirname(os.path.abspath(path))
         versions = [os.path.join(base, v) for v in document["versions"]]
         recorded = document["files"]
@@ -145,6 +172,8 @@ def read(path: Path) -> tuple[Scripts | None, str, int]:
                 f"{base}/{item['path']}",  # relative, as build() wrote it
                 tuple(sorted((k, float(v)) for k, v in item["options"].items())),
                 item["checksum"],
+                item["phase"],
+                item.get("lock_schedule"),
             )
             for item in document["revisions"]
         }

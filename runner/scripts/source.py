@@ -54,8 +54,12 @@ def scripts_for(
             "manifest.ignored",
             manifest=str(path),
             reason=why,
-            detail="the scripts changed since it was written: run `migration-runner "
-            "manifest` when building the image",
+            detail=(
+                "it does not describe its own files (hand-edited, or written by another version)"
+                if why == "inconsistent"
+                else "the scripts changed since it was written"
+            )
+            + ": run `migration-runner manifest` when building the image",
         )
     loaded = load(config, log)
     return loaded.scripts, loaded

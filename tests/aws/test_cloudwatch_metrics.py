@@ -154,6 +154,17 @@ def test_unset_service_and_environment_are_not_dimensions() -> None:
     jsonschema.Draft7Validator(SCHEMA).validate(document)
 
 
+def test_a_phase_joins_the_per_command_set_only_and_only_when_one_was_asked_for() -> None:
+    document = emf(dict(MIGRATED, phase="expand"))
+    assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
+        ["Service", "Environment"],  # the service's alarm counts every phase
+        ["Service", "Environment", "Command", "Phase"],
+    ]
+    assert document["Phase"] == "expand" and not spec_violations(document)
+    jsonschema.Draft7Validator(SCHEMA).validate(document)
+    assert "Phase" not in emf(dict(MIGRATED, phase=None))
+
+
 def test_the_summary_fields_are_kept_as_they_were() -> None:
     document = emf(MIGRATED)
     assert {k: document[k] for k in MIGRATED} == MIGRATED

@@ -167,6 +167,20 @@ def test_a_token_in_a_log_line_is_masked(aws_env: None) -> None:
     assert "X-Amz-Signature=***" in masked
 
 
+def test_a_token_in_any_spelling_is_masked_in_every_event(aws_env: None) -> None:
+    """Found by issue 21: the access key id, session token and signature reached
+    ``revision.output`` and ``error`` (the token was never a masked secret, and its
+    percent-encoded form was not recognised)."""
+    token = TokenSource("db.example.com", 5432, "migrator", session=fixed_session())()
+    signature = dict(parse_qsl(token.split("?", 1)[1]))["X-Amz-Signature"]
+    process = logs.redactor([])
+    for spelling in (token, quote(token, safe=""), quote(quote(token, safe=""), safe="")):
+        event = process(None, "info", {"event": "revision.output", "text": f"dsn={spelling}"})
+        assert signature not in event["text"] and ACCESS_KEY not in event["text"], spelling
+    partial = f"password=...X-Amz-Signature%3D{signature}%26next"
+    assert signature not in logs.redact_text(partial, [])
+
+
 def test_boto3_is_not_imported_unless_iam_authentication_is_on() -> None:
     code = (
         "import sys, runner.config.iam_auth, runner.cli.main; "

@@ -28,7 +28,7 @@ import pytest
 
 from devtools.pgcluster import free_port
 from runner.errors import ExitCode
-from runner.limits import NO_LIMITS, Timeouts, limits_for, watch_every
+from runner.limits import NO_LIMITS, Timeouts, limits_for
 from tests.support.helpers import Database, Project, Result, Running, run, runner_env, wait_until
 from tests.support.urls import pg_url
 
@@ -642,10 +642,3 @@ def test_each_statement_runs_under_its_revisions_limits_across_overrides_and_aut
         ("r3 autocommit", "0", "0"),
         ("r3 after", "2s", "0"),
     ]
-
-
-def test_the_blocker_watcher_samples_five_times_within_the_shortest_lock_timeout():
-    assert watch_every([5.0]) == 1.0
-    assert watch_every([5.0, 0.5]) == 0.1  # a revision's own shorter lock_timeout
-    assert watch_every([2.0, 0.0]) == 0.4  # 0: no limit, nothing to sample for
-    assert watch_every([0.05]) == 0.1 and watch_every([60.0]) == 1.0

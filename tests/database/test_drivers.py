@@ -10,7 +10,7 @@ import pytest
 
 from runner.errors import ExitCode
 from tests.support.helpers import Database, Running, run, runner_env, wait_until
-from tests.support.projects import SHARED_CONNECTION_ENV, GeneratedProject, driver_url
+from tests.support.projects import SHARED_CONNECTION_ENV, GeneratedProject, alembic, driver_url
 
 #: what env.py's connection says it is, per driver named in the URL: (dialect.driver, is_async)
 EXPECTED = {
@@ -222,3 +222,61 @@ def test_a_driver_that_is_not_installed_is_named_before_connecting(database, tmp
     assert "asyncpg" in message and "not installed" in message
     assert not [e for e in result.events if e["event"].startswith("db.")]
     result.assert_clean()
+
+
+@pytest.mark.parametrize("driver,env_py", FAULT_CASES)
+def test_progress_follows_the_migrating_backend_of_every_driver(driver, env_py, database, tmp_path):
+    """The side watch reports the backend env.py migrates on (a connection of the URL's
+    driver, or env.py's own), not the runner's locked session: its wait is the revision's."""
+    project = _project(tmp_path, database, driver, env_py)
+    _at_b1_then(project, database, driver, 'op.execute("SELECT pg_sleep(2.5)")')
+    result = run(_env(project, database, driver, MIGRATION_PROGRESS_INTERVAL="1"))
+
+    assert result.code == 0, result.stdout + result.stderr
+    progress = [e for e in result.events if e["event"] == "revision.progress"]
+    assert len(progress) >= 2, result.stdout
+    assert all(e["revision"] == "b2" for e in progress)
+    assert all((e["wait_event_type"], e["wait_event"]) == ("Timeout", "PgSleep") for e in progress)
+    pid = result.event("migrate.mode")["migration_backend_pid"]
+    assert result.event("migrate.mode")["mode"] == "separate_connection" and pid
+    result.assert_clean()
+
+
+def _backfill_revisions(project: GeneratedProject) -> None:
+    project.revision(
+        "b1",
+        "a table",
+        """
+        op.execute("CREATE TABLE calls (id bigint PRIMARY KEY, region text)")
+        op.execute("INSERT INTO calls (id) SELECT g FROM generate_series(1, 2500) g")
+    """,
+    )
+    project.revision(
+        "b2",
+        "fill region",
+        """
+        from runner import backfill
+        backfill("calls", set="region = 'eu'", where="region IS NULL", batch_size=1000)
+    """,
+    )
+
+
+@pytest.mark.parametrize("driver", EXPECTED)
+def test_a_backfill_runs_its_batches_under_every_driver(driver, database, tmp_path):
+    project = _project(tmp_path, database, driver)
+    _backfill_revisions(project)
+    result = run(_env(project, database, driver, MIGRATION_DDL_LOCK_TIMEOUT="3"))
+    result.check_log_contract()
+    assert result.code == 0, result.stdout
+    [record] = result.summary["backfills"]
+    assert (record["rows_done"], record["batches"], record["finished"]) == (2500, 4, True)
+    assert database.query("SELECT count(*) FROM calls WHERE region = 'eu'") == [(2500,)]
+    assert database.version() == ["b2"]
+
+
+def test_a_backfill_runs_under_plain_alembic_too(database, tmp_path):
+    project = _project(tmp_path, database, "psycopg", env_py="stock")
+    _backfill_revisions(project)
+    alembic(project.root, "upgrade", "head")
+    assert database.query("SELECT count(*) FROM calls WHERE region = 'eu'") == [(2500,)]
+    assert database.version() == ["b2"]

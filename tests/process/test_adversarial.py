@@ -405,7 +405,9 @@ def test_a_lost_lock_session_stops_the_migration_before_anyone_else_runs_it(data
         f"""
         with op.get_context().autocommit_block():
             op.execute("INSERT INTO hits SELECT pg_backend_pid(), {CONCURRENT}")
-            op.execute("SELECT pg_sleep(4)")""",
+            # long for the first runner (stopped when its lock session goes), so a loaded
+            # machine still starts the second one while a1 runs; none for the second
+            op.execute("SELECT pg_sleep(CASE WHEN (SELECT count(*) FROM hits) = 1 THEN 60 ELSE 0 END)")""",
     )
     first = Running(runner_env(database, project))
     lock_pid = first.wait_for_event("db.connected")["backend_pid"]

@@ -11,8 +11,8 @@ import subprocess
 import time
 from enum import IntEnum
 
-from runner.observe.console import Console, progress
-from tests.support.helpers import ROOT, command, run, runner_env
+from runner.observe.console import Console, backfill_bar, progress
+from tests.support.helpers import ROOT, command, run, runner_env, wait_until
 
 RED = "\x1b[31m"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -63,7 +63,7 @@ def test_read_commands_on_a_terminal_print_only_their_result(database, project):
     assert run(env, "upgrade", "a2").code == 0
     code, out = run_on_a_terminal(env, "current")
     assert code == 0
-    assert out.splitlines() == ["a2", "1 pending: a3"]
+    assert out.splitlines() == ["a2", "1 pending: a3 (expand)"]
     code, verbose = run_on_a_terminal(env, "-v", "current")
     lines = plain(verbose)
     assert code == 0 and "a2" in lines and lines[-1].startswith("current: behind, at a2, in ")
@@ -139,3 +139,59 @@ def test_console_lines():
 def test_progress_becomes_a_bar_for_many_revisions():
     assert progress(2, 5) == "2/5"
     assert progress(5, 20) == "[#####---------------] 5/20"
+
+
+def test_a_long_revision_shows_one_live_progress_line_on_a_terminal(database, project):
+    """A revision waits on a lock for a few seconds: its progress line is rewritten in place
+    (cursor up, erase) each second, then the revision's done line follows."""
+    import threading
+
+    from runner.observe.console import REWRITE
+
+    with database.connect() as conn:
+        conn.execute("CREATE TABLE calls (id bigserial PRIMARY KEY)")
+    path = project.revision("r1", None, 'op.execute("ALTER TABLE calls ADD COLUMN note text")')
+    path.write_text(path.read_text() + '\nmigration_runner = {"lock_timeout": 0}\n')
+    blocker = database.connect(application_name="app-report")
+    blocker.autocommit = False
+    blocker.execute("SELECT count(*) FROM calls").fetchone()
+
+    def waited_long_enough() -> bool:  # three progress intervals, then the blocker ends
+        return bool(
+            database.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'ALTER TABLE calls%%' AND now() - query_start > '3.5 s'"
+            )[0][0]
+        )
+
+    def release() -> None:
+        wait_until(waited_long_enough, timeout=60, what="the ALTER waiting 3.5 s")
+        blocker.commit()
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        code, out = run_on_a_terminal(
+            runner_env(database, project, MIGRATION_PROGRESS_INTERVAL=1), "upgrade"
+        )
+    finally:
+        releaser.join(timeout=60)
+        blocker.close()
+    assert code == 0, out
+    progress = [line for line in plain(out) if "waiting on Lock (relation)" in line]
+    assert len(progress) >= 3, out
+    assert all("blocked by pid" in line and "app-report" in line for line in progress), out
+    assert out.count(REWRITE) == len(progress) - 1, out  # each after the first replaces one
+    done = plain(out).index(next(line for line in plain(out) if line.startswith("  done r1")))
+    assert "waiting on Lock" in plain(out)[done - 1]  # the last progress line stays above it
+
+
+def test_a_backfill_shows_a_bar_with_rows_rate_and_eta():
+    event = {"table": "calls", "rows_done": 300_000, "rows_left_estimate": 700_000}
+    assert (
+        backfill_bar({**event, "rows_per_s": 41_000, "eta_s": 17.1})
+        == "backfill calls [######--------------] 30% 300,000 rows, 41,000/s, ETA 17 s"
+    )
+    assert backfill_bar({**event, "rows_per_s": 41_000, "finished": True}).endswith(
+        "[####################] 100% 300,000 rows, 41,000/s, done"
+    )

@@ -87,6 +87,43 @@ def test_a_corrupt_manifest_is_ignored(database, project):
     assert result.event("manifest.ignored")["reason"] == "unreadable"
 
 
+def test_a_manifest_that_does_not_describe_its_own_files_is_ignored(database, project):
+    """Found by issue 21: a manifest hand-edited to drop the newest revision (its file still
+    listed) made ``check`` exit 0 on a database that was behind."""
+    project.audited_chain(["a1", "a2"])
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "a1").code == 0
+    assert run(env, "manifest").code == 0
+    path = project.root / "migration-manifest.json"
+    document = json.loads(path.read_text())
+    document["revisions"] = [r for r in document["revisions"] if r["id"] != "a2"]
+    document["heads"] = ["a1"]
+    path.write_text(json.dumps(document))
+    result = run(env, "check")
+    assert result.summary["exit_code"] == result.code == 11, (
+        result.stderr
+    )  # behind, as the files say
+    assert result.event("manifest.ignored")["reason"] == "inconsistent"
+
+
+def test_inconsistency_names_what_a_manifest_gets_wrong():
+    good = {
+        "files": {"v/a1.py": {}, "v/a2.py": {}, "v/__init__.py": {}},
+        "heads": ["a2"],
+        "revisions": [
+            {"id": "a1", "down": [], "path": "v/a1.py"},
+            {"id": "a2", "down": ["a1"], "path": "v/a2.py"},
+        ],
+    }
+    assert manifest.inconsistency(good) is None
+    dropped = {**good, "revisions": good["revisions"][:1], "heads": ["a1"]}
+    assert "files without a revision: v/a2.py" in manifest.inconsistency(dropped)
+    assert "heads" in manifest.inconsistency({**good, "heads": ["a1"]})
+    unknown_down = [good["revisions"][0], {"id": "a2", "down": ["zz"], "path": "v/a2.py"}]
+    assert "down" in manifest.inconsistency({**good, "revisions": unknown_down})
+    assert "not among" in manifest.inconsistency({**good, "files": {"v/a1.py": {}}})
+
+
 # --- freshness: listing first, content only where the listing cannot tell -------------------
 
 RECORDED = {

@@ -5,6 +5,7 @@ test_handoff_process)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -80,9 +81,9 @@ def test_after_a_successful_upgrade_the_runner_becomes_the_app(database, project
     project.audited_chain(["t1", "t2"])
     code, pid, lines, events = then(runner_env(database, project), sys.executable, "-c", APP)
     assert code == 7, "\n".join(lines)  # the app's own exit code
-    assert [e["event"] for e in events][-2:] == ["summary", "app.exec"]
-    assert events[-2]["exit_code"] == 0 and events[-2]["applied"] == ["t1", "t2"]
-    assert events[-1]["command"] == [sys.executable, "-c", APP]
+    assert [e["event"] for e in events][-2:] == ["app.exec", "summary"]  # the summary last
+    assert events[-1]["exit_code"] == 0 and events[-1]["applied"] == ["t1", "t2"]
+    assert events[-2]["command"] == [sys.executable, "-c", APP]
     assert lines[-1] == f"app pid={pid} sigterm_default=True"  # same process, signals restored
     assert database.version() == ["t2"]
 
@@ -115,3 +116,53 @@ def test_then_goes_with_upgrade_only(database, project) -> None:
     )
     assert proc.returncode == 2
     assert "--then goes with upgrade only" in proc.stdout + proc.stderr
+
+
+def test_an_app_whose_interpreter_is_missing_is_refused_before_migrating(
+    database, project, tmp_path
+) -> None:
+    """Found by issue 21: the summary said 0, then the exec failed and the run exited 2."""
+    app = tmp_path / "serve"
+    app.write_text("#!/no/such/python3\nprint('hi')\n")
+    app.chmod(0o755)
+    project.audited_chain(["t1"])
+    code, _pid, lines, events = then(runner_env(database, project), str(app))
+    assert code == 2, "\n".join(lines)
+    assert events[-1]["event"] == "summary" and events[-1]["exit_code"] == 2
+    assert "/no/such/python3" in events[-2]["message"]
+    assert database.version() == []
+
+
+def test_dry_run_never_hands_over(database, project) -> None:
+    """Found by issue 21: ``upgrade --dry-run --then`` started the app on an empty database."""
+    project.audited_chain(["t1"])
+    proc = subprocess.run(
+        command("upgrade", "--dry-run", "--then", "--", "true"),
+        env=runner_env(database, project),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[-1]["event"] == "summary" and events[-1]["exit_code"] == 2
+    assert any(e["event"] == "error" and "--dry-run" in e["message"] for e in events)
+    assert database.version() == []
+
+
+def test_the_app_starts_with_the_default_signal_dispositions(database, project) -> None:
+    """Found by issue 21: the app inherited Python's ignored SIGPIPE (and SIGXFSZ): ``yes |
+    head -1`` in it printed "Broken pipe"."""
+    project.audited_chain(["t1"])
+    code, _pid, lines, _events = then(
+        runner_env(database, project),
+        "sh",
+        "-c",
+        "yes | head -1; grep -E '^SigIgn' /proc/self/status",
+    )
+    assert code == 0, "\n".join(lines)
+    assert not any("Broken pipe" in line for line in lines), lines
+    ignored = int(lines[-1].split()[1], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        assert not ignored & (1 << (sig - 1)), f"{sig.name} ignored in the app"

@@ -156,3 +156,36 @@ def test_what_a_revision_prints_never_reaches_stdout_of_a_checklist_verb(tmp_pat
     assert "HELLO FROM R01" in said
     assert result.events[-1]["event"] == "summary"  # check's 11 logs no error event
     assert result.events[-1]["exit_code"] == result.code
+
+
+def test_verify_walks_the_rename_example_with_a_backfill_and_a_contract_revision(history, database):
+    history.add(
+        'op.add_column("calls", sa.Column("number", sa.Text()))',
+        'op.drop_column("calls", "number")',
+    )
+    history.add(
+        "from runner import backfill\n"
+        'backfill("calls", set="number = phone", where="number IS NULL AND phone IS NOT NULL")'
+    )
+    history.add(
+        'op.drop_column("calls", "phone")',
+        'op.add_column("calls", sa.Column("phone", sa.Text()))\n'
+        'op.execute("UPDATE calls SET phone = number")',
+        header='migration_runner = {"phase": "contract"}',
+    )
+    result = run(
+        runner_env(database, history), "verify", "--database-url", database.url(), timeout=120
+    )
+    assert result.code == 0, result.stdout + result.stderr
+    assert "verify passed: 4 revision(s) walked" in result.stdout
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_verify_never_shows_the_password_of_its_database_url(history, database, json_flag):
+    """Found by issue 21: a ``--database-url`` password (not the settings') was printed in
+    the error event and the text result."""
+    secret = "Other-s3cret/pw"
+    url = database.url(password=secret, name="no_such_database")
+    result = run(runner_env(database, history), "verify", "--database-url", url, *json_flag)
+    assert result.code == ExitCode.CONFIG, result.stderr
+    result.assert_clean(secret)

@@ -87,10 +87,19 @@ def test_runner_errors_pass_through_unchanged():
 @pytest.mark.parametrize(
     "exc", [FakeSqlError("lock timeout", "55P03"), FakeSqlError("boom", "XX000")]
 )
-def test_after_an_autocommit_block_it_is_a_failure_that_says_what_to_check(exc):
-    error = classify_failure(exc, Where("r4", autocommit_block=True))
+def test_after_an_autocommit_block_it_is_a_failure_that_says_exactly_what_stays(exc):
+    where = Where(
+        "r4",
+        autocommit_block=True,
+        committed=("ALTER TABLE t ADD COLUMN c int",),
+        left=("INVALID index public.ix",),
+    )
+    error = classify_failure(exc, where)
     assert isinstance(error, MigrationFailed) and error.fields["autocommit_block"] is True
-    assert "INVALID index" in error.message
+    assert "NOT fully rolled back" in error.message and "was rolled back" not in error.message
+    assert "1 statement(s) had committed and stay: ALTER TABLE t ADD COLUMN c int" in error.message
+    assert "left INVALID index public.ix" in error.message
+    assert error.fields["committed_statements"] == ["ALTER TABLE t ADD COLUMN c int"]
 
 
 # --- every driver, by SQLSTATE; the runner's own bugs ------------------------------------------

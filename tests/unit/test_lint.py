@@ -66,11 +66,43 @@ def test_no_rule_fires_on_a_table_created_earlier_in_the_same_revision(tmp_path,
     assert result.findings == [] and result.ok
 
 
-def test_set_not_null_after_add_nullable_and_backfill_is_fine(history):
+CONTRACT = 'migration_runner = {"phase": "contract"}'
+
+
+def test_set_not_null_after_add_nullable_and_backfill_is_fine_in_a_contract_revision(history):
     history.add('op.add_column("calls", sa.Column("region", sa.Text(), nullable=True))')
     history.add("op.execute(\"UPDATE calls SET region = 'eu' WHERE region IS NULL\")")
-    history.add('op.alter_column("calls", "region", nullable=False)')
-    assert lint.run_lint(history.load(), squawk=False).findings == []
+    rev = history.add('op.alter_column("calls", "region", nullable=False)', header=CONTRACT)
+    result = lint.run_lint(history.load(), squawk=False)
+    assert _rules(result, rev) == [("set-not-null", "info", 13)] and result.ok
+
+
+@pytest.mark.parametrize(
+    ("rule", "statement"),
+    [
+        ("drop-column", 'op.drop_column("calls", "note")'),
+        ("drop-table", 'op.drop_table("calls")'),
+        ("set-not-null", 'op.alter_column("calls", "phone", nullable=False)'),
+    ],
+)
+def test_a_destructive_change_in_an_expand_revision_is_an_error_naming_the_contract_phase(
+    history, rule, statement
+):
+    history.add("op.execute(\"UPDATE calls SET phone = '' WHERE phone IS NULL\")")
+    rev = history.add(statement)
+    result = lint.run_lint(history.load(), squawk=False)
+    assert _rules(result, rev) == [(rule, "error", 12)]
+    assert result.errors()[0].fix.startswith('mark it contract (migration_runner = {"phase"')
+    history.add(statement, header=CONTRACT)  # the same change, marked contract
+    marked = lint.run_lint(history.load(), since=rev, squawk=False)
+    assert [(f.rule, f.level) for f in marked.findings] == [(rule, "info")]
+
+
+def test_a_rename_stays_an_error_in_a_contract_revision(history):
+    rev = history.add(POSITIVE["rename-column"], header=CONTRACT)
+    assert _rules(lint.run_lint(history.load(), squawk=False), rev) == [
+        ("rename-column", "error", 13)
+    ]
 
 
 def test_a_backfill_of_another_column_does_not_count(history):
@@ -141,7 +173,7 @@ def test_since_lints_only_the_later_revisions_yet_remembers_earlier_backfills(hi
     last = history.add('op.alter_column("calls", "region", nullable=False)\nop.drop_table("calls")')
     result = lint.run_lint(history.load(), since=backfill, squawk=False)
     assert result.revisions == [last]
-    assert [f.rule for f in result.findings] == ["drop-table"]
+    assert [f.rule for f in result.findings] == ["set-not-null", "drop-table"]
 
 
 def test_since_an_unknown_revision_is_refused(history):

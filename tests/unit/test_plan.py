@@ -77,3 +77,46 @@ def test_a_stamp_runs_nothing_and_is_up_to_date_only_at_its_target():
     plan = plan_stamp(("a",), ("c",))
     assert (plan.steps, plan.up_to_date) == ((), False)
     assert plan_stamp(("c",), ("c",)).up_to_date
+
+
+# --- phases: expand stops before the first pending contract revision -----------------------
+
+RENAME = {"add": (), "copy": ("add",), "drop": ("copy",), "later": ("drop",)}
+
+
+def _phased(current, graph, contract, phase):
+    from runner.plan import plan_phase
+
+    heads = tuple(rev for rev in graph if not any(rev in downs for downs in graph.values()))
+    return plan_phase(plan_upgrade(current, heads, graph), graph, contract, phase)
+
+
+def test_expand_applies_up_to_not_including_the_first_contract_revision():
+    plan = _phased((), RENAME, {"drop"}, "expand")
+    assert (plan.steps, plan.target, plan.held) == (("add", "copy"), ("copy",), ("drop", "later"))
+
+
+def test_expand_never_applies_a_revision_that_depends_on_a_contract_one():
+    plan = _phased(("add",), RENAME, {"drop"}, "expand")
+    assert "later" not in plan.steps and plan.held == ("drop", "later")
+
+
+def test_expand_with_only_contract_revisions_pending_is_up_to_date():
+    plan = _phased(("copy",), RENAME, {"drop"}, "expand")
+    assert plan.up_to_date and plan.held == ("drop", "later") and plan.target == ("copy",)
+
+
+def test_contract_and_no_phase_apply_the_rest():
+    for phase in ("contract", None):
+        plan = _phased(("copy",), RENAME, {"drop"}, phase)
+        assert (plan.steps, plan.held, plan.phase) == (("drop", "later"), (), phase)
+
+
+def test_expand_without_contract_revisions_is_a_plain_upgrade():
+    plan = _phased((), RENAME, set(), "expand")
+    assert plan.steps == ("add", "copy", "drop", "later") and plan.target == ("later",)
+
+
+def test_expand_on_branches_stops_at_the_contract_branch_and_what_merges_it():
+    plan = _phased(("a",), MERGED, {"b2"}, "expand")
+    assert (plan.steps, plan.target, plan.held) == (("b1",), ("b1",), ("b2", "m"))

@@ -159,3 +159,45 @@ def test_a_bad_connection_is_raised_where_it_is_needed_not_at_load(clean_env):
     for _ in range(2):
         with pytest.raises(ConfigError, match="must start with postgresql://"):
             settings.connection_spec()
+
+
+def test_the_lock_schedule_is_escalating_by_default_with_a_budget(clean_env):
+    schedule, budget = load_settings().lock_schedule()
+    assert schedule.source == "MIGRATION_DDL_LOCK_SCHEDULE=escalating" and budget == 300.0
+    clean_env.setenv("MIGRATION_DDL_LOCK_SCHEDULE", "0.1*5,1")
+    clean_env.setenv("MIGRATION_DDL_LOCK_BUDGET", "20")
+    schedule, budget = load_settings().lock_schedule()
+    assert schedule.timeouts == (0.1,) * 5 + (1.0,) and budget == 20.0
+
+
+def test_the_settings_before_the_schedule_keep_their_meaning(clean_env):
+    clean_env.setenv("MIGRATION_DDL_LOCK_TIMEOUT", "2")
+    schedule, budget = load_settings().lock_schedule()
+    assert (schedule.timeouts, schedule.attempts, budget) == ((2.0,), 5, None)
+    clean_env.setenv("MIGRATION_DDL_LOCK_RETRIES", "3")
+    schedule, _ = load_settings().lock_schedule()
+    assert (schedule.timeouts, schedule.attempts) == ((2.0,), 3)
+    assert "MIGRATION_DDL_LOCK_RETRIES=3" in schedule.source
+
+
+def test_the_schedule_and_the_settings_it_replaces_are_not_given_together(clean_env):
+    clean_env.setenv("MIGRATION_DDL_LOCK_SCHEDULE", "steady")
+    clean_env.setenv("MIGRATION_DDL_LOCK_TIMEOUT", "2")
+    with pytest.raises(ConfigError, match="replaces MIGRATION_DDL_LOCK_TIMEOUT"):
+        load_settings()
+
+
+def test_a_misspelled_schedule_is_a_config_error_naming_the_variable(clean_env):
+    clean_env.setenv("MIGRATION_DDL_LOCK_SCHEDULE", "fast")
+    with pytest.raises(ConfigError, match="MIGRATION_DDL_LOCK_SCHEDULE: 'fast' is not a schedule"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("value", "ok"), [("0", True), ("1", True), ("30", True), ("0.2", False)])
+def test_the_progress_interval_is_off_or_at_least_a_second(clean_env, value, ok):
+    clean_env.setenv("MIGRATION_PROGRESS_INTERVAL", value)
+    if ok:
+        assert load_settings().migration_progress_interval == float(value)
+    else:
+        with pytest.raises(ConfigError, match="MIGRATION_PROGRESS_INTERVAL"):
+            load_settings()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.checklist.lint.acks import read_acks
+from runner.checklist.lint.phases import by_phase
 from runner.checklist.lint.rules import RULES, History, check_revision, created_table, table_of
 from runner.checklist.lint.sizes import SIZE_GRADED, TableSize, Thresholds, grade, table_sizes
 from runner.checklist.lint.sql import Statement, revision_sql
@@ -166,7 +167,7 @@ def run_lint(
                     table,
                 )
             )
-        for finding in raw:
+        for finding in (by_phase(f, rev.phase) for f in raw):
             if sizes is not None and finding.rule in SIZE_GRADED and finding.table:
                 size = TableSize(0, 0) if finding.table in new_tables else sizes.get(finding.table)
                 if size is not None:

@@ -13,6 +13,9 @@ schema, so a revision must not take away what that release uses:
     the guide's sequence is add nullable, backfill, then set NOT NULL.
 ``change-column-type``
     the old release reads and writes the old type (and most changes rewrite the table).
+``set-not-null``
+    ``SET NOT NULL`` on a backfilled column: the old release may still insert NULLs, so it
+    belongs in a contract revision (:mod:`runner.checklist.lint.phases`).
 
 A statement on a table created earlier in the same revision is never a finding: nobody uses
 that table yet.
@@ -33,6 +36,7 @@ RULES = (
     "rename-column",
     "set-not-null-without-backfill",
     "change-column-type",
+    "set-not-null",
 )
 
 _NAME = r'(?:"[^"]+"|[\w$]+)'
@@ -142,7 +146,15 @@ def _alter_hits(table: str, rest: str, line: int | None, history: History) -> It
             rf"^ALTER\s+(?:COLUMN\s+)?(?P<c>{_NAME})\s+SET\s+NOT\s+NULL", action, re.I
         ):
             column = unquote(m.group("c"))
-            if (table, column) not in history.backfilled:
+            if (table, column) in history.backfilled:
+                yield Hit(
+                    "set-not-null",
+                    line,
+                    table,
+                    f"sets {table}.{column} NOT NULL: the release still running may insert NULLs",
+                    f"run it once no release writes NULL into {column}",
+                )
+            else:
                 yield Hit(
                     "set-not-null-without-backfill",
                     line,

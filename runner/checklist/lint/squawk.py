@@ -19,7 +19,7 @@ from typing import Any
 from runner.checklist.lint.sql import Statement
 from runner.errors import ConfigError
 
-#: the runner sets lock_timeout (MIGRATION_DDL_LOCK_TIMEOUT) and statement_timeout on every
+#: the runner sets lock_timeout (MIGRATION_DDL_LOCK_SCHEDULE) and statement_timeout on every
 #: revision itself: a revision need not
 DEFAULT_EXCLUDE = ("require-lock-timeout", "require-statement-timeout")
 #: how long squawk may take over one revision's SQL

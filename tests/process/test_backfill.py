@@ -1,0 +1,182 @@
+"""backfill() through real runner processes on real PostgreSQL: batches committed one by
+one, SIGTERM between them, the revision applied only once the backfill finished, and a
+writer on the same table never held up for longer than a batch."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+
+from runner.errors import ExitCode
+from tests.support.helpers import Running, run, runner_env
+
+ROWS = 300_000
+TABLE = (
+    "op.execute('CREATE TABLE calls (id bigint PRIMARY KEY, old_name text, new_name text)')\n"
+    "op.execute(\"INSERT INTO calls (id, old_name) SELECT g, 'caller ' || g "
+    f'FROM generate_series(1, {ROWS}) g")'
+)
+BACKFILL = (
+    "from runner import backfill\n"
+    "backfill('calls', set='new_name = old_name', where='new_name IS NULL', key='id', "
+    "batch_size={batch_size})"
+)
+
+
+def backfilled(database) -> int:
+    return database.query("SELECT count(*) FROM calls WHERE new_name IS NOT NULL")[0][0]
+
+
+class Writer:
+    """An app writing to random rows of ``calls`` while the backfill runs: its slowest write."""
+
+    def __init__(self, database) -> None:
+        self.conn = database.connect()
+        self.stop = threading.Event()
+        self.latencies: list[float] = []
+        self.thread = threading.Thread(target=self._write, daemon=True)
+
+    def _write(self) -> None:
+        while not self.stop.is_set():
+            began = time.monotonic()
+            self.conn.execute(
+                "UPDATE calls SET old_name = old_name WHERE id = %s", (random.randint(1, ROWS),)
+            )
+            self.latencies.append(time.monotonic() - began)
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.conn.close()
+
+
+def test_a_backfill_stopped_by_sigterm_keeps_its_batches_and_the_next_run_finishes_it(
+    database, project
+):
+    project.revision("t1", None, TABLE)
+    project.revision("t2", "t1", BACKFILL.format(batch_size=1000))
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "t1").code == 0
+
+    first = Running(env, "upgrade")
+    first.wait_for_event("backfill.progress", timeout=60)
+    first.signal(signal.SIGTERM)
+    stopped = first.finish()
+    stopped.check_log_contract()
+    assert stopped.code == ExitCode.INTERRUPTED
+    [record] = stopped.summary["backfills"]
+    assert 0 < record["rows_done"] < ROWS and not record["finished"]
+    assert record["rows_done"] == backfilled(database)  # every batch reported is committed
+    assert "stopped between batches" in stopped.event("error")["message"]
+    assert database.version() == ["t1"] and database.advisory_locks() == 0
+    assert stopped.summary["applied"] == []
+
+    with Writer(database) as writer:
+        resumed = run(env, "upgrade", timeout=300)
+    resumed.check_log_contract()
+    assert resumed.code == 0, resumed.stdout
+    [again] = resumed.summary["backfills"]
+    assert again["finished"] and again["rows_done"] == ROWS - record["rows_done"]
+    assert backfilled(database) == ROWS and database.version() == ["t2"]
+    assert resumed.summary["applied"] == ["t2"]
+    progress = [e for e in resumed.events if e["event"] == "backfill.progress"]
+    assert progress[-1]["finished"] and progress[-1]["rows_done"] == again["rows_done"]
+    # the app was never held up for longer than one batch (plus scheduling on a busy box)
+    assert len(writer.latencies) > 50
+    assert max(writer.latencies) * 1000 <= again["batch_ms_max"] + 500, (
+        max(writer.latencies),
+        again,
+    )
+
+
+def test_offline_sql_renders_a_backfill_as_its_update(database, project):
+    project.revision("t1", None, TABLE)
+    project.revision("t2", "t1", BACKFILL.format(batch_size=10))
+    result = run(runner_env(database, project), "sql", "t1:t2")
+    assert result.code == 0, result.stderr
+    assert "UPDATE calls SET new_name = old_name WHERE new_name IS NULL" in result.stdout
+
+
+def test_the_ddl_before_a_backfill_is_committed_before_its_first_batch(database, project):
+    project.revision("t1", None, TABLE.replace(str(ROWS), "5000"))
+    project.revision(
+        "t2",
+        "t1",
+        "op.add_column('calls', sa.Column('region', sa.Text()))\n"
+        "from runner import backfill\n"
+        "backfill('calls', set=\"region = 'eu'\", where='region IS NULL', batch_size=100, "
+        "pause=0.05)",
+    )
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "t1").code == 0
+    running = Running(env, "upgrade")
+    running.wait_for_event("backfill.progress", timeout=60)
+    # another session sees the column and writes the table while the backfill runs
+    with database.connect() as conn:
+        conn.execute("SET lock_timeout = '2s'")
+        conn.execute("UPDATE calls SET region = 'us' WHERE id = 5000")
+    assert database.version() == ["t1"]  # not applied until the backfill finished
+    result = running.finish()
+    assert result.code == 0, result.stdout
+    assert database.query("SELECT region, count(*) FROM calls GROUP BY 1 ORDER BY 1") == [
+        ("eu", 4999),
+        ("us", 1),
+    ]
+    assert database.version() == ["t2"]
+
+
+def test_a_failed_batch_keeps_the_batches_before_it_and_leaves_the_revision_pending(
+    database, project
+):
+    project.revision("t1", None, TABLE.replace(str(ROWS), "5000"))
+    project.revision(
+        "t2",
+        "t1",
+        "from runner import backfill\n"
+        "backfill('calls', set='new_name = (1 / (id - 2500))::text', where='new_name IS NULL', "
+        "batch_size=1000)",
+    )
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "t1").code == 0
+    result = run(env, "upgrade")
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED
+    error = result.event("error")
+    assert "division by zero" in error["message"] and "after 2000 rows" in error["message"]
+    assert backfilled(database) == 2000 and database.version() == ["t1"]
+    assert result.summary["backfills"][0]["rows_done"] == 2000
+
+
+def test_a_batch_waits_for_a_row_lock_no_longer_than_the_runners_lock_timeout(database, project):
+    project.revision("t1", None, TABLE.replace(str(ROWS), "5000"))
+    project.revision("t2", "t1", BACKFILL.format(batch_size=1000))
+    env = runner_env(database, project, MIGRATION_DDL_LOCK_TIMEOUT="1")
+    assert run(env, "upgrade", "t1").code == 0
+    with database.connect() as app:
+        app.execute("BEGIN")
+        app.execute("UPDATE calls SET old_name = 'busy' WHERE id = 3500")  # held, uncommitted
+        result = run(env, "upgrade", timeout=60)
+        app.execute("ROLLBACK")
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    assert "lock_timeout" in result.event("error")["message"]
+    assert backfilled(database) == 3000 and database.version() == ["t1"]
+    assert run(env, "upgrade").code == 0 and backfilled(database) == 5000
+
+
+def test_a_bad_argument_is_the_revisions_mistake_not_the_runners(database, project):
+    project.revision("t1", None, TABLE.replace(str(ROWS), "10"))
+    project.revision(
+        "t2", "t1", "from runner import backfill\nbackfill('calls; --', set='a = 1', where='true')"
+    )
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    assert "is not a table or column name" in result.event("error")["message"]
+    assert database.version() == ["t1"]

@@ -1,0 +1,128 @@
+"""Single promises the invariant harness (test_invariants.py) first found broken (issue 21),
+each pinned with the exact behaviour now promised."""
+
+from __future__ import annotations
+
+import json
+
+from runner.errors import ExitCode
+from tests.support.helpers import run, runner_env
+
+
+def test_history_shows_ledger_times_in_utc_whatever_the_servers_timezone(database, project):
+    with database.admin() as admin:
+        admin.execute(f"ALTER DATABASE \"{database.name}\" SET TimeZone = 'Asia/Tokyo'")
+    project.revision("a1", None, "pass")
+    assert run(runner_env(database, project)).code == 0
+    result = run(runner_env(database, project), "history", "--json")
+    result.check_log_contract()
+    (row,) = json.loads(result.stdout)["revisions"]
+    assert row["ledger"]["finished_at"].endswith("+00:00"), row
+    (utc_hour,) = database.query(
+        "SELECT to_char(max(finished_at) AT TIME ZONE 'UTC', 'HH24') FROM migration_runner_ledger"
+    )[0]
+    assert row["ledger"]["finished_at"][11:13] == utc_hour
+
+
+def test_history_survives_a_ledger_row_without_an_end_time(database, project):
+    project.revision("a1", None, "pass")
+    assert run(runner_env(database, project)).code == 0
+    with database.admin() as admin:
+        admin.execute(
+            "ALTER TABLE migration_runner_ledger ALTER COLUMN finished_at DROP NOT NULL; "
+            "UPDATE migration_runner_ledger SET finished_at = NULL"
+        )
+    result = run(runner_env(database, project), "history")
+    result.check_log_contract()
+    assert result.code == 0 and "(no end time)" in result.stdout, result.stdout
+
+
+def test_history_escapes_control_characters_in_messages(database, project):
+    path = project.revision("a1", None, "pass")
+    path.write_text(
+        path.read_text().replace('"""step a1"""', '"""evil \x1b]0;pwned\x07 \x1b[2J"""')
+    )
+    result = run(runner_env(database, project), "history")
+    result.check_log_contract()
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b]0;pwned\\x07" in result.stdout
+
+
+def test_an_env_py_that_does_not_compile_is_invalid_scripts_before_connecting(database, project):
+    project.revision("a1", None, "pass")
+    env_py = project.root / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text() + "\ndef broken(:\n")
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.SCRIPTS_INVALID, result.stdout
+    assert "env.py" in result.event("error")["message"]
+    assert database.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+
+
+def test_a_manifest_into_a_missing_directory_is_a_config_error(project, tmp_path):
+    project.revision("a1", None, "pass")
+    target = tmp_path / "missing" / "manifest.json"
+    result = run(runner_env(None, project, MIGRATION_MANIFEST=target), "manifest")
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.stderr
+    assert str(target) in result.event("error")["message"]
+
+
+PARTIAL = """
+op.add_column("items", sa.Column("code", sa.Text))
+op.execute("UPDATE items SET code = 'same'")
+with op.get_context().autocommit_block():
+    op.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_items_code ON items (code)")
+"""
+
+
+def test_a_failed_autocommit_block_says_exactly_what_stays_and_the_recovery_works(
+    database, project
+):
+    """Found by issue 21: reported "rolled back" while the column stayed and an INVALID index
+    was left; every rerun then failed on the duplicate column."""
+    project.revision(
+        "a1",
+        None,
+        "op.execute('CREATE TABLE items (id int)')\n"
+        "op.execute('INSERT INTO items VALUES (1), (2)')",
+    )
+    project.revision("a2", "a1", PARTIAL)
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    error = result.event("error")
+    assert "NOT fully rolled back" in error["message"] and "was rolled back" not in error["message"]
+    assert [s.split()[:3] for s in error["committed_statements"]] == [
+        ["ALTER", "TABLE", "items"],
+        ["UPDATE", "items", "SET"],
+    ]
+    assert error["left_behind"] == ["INVALID index ix_items_code"], error
+    assert database.version() == ["a1"]
+    # the documented recovery: undo what stays, then run again
+    with database.connect() as conn:
+        conn.execute("DROP INDEX ix_items_code")
+        conn.execute("ALTER TABLE items DROP COLUMN code")
+    project.revision("a2", "a1", PARTIAL.replace("'same'", "id::text"))
+    again = run(runner_env(database, project))
+    again.check_log_contract()
+    assert again.code == 0 and database.version() == ["a2"], again.stdout
+
+
+def test_a_revision_never_commits_on_a_session_without_the_lock(database, project):
+    """Issue 21, promise 10: each revision's transaction checks before its COMMIT that its own
+    server session holds the migration lock (through a transaction-mode pooler it may not);
+    here the revision gives the lock up itself, the deterministic stand-in for a pooler."""
+    project.revision("a1", None, "op.execute('CREATE TABLE t1 (id int)')")
+    project.revision(
+        "a2",
+        "a1",
+        "op.execute('CREATE TABLE t2 (id int)')\nop.execute('SELECT pg_advisory_unlock_all()')",
+    )
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.stdout
+    error = result.event("error")
+    assert error["pooler"] == "transaction" and "rolled back before its COMMIT" in error["message"]
+    assert database.version() == ["a1"] and not database.table_exists("t2")
+    assert result.summary["applied"] == ["a1"]
