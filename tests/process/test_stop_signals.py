@@ -4,10 +4,13 @@ summary, and ``verify`` left its throwaway PostgreSQL running."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -55,7 +58,7 @@ def _sleeping(root: Path) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_stop_signal_mid_verify_removes_its_own_server_and_ends_with_the_summary(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, scratch: Path, sig: signal.Signals
 ) -> None:
     history = History(tmp_path / "project")
     history.add(
@@ -63,9 +66,6 @@ def test_a_stop_signal_mid_verify_removes_its_own_server_and_ends_with_the_summa
         'op.drop_table("calls")',
     )
     history.add(SLOW)
-    # short: the server's unix socket lives in its directory (sun_path has 108 bytes)
-    scratch = Path(tempfile.mkdtemp(prefix="mr-stop-", dir="/tmp"))
-    scratch.chmod(0o755)  # as root the server runs as postgres, which must reach it
     proc = Running(runner_env(None, history, TMPDIR=str(scratch)), "verify", "--skip", "lint")
     wait_until(lambda: bool(_servers_under(scratch)), timeout=60, what="verify's own server")
     wait_until(lambda: _sleeping(scratch), timeout=60, what="the slow revision to run")
@@ -79,4 +79,20 @@ def test_a_stop_signal_mid_verify_removes_its_own_server_and_ends_with_the_summa
     assert result.stdout == ""
     assert not _servers_under(scratch), "verify's throwaway PostgreSQL is still running"
     assert list(scratch.iterdir()) == []
-    shutil.rmtree(scratch)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """verify's TMPDIR; a server a failed run left in it is shut down (SIGQUIT: immediate)."""
+    # short: the server's unix socket lives in its directory (sun_path has 108 bytes)
+    path = Path(tempfile.mkdtemp(prefix="mr-stop-", dir="/tmp"))
+    path.chmod(0o755)  # as root the server runs as postgres, which must reach it
+    try:
+        yield path
+    finally:
+        for pid in _servers_under(path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: not _servers_under(path), timeout=30, what="the server to stop")
+        shutil.rmtree(path, ignore_errors=True)
