@@ -22,7 +22,7 @@ class ExitCode(enum.IntEnum):
     REJECTED = 4  # the database refused us for good: bad password, unknown database/role, SSL
     LOCK_TIMEOUT = 5  # another runner held the migration lock longer than the lock-wait budget
     MIGRATION_FAILED = 6  # a revision failed and was rolled back
-    SCRIPTS_INVALID = 7  # the migration scripts cannot be loaded (import error, several heads)
+    SCRIPTS_INVALID = 7  # the scripts cannot be loaded or env.py failed before any revision
     DATABASE_AHEAD = 8  # the database is at a revision these scripts do not know
     MIGRATION_BLOCKED = 9  # a revision kept timing out waiting for a table lock (lock_timeout)
     CONNECTION_LOST = 10  # the session died mid-run (failover, network): the revision rolled back
@@ -97,6 +97,12 @@ class MigrationFailed(RunnerError):
 class ScriptsInvalid(RunnerError):
     exit_code = ExitCode.SCRIPTS_INVALID
     code = "scripts_invalid"
+
+
+class EnvPyFailed(ScriptsInvalid):
+    """The project's env.py failed before any revision started: nothing was applied."""
+
+    code = "env_py_failed"
 
 
 class DatabaseAhead(RunnerError):

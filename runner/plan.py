@@ -89,12 +89,41 @@ def expand_steps(steps: tuple[str, ...], contract: Collection[str]) -> tuple[str
 
 def plan_downgrade(current: Iterable[str], target: Iterable[str], graph: Graph) -> Plan:
     """Which revisions a downgrade from ``current`` to ``target`` (``()``: base) reverts,
-    newest first: everything applied that ``target`` does not descend from."""
+    newest first, as ``alembic downgrade`` does: everything applied that descends from
+    ``target`` (to base: everything applied). A branch that neither leads to ``target`` nor
+    descends from it stays: downgrading below a merge to ``b1`` reverts the merge and keeps
+    ``b2``. Raises :class:`ConfigError` when ``target`` is not applied (Alembic: "not a
+    valid downgrade target")."""
     current_t, target_t = _known(current, graph), tuple(sorted(target))
-    undo = ancestry(graph, current_t) - ancestry(graph, target_t)
+    active = ancestry(graph, current_t)
+    if not target_t:
+        undo = active
+    else:
+        undo = descendants(graph, target_t) & active
+        if not undo and not set(target_t) <= set(current_t):
+            raise ConfigError(
+                f"cannot downgrade to {', '.join(target_t)}: it is not applied (the database "
+                f"is at {', '.join(current_t) or 'base'}); give a revision the database has"
+            )
     return Plan(
         "downgrade", current_t, target_t, tuple(rev for rev in reversed(list(graph)) if rev in undo)
     )
+
+
+def descendants(graph: Graph, revisions: Iterable[str]) -> set[str]:
+    """Everything that descends from ``revisions``, excluding themselves."""
+    children: dict[str, list[str]] = {}
+    for rev, down in graph.items():
+        for parent in down:
+            children.setdefault(parent, []).append(rev)
+    seen: set[str] = set()
+    stack = [child for rev in revisions for child in children.get(rev, ())]
+    while stack:
+        rev = stack.pop()
+        if rev not in seen:
+            seen.add(rev)
+            stack.extend(children.get(rev, ()))
+    return seen
 
 
 def plan_stamp(current: Iterable[str], target: Iterable[str]) -> Plan:

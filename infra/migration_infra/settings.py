@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -403,10 +404,32 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str,
         problems.append(f"taskTimeout: seconds, more than 0, got {settings.task_timeout}")
     if settings.cpu_architecture not in ("X86_64", "ARM64"):
         problems.append(f"cpuArchitecture: X86_64 or ARM64, got {settings.cpu_architecture!r}")
+    problems.extend(_name_problems(settings))
     if problems:
         raise SettingsError("stack config `migration-runner:*` needs fixing:\n  - "
                             + "\n  - ".join(problems))
     return settings
+
+
+# ECS names (cluster, task family, service): letters, digits, hyphens and underscores, at
+# most 255; the program's longest adds "-migration-failed" to "<service>-<environment>".
+NAME = re.compile(r"[A-Za-z0-9_-]+")
+MAX_BASE = 240
+
+
+def _name_problems(settings: StackSettings) -> list[str]:
+    """What AWS or the shell would refuse in the names and the launcher's command line."""
+    problems = [f"{key}: letters, digits, - and _ only (ECS names are made of it), got {value!r}"
+                for key, value in (("service", settings.service),
+                                   ("environment", settings.environment))
+                if value and not NAME.fullmatch(value)]
+    if len(settings.service) + 1 + len(settings.environment) > MAX_BASE:
+        problems.append(f"service and environment: at most {MAX_BASE} characters together")
+    try:
+        shlex.split(settings.launcher)
+    except ValueError as exc:
+        problems.append(f"launcher: not a command line ({exc}), got {settings.launcher!r}")
+    return problems
 
 
 KEYS = ("service", "environment", "subnetIds", "securityGroupId", "vpcId", "databaseRules",

@@ -162,3 +162,22 @@ def test_the_tasks_group_is_given_or_created_in_the_vpc_never_both(config):
     del config["vpcId"], config["securityGroupId"]
     with pytest.raises(SettingsError, match="securityGroupId: required .*or vpcId"):
         parse_settings(config, stack="prod")
+
+
+@pytest.mark.parametrize("key,value,complaint", [
+    ("service", "my service", "service: letters, digits, - and _ only"),
+    ("service", "ördérs", "service: letters, digits, - and _ only"),
+    ("environment", "prod/eu", "environment: letters, digits, - and _ only"),
+    ("environment", "x" * 300, "service and environment: at most 240 characters together"),
+    ("launcher", "uv run 'oops", "launcher: not a command line (No closing quotation)"),
+])
+def test_names_and_the_launcher_line_aws_or_the_shell_would_refuse_are_refused(config, key,
+                                                                              value, complaint):
+    """The service and environment name the cluster, the task families and the service
+    (ECS: letters, digits, hyphens and underscores, 255 at most), and the launcher is split
+    like a shell would. Before, each was accepted and `pulumi up` failed halfway: at AWS after
+    the first resources, or in the gate's apply with a Python traceback."""
+    config[key] = value
+    with pytest.raises(SettingsError) as error:
+        parse_settings(config, stack="prod")
+    assert complaint in str(error.value)

@@ -58,7 +58,7 @@ def compare_models(loaded: Loaded) -> Compared | None:
             template_args=context.template_args,
             revision_context=context,
         ):
-            directory.run_env()
+            loaded.run_env()
     except CommandError as exc:
         if "MetaData" not in str(exc):  # Alembic's "does not provide a MetaData object"
             raise

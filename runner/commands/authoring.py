@@ -18,7 +18,7 @@ def sql(settings: Settings, span: str, *, log: Any) -> Result:
     """The SQL an upgrade over ``span`` (``[FROM:]TO``) would run, without connecting."""
     from alembic import command
 
-    loaded = sources.load(settings.alembic_config, log)
+    loaded = sources.load(from_settings.project(settings), log)
     buffer = io.StringIO()
     loaded.config.output_buffer = buffer
     scripts.set_url(loaded.config, _offline_url(settings))
@@ -33,8 +33,8 @@ def sql(settings: Settings, span: str, *, log: Any) -> Result:
 
 def write_manifest(settings: Settings, *, log: Any) -> Result:
     """Write the manifest (at image build time) so that no-op runs import nothing."""
-    loaded = sources.load(settings.alembic_config, log)
-    path = sources.manifest_path(settings.alembic_config, settings.migration_manifest)
+    loaded = sources.load(from_settings.project(settings), log)
+    path = sources.manifest_path(from_settings.project(settings), settings.migration_manifest)
     try:
         document = manifest.write(loaded.scripts, path)
     except OSError as exc:
@@ -58,7 +58,7 @@ def merge(settings: Settings, message: str, *, log: Any) -> Result:
     """A revision merging every head."""
     from alembic import command
 
-    loaded = sources.load(settings.alembic_config, log)
+    loaded = sources.load(from_settings.project(settings), log)
     if len(loaded.scripts.heads) < 2:
         raise ConfigError("nothing to merge: the scripts have a single head")
     return _written(command.merge(loaded.config, "heads", message=message))
@@ -70,7 +70,7 @@ def revision(
     """A new revision file; with ``autogenerate``, diffed against the database."""
     from alembic import command
 
-    loaded = sources.load(settings.alembic_config, log)
+    loaded = sources.load(from_settings.project(settings), log)
     if not autogenerate:
         return _written(command.revision(loaded.config, message=message))
     from sqlalchemy import create_engine

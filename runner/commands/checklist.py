@@ -47,7 +47,7 @@ def verify(
     """Every check not skipped, against ``database_url`` (an empty scratch database) or a
     throwaway PostgreSQL of its own: :attr:`Outcome.PASSED` or :attr:`Outcome.CHECKS_FAILED`."""
     skipped = parse_skip(skip)
-    loaded = sources.load(settings.alembic_config, log)
+    loaded = sources.load(from_settings.project(settings), log)
     schema = settings.migration_version_table_schema or "public"
     bookkeeping = (
         qualified(schema, settings.migration_version_table),
@@ -94,7 +94,7 @@ def verify(
 
 def lint(settings: Settings, since: str | None, exclude: list[str], *, log: Any) -> Result:
     """Every revision (or those after ``since``), offline."""
-    loaded = sources.load(settings.alembic_config, log)
+    loaded = sources.load(from_settings.project(settings), log)
     with OutputCapture(log, in_flight=lambda: None).active():
         result = run_lint(loaded, since=since, exclude=_excluded(exclude))
     return _linted(result, Outcome.PASSED, log)
@@ -105,11 +105,12 @@ def lint_pending(
 ) -> tuple[dict[str, Any], LintResult]:
     """The revisions an upgrade to ``target`` (in ``phase``) would apply, linted against the
     live database's table sizes. No lock is taken and nothing is written."""
-    loaded = sources.load(settings.alembic_config, log)
-    heads = resolve_target(loaded.scripts, loaded.directory, target)
+    loaded = sources.load(from_settings.project(settings), log)
+    resolve_target(loaded.scripts, loaded.directory, target)  # a bad target before connecting
     with from_settings.session(settings, facts=facts, log=log) as session:
         current = session.revision()
         facts.database_at(current)
+        heads = resolve_target(loaded.scripts, loaded.directory, target, current)
         graph = loaded.scripts.graph()
         plan = plan_phase(
             plan_upgrade(current, heads, graph), graph, loaded.scripts.contract(), phase

@@ -18,6 +18,7 @@ from runner.lock.holding import migration_lock as hold
 from runner.observe.identity import ran_on, where_am_i
 from runner.outcome import Facts
 from runner.process.interrupt import Interrupt
+from runner.scripts.alembic_config import Project, split_locations
 
 
 def reach(settings: Settings) -> Reach:
@@ -27,6 +28,17 @@ def reach(settings: Settings) -> Reach:
         settings.migration_connect_timeout,
         settings.migration_retry_max_interval,
         where_am_i(settings.ecs_container_metadata_uri_v4),
+    )
+
+
+def project(settings: Settings) -> Project:
+    """Where the project's migrations are and how they start."""
+    return Project(
+        settings.alembic_config,
+        settings.migration_script_location,
+        split_locations(settings.migration_version_locations),
+        settings.migration_bootstrap,
+        settings.migration_env_py_thread,
     )
 
 

@@ -39,16 +39,23 @@ def upgrade(
     facts.phase = phase
     require(settings.connection_spec().driver)  # a configuration error comes before anything
     snapshot = from_settings.snapshot(settings)
-    known, loaded = sources.scripts_for(settings.alembic_config, settings.migration_manifest, log)
-    target_heads = scripts.resolve_exact(known, target)
-    if target_heads is None:  # a prefix, or no head: Alembic resolves (or explains) it
-        loaded = loaded or sources.load(settings.alembic_config, log, known.checksums())
+    known, loaded = sources.scripts_for(
+        from_settings.project(settings), settings.migration_manifest, log
+    )
+    exact = scripts.resolve_exact(known, target)
+    if exact is None:  # a prefix, branch or relative target: Alembic resolves (or explains) it
+        loaded = loaded or sources.load(from_settings.project(settings), log, known.checksums())
         known = loaded.scripts
-        target_heads = scripts.resolve_target(known, loaded.directory, target)
     graph, contract = known.graph(), known.contract()
+    directory = loaded.directory if loaded else None
+    resolved = [exact] if exact is not None else []
 
     def planner(current: tuple[str, ...]) -> Plan:
-        return plan_phase(plan_upgrade(current, target_heads, graph), graph, contract, phase)
+        # resolved once, from the revision first read: a relative target (+1) then names the
+        # same revisions for a whole herd, and the runners that waited find them applied
+        if not resolved:
+            resolved.append(scripts.resolve_target(known, directory, target, current))
+        return plan_phase(plan_upgrade(current, resolved[0], graph), graph, contract, phase)
 
     with from_settings.session(settings, facts=facts, log=log) as session:
         current = session.revision()
@@ -74,7 +81,7 @@ def upgrade(
             # only now Alembic, SQLAlchemy and the revision files: a herd's waiters find the
             # work done under the lock and exit without loading them (the graph came from
             # the manifest); the one that migrates loads them while it holds the lock
-            loaded = loaded or sources.load(settings.alembic_config, log, known.checksums())
+            loaded = loaded or sources.load(from_settings.project(settings), log, known.checksums())
             _execute(session, settings, loaded, target, current, planner, facts, interrupt)
     return Result(Outcome.MIGRATED)
 
@@ -134,7 +141,7 @@ def _downgrade_or_stamp(
     settings: Settings, kind: str, target: str, *, facts: Facts, interrupt: Interrupt, log: Any
 ) -> None:
     require(settings.connection_spec().driver)
-    loaded = sources.load(settings.alembic_config, log)
+    loaded = sources.load(from_settings.project(settings), log)
     graph = loaded.scripts.graph()
     with (
         from_settings.session(settings, facts=facts, log=log) as session,
@@ -167,10 +174,12 @@ def _execute(
     """Plan from ``current`` (read under the lock) and execute; after a revision hit
     ``lock_timeout``, read again, plan again from there, and retry as the lock schedule
     says. One side watch serves every attempt."""
+    from runner.execution.alembic_hooks import agree_with_alembic
     from runner.execution.retry import retry_blocked
     from runner.execution.run import Execution, ExecutionContext, schedule_of  # not on no-op
 
     ledger, log = session.ledger, session.log
+    agree_with_alembic(loaded.directory, planner(current), target)  # or refuse, untouched
     adopted = ledger.ensure(
         session.conn, applied(loaded.scripts.graph(), current), loaded.scripts.checksums()
     )

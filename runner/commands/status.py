@@ -19,7 +19,7 @@ from runner.scripts import source as sources
 
 def heads(settings: Settings, *, log: Any) -> Result:
     """The heads of the scripts; :attr:`Outcome.SEVERAL_HEADS` when there is more than one."""
-    loaded = sources.load(settings.alembic_config, log)
+    loaded = sources.load(from_settings.project(settings), log)
     rows = [describe(loaded.scripts.revisions[h]) for h in loaded.scripts.heads]
     text = "\n".join(f"{r['revision']}  {printable(r['message'])}  ({r['path']})" for r in rows)
     outcome = Outcome.OK
@@ -68,7 +68,9 @@ def history(settings: Settings, *, facts: Facts, log: Any) -> Result:
 def _state(settings: Settings, *, facts: Facts, log: Any) -> dict[str, Any]:
     """Where the database stands against the scripts, as plain data."""
     settings.connection_spec()
-    known, _loaded = sources.scripts_for(settings.alembic_config, settings.migration_manifest, log)
+    known, _loaded = sources.scripts_for(
+        from_settings.project(settings), settings.migration_manifest, log
+    )
     with from_settings.session(settings, facts=facts, log=log) as session:
         revision = session.revision()
         entries = session.ledger.latest(session.conn)

@@ -15,8 +15,10 @@ variable to fix, and no message ever carries a password.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +36,9 @@ from runner.limits import ESCALATING, MAX_TIMEOUT_S, LockSchedule, parse_schedul
 from runner.observe.redact import spellings
 
 __all__ = ["ConnectionSpec", "Settings", "load_settings", "parse_database_url"]
+
+#: ``package.module:callable`` (or ``module:object.method``)
+CALLABLE_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -57,6 +62,14 @@ class Settings(BaseSettings):
     db_sslrootcert: Path | None = None
 
     alembic_config: Path = Path("alembic.ini")
+    #: a project without alembic.ini (its configuration in code), or overriding the file's
+    migration_script_location: str | None = Field(default=None, min_length=1)
+    migration_version_locations: str | None = Field(default=None, min_length=1)
+    #: ``module:callable`` run before the project's migration code is imported
+    migration_bootstrap: str | None = None
+    #: where env.py runs: the main thread (as `alembic upgrade`), a worker thread, or an
+    #: AnyIO worker thread (env.py may then call anyio.from_thread.run)
+    migration_env_py_thread: Literal["main", "worker", "anyio_worker"] = "main"
     migration_manifest: Path | None = None
     migration_target: str = Field(default="head", min_length=1)
     migration_db_wait_timeout: float = Field(default=60.0, ge=0)
@@ -115,6 +128,7 @@ class Settings(BaseSettings):
         "migration_log_format",
         "migration_log_level",
         "db_sslmode",
+        "migration_env_py_thread",
         "migration_phase",
         "migration_snapshot",
         mode="before",
@@ -122,6 +136,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("migration_bootstrap")
+    @classmethod
+    def _module_callable(cls, value: str | None) -> str | None:
+        if value is not None and not CALLABLE_SPEC.match(value):
+            raise ValueError(
+                "expected module:callable, e.g. myapp.settings:configure (called with no "
+                "arguments before the migrations load)"
+            )
+        return value
 
     _connection: ConnectionSpec | ConfigError | None = PrivateAttr(default=None)
 
@@ -239,6 +263,11 @@ def load_settings() -> Settings:
     if 0 < settings.migration_progress_interval < 1:
         raise ConfigError(
             "MIGRATION_PROGRESS_INTERVAL must be 0 (no progress events) or at least 1 second"
+        )
+    if settings.migration_env_py_thread == "anyio_worker" and not importlib.util.find_spec("anyio"):
+        raise ConfigError(
+            "MIGRATION_ENV_PY_THREAD=anyio_worker: anyio is not installed (install the "
+            "project's dependencies, which include it, in the runner's environment)"
         )
     try:
         settings.connection_spec()  # resolved once, here; raised again where needed

@@ -395,6 +395,41 @@ def assume_role_args(environ: Mapping[str, str]) -> dict[str, str] | None:
     return args
 
 
+def acting_as(source: Any, assume_role: Mapping[str, Any], config: Any) -> Any:
+    """A boto3 session acting as the role ``assume_role`` names (:func:`assume_role_args`),
+    its credentials taken with ``source``'s and renewed before they expire: AssumeRole
+    grants an hour by default, and a migration (``--timeout``) may run longer."""
+    import boto3
+    import botocore.session
+    from botocore.credentials import (
+        AssumeRoleCredentialFetcher,
+        CredentialProvider,
+        CredentialResolver,
+        DeferredRefreshableCredentials,
+    )
+
+    args = dict(assume_role)
+    fetcher = AssumeRoleCredentialFetcher(
+        client_creator=lambda *a, **kw: source.client(*a, config=config, **kw),
+        source_credentials=source.get_credentials(),
+        role_arn=args.pop("RoleArn"),
+        extra_args=args,
+    )
+    renewed = DeferredRefreshableCredentials(
+        refresh_using=fetcher.fetch_credentials, method="assume-role"
+    )
+
+    class Role(CredentialProvider):  # type: ignore[misc]  # botocore has no type hints
+        METHOD = "assume-role"
+
+        def load(self) -> Any:
+            return renewed
+
+    core = botocore.session.Session()
+    core.register_component("credential_provider", CredentialResolver([Role()]))
+    return boto3.session.Session(botocore_session=core, region_name=source.region_name)
+
+
 class ReaderMayGo:
     """A stream whose reader may go away: the process that started the launcher was killed,
     and with it whoever read the pipe. From the first broken pipe on, writes are dropped, so
@@ -439,13 +474,7 @@ def _launcher(
     config = Config(retries={"mode": "standard", "max_attempts": 8}, user_agent_extra=USER_AGENT)
     session = boto3.session.Session()
     if assume_role is not None:
-        granted = session.client("sts", config=config).assume_role(**assume_role)["Credentials"]
-        session = boto3.session.Session(
-            aws_access_key_id=granted["AccessKeyId"],
-            aws_secret_access_key=granted["SecretAccessKey"],
-            aws_session_token=granted["SessionToken"],
-            region_name=session.region_name,
-        )
+        session = acting_as(session, assume_role, config)
     tty = sys.stdout.isatty()
 
     stdout = ReaderMayGo(sys.stdout)
@@ -477,7 +506,7 @@ def _aws_failure(err: Exception) -> LaunchError | None:
         kind = error.get("Code", "error")
         hint = ""
         if "AccessDenied" in kind or "Unauthorized" in kind:
-            hint = " (the README lists the IAM actions the launcher needs)"
+            hint = " (docs/deploying-on-ecs.md lists the IAM actions the launcher needs)"
         elif kind == "ClusterNotFoundException":
             hint = " (check --cluster / MIGRATION_ECS_CLUSTER and the region)"
         return LaunchError(f"{err.operation_name} failed: {kind}: {error.get('Message', '')}{hint}")

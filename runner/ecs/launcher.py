@@ -30,6 +30,7 @@ from runner.ecs.errors import (
 )
 from runner.ecs.logs_tail import LogTail, runner_summary
 from runner.ecs.outcome import TaskOutcome, run_failures, task_outcome
+from runner.process.interrupt import parent_at_start
 
 STARTED_BY = "migration-runner"
 PARENT_EXITED = "parent-exit"  # the stop reason when the parent process went away
@@ -123,7 +124,7 @@ class Stop:
         change of the parent pid (the orphan is re-parented). For callers that end the
         launcher's parent with SIGKILL, which no handler can see: pulumi-command does on a
         cancelled ``pulumi up`` (see the gate in infra/). A daemon thread polls."""
-        parent = os.getppid()
+        parent = parent_at_start()
 
         def watch() -> None:
             while self.reason is None and os.getppid() == parent:

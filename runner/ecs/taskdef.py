@@ -63,7 +63,8 @@ def with_image(
     """RegisterTaskDefinition arguments for a new revision of ``task_definition`` in which
     only ``container_name``'s image is ``image``: every one of ``fields`` (what
     RegisterTaskDefinition accepts: :func:`runner.ecs.runargs.registerable`) the described
-    task definition has, and its tags. The input is not modified."""
+    task definition has, and its tags but those reserved for AWS (``aws:...``). The input is
+    not modified."""
     request = {
         key: copy.deepcopy(task_definition[key])
         for key in sorted(fields)
@@ -72,8 +73,9 @@ def with_image(
     for definition in request["containerDefinitions"]:
         if definition["name"] == container_name:
             definition["image"] = image
-    if tags:
-        request["tags"] = copy.deepcopy(tags)
+    kept = [tag for tag in tags or [] if not tag["key"].lower().startswith("aws:")]
+    if kept:  # AWS's own (aws:...) are AWS's to set: RegisterTaskDefinition refuses them
+        request["tags"] = copy.deepcopy(kept)
     return request
 
 

@@ -62,6 +62,31 @@ def check_steps(plan: Plan, found: list[Any]) -> list[Any]:
     return [by_id[rev] for rev in plan.steps]
 
 
+def agree_with_alembic(directory: Any, plan: Plan, target: str) -> None:
+    """Before anything is touched: :class:`ConfigError` unless Alembic, from the plan's
+    current revisions, would run exactly the plan's steps (a target Alembic refuses, or
+    reads otherwise, is refused here rather than half run)."""
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    destination = alembic_destination(plan, target)
+    try:
+        check_steps(plan, alembic_steps(directory, plan.kind, destination, plan.current))
+    except (CommandError, RevisionError) as exc:
+        raise ConfigError(
+            f"{plan.kind} to {target!r}: Alembic refuses it from "
+            f"{', '.join(plan.current) or 'base'} ({exc}); nothing was run"
+        ) from None
+    except PlanDiverged as diverged:
+        raise ConfigError(
+            f"{plan.kind} to {target!r} from {', '.join(plan.current) or 'base'}: Alembic "
+            f"would run {diverged.fields['alembic']}, the runner's plan is "
+            f"{diverged.fields['planned']}; refused, nothing was run. Give an explicit "
+            "revision id as the target",
+            **diverged.fields,
+        ) from None
+
+
 class StepWithHook:
     """Alembic's migration step, with ``before`` run just before the revision's function."""
 

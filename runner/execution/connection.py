@@ -14,8 +14,10 @@ is not the locked session — checks that it is on the locked session's database
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -36,20 +38,63 @@ PIPELINES_COMMIT = ("psycopg", "psycopg2")
 
 def engine_for(driver: Driver, url: str, creator: Callable[[], Any]) -> Any:
     """The engine env.py's connection comes from: the runner's locked session for psycopg 3
-    (``creator``), else new connections of ``driver`` to ``url`` (a secret)."""
+    (``creator``), else new connections of ``driver`` to ``url`` (a secret). Its connections
+    are :func:`lending` ones."""
     from sqlalchemy import create_engine, pool
 
     if driver.name == "psycopg":
-        return create_engine("postgresql+psycopg://", creator=creator)
-    # libpq drivers: the keepalives of the runner's own sessions (a dead peer is noticed)
-    connect_args = dict(KEEPALIVES) if driver.module in ("psycopg", "psycopg2") else {}
-    if driver.is_async:
-        from sqlalchemy.ext.asyncio import create_async_engine
+        engine = create_engine("postgresql+psycopg://", creator=creator)
+    else:
+        # libpq drivers: the keepalives of the runner's own sessions (a dead peer is noticed)
+        connect_args = dict(KEEPALIVES) if driver.module in ("psycopg", "psycopg2") else {}
+        if driver.is_async:
+            from sqlalchemy.ext.asyncio import create_async_engine
 
-        return create_async_engine(
-            url, poolclass=pool.NullPool, connect_args=connect_args
-        ).sync_engine
-    return create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
+            engine = create_async_engine(
+                url, poolclass=pool.NullPool, connect_args=connect_args
+            ).sync_engine
+        else:
+            engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
+    engine._connection_cls = lending()
+    return engine
+
+
+@contextlib.contextmanager
+def lent(engine: Any) -> Iterator[Any]:
+    """The connection handed to env.py (one of ``engine``'s :func:`lending` ones), closed at
+    the end however many times env.py borrowed it without giving it back."""
+    connection = engine.connect()
+    try:
+        yield connection
+    finally:
+        connection._lent = 0
+        connection.close()
+
+
+@functools.cache
+def lending() -> type:
+    """A SQLAlchemy ``Connection`` that is also a connectable whose only connection is
+    itself, for the cookbook's older env.py (``connectable = config.attributes.get(
+    "connection") or engine_from_config(...)``, then ``with connectable.connect() as
+    connection:``). ``connect()`` lends the same connection (the locked session, or the one
+    the lock guard watches) and the matching ``close()`` (the ``with`` block's end) only
+    returns it: the runner closes it. Nothing else changes, so every guarantee holds."""
+    from sqlalchemy.engine import Connection
+
+    class LentConnection(Connection):
+        _lent = 0
+
+        def connect(self) -> LentConnection:
+            self._lent += 1
+            return self
+
+        def close(self) -> None:
+            if self._lent:
+                self._lent -= 1
+                return
+            super().close()
+
+    return LentConnection
 
 
 def run(driver: Driver, body: Callable[[], T]) -> T:

@@ -11,6 +11,9 @@ SQLSTATE (``sqlstate``, or psycopg2's ``pgcode``) and class name, not imported.
 - an error without SQLSTATE raised by the runner's own code (the innermost frame that is
   not a library's is in the runner package), even inside a hook Alembic called ->
   :class:`RunnerBug` (exit 1);
+- anything else raised before any revision started (env.py's own code: an import, a
+  configure() argument, a syntax error) -> :class:`EnvPyFailed` (exit 7), naming env.py's
+  file and line and saying that no revision started;
 - anything else -> :class:`MigrationFailed` (exit 6), with a hint on ``57014``
   (query_canceled: ``statement_timeout``).
 
@@ -31,6 +34,7 @@ from typing import Any
 
 from runner.errors import (
     ConnectionLost,
+    EnvPyFailed,
     MigrationBlocked,
     MigrationFailed,
     RunnerBug,
@@ -65,6 +69,8 @@ class Where:
     path: str | None = None
     session_lost: bool = False
     autocommit_block: bool = False
+    #: env.py's path when no revision had started yet (the failure is env.py's)
+    env_py: str | None = None
     #: what a revision's ``backfill()`` left, when it ran one (runner.execution.backfill)
     backfill: str | None = None
     #: statements of the failed revision that committed (autocommit block: they stay)
@@ -127,7 +133,9 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
     # secret's prefix that no longer matches it)
     detail = f"{type(orig).__name__}: {first_line(orig)}"
     place = "the upgrade"
-    if where.revision:
+    if where.env_py:
+        place = f"env.py ({env_py_line(exc, where.env_py)}), before any revision started,"
+    elif where.revision:
         place = f"revision {where.revision}" + (f" ({where.path})" if where.path else "")
     fields: dict[str, Any] = {"revision": where.revision, "error_class": type(orig).__name__}
     if sqlstate == LOCK_NOT_AVAILABLE:
@@ -147,6 +155,13 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
             "PostgreSQL rolls that revision back and frees the lock when it "
             "notices. Run again: it resumes there",
             **fields,
+        )
+    if where.env_py and sqlstate is None and env_py_line(exc, where.env_py) != where.env_py:
+        return EnvPyFailed(  # raised in (or while compiling) env.py itself
+            f"{place} failed: {detail}. No revision started: nothing was applied. Fix env.py "
+            "(plain `alembic upgrade` fails the same way) and run again",
+            env_py=env_py_line(exc, where.env_py),
+            error_class=type(orig).__name__,
         )
     if isinstance(orig, (SystemExit, KeyboardInterrupt)):
         detail += (
@@ -173,6 +188,21 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         "run again: revisions applied before it stay applied",
         **fields,
     )
+
+
+def env_py_line(exc: BaseException, env_py: str) -> str:
+    """``env.py:LINE`` where ``exc`` left env.py (its innermost frame there, or the line of
+    a syntax error in it), else env.py's path."""
+    target = os.path.realpath(env_py)
+    if isinstance(exc, SyntaxError) and exc.filename and os.path.realpath(exc.filename) == target:
+        return f"{env_py}:{exc.lineno}"
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if os.path.realpath(tb.tb_frame.f_code.co_filename) == target:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{env_py}:{line}" if line is not None else env_py
 
 
 def sqlstate_of(exc: BaseException) -> str | None:

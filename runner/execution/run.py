@@ -46,6 +46,7 @@ from runner.lock.pooler import pooler_error
 from runner.observe import logs
 from runner.plan import Plan
 from runner.process.interrupt import Interrupt
+from runner.scripts import env_thread
 from runner.scripts.load import Loaded, Scripts, set_url
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
@@ -118,6 +119,7 @@ class Execution:
         self.migrating: migration_connection.Migrating | None = None
         self.migration: Any = None  # the SQLAlchemy connection migrations run on
         self.revision: str | None = None  # in flight
+        self.started = 0  # revisions started (none yet: a failure is env.py's)
         self.limits: Timeouts | None = None  # the revision in flight's
         self.once_limits: Timeouts | None = None  # its statements that cannot be retried
         self.session_limits: Timeouts | None = None  # in effect on the migration session
@@ -146,7 +148,10 @@ class Execution:
                 )(),  # ours only
                 self._stop_backends,
             ):
-                migration_connection.run(self.driver, self._run_env)
+                env_thread.call_in(
+                    ctx.loaded.env_py_thread,
+                    lambda: migration_connection.run(self.driver, self._run_env),
+                )
             self._flush()
         except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
@@ -172,7 +177,7 @@ class Execution:
         )
         with (
             OutputCapture(self.ctx.log, lambda: self.revision).active(),
-            self.engine.connect() as sa_conn,
+            migration_connection.lent(self.engine) as sa_conn,
         ):
             env.configure = alembic_env.with_runner_defaults(  # type: ignore[method-assign]
                 env.configure,
@@ -237,6 +242,10 @@ class Execution:
             rev.path if rev else None,
             conn.closed or conn.broken,
             in_block,
+            # nothing started yet (a stamp starts no revision): the failure is env.py's
+            None
+            if self.started or self.plan.kind == "stamp"
+            else self.ctx.loaded.directory.env_py_location,
             self._backfill_note() if failed is not None and failed == self.backfill_in else None,
             *(self._committed_and_left(exc) if in_block else ((), ())),
         )
@@ -324,6 +333,7 @@ class Execution:
         described = self.ctx.loaded.scripts.revisions[revision]
         schedule = schedule_of(self.ctx.loaded.scripts, revision, self.ctx.schedule)
         attempt = self.attempts.get(revision, 1)
+        self.started += 1
         self.revision = revision
         self.statements, self.committed_at_block = [], 0
         self.limits, self.once_limits = for_attempt(

@@ -22,6 +22,7 @@ the runner is doing, which the runner declares with the context managers below:
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -43,6 +44,8 @@ STOP_WAIT_S = 3.0
 
 #: signals that arrived before :meth:`Interrupt.install` (see :func:`record_early`)
 _early: list[str] = []
+#: the parent's pid when the process started (see :func:`parent_at_start`)
+_parent_at_start: int | None = None
 
 
 def record_early() -> None:
@@ -50,11 +53,21 @@ def record_early() -> None:
     before its imports) until :meth:`Interrupt.install` takes over and honours them: a
     signal then must not kill the process without its summary."""
 
+    global _parent_at_start
+    _parent_at_start = os.getppid()
+
     def record(signum: int, _frame: Any) -> None:
         _early.append(signal.Signals(signum).name)
 
     for sig in reversed(STOPPING):  # SIGTERM last: once it is caught, every one is
         signal.signal(sig, record)
+
+
+def parent_at_start() -> int:
+    """The parent process's pid as :func:`record_early` saw it (the process's first
+    moments), else as it is now: a parent that exits during the imports that follow (boto3's
+    take about a second) is still seen to be gone."""
+    return _parent_at_start if _parent_at_start is not None else os.getppid()
 
 
 def early_signal() -> str | None:

@@ -6,10 +6,16 @@ keep ``script_location`` and the rest there, and only the URL and logging in ale
 other one is looked for beside it. Alembic's command line looks for the other in the working
 directory instead: the same place when it is run from the project's directory, as it usually
 is, and never a file of another project when it is not.
+
+A project whose configuration lives in code ships neither: :class:`Project` then carries
+``script_location`` (and ``version_locations``) from the settings (``MIGRATION_SCRIPT_LOCATION``,
+``MIGRATION_VERSION_LOCATIONS``), which also override those of a file when both are given.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,10 +26,36 @@ INI = "alembic.ini"
 PYPROJECT = "pyproject.toml"
 
 
-def config_files(named: Path) -> tuple[Path | None, Path | None]:
+@dataclasses.dataclass(frozen=True)
+class Project:
+    """Where a project's migrations are, as the settings say: ``config`` (ALEMBIC_CONFIG);
+    ``script_location`` and ``version_locations`` (several, split on commas or whitespace)
+    standing in for the file's, or for a file the project does not ship; ``bootstrap``, the
+    ``module:callable`` run before any of the project's migration code is imported;
+    ``env_py_thread``, where env.py runs (:mod:`runner.scripts.env_thread`)."""
+
+    config: Path
+    script_location: str | None = None
+    version_locations: tuple[str, ...] = ()
+    bootstrap: str | None = None
+    env_py_thread: str = "main"
+
+    @classmethod
+    def of(cls, where: Project | Path) -> Project:
+        return where if isinstance(where, Project) else cls(Path(where))
+
+
+def split_locations(value: str | None) -> tuple[str, ...]:
+    """``MIGRATION_VERSION_LOCATIONS`` as a list: comma- or whitespace-separated (a colon
+    belongs to Alembic's ``package:directory`` form)."""
+    return tuple(part for part in re.split(r"[,\s]+", value or "") if part)
+
+
+def config_files(named: Path, *, optional: bool = False) -> tuple[Path | None, Path | None]:
     """``(alembic.ini, pyproject.toml)`` for ``ALEMBIC_CONFIG`` = ``named``, each None when
     absent (a pyproject.toml beside an ini counts only with a ``[tool.alembic]`` table).
-    Raises :class:`ConfigError` when neither holds an Alembic configuration."""
+    Raises :class:`ConfigError` when neither holds an Alembic configuration, unless
+    ``optional`` (the settings name the script location)."""
     if named.name == PYPROJECT:
         if not named.is_file():
             raise ConfigError(f"ALEMBIC_CONFIG: no such file {str(named)!r}")
@@ -33,22 +65,32 @@ def config_files(named: Path) -> tuple[Path | None, Path | None]:
         return (ini if ini.is_file() else None), named
     toml = named.with_name(PYPROJECT)
     toml_found = toml if toml.is_file() and _alembic_table(toml, required=False) else None
-    if not named.is_file() and toml_found is None:
+    if not named.is_file() and toml_found is None and not optional:
         raise ConfigError(
             f"ALEMBIC_CONFIG: no such file {str(named)!r} (the runner looks for "
             f"{INI}, or {PYPROJECT} with a [tool.alembic] table, in the working "
-            "directory unless ALEMBIC_CONFIG is set)"
+            "directory unless ALEMBIC_CONFIG is set; a project that ships neither sets "
+            "MIGRATION_SCRIPT_LOCATION)"
         )
     return (named if named.is_file() else None), toml_found
 
 
-def open_config(named: Path) -> Any:
-    """Alembic's ``Config`` for ``ALEMBIC_CONFIG`` = ``named``; a multi-database project is
-    refused (:class:`ConfigError`) before anything connects."""
+def open_config(project: Project) -> Any:
+    """Alembic's ``Config`` for ``project``: its files, then the settings' script and version
+    locations over them; a multi-database project is refused (:class:`ConfigError`) before
+    anything connects."""
     from alembic.config import Config
 
-    ini, toml = config_files(named)
+    ini, toml = config_files(project.config, optional=project.script_location is not None)
     config = Config(str(ini) if ini else None, toml_file=str(toml) if toml else None)
+    if project.script_location:
+        config.set_main_option("script_location", project.script_location.replace("%", "%%"))
+    if project.version_locations:
+        # one per line: no path of a list given this way is split again
+        config.set_main_option("path_separator", "newline")
+        config.set_main_option(
+            "version_locations", "\n".join(project.version_locations).replace("%", "%%")
+        )
     databases = config.get_alembic_option("databases")
     if databases:
         raise ConfigError(

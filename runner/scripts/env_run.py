@@ -35,4 +35,4 @@ def run_env(
         starting_rev=starting_rev,
         destination_rev=target,
     ):
-        directory.run_env()
+        loaded.run_env()

@@ -16,7 +16,9 @@ from typing import Any
 
 from runner.errors import ConfigError, RunnerError, ScriptsInvalid
 from runner.limits import MAX_TIMEOUT_S, parse_schedule
-from runner.scripts.alembic_config import open_config
+from runner.scripts.alembic_config import Project, open_config
+from runner.scripts.bootstrap import run_bootstrap
+from runner.scripts.env_thread import call_in
 
 #: The module-level dict a revision may define to change how the runner applies it, e.g.
 #: ``migration_runner = {"lock_timeout": 0}`` for a backfill that may wait for locks, or
@@ -41,6 +43,8 @@ class Revision:
     options: tuple[tuple[str, float], ...] = ()
     #: SHA-256 of the revision file, recorded in the ledger to catch edits after applying
     checksum: str = ""
+    #: the branch labels the revision declares (``branch_labels``)
+    branches: tuple[str, ...] = ()
     #: ``expand`` or ``contract`` (``migration_runner = {"phase": ...}``)
     phase: str = "expand"
     #: the revision's own lock schedule, as spelled (validated; see runner.limits.parse_schedule)
@@ -78,49 +82,31 @@ class Loaded:
     config: Any  # alembic.config.Config
     directory: Any  # alembic.script.ScriptDirectory
     scripts: Scripts
+    #: where env.py runs (:mod:`runner.scripts.env_thread`)
+    env_py_thread: str = "main"
+
+    def run_env(self) -> None:
+        """env.py, inside an ``EnvironmentContext`` the caller entered, where it must run."""
+        call_in(self.env_py_thread, self.directory.run_env)
 
 
-def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loaded:
-    """Load ``alembic.ini`` and every revision file. ``checksums``: those already known (from
-    a current manifest), so that those files are not read a second time. Raises
-    :class:`ConfigError` for a missing or unusable ini, :class:`ScriptsInvalid` for broken
-    scripts."""
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
-    try:
-        config = open_config(config_path)
-        location = config.get_alembic_option("script_location")
-        if not location:
-            raise ConfigError(
-                f"ALEMBIC_CONFIG {str(config_path)!r} has no script_location in "
-                "[alembic] (nor in [tool.alembic] of a pyproject.toml beside it)"
-            )
-        directory = ScriptDirectory.from_config(config)
-    except CommandError as exc:
-        raise ConfigError(f"ALEMBIC_CONFIG: script_location unusable: {exc}") from None
-    except (configparser.Error, UnicodeDecodeError) as exc:  # the message may quote the file: don't
-        raise ConfigError(
-            f"ALEMBIC_CONFIG {str(config_path)!r} is not a valid alembic.ini ({type(exc).__name__})"
-        ) from None
-    versions = Path(directory.versions)
-    check_env_py(Path(directory.dir) / "env.py")
-    if not any(Path(p).is_dir() for p in directory._version_locations):
+def load(where: Project | Path, checksums: Mapping[str, str] | None = None) -> Loaded:
+    """Load the project's Alembic configuration, run its bootstrap (if any), load every
+    revision file. ``checksums``: those already known (from a current manifest), so that
+    those files are not read a second time. Raises :class:`ConfigError` for a missing or
+    unusable configuration, :class:`ScriptsInvalid` for broken scripts."""
+    project = Project.of(where)
+    config, directory = _directory(project)
+    check_env_py(Path(directory.dir) / "env.py")  # before connecting: exit 7, not a failed run
+    run_bootstrap(project.bootstrap)  # after prepend_sys_path, before env.py or a revision
+    locations = [Path(p) for p in directory._version_locations]
+    found = tuple(str(p.resolve()) for p in locations if p.is_dir())
+    if not found:
         raise ConfigError(
             f"ALEMBIC_CONFIG: no versions directory under script_location "
-            f"({versions}): is the image missing the migrations?"
+            f"({_names(locations)}): is the image missing the migrations?"
         )
-    try:
-        ordered = list(reversed(list(directory.walk_revisions())))
-    except CommandError as exc:
-        raise ScriptsInvalid(f"the revision history in {versions} is inconsistent: {exc}") from None
-    except RunnerError:  # Interrupted: a signal while the files were imported
-        raise
-    except BaseException as exc:  # anything a revision file raised at import, sys.exit too
-        raise ScriptsInvalid(
-            f"cannot load migration script {_culprit(exc, versions)}: {type(exc).__name__}: {exc}",
-            path=_culprit(exc, versions),
-        ) from None
+    ordered = _walk(directory, locations)
     known = checksums or {}
     revisions = {}
     for script in ordered:
@@ -132,14 +118,60 @@ def load(config_path: Path, checksums: Mapping[str, str] | None = None) -> Loade
             script.path,
             options,
             known.get(script.revision) or file_checksum(script.path),
+            tuple(sorted(script.branch_labels)),
             revision_phase(script.module, script.path),
             schedule,
         )
     heads = tuple(directory.get_heads())
-    locations = tuple(
-        str(Path(p).resolve()) for p in directory._version_locations if Path(p).is_dir()
-    )
-    return Loaded(config, directory, Scripts(heads, revisions, locations))
+    return Loaded(config, directory, Scripts(heads, revisions, found), project.env_py_thread)
+
+
+def _directory(project: Project) -> tuple[Any, Any]:
+    """Alembic's ``Config`` and ``ScriptDirectory`` for ``project``."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    named = str(project.config)
+    try:
+        config = open_config(project)
+        if not config.get_alembic_option("script_location"):
+            raise ConfigError(
+                f"ALEMBIC_CONFIG {named!r} has no script_location in [alembic] (nor in "
+                "[tool.alembic] of a pyproject.toml beside it); a project without either "
+                "sets MIGRATION_SCRIPT_LOCATION"
+            )
+        return config, ScriptDirectory.from_config(config)
+    except CommandError as exc:
+        raise ConfigError(f"ALEMBIC_CONFIG: script_location unusable: {exc}") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:  # the message may quote the file: don't
+        raise ConfigError(
+            f"ALEMBIC_CONFIG {named!r} is not a valid alembic.ini ({type(exc).__name__})"
+        ) from None
+    except ValueError as exc:  # e.g. an unknown path_separator
+        raise ConfigError(f"ALEMBIC_CONFIG {named!r}: {exc}") from None
+
+
+def _walk(directory: Any, locations: list[Path]) -> list[Any]:
+    """Every revision, base first, imported; :class:`ScriptsInvalid` naming the file."""
+    from alembic.util import CommandError
+
+    try:
+        return list(reversed(list(directory.walk_revisions())))
+    except CommandError as exc:
+        raise ScriptsInvalid(
+            f"the revision history in {_names(locations)} is inconsistent: {exc}"
+        ) from None
+    except RunnerError:  # Interrupted: a signal while the files were imported
+        raise
+    except BaseException as exc:  # anything a revision file raised at import, sys.exit too
+        culprit = _culprit(exc, locations)
+        raise ScriptsInvalid(
+            f"cannot load migration script {culprit}: {type(exc).__name__}: {exc}", path=culprit
+        ) from None
+
+
+def _names(locations: list[Path]) -> str:
+    return ", ".join(str(p) for p in locations)
 
 
 def check_env_py(path: Path) -> None:
@@ -230,8 +262,14 @@ def revision_phase(module: Any, path: str) -> str:
     return str(raw[PHASE_KEY])
 
 
-def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, ...]:
-    """The revision ids ``target`` names. ``head`` needs exactly one head."""
+def resolve_target(
+    scripts: Scripts, directory: Any, target: str, current: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The revision ids an upgrade to ``target`` reaches from ``current``: every form
+    ``alembic upgrade`` accepts (``head``, which needs exactly one head; ``heads``; a revision
+    or prefix; ``branch@head``; ``rev@branch``; ``+N``, ``branch@+N``, ``rev+N``), resolved by
+    Alembic's own parser. Raises :class:`ConfigError` for a target Alembic refuses."""
+    from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
     if target == "head":
@@ -245,16 +283,13 @@ def resolve_target(scripts: Scripts, directory: Any, target: str) -> tuple[str, 
         return scripts.heads
     if target == "heads":
         return scripts.heads
-    if target.startswith(("+", "-")) or "@" in target or ":" in target:
-        raise ConfigError(
-            f"MIGRATION_TARGET {target!r}: give a revision id, 'head' or 'heads' "
-            "(relative and branch targets are not supported by upgrade)"
-        )
     try:
-        found = directory.get_revisions(target)
-    except CommandError as exc:
-        raise ConfigError(f"MIGRATION_TARGET {target!r} is not a known revision: {exc}") from None
-    return tuple(rev.revision for rev in found)
+        found = directory.revision_map._parse_upgrade_target(
+            current_revisions=current, target=target, assert_relative_length=True
+        )
+    except (CommandError, RevisionError) as exc:
+        raise ConfigError(f"MIGRATION_TARGET {target!r}: {exc}") from None
+    return tuple(sorted(rev.revision for rev in found if rev is not None))
 
 
 def resolve_exact(scripts: Scripts, target: str) -> tuple[str, ...] | None:
@@ -269,24 +304,39 @@ def resolve_exact(scripts: Scripts, target: str) -> tuple[str, ...] | None:
 
 
 def require_single_head(scripts: Scripts) -> None:
-    if len(scripts.heads) > 1:
-        files = ", ".join(Path(scripts.revisions[h].path).name for h in scripts.heads)
+    """:class:`ScriptsInvalid` when there are several heads: the advice depends on whether
+    they carry branch labels (branches by design) or not (a merge is missing)."""
+    if len(scripts.heads) <= 1:
+        return
+    heads = [scripts.revisions[h] for h in scripts.heads]
+    if any(rev.branches for rev in heads):
+        named = ", ".join(f"{r.id} ({'/'.join(r.branches) or 'no label'})" for r in heads)
+        first = next(label for r in heads for label in r.branches)
         raise ScriptsInvalid(
-            f"the scripts have {len(scripts.heads)} heads ({', '.join(scripts.heads)}"
-            f' in {files}); merge them with `alembic merge heads -m "merge"`',
+            f"the scripts have {len(heads)} heads on labelled branches ({named}), so 'head' "
+            "is ambiguous: upgrade every branch with MIGRATION_TARGET=heads, or one branch "
+            f"with MIGRATION_TARGET={first}@head",
             heads=list(scripts.heads),
         )
+    files = ", ".join(Path(r.path).name for r in heads)
+    raise ScriptsInvalid(
+        f"the scripts have {len(heads)} heads ({', '.join(scripts.heads)}"
+        f' in {files}); merge them with `alembic merge heads -m "merge"`',
+        heads=list(scripts.heads),
+    )
 
 
-def _culprit(exc: BaseException, versions: Path) -> str:
-    """The revision file an import error came from (or the versions directory)."""
+def _culprit(exc: BaseException, locations: list[Path]) -> str:
+    """The revision file an import error came from (or the versions directories)."""
     filename = getattr(exc, "filename", None)
     if isinstance(exc, SyntaxError) and filename:
         return str(filename)
+    roots = [p.resolve() for p in locations]
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if Path(frame.filename).parent == versions:
+        path = Path(frame.filename).resolve()
+        if any(root in path.parents for root in roots):  # recursive_version_locations too
             return frame.filename
-    return str(versions)
+    return _names(locations)
 
 
 def resolve_destination(

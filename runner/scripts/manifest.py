@@ -100,6 +100,7 @@ def build(scripts: Scripts, path: Path, now_s: float | None = None) -> dict[str,
                 "path": os.path.relpath(Path(rev.path).resolve(), base),
                 "checksum": rev.checksum,
                 "options": dict(rev.options),
+                "branches": list(rev.branches),
                 "phase": rev.phase,
                 "lock_schedule": rev.lock_schedule,
             }
@@ -172,6 +173,7 @@ def read(path: Path) -> tuple[Scripts | None, str, int]:
                 f"{base}/{item['path']}",  # relative, as build() wrote it
                 tuple(sorted((k, float(v)) for k, v in item["options"].items())),
                 item["checksum"],
+                tuple(item.get("branches", ())),
                 item["phase"],
                 item.get("lock_schedule"),
             )

@@ -12,13 +12,14 @@ from runner.plan import applied
 from runner.process import gc_freeze as heap
 from runner.scripts import load as scripts
 from runner.scripts import manifest
+from runner.scripts.alembic_config import Project
 
 
-def load(config: Path, log: Any, checksums: dict[str, str] | None = None) -> scripts.Loaded:
-    """Load the scripts through Alembic (imports every revision file); ``checksums`` from a
-    current manifest spare reading the files again."""
+def load(project: Project, log: Any, checksums: dict[str, str] | None = None) -> scripts.Loaded:
+    """Load the scripts through Alembic (imports every revision file, after the project's
+    bootstrap); ``checksums`` from a current manifest spare reading the files again."""
     with heap.long_lived():  # Alembic, SQLAlchemy and every revision: here until exit
-        loaded = scripts.load(config, checksums)
+        loaded = scripts.load(project, checksums)
     log.info(
         "scripts.loaded",
         source="files",
@@ -28,16 +29,16 @@ def load(config: Path, log: Any, checksums: dict[str, str] | None = None) -> scr
     return loaded
 
 
-def manifest_path(config: Path, manifest_setting: Path | None) -> Path:
-    """MIGRATION_MANIFEST when set, else the manifest beside the scripts of ``config``."""
-    return manifest_setting or manifest.default_path(config)
+def manifest_path(project: Project, manifest_setting: Path | None) -> Path:
+    """MIGRATION_MANIFEST when set, else the manifest beside ``project``'s configuration."""
+    return manifest_setting or manifest.default_path(project.config)
 
 
 def scripts_for(
-    config: Path, manifest_setting: Path | None, log: Any
+    project: Project, manifest_setting: Path | None, log: Any
 ) -> tuple[scripts.Scripts, scripts.Loaded | None]:
     """The scripts from a current manifest when there is one (no imports), else loaded."""
-    path = manifest_path(config, manifest_setting)
+    path = manifest_path(project, manifest_setting)
     known, why, hashed = manifest.read(path)
     if known is not None:
         log.info(
@@ -61,7 +62,7 @@ def scripts_for(
             )
             + ": run `migration-runner manifest` when building the image",
         )
-    loaded = load(config, log)
+    loaded = load(project, log)
     return loaded.scripts, loaded
 
 

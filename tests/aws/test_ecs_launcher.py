@@ -535,3 +535,23 @@ def test_a_bridge_task_definition_is_refused_on_fargate_before_anything_is_regis
         ]
     ]
     assert world.ecs.list_tasks(cluster=CLUSTER)["taskArns"] == []
+
+
+def test_the_roles_credentials_are_renewed_before_they_expire(aws_server: Any) -> None:
+    """AssumeRole grants an hour by default; a migration may run longer. Before, the
+    launcher assumed the role once and its DescribeTasks failed with ExpiredToken after an
+    hour, leaving the task unwatched. Here credentials granted for 15 minutes (AssumeRole's
+    least) are due for renewal at once: each use takes new ones from STS."""
+    import boto3
+    from botocore.config import Config
+
+    role = {
+        "RoleArn": "arn:aws:iam::111111111111:role/deployer",
+        "RoleSessionName": "migration-runner-ecs",
+        "DurationSeconds": 900,
+    }
+    session = cli.acting_as(boto3.session.Session(), role, Config())
+    first = session.get_credentials().get_frozen_credentials().access_key
+    second = session.get_credentials().get_frozen_credentials().access_key
+    assert first != second
+    assert session.client("sts").get_caller_identity()["Account"] == "111111111111"

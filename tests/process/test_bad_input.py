@@ -454,16 +454,16 @@ CASES: list[Case] = [
     ),
     Case(
         "MIGRATION_TARGET-relative",
-        lambda c: {"DATABASE_URL": c.url(), "MIGRATION_TARGET": "+1"},
+        lambda c: {"DATABASE_URL": c.url(), "MIGRATION_TARGET": "+99"},
         ExitCode.CONFIG,
-        ("MIGRATION_TARGET", "+1"),
+        ("MIGRATION_TARGET", "+99"),
     ),
     Case(
         "cli-target-relative",
         lambda c: {"DATABASE_URL": c.url()},
         ExitCode.CONFIG,
-        (("MIGRATION_TARGET", "TARGET"), "+1"),
-        args=("upgrade", "+1"),
+        (("MIGRATION_TARGET", "TARGET"), "+99"),
+        args=("upgrade", "+99"),
     ),
     # an empty variable counts as unset (ECS can inject empty ones): the default, head, applies
     Case(

@@ -4,16 +4,13 @@ each driver, plain Alembic as the reference, and a normalized schema dump to com
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 from devtools.pgcluster import find_bindir
+from devtools.projects import GeneratedProject, generate  # noqa: F401 (the tests import them here)
 from tests.support.helpers import Database, runner_env
 
 #: Alembic's single-database templates (`alembic list_templates`, less `multidb`)
@@ -34,15 +31,6 @@ def driver_url(db: Database, driver: str, name: str | None = None) -> str:
     return db.url(name=name).replace("postgresql+psycopg://", SCHEMES[driver] + "://", 1)
 
 
-def generate(root: Path, *args: str) -> None:
-    """Alembic's command line in this process (for ``init`` and ``revision``, which only write
-    files: a process each would cost seconds on a busy machine), in the project directory."""
-    from alembic.config import CommandLine
-
-    with contextlib.chdir(root), contextlib.redirect_stdout(io.StringIO()):
-        CommandLine(prog="alembic").main(list(args))
-
-
 def alembic(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Plain Alembic's command line, run in the project directory as a developer would."""
     env = runner_env(None)
@@ -56,89 +44,6 @@ def alembic(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
     assert proc.returncode == 0, f"alembic {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
-
-
-class GeneratedProject:
-    """An `alembic init -t TEMPLATE` project; revisions are added with `alembic revision`."""
-
-    def __init__(self, root: Path, template: str, url: str) -> None:
-        self.root, self.template = root, template
-        root.mkdir(parents=True)
-        generate(root, "init", "-t", template, "migrations")
-        self.set_url(url)
-
-    @property
-    def ini(self) -> Path:
-        return self.root / "alembic.ini"
-
-    @property
-    def pyproject(self) -> Path:
-        return self.root / "pyproject.toml"
-
-    @property
-    def versions(self) -> Path:
-        return self.root / "migrations" / "versions"
-
-    @property
-    def env_py(self) -> Path:
-        return self.root / "migrations" / "env.py"
-
-    def set_url(self, url: str) -> None:
-        """``sqlalchemy.url`` in alembic.ini, where every template reads it (escaped: the ini
-        interpolates ``%``)."""
-        text = self.ini.read_text()
-        current = re.search(r"^sqlalchemy\.url = .*$", text, re.MULTILINE)
-        assert current, f"no sqlalchemy.url in {self.ini}"
-        self.ini.write_text(
-            text.replace(current.group(0), "sqlalchemy.url = " + url.replace("%", "%%"))
-        )
-
-    def revision(self, rev: str, message: str, upgrade: str) -> Path:
-        """`alembic revision --rev-id REV -m MESSAGE`, then ``upgrade`` as its upgrade() body."""
-        generate(self.root, "revision", "--rev-id", rev, "-m", message)
-        (path,) = self.versions.glob(f"{rev}_*.py")
-        text = path.read_text()
-        stub = re.search(r'(def upgrade\(\)[^:]*:\n    """Upgrade schema."""\n)    pass\n', text)
-        assert stub, f"unexpected revision template in {path}"
-        body = textwrap.indent(textwrap.dedent(upgrade).strip(), "    ")
-        path.write_text(text.replace(stub.group(0), f"{stub.group(1)}{body}\n", 1))
-        return path
-
-    def audited_revisions(self) -> list[str]:
-        """Three revisions that build a small schema; each records itself in ``audit``."""
-        self.revision(
-            "a1",
-            "create items",
-            """
-            op.create_table("audit", sa.Column("rev", sa.Text, nullable=False))
-            op.create_table("items", sa.Column("id", sa.Integer, primary_key=True),
-                            sa.Column("name", sa.Text, nullable=False),
-                            sa.Column("created_at", sa.DateTime(timezone=True),
-                                      server_default=sa.func.now()))
-            op.create_index("ix_items_name", "items", ["name"])
-            op.execute("INSERT INTO audit (rev) VALUES ('a1')")
-        """,
-        )
-        self.revision(
-            "a2",
-            "items get a quantity",
-            """
-            op.add_column("items", sa.Column("qty", sa.Integer, nullable=False, server_default="0"))
-            items = sa.table("items", sa.column("name", sa.Text), sa.column("qty", sa.Integer))
-            op.bulk_insert(items, [{"name": "bolt", "qty": 3}, {"name": "nut", "qty": 5}])
-            op.execute("INSERT INTO audit (rev) VALUES ('a2')")
-        """,
-        )
-        self.revision(
-            "a3",
-            "a view and a check",
-            """
-            op.create_check_constraint("ck_items_qty", "items", "qty >= 0")
-            op.execute("CREATE VIEW stocked AS SELECT name, qty FROM items WHERE qty > 0")
-            op.execute("INSERT INTO audit (rev) VALUES ('a3')")
-        """,
-        )
-        return ["a1", "a2", "a3"]
 
 
 def schema(db: Database, exclude: tuple[str, ...] = ("migration_runner_ledger*",)) -> str:

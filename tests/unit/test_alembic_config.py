@@ -68,3 +68,24 @@ def test_a_named_pyproject_must_configure_alembic(tmp_path, content, expected):
 def test_nothing_at_all_names_both_files(tmp_path):
     with pytest.raises(ConfigError, match="alembic.ini, or pyproject.toml"):
         config_files(tmp_path / "alembic.ini")
+
+
+def test_version_locations_setting_splits_on_commas_and_whitespace():
+    from runner.scripts.alembic_config import split_locations
+
+    assert split_locations("a/versions, b/more\nc") == ("a/versions", "b/more", "c")
+    assert split_locations("pkg:versions") == ("pkg:versions",)
+    assert split_locations(None) == ()
+
+
+def test_script_location_setting_stands_in_for_a_missing_file(tmp_path):
+    from runner.scripts.alembic_config import Project, open_config
+
+    config = open_config(
+        Project(tmp_path / "alembic.ini", "migrations", ("migrations/v1", "migrations/v2"))
+    )
+    assert config.config_file_name is None
+    assert config.get_main_option("script_location") == "migrations"
+    assert config.get_version_locations_list() == ["migrations/v1", "migrations/v2"]
+    with pytest.raises(ConfigError, match="MIGRATION_SCRIPT_LOCATION"):
+        open_config(Project(tmp_path / "alembic.ini"))

@@ -406,3 +406,18 @@ def test_the_command_is_the_rest_of_the_line_even_with_a_double_dash() -> None:
     req = request(*AWSVPC, "--command", "upgrade", "--then", "--", "uvicorn", "--port", "80")
     assert req.command == ("upgrade", "--then", "--", "uvicorn", "--port", "80")
     assert req.subnets == ("subnet-1",)
+
+
+def test_tags_reserved_for_aws_are_not_copied_to_the_new_revision() -> None:
+    """RegisterTaskDefinition refuses tag keys prefixed ``aws:`` (any case), which AWS itself
+    puts on resources (CloudFormation's ``aws:cloudformation:stack-name``): before, ``--image``
+    on such a task definition failed with InvalidParameterException."""
+    tags = [
+        {"key": "aws:cloudformation:stack-name", "value": "orders"},
+        {"key": "AWS:Owner", "value": "x"},
+        {"key": "team", "value": "orders"},
+    ]
+    request = taskdef.with_image(DESCRIBED, tags, "migrate", "repo/migrator:new", REGISTERABLE)
+    assert request["tags"] == [{"key": "team", "value": "orders"}]
+    only_reserved = taskdef.with_image(DESCRIBED, tags[:2], "migrate", "r:1", REGISTERABLE)
+    assert "tags" not in only_reserved

@@ -5,7 +5,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from runner.errors import ConfigError, ConnectionLost, ExitCode, MigrationBlocked, MigrationFailed
+from runner.errors import (
+    ConfigError,
+    ConnectionLost,
+    EnvPyFailed,
+    ExitCode,
+    MigrationBlocked,
+    MigrationFailed,
+)
 from runner.execution.failure import Where, classify_failure
 
 
@@ -169,3 +176,47 @@ def test_an_error_raised_in_the_runners_own_code_is_an_internal_error_exit_1():
 def test_the_same_error_raised_in_the_projects_code_is_the_migrations(tmp_path):
     error = classify_failure(_raise_from(str(tmp_path / "versions" / "r2.py")), Where("r2"))
     assert isinstance(error, MigrationFailed)
+
+
+def _raised_in(path, source):
+    path.write_text(source)
+    try:
+        exec(compile(source, str(path), "exec"), {})
+    except BaseException as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_an_error_in_env_py_before_any_revision_names_env_py_and_its_line(tmp_path):
+    env_py = tmp_path / "env.py"
+    exc = _raised_in(env_py, "x = 1\nraise RuntimeError('settings missing')\n")
+    error = classify_failure(exc, Where(env_py=str(env_py)))
+    assert isinstance(error, EnvPyFailed) and error.exit_code == ExitCode.SCRIPTS_INVALID
+    assert f"{env_py}:2" in error.message and "No revision started" in error.message
+    assert error.fields["env_py"] == f"{env_py}:2"
+
+
+def test_a_syntax_error_in_env_py_names_its_line(tmp_path):
+    env_py = tmp_path / "env.py"
+    env_py.write_text("x = 1\ny = (\n")
+    try:
+        compile(env_py.read_text(), str(env_py), "exec")
+    except SyntaxError as exc:
+        error = classify_failure(exc, Where(env_py=str(env_py)))
+    assert isinstance(error, EnvPyFailed), error
+    assert f"{env_py}:2" in error.message
+
+
+def test_once_a_revision_started_the_failure_is_the_revisions(tmp_path):
+    env_py = tmp_path / "env.py"
+    exc = _raised_in(env_py, "raise RuntimeError('late')\n")
+    error = classify_failure(exc, Where("a1", "a1.py"))
+    assert isinstance(error, MigrationFailed) and "revision a1" in error.message
+
+
+def test_a_database_error_while_env_py_connects_keeps_its_code(tmp_path):
+    error = classify_failure(
+        FakeSqlError("terminating connection", "57P01"), Where(env_py=str(tmp_path / "env.py"))
+    )
+    assert isinstance(error, ConnectionLost)
+    assert "env.py" in error.message and "before any revision started" in error.message

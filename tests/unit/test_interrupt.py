@@ -55,3 +55,19 @@ def test_a_second_signal_does_not_raise_again(interrupt):
     os.kill(os.getpid(), signal.SIGTERM)  # already stopping: must not raise here
     with pytest.raises(Interrupted):
         interrupt.check()
+
+
+def test_a_parent_that_exited_while_the_launcher_started_stops_it(monkeypatch):
+    """``--stop-with-parent`` compares with the parent the process started with: before, it
+    read the parent when the launcher began to run (after boto3's imports, about a second),
+    so a shell killed in that second (a ``pulumi up`` cancelled at once) was never seen to
+    go, and the task ran on unattended."""
+    from runner.ecs.launcher import PARENT_EXITED, Stop
+    from runner.process import interrupt as module
+
+    monkeypatch.setattr(module, "_parent_at_start", os.getppid() + 1_000_000)  # long gone
+    assert module.parent_at_start() != os.getppid()
+    stop = Stop()
+    stop.watch_parent(interval_s=0.01)
+    wait_until(lambda: stop.reason is not None, timeout=5, what="the stop request")
+    assert stop.reason == PARENT_EXITED

@@ -50,8 +50,25 @@ def test_downgrade_to_base_reverts_everything():
     assert plan_downgrade(("c",), (), LINEAR).steps == ("c", "b", "a")
 
 
-def test_downgrade_below_a_merge_reverts_the_merge_and_the_branch_not_needed():
-    assert plan_downgrade(("m",), ("b1",), MERGED).steps == ("m", "b2")
+def test_downgrade_into_a_branch_of_a_merge_reverts_the_merge_and_keeps_the_other_branch():
+    """As `alembic downgrade b1` from m: m is reverted, b2 (not below b1) stays applied."""
+    assert plan_downgrade(("m",), ("b1",), MERGED).steps == ("m",)
+
+
+def test_downgrade_of_one_labelled_branch_leaves_the_other_branch_alone():
+    two_bases = {"e1": (), "c1": (), "e2": ("e1",), "c2": ("c1",)}
+    assert plan_downgrade(("c2", "e2"), ("e1",), two_bases).steps == ("e2",)
+
+
+def test_downgrade_to_a_revision_not_applied_is_refused():
+    with pytest.raises(ConfigError, match="not applied"):
+        plan_downgrade(("b1",), ("b2",), MERGED)
+    with pytest.raises(ConfigError, match="not applied"):
+        plan_downgrade(("a",), ("c",), LINEAR)
+
+
+def test_downgrade_to_the_current_revision_does_nothing():
+    assert plan_downgrade(("b",), ("b",), LINEAR).steps == ()
 
 
 def test_downgrade_from_an_unknown_revision_means_the_database_is_ahead():

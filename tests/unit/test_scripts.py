@@ -52,13 +52,57 @@ def test_several_heads_are_refused_for_head_but_not_for_heads(project):
     assert set(scripts.resolve_target(loaded.scripts, loaded.directory, "heads")) == {"b1", "b2"}
 
 
-def test_unknown_or_relative_target_is_a_config_error(project):
+def test_unknown_or_unreachable_target_is_a_config_error(project):
     project.audited_chain(["a1"])
     loaded = scripts.load(project.ini)
-    for target in ("zzzz", "+1", "a1@branch"):
+    for target in ("zzzz", "+2", "a1@branch", "nolabel@head"):
         with pytest.raises(ConfigError, match="MIGRATION_TARGET"):
             scripts.resolve_target(loaded.scripts, loaded.directory, target)
     assert scripts.resolve_target(loaded.scripts, loaded.directory, "a1") == ("a1",)
+
+
+def test_relative_and_branch_targets_resolve_as_alembic_reads_them(project):
+    """The forms `alembic upgrade` accepts, relative to where the database is."""
+    project.audited_chain(["a1", "a2", "a3"])
+    project.revision("e1", None, "pass", branch_labels=("expand",))
+    project.revision("e2", "e1", "pass")
+    loaded = scripts.load(project.ini)
+
+    def resolve(target, current=()):
+        return scripts.resolve_target(loaded.scripts, loaded.directory, target, current)
+
+    assert resolve("expand@head") == ("e2",)
+    assert resolve("heads") == ("a3", "e2")
+    assert resolve("expand@+1", ("a3",)) == ("e1",)
+    assert resolve("a1+2") == ("a3",)
+    assert resolve("+1", ("a1",)) == ("a2",)
+    with pytest.raises(ConfigError, match="Ambiguous"):
+        resolve("+1", ("a1", "e1"))
+    with pytest.raises(ScriptsInvalid, match="MIGRATION_TARGET=heads"):
+        resolve("head")
+
+
+def test_several_version_locations_are_all_loaded(project):
+    project.audited_chain(["a1"])
+    other = project.root / "more_versions"
+    other.mkdir()
+    (other / "b1_more.py").write_text(
+        "revision = 'b1'\ndown_revision = 'a1'\nbranch_labels = None\n"
+        "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n"
+    )
+    ini = project.ini.read_text().replace(
+        "[alembic]\n",
+        f"[alembic]\npath_separator = os\nversion_locations = {project.versions}:{other}\n",
+        1,
+    )
+    project.ini.write_text(ini)
+    loaded = scripts.load(project.ini)
+    assert list(loaded.scripts.revisions) == ["a1", "b1"]
+    assert len(loaded.scripts.versions) == 2
+    (other / "b2_broken.py").write_text("revision = 'b2'\ndown_revision = 'b1'\nimport nowhere_x\n")
+    with pytest.raises(ScriptsInvalid) as err:
+        scripts.load(project.ini)
+    assert str(other / "b2_broken.py") in str(err.value)
 
 
 def test_broken_scripts_fail_the_run_before_connecting(project):

@@ -201,3 +201,28 @@ def test_the_progress_interval_is_off_or_at_least_a_second(clean_env, value, ok)
     else:
         with pytest.raises(ConfigError, match="MIGRATION_PROGRESS_INTERVAL"):
             load_settings()
+
+
+def test_bootstrap_must_name_a_module_and_a_callable(clean_env):
+    for bad in ("configure", "my app:configure", "app:", ":configure", "app.settings:a b"):
+        clean_env.setenv("MIGRATION_BOOTSTRAP", bad)
+        with pytest.raises(ConfigError, match="MIGRATION_BOOTSTRAP: .*module:callable"):
+            load_settings()
+    clean_env.setenv("MIGRATION_BOOTSTRAP", "myapp.settings:Settings.configure")
+    assert load_settings().migration_bootstrap == "myapp.settings:Settings.configure"
+
+
+def test_env_py_thread_is_one_of_three_places(clean_env, monkeypatch):
+    clean_env.setenv("MIGRATION_ENV_PY_THREAD", "fiber")
+    with pytest.raises(ConfigError, match="MIGRATION_ENV_PY_THREAD"):
+        load_settings()
+    clean_env.setenv("MIGRATION_ENV_PY_THREAD", "AnyIO_Worker")
+    assert load_settings().migration_env_py_thread == "anyio_worker"
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "anyio" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match="anyio is not installed"):
+        load_settings()
