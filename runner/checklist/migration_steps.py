@@ -17,6 +17,7 @@ from typing import Any
 
 from runner.checklist.scratch import connections
 from runner.config.database_url import ConnectionSpec
+from runner.errors import ConfigError
 from runner.scripts.env_run import run_env
 from runner.scripts.load import Loaded, set_url
 
@@ -83,11 +84,19 @@ def fresh_database(admin: ConnectionSpec) -> Iterator[ConnectionSpec]:
     afterwards."""
     import dataclasses
 
-    from runner.database.connect import open_connection
+    import psycopg
+
+    from runner.database.connect import libpq_reason, open_connection
 
     name = f"migration_steps_{uuid.uuid4().hex[:12]}"
-    with open_connection(admin, 10, "migration-runner pytest") as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    try:  # psycopg's error would carry the conninfo, password included, into the report
+        with open_connection(admin, 10, "migration-runner pytest") as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        raise ConfigError(
+            f"cannot create a scratch database on {admin.redacted()}: {libpq_reason(exc)} "
+            "(the URL's role needs CREATEDB)"
+        ) from None
     try:
         yield dataclasses.replace(admin, dbname=name)
     finally:

@@ -114,7 +114,9 @@ class VerifyCheck(pytest.Item):
             raise VerifyFailed("\n".join(lines))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, VerifyFailed):
+        from runner.errors import ConfigError
+
+        if isinstance(excinfo.value, (VerifyFailed, ConfigError)):  # the message, no frames
             return str(excinfo.value)
         return super().repr_failure(excinfo, style)
 

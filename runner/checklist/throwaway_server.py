@@ -21,6 +21,9 @@ from urllib.parse import quote
 from runner.checklist.server_binaries import ClusterError, find_bindir
 
 SUPERUSER = "postgres"
+#: the longest unix socket path (sun_path's 108 bytes with the NUL): a server whose socket
+#: path would be longer does not start
+SUN_PATH_MAX = 107
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
@@ -41,6 +44,7 @@ class Cluster:
         self.bindir = bindir
         self.port = port or free_port()
         self.settings: dict[str, str] = dict(FAST_SETTINGS)
+        self.socket_dir = self._socket_dir()
 
     @classmethod
     def default_bindir(cls) -> Path:
@@ -71,6 +75,7 @@ class Cluster:
         ]
         try:
             cluster._own(cluster.root)
+            cluster._require_reachable()
             if password is not None:
                 pwfile = cluster.root / "pwfile"
                 pwfile.write_text(password + "\n")
@@ -98,7 +103,7 @@ class Cluster:
     def start(self, **settings: str) -> None:
         """Start the server and wait until it accepts connections."""
         self.settings.update(settings)
-        opts = [f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root}"]
+        opts = [f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir}"]
         opts += [f"-c {key}={value}" for key, value in self.settings.items()]
         self._run(
             [
@@ -138,6 +143,8 @@ class Cluster:
         """Stop the server at once and remove its directory. Safe to call twice."""
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.socket_dir != self.root:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     # --- addresses --------------------------------------------------------------------
 
@@ -163,9 +170,40 @@ class Cluster:
 
     def conninfo(self, dbname: str = "postgres") -> str:
         """A libpq conninfo for the superuser over the unix socket (trusted, no password)."""
-        return f"host={self.root} port={self.port} user={SUPERUSER} dbname={dbname}"
+        return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname={dbname}"
 
     # --- helpers ----------------------------------------------------------------------
+
+    def _require_reachable(self) -> None:
+        """As root, the ``postgres`` OS user must be able to enter every directory above the
+        cluster's (a TMPDIR made by ``mktemp -d`` is 0700): say so, rather than let initdb
+        fail on a file it cannot open."""
+        if os.geteuid() != 0:
+            return
+        uid = pwd.getpwnam("postgres").pw_uid
+        for parent in self.root.parents:
+            info = parent.stat()
+            if info.st_uid != uid and not info.st_mode & 0o001:
+                raise ClusterError(
+                    f"as root the server runs as the OS user postgres, which cannot enter "
+                    f"{parent} (mode {info.st_mode & 0o777:o}): set TMPDIR to a directory it "
+                    "can reach (such as /tmp), or run as another user"
+                )
+
+    def _socket_dir(self) -> Path:
+        """The cluster's own directory, unless the socket path in it would be too long (a
+        deep TMPDIR, such as pytest's): then a short directory of its own in /tmp."""
+        if len(f"{self.root}/.s.PGSQL.{self.port}") <= SUN_PATH_MAX:
+            return self.root
+        try:
+            short = Path(tempfile.mkdtemp(prefix="pgsock-", dir="/tmp"))
+        except OSError as exc:
+            raise ClusterError(
+                f"the server's socket path in {self.root} is longer than {SUN_PATH_MAX} bytes "
+                f"and /tmp is not usable ({exc}): set TMPDIR to a shorter directory"
+            ) from None
+        self._own(short)
+        return short
 
     def _run(self, args: list[str], check: bool = True) -> None:
         if os.geteuid() == 0:

@@ -42,7 +42,7 @@ from runner.checklist.model_modules import unimported_model_modules
 from runner.checklist.models_diff import compare_models
 from runner.checklist.scratch import connections
 from runner.config.database_url import ConnectionSpec
-from runner.errors import ConfigError, first_line
+from runner.errors import ConfigError, Interrupted, first_line
 from runner.scripts.env_run import run_env
 from runner.scripts.load import Loaded, Scripts, set_url
 
@@ -208,12 +208,32 @@ def step_error(exc: BaseException, env_py: str, revision_files: set[str]) -> Ste
         frames.append(exc.filename)
     files = {str(Path(name).resolve()) for name in frames}
     sqlstate = str(getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None) or "")
+    hint = (
+        " (a revision must raise an exception to fail, never sys.exit())"
+        if isinstance(exc, SystemExit)
+        else ""
+    )
     return StepError(
-        f"{type(cause).__name__}: {first_line(cause)}",
+        f"{type(cause).__name__}: {first_line(cause)}{hint}",
         irreversible=isinstance(exc, NotImplementedError),
         in_env_py=not (files & revision_files) and str(Path(env_py).resolve()) in files,
         about_rows=sqlstate[:2] in ROW_ERROR_CLASSES,
     )
+
+
+def interrupted_by(exc: BaseException) -> Interrupted | None:
+    """The :class:`Interrupted` (a stop signal) behind ``exc``, if any: a signal that lands
+    during a statement raises inside the driver, and the rollback that follows (on a
+    connection still busy with that statement) raises a driver error of its own, whose
+    ``__context__`` is the signal. Pure."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 @dataclasses.dataclass
@@ -239,6 +259,23 @@ class _Walk:
                 f"{len(before.tables)} table(s) and other objects (give "
                 "--database-url a new database, or let verify start its own)"
             )
+        self.require_create()
+
+    def require_create(self) -> None:
+        """The scratch database's role may create in the schema revisions create in (else
+        every revision fails with a permission error that is the environment's, not the
+        project's). Raises :class:`ConfigError` naming the grant."""
+        user, schema, allowed = self.conn.execute(
+            "SELECT current_user, current_schema(), "
+            "coalesce(has_schema_privilege(current_schema(), 'CREATE'), false)"
+        ).fetchone()
+        if not allowed:
+            where = f"schema {schema}" if schema else "any schema on its search_path"
+            raise ConfigError(
+                f"verify's scratch database does not let role {user} create tables in {where} "
+                f"(GRANT CREATE ON SCHEMA {schema or 'public'} TO {user}, or give "
+                "--database-url a database the role owns, or let verify start its own)"
+            )
 
     @property
     def env_py(self) -> str:
@@ -250,7 +287,10 @@ class _Walk:
             run_env(self.loaded, kind, target)
             if self.sa_conn.in_transaction():
                 self.sa_conn.commit()
-        except Exception as exc:  # whatever a revision raises is the finding
+        except (Exception, SystemExit) as exc:  # whatever a revision raises is the finding
+            stopped = interrupted_by(exc)
+            if stopped is not None:  # a signal, not the revision: the run ends (130)
+                raise stopped from None
             if self.sa_conn.in_transaction():
                 self.sa_conn.rollback()
             revisions = {

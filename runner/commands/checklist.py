@@ -19,6 +19,7 @@ from runner.commands import from_settings
 from runner.config.database_url import parse_database_url
 from runner.config.settings import Settings
 from runner.errors import ExitCode
+from runner.execution.output_capture import OutputCapture
 from runner.outcome import Facts, Outcome, Result
 from runner.plan import plan_phase, plan_upgrade
 from runner.scripts import source as sources
@@ -63,14 +64,16 @@ def verify(
             lint=lambda lo, after: run_lint(lo, since=after, exclude=_excluded(exclude)),
         )
 
-    if database_url:
-        result = run_checks(parse_database_url(database_url))
-    else:
-        with throwaway_database(
-            settings.migration_verify_cache_dir,
-            say=lambda message: log.info("verify.server_binaries", message=message),
-        ) as spec:
-            result = run_checks(spec)
+    # what the project's code prints becomes revision.output events: stdout is the result's
+    with OutputCapture(log, in_flight=lambda: None).active():
+        if database_url:
+            result = run_checks(parse_database_url(database_url))
+        else:
+            with throwaway_database(
+                settings.migration_verify_cache_dir,
+                say=lambda message: log.info("verify.server_binaries", message=message),
+            ) as spec:
+                result = run_checks(spec)
     if not result.ok:
         first = result.failures[0]
         log.error(
@@ -91,9 +94,9 @@ def verify(
 
 def lint(settings: Settings, since: str | None, exclude: list[str], *, log: Any) -> Result:
     """Every revision (or those after ``since``), offline."""
-    result = run_lint(
-        sources.load(from_settings.project(settings), log), since=since, exclude=_excluded(exclude)
-    )
+    loaded = sources.load(from_settings.project(settings), log)
+    with OutputCapture(log, in_flight=lambda: None).active():
+        result = run_lint(loaded, since=since, exclude=_excluded(exclude))
     return _linted(result, Outcome.PASSED, log)
 
 
@@ -113,7 +116,10 @@ def lint_pending(
             plan_upgrade(current, heads, graph), graph, loaded.scripts.contract(), phase
         )
         sizes = table_sizes(session.conn)
-    result = run_lint(loaded, revisions=plan.steps, sizes=sizes, thresholds=thresholds(settings))
+    with OutputCapture(log, in_flight=lambda: None).active():
+        result = run_lint(
+            loaded, revisions=plan.steps, sizes=sizes, thresholds=thresholds(settings)
+        )
     return {
         "from_revision": list(current),
         "target": list(heads),

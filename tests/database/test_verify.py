@@ -281,3 +281,54 @@ def test_a_column_type_that_drifted_is_named_with_both_types(history, database):
         "migrations, String(length=64) in the models (add a revision: migration-runner "
         "revision --autogenerate -m ...)"
     ]
+
+
+def test_a_scratch_database_the_role_cannot_create_in_is_a_configuration_error(tmp_path, database):
+    """Not "env.py fails ... InsufficientPrivilege" (exit 20, the project blamed): the
+    environment's fault, exit 2, naming the grant."""
+    import uuid
+
+    import psycopg
+
+    from runner.errors import ExitCode
+    from tests.support.helpers import pg_url, run, runner_env
+    from tests.support.verify_helpers import History
+
+    history = History(tmp_path / "project")
+    history.add(
+        'op.create_table("calls", sa.Column("id", sa.BigInteger, primary_key=True))',
+        'op.drop_table("calls")',
+    )
+    role, secret = f"weak_{uuid.uuid4().hex[:8]}", f"Pw{uuid.uuid4().hex}"
+    admin = psycopg.connect(database.server.admin_conninfo, dbname=database.name, autocommit=True)
+    with admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{secret}'")
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        try:
+            url = pg_url(role, secret, database.server.host, database.server.port, database.name)
+            assert role in url and secret in url
+            result = run(
+                runner_env(None, history),
+                "verify",
+                "--skip",
+                "lint",
+                "--database-url",
+                url,
+                timeout=120,
+            )
+        finally:
+            admin.execute(f"DROP ROLE {role}")
+    assert result.code == ExitCode.CONFIG, result.stdout + result.stderr
+    message = result.event("error")["message"]
+    assert "GRANT CREATE ON SCHEMA public" in message and role in message
+    result.assert_clean(secret)
+
+
+def test_a_revision_that_calls_sys_exit_fails_the_walk_naming_it(history, database):
+    """Not "unexpected SystemExit: 0; please report this" (exit 1), nor a pass."""
+    history.add("import sys\nsys.exit(0)")
+    result = _verify(history, database, "lint")
+    assert not result.ok
+    messages = [f.message for f in result.failures]
+    assert any("r02" in m and "SystemExit: 0" in m and "never sys.exit()" in m for m in messages)
+    assert result.checks["steps"].status == "incomplete"

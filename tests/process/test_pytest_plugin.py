@@ -131,3 +131,20 @@ def test_loading_the_plugin_imports_neither_alembic_sqlalchemy_nor_a_driver():
         timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_a_database_url_that_cannot_be_reached_fails_each_check_without_its_password(history):
+    """psycopg's error carried the conninfo, password included, into pytest's traceback."""
+    (history.root / "test_data.py").write_text(
+        "def test_upgrade(migration_runner):\n    migration_runner.upgrade('heads')\n"
+    )
+    secret = "Pw-never-shown-42"
+    url = f"postgresql://postgres:{secret}@127.0.0.1:1/nowhere"
+    proc = _pytest(history.root, "--verify-migrations", "--migration-runner-database-url", url)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert secret not in output
+    assert "cannot create a scratch database on postgresql+psycopg://postgres:***@" in output
+    assert "password=" not in output, output  # psycopg's conninfo
+    checks = [line for line in output.splitlines() if line.startswith("FAILED migration-runner")]
+    assert len(checks) == 4 and all("cannot create a scratch database" in c for c in checks)

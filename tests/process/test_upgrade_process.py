@@ -6,6 +6,8 @@ import signal
 import time
 from collections import Counter
 
+import pytest
+
 from devtools.pgcluster import free_port
 from runner.errors import ExitCode
 from runner.lock.advisory import lock_key
@@ -198,17 +200,20 @@ def test_sigterm_during_a_revision_rolls_back_releases_and_exits_promptly(databa
     result.assert_clean()
 
 
-def test_sigint_while_waiting_for_the_lock_exits_interrupted(database, project):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_sigint_or_sighup_while_waiting_for_the_lock_exits_interrupted(database, project, sig):
     project.audited_chain(["a1"])
     with database.connect() as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (DEFAULT_LOCK,))
         proc = Running(runner_env(database, project))
         proc.wait_for_event("lock.waiting")
-        sent = proc.signal(signal.SIGINT)
+        sent = proc.signal(sig)
         result = proc.finish(timeout=30)
     assert result.code == ExitCode.INTERRUPTED
     assert time.monotonic() - sent < 5
     assert database.version() == []
+    assert result.summary["exit_code"] == ExitCode.INTERRUPTED
+    assert result.event("error")["signal"] == sig.name
     result.assert_clean()
 
 

@@ -140,6 +140,24 @@ def test_verify_names_a_scratch_database_it_cannot_reach_without_its_password(hi
     result.assert_clean()
 
 
+@pytest.mark.parametrize("verb", ["verify", "lint", "check --lint"])
+def test_what_a_revision_prints_never_reaches_stdout_of_a_checklist_verb(tmp_path, database, verb):
+    history = History(tmp_path / "project")
+    history.add(
+        'print("HELLO FROM R01"); ' + CALLS, 'print("BYE FROM R01"); op.drop_table("calls")'
+    )
+    args = verb.split() + ["--json"]
+    if verb == "verify":
+        args += ["--database-url", database.url()]
+    result = run(runner_env(database, history), *args, timeout=120)
+    assert result.code in (0, ExitCode.NOT_AT_HEAD), result.stdout + result.stderr
+    json.loads(result.stdout)  # one JSON document, nothing else
+    said = [e["text"] for e in result.events if e["event"] == "revision.output"]
+    assert "HELLO FROM R01" in said
+    assert result.events[-1]["event"] == "summary"  # check's 11 logs no error event
+    assert result.events[-1]["exit_code"] == result.code
+
+
 def test_verify_walks_the_rename_example_with_a_backfill_and_a_contract_revision(history, database):
     history.add(
         'op.add_column("calls", sa.Column("number", sa.Text()))',

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ from runner.errors import ConfigError
 #: the runner sets lock_timeout (MIGRATION_DDL_LOCK_SCHEDULE) and statement_timeout on every
 #: revision itself: a revision need not
 DEFAULT_EXCLUDE = ("require-lock-timeout", "require-statement-timeout")
+#: how long squawk may take over one revision's SQL
+SQUAWK_TIMEOUT_S = 120
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +70,28 @@ def run_squawk(
 def _squawk(binary: str, sql: str, name: str, exclude: tuple[str, ...]) -> list[dict[str, Any]]:
     args = [binary, "--reporter", "json", f"--stdin-filepath={name}"]
     args += [f"--exclude={rule}" for rule in exclude]
-    proc = subprocess.run(args, input=sql, capture_output=True, text=True, timeout=120)
+    # what cannot be UTF-8 (a lone surrogate in a revision's string) becomes U+FFFD: squawk
+    # reads UTF-8, and one character more or less moves no line
+    data = sql.encode("utf-8", errors="replace")
     try:
-        found = json.loads(proc.stdout or "[]")
+        proc = subprocess.run(args, input=data, capture_output=True, timeout=SQUAWK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"squawk did not finish {name} within {SQUAWK_TIMEOUT_S} s ({len(data)} bytes of "
+            "SQL): exclude the revision, or skip lint"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot run squawk ({binary}): {exc.strerror or exc}") from None
+    out, err = (stream.decode("utf-8", errors="replace") for stream in (proc.stdout, proc.stderr))
+    try:
+        found = json.loads(out or "[]")
     except ValueError:
         found = None
     if proc.returncode not in (0, 1) or not isinstance(found, list):
-        raise ConfigError(
-            f"squawk failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}"
-        )
+        said = (err or out).strip()[-500:]
+        if proc.returncode < 0:  # a crash says nothing: name the signal
+            said = f"killed by {signal.Signals(-proc.returncode).name} {said}".strip()
+        raise ConfigError(f"squawk failed (exit {proc.returncode}): {said}")
     return found
 
 
