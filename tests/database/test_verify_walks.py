@@ -13,6 +13,7 @@ import pytest
 
 from runner.checklist import render, verify
 from runner.config.database_url import parse_database_url
+from runner.errors import ExitCode, ScriptsInvalid
 from tests.support.verify_helpers import History
 
 CALLS = """
@@ -143,12 +144,16 @@ def test_a_revision_that_fails_for_another_reason_than_rows_is_not_blamed_on_the
     assert "empty tables" not in failure.message
 
 
-def test_an_env_py_that_does_not_compile_is_named(history, database):
+def test_an_env_py_that_does_not_compile_is_named_before_anything_runs(history, database):
+    """Loading the project compiles env.py first: verify refuses (exit 7) naming its file and
+    line, and never reports a check as passed on a project it could not run."""
     env_py = history.root / "migrations" / "env.py"
+    lines = env_py.read_text().count("\n")
     env_py.write_text(env_py.read_text() + "\n  oops\n")
-    [failure] = _verify(history, database, "models").failures
-    assert failure.path == str(env_py)
-    assert failure.message.startswith("env.py fails, so r01 (r01_step.py) cannot be applied")
+    with pytest.raises(ScriptsInvalid) as raised:
+        _verify(history, database, "models")
+    assert f"{env_py}:{lines + 2}" in raised.value.message
+    assert raised.value.exit_code == ExitCode.SCRIPTS_INVALID
 
 
 PACKAGE_INIT = """
