@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runner import __version__
 from runner.cli import then as handoff
@@ -32,6 +32,9 @@ from runner.observe import ecs_metadata, logs
 from runner.observe.redact import redact_text, spellings
 from runner.outcome import Facts, Outcome, Result
 from runner.process.interrupt import Interrupt, ignore_late_signals
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 Verb = Callable[[argparse.Namespace, Any, Any, Interrupt, Any], Result]
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -68,7 +71,7 @@ class LazyVerb:
         settings: Any,
         run_facts: Any,
         run_interrupt: Interrupt,
-        log: Any,
+        log: Log,
     ) -> Result:
         kwargs: dict[str, Any] = {"log": log}
         if self.facts:
@@ -122,7 +125,7 @@ class Command:
 
 
 def _upgrade(
-    args: argparse.Namespace, settings: Any, facts: Any, interrupt: Interrupt, log: Any
+    args: argparse.Namespace, settings: Any, facts: Any, interrupt: Interrupt, log: Log
 ) -> Result:
     from runner.commands import checklist
     from runner.commands import migrate as commands
@@ -342,7 +345,7 @@ def _refuse(err: RunnerError, command: str, parser: argparse.ArgumentParser | No
     return int(err.exit_code)
 
 
-def _exec_failed(log: Any, err: RunnerError) -> None:
+def _exec_failed(log: Log, err: RunnerError) -> None:
     """``--then``'s exec failed after the summary (it was checked before): say so, again last."""
     report(err, "upgrade", Outcome.FAILED, Facts())
 
@@ -446,7 +449,7 @@ def _run_verb(
     settings: Any,
     facts: Facts,
     interrupt: Interrupt,
-    log: Any,
+    log: Log,
 ) -> Result:
     """The verb, whatever the project prints meanwhile (a revision at import, env.py)
     turned into ``revision.output`` events; then its result on stdout."""

@@ -9,12 +9,15 @@ import os
 import sys
 import threading
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runner.errors import ExitCode, RunnerError
 from runner.observe import cloudwatch_metrics as emf
 from runner.observe import logs
 from runner.outcome import Outcome
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 #: held while the one summary is logged: by the main thread, or by the last resort after a
 #: signal (see :mod:`runner.process.interrupt`), never both
@@ -57,7 +60,7 @@ def metric_dimensions(settings: Any) -> dict[str, Any]:
     }
 
 
-def log_error(log: Any, err: RunnerError) -> None:
+def log_error(log: Log, err: RunnerError) -> None:
     """The one ``error`` event of a failed run."""
     log.error(
         "error",

@@ -27,11 +27,14 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, ExitCode
 from runner.observe import logs
 from runner.process.interrupt import STOPPING
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 THEN = "--then"
 
@@ -122,7 +125,7 @@ def then(app: Sequence[str] | None, code: int, report: Callable[[Any, ConfigErro
     return int(failed.exit_code)
 
 
-def exec_app(app: Sequence[str], log: Any) -> ConfigError:
+def exec_app(app: Sequence[str], log: Log) -> ConfigError:
     """Replace this process with the app (the ``app.exec`` event is the run's, logged
     before its summary). Returns only if that failed: what to report."""
     for stream in (sys.stdout, sys.stderr):

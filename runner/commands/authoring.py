@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.commands import from_settings
 from runner.config.settings import Settings
@@ -13,8 +13,11 @@ from runner.scripts import load as scripts
 from runner.scripts import manifest
 from runner.scripts import source as sources
 
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
-def sql(settings: Settings, span: str, *, log: Any) -> Result:
+
+def sql(settings: Settings, span: str, *, log: Log) -> Result:
     """The SQL an upgrade over ``span`` (``[FROM:]TO``) would run, without connecting."""
     from alembic import command
 
@@ -31,7 +34,7 @@ def sql(settings: Settings, span: str, *, log: Any) -> Result:
     )
 
 
-def write_manifest(settings: Settings, *, log: Any) -> Result:
+def write_manifest(settings: Settings, *, log: Log) -> Result:
     """Write the manifest (at image build time) so that no-op runs import nothing."""
     loaded = sources.load(from_settings.project(settings), log)
     path = sources.manifest_path(from_settings.project(settings), settings.migration_manifest)
@@ -54,7 +57,7 @@ def write_manifest(settings: Settings, *, log: Any) -> Result:
     )
 
 
-def merge(settings: Settings, message: str, *, log: Any) -> Result:
+def merge(settings: Settings, message: str, *, log: Log) -> Result:
     """A revision merging every head."""
     from alembic import command
 
@@ -65,7 +68,7 @@ def merge(settings: Settings, message: str, *, log: Any) -> Result:
 
 
 def revision(
-    settings: Settings, message: str, autogenerate: bool, *, facts: Facts, log: Any
+    settings: Settings, message: str, autogenerate: bool, *, facts: Facts, log: Log
 ) -> Result:
     """A new revision file; with ``autogenerate``, diffed against the database."""
     from alembic import command

@@ -7,7 +7,7 @@ Actions); the CLI maps its outcome to the exit code. A failed checklist also log
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.checklist import render
 from runner.checklist.lint import LintResult, Thresholds, run_lint, table_sizes
@@ -24,6 +24,9 @@ from runner.outcome import Facts, Outcome, Result
 from runner.plan import plan_phase, plan_upgrade
 from runner.scripts import source as sources
 from runner.scripts.load import resolve_target
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 
 def thresholds(settings: Settings) -> Thresholds:
@@ -42,7 +45,7 @@ def verify(
     since: str | None,
     exclude: list[str],
     *,
-    log: Any,
+    log: Log,
 ) -> Result:
     """Every check not skipped, against ``database_url`` (an empty scratch database) or a
     throwaway PostgreSQL of its own: :attr:`Outcome.PASSED` or :attr:`Outcome.CHECKS_FAILED`."""
@@ -92,7 +95,7 @@ def verify(
     )
 
 
-def lint(settings: Settings, since: str | None, exclude: list[str], *, log: Any) -> Result:
+def lint(settings: Settings, since: str | None, exclude: list[str], *, log: Log) -> Result:
     """Every revision (or those after ``since``), offline."""
     loaded = sources.load(from_settings.project(settings), log)
     with OutputCapture(log, in_flight=lambda: None).active():
@@ -101,7 +104,7 @@ def lint(settings: Settings, since: str | None, exclude: list[str], *, log: Any)
 
 
 def lint_pending(
-    settings: Settings, target: str, phase: str | None = None, *, facts: Facts, log: Any
+    settings: Settings, target: str, phase: str | None = None, *, facts: Facts, log: Log
 ) -> tuple[dict[str, Any], LintResult]:
     """The revisions an upgrade to ``target`` (in ``phase``) would apply, linted against the
     live database's table sizes. No lock is taken and nothing is written."""
@@ -129,7 +132,7 @@ def lint_pending(
 
 
 def dry_run(
-    settings: Settings, target: str, phase: str | None = None, *, facts: Facts, log: Any
+    settings: Settings, target: str, phase: str | None = None, *, facts: Facts, log: Log
 ) -> Result:
     """``upgrade --dry-run``: what would be applied, linted by size; applies nothing."""
     facts.phase = phase
@@ -145,7 +148,7 @@ def dry_run(
 
 
 def check_at_head(
-    settings: Settings, with_lint: bool, phase: str | None = None, *, facts: Facts, log: Any
+    settings: Settings, with_lint: bool, phase: str | None = None, *, facts: Facts, log: Log
 ) -> Result:
     """The ``check`` verb: :func:`~runner.commands.status.current`, whose outcome the CLI
     turns into 0 only if the database is exactly at head (11 when revisions are pending or it
@@ -176,7 +179,7 @@ def check_at_head(
     )
 
 
-def _linted(result: LintResult, outcome: Outcome, log: Any) -> Result:
+def _linted(result: LintResult, outcome: Outcome, log: Log) -> Result:
     if not result.ok:
         outcome = Outcome.LINT_ERRORS
         first = result.errors()[0]

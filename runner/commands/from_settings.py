@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import __version__
 from runner.config.settings import Settings
@@ -19,6 +19,9 @@ from runner.observe.identity import ran_on, where_am_i
 from runner.outcome import Facts
 from runner.process.interrupt import Interrupt
 from runner.scripts.alembic_config import Project, split_locations
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 
 def reach(settings: Settings) -> Reach:
@@ -56,7 +59,7 @@ def ledger(settings: Settings) -> Ledger:
 
 
 def session(
-    settings: Settings, *, facts: Facts, log: Any
+    settings: Settings, *, facts: Facts, log: Log
 ) -> contextlib.AbstractContextManager[Session]:
     """:func:`~runner.database.session.database_session` as the settings say."""
     return database_session(
@@ -126,7 +129,7 @@ def snapshot(settings: Settings) -> Any:
 
 
 def take_snapshot(
-    settings: Settings, wanted: Any, plan: Any, *, interrupt: Interrupt, log: Any
+    settings: Settings, wanted: Any, plan: Any, *, interrupt: Interrupt, log: Log
 ) -> str:
     """Take the snapshot ``wanted`` before applying ``plan``; its name."""
     from datetime import UTC, datetime

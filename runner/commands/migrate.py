@@ -7,7 +7,7 @@ lock (:mod:`runner.execution.run`); each returns a :class:`Result` and fills the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from runner.commands import from_settings
 from runner.config.drivers import require
@@ -21,6 +21,9 @@ from runner.process.interrupt import Interrupt
 from runner.scripts import load as scripts
 from runner.scripts import source as sources
 
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
+
 Planner = Callable[[tuple[str, ...]], Plan]  # the database's revision -> the plan from there
 
 
@@ -31,7 +34,7 @@ def upgrade(
     *,
     facts: Facts,
     interrupt: Interrupt,
-    log: Any,
+    log: Log,
 ) -> Result:
     """Bring the database to ``target``: no lock if it is already there; otherwise take the
     lock, read again, and apply what is still pending. ``phase="expand"``: only the pending
@@ -122,7 +125,7 @@ def _nothing_to_do(
 
 
 def downgrade(
-    settings: Settings, target: str, *, facts: Facts, interrupt: Interrupt, log: Any
+    settings: Settings, target: str, *, facts: Facts, interrupt: Interrupt, log: Log
 ) -> Result:
     """Roll back to ``target`` (a revision, ``-N`` or ``base``), under the lock."""
     _downgrade_or_stamp(settings, "downgrade", target, facts=facts, interrupt=interrupt, log=log)
@@ -130,7 +133,7 @@ def downgrade(
 
 
 def stamp(
-    settings: Settings, target: str, *, facts: Facts, interrupt: Interrupt, log: Any
+    settings: Settings, target: str, *, facts: Facts, interrupt: Interrupt, log: Log
 ) -> Result:
     """Set the version to ``target`` without running migrations, under the lock."""
     _downgrade_or_stamp(settings, "stamp", target, facts=facts, interrupt=interrupt, log=log)
@@ -138,7 +141,7 @@ def stamp(
 
 
 def _downgrade_or_stamp(
-    settings: Settings, kind: str, target: str, *, facts: Facts, interrupt: Interrupt, log: Any
+    settings: Settings, kind: str, target: str, *, facts: Facts, interrupt: Interrupt, log: Log
 ) -> None:
     require(settings.connection_spec().driver)
     loaded = sources.load(from_settings.project(settings), log)

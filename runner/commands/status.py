@@ -5,7 +5,7 @@ CLI prints it and maps its outcome to the exit code."""
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.commands import from_settings
 from runner.config.settings import Settings
@@ -16,8 +16,11 @@ from runner.plan import applied, expand_steps, plan_upgrade
 from runner.scripts import load as scripts
 from runner.scripts import source as sources
 
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
-def heads(settings: Settings, *, log: Any) -> Result:
+
+def heads(settings: Settings, *, log: Log) -> Result:
     """The heads of the scripts; :attr:`Outcome.SEVERAL_HEADS` when there is more than one."""
     loaded = sources.load(from_settings.project(settings), log)
     rows = [describe(loaded.scripts.revisions[h]) for h in loaded.scripts.heads]
@@ -29,7 +32,7 @@ def heads(settings: Settings, *, log: Any) -> Result:
     return Result(outcome, {"heads": rows, "single_head": len(rows) == 1}, text)
 
 
-def current(settings: Settings, *, facts: Facts, log: Any) -> Result:
+def current(settings: Settings, *, facts: Facts, log: Log) -> Result:
     """The database's revision, and whether it is at head."""
     state = _state(settings, facts=facts, log=log)
     rev = ", ".join(state["revision"]) or "(empty: no revision applied)"
@@ -44,7 +47,7 @@ def current(settings: Settings, *, facts: Facts, log: Any) -> Result:
     return Result(Outcome(state["status"]), state, text)
 
 
-def history(settings: Settings, *, facts: Facts, log: Any) -> Result:
+def history(settings: Settings, *, facts: Facts, log: Log) -> Result:
     """The migration timeline, oldest first, marking what the database has applied."""
     state = _state(settings, facts=facts, log=log)
     rows = state.pop("revisions")
@@ -65,7 +68,7 @@ def history(settings: Settings, *, facts: Facts, log: Any) -> Result:
     return Result(Outcome(state["status"]), {**state, "revisions": rows}, "\n".join(lines))
 
 
-def _state(settings: Settings, *, facts: Facts, log: Any) -> dict[str, Any]:
+def _state(settings: Settings, *, facts: Facts, log: Log) -> dict[str, Any]:
     """Where the database stands against the scripts, as plain data."""
     settings.connection_spec()
     known, _loaded = sources.scripts_for(

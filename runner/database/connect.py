@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
@@ -19,6 +19,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from runner import backoff
 from runner.config.database_url import ConnectionSpec
 from runner.errors import ConnectionRejected, DatabaseUnreachable, first_line
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 # How quickly a dead peer is noticed: TCP keepalives on our side, and on the server's side
 # (PostgreSQL 14+) a check of our socket while it runs a long statement for us.
@@ -161,7 +164,7 @@ def wait_for_database(
     connect_timeout_s: int,
     max_interval_s: float,
     application_name: str,
-    log: Any,
+    log: Log,
     role: str = "session",
 ) -> Connected:
     """Connect to a writable primary, retrying transient failures for up to ``budget_s``.

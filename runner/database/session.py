@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -23,6 +23,9 @@ from runner.database.version_table import VersionTable, read_revision
 from runner.errors import ConnectionLost, RunnerError, first_line
 from runner.observe.identity import application_name
 from runner.outcome import Facts
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Reach:
     #: where this runner runs: ``task/<ECS task id>`` or the host name
     where: str
 
-    def connect(self, application_name: str, log: Any, role: str = "session") -> connect.Connected:
+    def connect(self, application_name: str, log: Log, role: str = "session") -> connect.Connected:
         """A session within the wait budget, failures classified alike for every role (under
         load, ``too many clients`` is as transient for a probe as for the first connection)."""
         return connect.wait_for_database(
@@ -56,7 +59,7 @@ class Session:
     reach: Reach
     table: VersionTable
     ledger: Ledger
-    log: Any
+    log: Log
 
     @property
     def spec(self) -> ConnectionSpec:
@@ -82,7 +85,7 @@ class Session:
 
 @contextlib.contextmanager
 def database_session(
-    reach: Reach, table: VersionTable, ledger: Ledger, *, facts: Facts, log: Any
+    reach: Reach, table: VersionTable, ledger: Ledger, *, facts: Facts, log: Log
 ) -> Iterator[Session]:
     """Wait for the database and yield a session on it; closed on exit."""
     try:

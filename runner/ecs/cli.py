@@ -14,12 +14,15 @@ import shlex
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn, TextIO, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError, StoppedBeforeStart
 from runner.ecs.launcher import PARENT_EXITED, Launcher, LaunchRequest, LaunchResult, Pacing, Stop
 from runner.observe import logs
 from runner.process.interrupt import early_signal
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 ENV = "MIGRATION_ECS_"
 USER_AGENT = "migration-runner-ecs"
@@ -469,7 +472,7 @@ class ReaderMayGo:
 
 
 def _launcher(
-    pacing: Pacing, stop: Stop, log: Any, assume_role: dict[str, str] | None = None
+    pacing: Pacing, stop: Stop, log: Log, assume_role: dict[str, str] | None = None
 ) -> Launcher:
     try:
         import boto3
@@ -552,7 +555,7 @@ def _summary(result: LaunchResult | None, code: int, task_arn: str | None) -> di
     }
 
 
-def _log_result(log: Any, result: LaunchResult) -> None:
+def _log_result(log: Log, result: LaunchResult) -> None:
     """One ``error`` event for every outcome but success (the summary follows)."""
     outcome = result.outcome
     if result.stopped_by is not None:

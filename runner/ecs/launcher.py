@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.ecs import runargs, taskdef
 from runner.ecs.errors import (
@@ -31,6 +31,9 @@ from runner.ecs.errors import (
 from runner.ecs.logs_tail import LogTail, runner_summary
 from runner.ecs.outcome import TaskOutcome, run_failures, task_outcome
 from runner.process.interrupt import parent_at_start
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 STARTED_BY = "migration-runner"
 PARENT_EXITED = "parent-exit"  # the stop reason when the parent process went away
@@ -168,7 +171,7 @@ class Launcher:
         logs_client: Callable[[str | None], Any],
         *,
         out: Callable[[dict[str, Any]], None],
-        log: Any,
+        log: Log,
         pacing: Pacing = Pacing(),
         stop: Stop | None = None,
         clock: Callable[[], float] = time.monotonic,

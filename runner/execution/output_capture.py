@@ -17,7 +17,10 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 #: loggers that are not the project's: they keep the runner's normal log path
 LIBRARY_LOGGERS = ("alembic", "sqlalchemy", "runner")
@@ -60,7 +63,7 @@ class OutputCapture:
     ``log``, each with ``revision`` (what ``in_flight()`` says: None outside revisions, e.g.
     while env.py is imported), ``stream`` (stdout, stderr, warning or logging) and ``text``."""
 
-    def __init__(self, log: Any, in_flight: Callable[[], str | None]) -> None:
+    def __init__(self, log: Log, in_flight: Callable[[], str | None]) -> None:
         self._log, self._in_flight = log, in_flight
 
     def event(self, stream: str, text: str, level: str = "info", **fields: Any) -> None:

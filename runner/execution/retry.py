@@ -6,10 +6,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from runner.errors import MigrationBlocked
 from runner.limits import LockSchedule
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 T = TypeVar("T")
 
@@ -19,7 +22,7 @@ def retry_blocked(
     *,
     schedule_for: Callable[[str | None], LockSchedule],
     budget_s: float | None,
-    log: Any,
+    log: Log,
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,

@@ -24,7 +24,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -48,6 +48,9 @@ from runner.plan import Plan
 from runner.process.interrupt import Interrupt
 from runner.scripts import env_thread
 from runner.scripts.load import Loaded, Scripts, set_url
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 OpenConnection = Callable[[str], psycopg.Connection[Any]]
 OUTCOME = {"upgrade": "applied", "downgrade": "reverted", "stamp": "stamped"}  # ledger outcome
@@ -81,7 +84,7 @@ class ExecutionContext:
     url: str  # a secret: becomes sqlalchemy.url for env.py
     open_connection: OpenConnection
     interrupt: Interrupt
-    log: Any
+    log: Log
     ledger: Ledger
     lock_key: int | None = None  # the migration lock's (see runner.lock.guard)
     driver: str = "psycopg"  # the driver the URL names: env.py's connection uses it

@@ -22,9 +22,12 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, SnapshotFailed
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 POLL_S = 5.0
 #: an RDS endpoint: <identifier>.<random>.<region>.rds.amazonaws.com; an Aurora cluster's
@@ -87,7 +90,7 @@ def take(
     name: str,
     tag_list: list[dict[str, str]],
     *,
-    log: Any,
+    log: Log,
     check: Callable[[], None],
     client: Any = None,
 ) -> str:

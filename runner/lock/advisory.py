@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -27,6 +27,9 @@ from runner.backoff import LOCK_POLL
 from runner.database.activity import shown_query
 from runner.errors import LockTimeout, name_sessions
 from runner.lock.pooler import pooler_error
+
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
 REPORT_EVERY_S = 5.0
 POLL_MAX_S = LOCK_POLL.max_s
@@ -108,7 +111,7 @@ class MigrationLock:
     """The advisory lock ``name`` on ``conn`` (an autocommit psycopg connection)."""
 
     def __init__(
-        self, conn: psycopg.Connection[Any], name: str, log: Any, rng: random.Random | None = None
+        self, conn: psycopg.Connection[Any], name: str, log: Log, rng: random.Random | None = None
     ) -> None:
         self.conn = conn
         self.name = name

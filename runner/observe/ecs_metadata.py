@@ -18,7 +18,10 @@ import dataclasses
 import functools
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger as Log
 
 TIMEOUT_S = 0.5
 MAX_DOCUMENT_BYTES = 1 << 20  # a task document is a few kB; anything far larger is not one
@@ -120,7 +123,7 @@ def _fetch(url: str, timeout_s: float) -> tuple[Task | None, str | None]:
     return (task, None) if task else (None, "the answer names no task (no TaskARN)")
 
 
-def log_fields(metadata_uri: str | None, log: Any) -> dict[str, str]:
+def log_fields(metadata_uri: str | None, log: Log) -> dict[str, str]:
     """The task's fields for every log event (:meth:`Task.log_fields`), from the task
     metadata endpoint ``metadata_uri`` (``ECS_CONTAINER_METADATA_URI_V4``); off ECS none. An
     endpoint that fails costs one ``ecs.metadata_unavailable`` warning on ``log``, nothing

@@ -26,6 +26,9 @@ import structlog
 from runner.observe import cloudwatch_sink
 from runner.observe.redact import clip, learnt, redact_text, spellings
 
+#: what every function that logs receives: a bound structlog logger
+Log = structlog.typing.FilteringBoundLogger
+
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,

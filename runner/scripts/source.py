@@ -4,7 +4,7 @@ and the check of applied revisions against the checksums the ledger recorded."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.database.ledger import edited
 from runner.errors import EditedMigration
@@ -14,8 +14,11 @@ from runner.scripts import load as scripts
 from runner.scripts import manifest
 from runner.scripts.alembic_config import Project
 
+if TYPE_CHECKING:
+    from runner.observe.logs import Log
 
-def load(project: Project, log: Any, checksums: dict[str, str] | None = None) -> scripts.Loaded:
+
+def load(project: Project, log: Log, checksums: dict[str, str] | None = None) -> scripts.Loaded:
     """Load the scripts through Alembic (imports every revision file, after the project's
     bootstrap); ``checksums`` from a current manifest spare reading the files again."""
     with heap.long_lived():  # Alembic, SQLAlchemy and every revision: here until exit
@@ -35,7 +38,7 @@ def manifest_path(project: Project, manifest_setting: Path | None) -> Path:
 
 
 def scripts_for(
-    project: Project, manifest_setting: Path | None, log: Any
+    project: Project, manifest_setting: Path | None, log: Log
 ) -> tuple[scripts.Scripts, scripts.Loaded | None]:
     """The scripts from a current manifest when there is one (no imports), else loaded."""
     path = manifest_path(project, manifest_setting)
@@ -72,7 +75,7 @@ def verify_checksums(
     latest: dict[str, dict[str, Any]],
     *,
     strict: bool,
-    log: Any,
+    log: Log,
 ) -> list[dict[str, Any]]:
     """Compare applied revisions' files with the checksums the ledger recorded (``latest``).
     An edited applied migration is a warning, or (``strict``: MIGRATION_STRICT_CHECKSUMS) an
