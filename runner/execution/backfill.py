@@ -86,11 +86,23 @@ class Batches:
     def __post_init__(self) -> None:
         """Raises :class:`MigrationFailed` (the revision's mistake, exit 6) for a bad
         argument, before anything runs."""
+        for name in ("table", "key", "set", "where"):
+            if not isinstance(getattr(self, name), str):
+                raise MigrationFailed(
+                    f"backfill(...): {name} must be a string, not "
+                    f"{type(getattr(self, name)).__name__}; nothing was run"
+                )
         for name in ("table", "key"):
             if not _IDENTIFIER.match(getattr(self, name)):
                 raise MigrationFailed(
                     f"backfill({self.table!r}, ...): {name} {getattr(self, name)!r} is not a "
                     "table or column name; nothing was run"
+                )
+        for name in ("set", "where"):  # one expression each: never a second statement
+            if ";" in re.sub(r"'(?:[^']|'')*'", "", getattr(self, name)):
+                raise MigrationFailed(
+                    f"backfill({self.table!r}, ...): {name} must be one SQL expression, "
+                    "without ';'; nothing was run"
                 )
         if not self.set.strip() or not self.where.strip():
             raise MigrationFailed(

@@ -97,8 +97,8 @@ def take(
     """Create snapshot ``name`` and wait until it is available; its name. ``check`` is
     called between polls (a signal stops the wait). Raises :class:`SnapshotFailed`."""
     api = _Api(wanted.kind)
-    rds = client or _client()
     try:
+        rds = client or _client()  # no region, no boto3 configuration: a failed snapshot too
         log.info("snapshot.started", kind=wanted.kind, identifier=wanted.identifier, snapshot=name)
         started = time.monotonic()
         getattr(rds, api.create)(

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, Interrupted
 
 _done: set[str] = set()
 
@@ -52,7 +52,9 @@ def run_bootstrap(spec: str | None) -> None:
     fn = resolve(spec)
     try:
         fn()
-    except Exception as exc:
+    except Interrupted:  # a signal while it ran: the run stops as for any signal (130)
+        raise
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the project's, not ours
         raise ConfigError(
             f"MIGRATION_BOOTSTRAP {spec!r} raised {type(exc).__name__}: {exc}; no revision "
             "ran. Fix the project's configuration (its own migrate "

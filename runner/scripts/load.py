@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ConfigError, RunnerError, ScriptsInvalid
+from runner.errors import ConfigError, EnvPyFailed, RunnerError, ScriptsInvalid
 from runner.limits import MAX_TIMEOUT_S, parse_schedule
 from runner.scripts.alembic_config import Project, open_config
 from runner.scripts.bootstrap import run_bootstrap
@@ -147,6 +147,11 @@ def _directory(project: Project) -> tuple[Any, Any]:
         raise ConfigError(
             f"ALEMBIC_CONFIG {named!r} is not a valid alembic.ini ({type(exc).__name__})"
         ) from None
+    except ImportError as exc:  # a package:path script_location whose package is not there
+        raise ConfigError(
+            f"script_location names a package that cannot be imported ({exc}): check "
+            "MIGRATION_SCRIPT_LOCATION / script_location and the runner's environment"
+        ) from None
     except ValueError as exc:  # e.g. an unknown path_separator
         raise ConfigError(f"ALEMBIC_CONFIG {named!r}: {exc}") from None
 
@@ -185,10 +190,13 @@ def check_env_py(path: Path) -> None:
         compile(source, str(path), "exec")
     except (SyntaxError, ValueError) as exc:
         where = f"{path}:{getattr(exc, 'lineno', '?')}"
-        raise ScriptsInvalid(
-            f"env.py does not compile ({where}: {type(exc).__name__}: "
-            f"{getattr(exc, 'msg', exc)}): fix it and run again; nothing was run",
-            path=str(path),
+        raise EnvPyFailed(
+            f"env.py ({where}) does not compile: {type(exc).__name__}: "
+            f"{getattr(exc, 'msg', exc)}. No revision started: nothing was applied (checked "
+            "before connecting). Fix env.py (plain `alembic upgrade` fails the same way) and "
+            "run again",
+            env_py=where,
+            error_class=type(exc).__name__,
         ) from None
 
 
@@ -351,6 +359,12 @@ def resolve_destination(
 
     if target == "base":
         return ()
+    if target.endswith("@base"):  # Alembic reverts only that branch; ours would revert all
+        raise ConfigError(
+            f"{target!r}: a branch's base is not a target the runner plans (it would revert "
+            "the other branches too); name the revision to go down to, or base. Nothing was "
+            "touched"
+        )
     if target[:1] == "-" and target[1:].isdigit():
         return relative_target(current, int(target[1:]), scripts.graph())
     if target in ("head", "heads"):

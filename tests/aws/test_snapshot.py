@@ -141,3 +141,16 @@ def test_a_snapshot_not_available_in_time_is_a_failure_naming_the_setting(monkey
     wanted = snapshot.Request("instance", "prod-db", 0.05)
     with pytest.raises(SnapshotFailed, match="MIGRATION_SNAPSHOT_TIMEOUT=0.05 s"):
         snapshot.take(wanted, "s", [], log=logs.get(), check=lambda: None, client=_NeverAvailable())
+
+
+def test_no_aws_region_is_a_failed_snapshot_not_an_internal_error(monkeypatch) -> None:
+    """Found by an attack on issue 24: boto3's NoRegionError came from making the client,
+    outside the failure mapping, and ended as "internal error, please report"."""
+    from runner.execution import snapshot
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    wanted = snapshot.Request("instance", "prod-db", 5.0)
+    with pytest.raises(SnapshotFailed):
+        snapshot.take(wanted, "s", [], log=logs.get(), check=lambda: None)

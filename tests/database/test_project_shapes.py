@@ -201,11 +201,17 @@ def test_bootstrap_and_env_py_thread_settings_are_validated_at_start(project, tm
 
 def test_bootstrap_that_cannot_be_found_or_fails_is_a_config_error(database, project):
     project.audited_chain(["a1"])
-    (project.root / "boot.py").write_text("def fails():\n    raise ValueError('no config')\n")
+    (project.root / "boot.py").write_text(
+        "def fails():\n    raise ValueError('no config')\n"
+        "def exits():\n    raise SystemExit(3)\n"
+        "def interrupts():\n    raise KeyboardInterrupt\n"
+    )
     for spec, says in (
         ("nowhere_module_x:configure", "no module named 'nowhere_module_x'"),
         ("boot:missing", "has no missing"),
         ("boot:fails", "ValueError: no config"),
+        ("boot:exits", "SystemExit: 3"),  # the project's, never "internal error"
+        ("boot:interrupts", "KeyboardInterrupt"),
     ):
         result = run(
             runner_env(database, project, MIGRATION_BOOTSTRAP=spec, PYTHONPATH=str(project.root))

@@ -121,3 +121,14 @@ def test_broken_scripts_fail_the_run_before_connecting(project):
     assert result.code == 7
     assert result.event("error")["error_code"] == "scripts_invalid"
     assert not [e for e in result.events if e["event"].startswith("db.")]
+
+
+def test_a_branchs_base_is_refused_as_a_downgrade_target():
+    """Found by an attack on issue 22: ``downgrade contract@base`` reverted every branch (and
+    ``nobranch@base`` was accepted), where Alembic reverts that branch only."""
+    from runner.errors import ConfigError
+    from runner.scripts.load import resolve_destination
+
+    for target in ("contract@base", "nobranch@base"):
+        with pytest.raises(ConfigError, match="branch's base"):
+            resolve_destination(None, None, target, ("c2", "e2"))
