@@ -135,6 +135,12 @@ class Batches:
             "SELECT (SELECT count(*) FROM done), (SELECT max(backfill_key) FROM batch)"
         )
 
+    def unreachable(self) -> str:
+        """The rows still to do that a walk by key never reaches: a NULL key."""
+        return _escape_colons(
+            f"SELECT count(*) FROM {self.table} WHERE ({self.where}) AND {self.key} IS NULL"
+        )
+
     def estimate(self) -> str:
         return _escape_colons(
             f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self.table} WHERE ({self.where})"
@@ -216,6 +222,13 @@ def _run(bind: Any, batches: Batches, record: dict[str, Any], pause: float) -> d
             _host.pause(pause)
         elif pause > 0:
             time.sleep(pause)
+    missed = bind.execute(text(batches.unreachable())).scalar()
+    if missed:  # never report finished with rows left: the revision is not applied
+        raise MigrationFailed(
+            f"backfill({batches.table!r}, ...): {missed} row(s) still to do have a NULL "
+            f"{batches.key}, which a walk by key never reaches (the key must be NOT NULL and "
+            "unique, e.g. the primary key); the batches done stay committed"
+        )
     final = progress(batches.table, done, done, count, time.monotonic() - started)
     record.update(finished=True, duration_s=final["elapsed_s"])
     report({**final, "finished": True})

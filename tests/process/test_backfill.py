@@ -180,3 +180,28 @@ def test_a_bad_argument_is_the_revisions_mistake_not_the_runners(database, proje
     assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
     assert "is not a table or column name" in result.event("error")["message"]
     assert database.version() == ["t1"]
+
+
+def test_rows_a_walk_by_key_cannot_reach_fail_the_revision_not_reported_finished(database, project):
+    """Found by an attack on issue 24: with NULLs in the key column the walk skipped those
+    rows, reported ``finished`` and applied the revision, leaving rows never backfilled."""
+    project.revision(
+        "t1",
+        None,
+        "op.execute('CREATE TABLE nk (id bigint, v int)')\n"
+        "op.execute('INSERT INTO nk SELECT CASE WHEN g % 3 = 0 THEN NULL ELSE g END, NULL "
+        "FROM generate_series(1, 50) g')",
+    )
+    project.revision(
+        "t2",
+        "t1",
+        "from runner import backfill\n"
+        "backfill('nk', set='v = 1', where='v IS NULL', key='id', batch_size=4)",
+    )
+    env = runner_env(database, project)
+    result = run(env, "upgrade")
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    assert "16 row(s) still to do have a NULL id" in result.event("error")["message"]
+    assert database.version() == ["t1"]
+    assert not result.summary["backfills"][0].get("finished")
