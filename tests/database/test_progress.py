@@ -42,15 +42,23 @@ def events(result: Any, name: str) -> list[dict[str, Any]]:
 
 
 def test_an_index_build_reports_its_phase_and_percent_every_second(big, project):
-    # an expression index: md5 of every row while the table is scanned, then a sort
-    project.revision("r1", None, 'op.execute("CREATE INDEX ix_big ON big (md5(name || id::text))")')
+    # an expression index: md5 (four times over) of every row while the table is scanned, then
+    # a sort: several seconds even on a quiet machine (once over it took 1.9 s in CI)
+    project.revision(
+        "r1",
+        None,
+        'op.execute("CREATE INDEX ix_big ON big (md5(md5(md5(md5(name || id::text)))))")',
+    )
     result = run(runner_env(big, project, MIGRATION_PROGRESS_INTERVAL=1), timeout=300)
 
     assert result.code == 0, result.stdout
     progress = events(result, "revision.progress")
     duration_s = result.event("revision.applied")["duration_ms"] / 1000
     print(f"\nmeasured: index build {duration_s:.1f} s, {len(progress)} progress events")
-    assert len(progress) >= 2, f"{len(progress)} progress events in {duration_s:.1f} s"
+    # one event a second while it runs (half of them at least, on a loaded machine)
+    assert len(progress) >= max(2, int(duration_s) // 2), (
+        f"{len(progress)} progress events in {duration_s:.1f} s"
+    )
     assert [e["elapsed_s"] >= n for n, e in enumerate(progress, 1)] == [True] * len(progress)
     assert all(e["revision"] == "r1" and e["state"] == "active" for e in progress)
     with_percent = [e for e in progress if e.get("percent") is not None]
