@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import psycopg
 from _bench import ROOT, Bench, Command, Failed, Section, Table, ms, standalone
 from _common import connect, percentile, runner_env
 
+from devtools.busy_app import BusyApp
 from devtools.projects import ENV_PY
 
 SIZES = {
@@ -89,44 +89,6 @@ def write_project(root: Path) -> Path:
     return ini
 
 
-class App:
-    """The busy app: a SELECT or an INSERT on ``calls`` every ``every_s``; (start, latency)
-    of each query."""
-
-    def __init__(self, conn: psycopg.Connection[Any], every_s: float) -> None:
-        self.conn, self.every_s = conn, every_s
-        self.samples: list[tuple[float, float]] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            sql = (
-                "SELECT count(*) FROM calls WHERE id > (SELECT max(id) - 50 FROM calls)"
-                if n % 2
-                else "INSERT INTO calls (caller) VALUES ('app')"
-            )
-            started = time.monotonic()
-            try:
-                self.conn.execute(sql)
-            except psycopg.Error as exc:
-                self.errors.append(str(exc))
-                return
-            self.samples.append((started, time.monotonic() - started))
-            self._stop.wait(self.every_s)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=120)
-
-    def between(self, start: float, end: float) -> list[float]:
-        return [latency for at, latency in self.samples if start <= at <= end]
-
-
 def exited(started: Any) -> bool:
     """Whether the process has exited, without reaping it (``reap`` does, for its CPU time)."""
     found = os.waitid(os.P_PID, started.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -162,7 +124,7 @@ def one_cell(
     blocker = connect(bench.cluster, bench.password, db)
     monitor = connect(bench.cluster, bench.password, db)
     try:
-        app = App(app_conn, every_s)
+        app = BusyApp(app_conn, every_s).start()
         blocker.autocommit = False
         blocker.execute("SELECT count(*) FROM calls").fetchone()
         time.sleep(0.2)  # a baseline of app latencies before the migration
@@ -211,13 +173,13 @@ def baseline(bench: Bench, seconds: float, every_s: float) -> tuple[float, float
         setup.execute("INSERT INTO calls (caller) SELECT 'seed' FROM generate_series(1, 10000)")
     conn = connect(bench.cluster, bench.password, db)
     try:
-        app = App(conn, every_s)
+        app = BusyApp(conn, every_s).start()
         time.sleep(seconds)
         app.stop()
     finally:
         conn.close()
         bench.drop_db(db)
-    latencies = [latency for _at, latency in app.samples]
+    latencies = app.latencies
     return max(latencies, default=0.0), percentile(latencies, 99)
 
 

@@ -11,7 +11,6 @@ number of blocked attempts, and every wait is for an event.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -20,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from devtools.busy_app import BusyApp
 from runner.errors import ExitCode
 from runner.limits import ESCALATING
 from tests.support.helpers import Database, Running, run, runner_env, wait_until
@@ -29,49 +29,20 @@ APP_EVERY_S = 0.005
 MARGIN_S = 0.5  # scheduling slack on a loaded 2-core machine
 
 
-class App:
+class App(BusyApp):
     """Reads and writes ``calls`` every ~5 ms on an autocommit session of its own."""
 
     def __init__(self, db: Database) -> None:
-        self.conn = db.connect(application_name="app")
-        self.latencies: list[float] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="app")
+        super().__init__(db.connect(application_name="app"), APP_EVERY_S)
 
     def start(self) -> App:
-        self._thread.start()
-        wait_until(lambda: len(self.latencies) >= 10 or self.errors, timeout=15, what="app up")
+        super().start()
+        wait_until(lambda: len(self.samples) >= 10 or self.errors, timeout=15, what="app up")
         assert not self.errors, self.errors
         return self
 
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            sql = (
-                "SELECT count(*) FROM calls WHERE id > (SELECT max(id) - 50 FROM calls)"
-                if n % 2
-                else "INSERT INTO calls (caller) VALUES ('app')"
-            )
-            started = time.monotonic()
-            try:
-                self.conn.execute(sql)
-            except psycopg.Error as exc:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-                return
-            self.latencies.append(time.monotonic() - started)
-            self._stop.wait(APP_EVERY_S)
-
-    def worst(self) -> float:
-        return max(self.latencies, default=0.0)
-
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        if self._thread.is_alive():
-            self.conn.cancel_safe()
-            self._thread.join(timeout=10)
+        self.stop(timeout_s=10)
         self.conn.close()
 
 
