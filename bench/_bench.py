@@ -1,11 +1,13 @@
-"""What the side-by-side scenarios share: one throwaway cluster, generated projects (Alembic
+"""What every bench script shares: one throwaway cluster, generated projects (Alembic
 revisions with a manifest, and the same steps as SQL files for dbmate and node-pg-migrate),
-the command each tool runs, whole-process timing with peak RSS, and the Markdown a scenario
-hands back.
+the runtime virtualenv every runner figure is taken with (made as the image makes it), the
+command each tool runs, whole-process timing with CPU time and peak RSS, machine facts, small
+statistics, and the Markdown a scenario hands back.
 
-A scenario module has ``SIZES = {"smoke": {...}, "full": {...}}`` and
+A side-by-side scenario module has ``SIZES = {"smoke": {...}, "full": {...}}`` and
 ``run(bench, **size) -> Section``; :func:`standalone` runs one from the command line.
-Nothing here asserts: a run that does the wrong thing raises :class:`Failed`.
+Nothing here asserts: a run that does the wrong thing raises :class:`Failed`. Everything
+listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -17,28 +19,262 @@ import datetime as dt
 import json
 import os
 import platform
+import secrets
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    ROOT,
-    connect,
-    percentile,
-    runner_env,
-    temp_dir,
-    throwaway_cluster,
-    with_bytecode,
-    write_project,
-)
+import psycopg
 
-from devtools.projects import age_files
+ROOT = Path(__file__).resolve().parent.parent
+# devtools (the cluster, the generated projects) lives in the repository, not in a package:
+# last on the path, so that an installed `runner` (the runtime venv's) is never shadowed
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+from devtools.pgcluster import Cluster  # noqa: E402
+
+# The shared-connection env.py: migrate on the runner's connection when it passes one, else
+# (plain `alembic upgrade`) build an engine from the same settings the runner reads.
+from devtools.projects import ENV_PY, age_files  # noqa: E402  (the same env.py the tests use)
+
+REVISION_PY = '''\
+"""bench step {index}"""
+from alembic import op
+
+revision = {rev!r}
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("SELECT 1")
+
+
+def downgrade():
+    pass
+'''
+
+
+def write_project(
+    root: Path,
+    revisions: int,
+    transaction_per_migration: bool | None = None,
+    versions_of: Path | None = None,
+) -> Path:
+    """An Alembic project in ``root`` with a linear chain of ``revisions`` trivial revisions
+    (each ``op.execute("SELECT 1")``); returns the path of its alembic.ini.
+    ``transaction_per_migration``: what env.py passes to ``context.configure`` (None: nothing,
+    so plain Alembic runs the whole upgrade in one transaction and the runner, by default,
+    commits each revision; True: as the service's alembic/env.py; False: one transaction,
+    for the runner too). ``versions_of``: use the revision files of that project (its
+    alembic.ini) instead of writing new ones, so that env.py variants run the same files."""
+    ini = root / "alembic.ini"
+    (root / "migrations").mkdir(parents=True)
+    env_py = (
+        ENV_PY
+        if transaction_per_migration is None
+        else ENV_PY.replace(
+            "target_metadata=None)",
+            f"target_metadata=None, transaction_per_migration={transaction_per_migration})",
+        )
+    )
+    (root / "migrations" / "env.py").write_text(env_py)
+    if versions_of is not None:
+        ini.write_text(
+            "[alembic]\nscript_location = %(here)s/migrations\nversion_locations = "
+            f"{versions_of.parent / 'migrations' / 'versions'}\n"
+        )
+        return ini
+    versions = root / "migrations" / "versions"
+    versions.mkdir()
+    ini.write_text("[alembic]\nscript_location = %(here)s/migrations\n")
+    down = None
+    for index in range(1, revisions + 1):
+        rev = f"b{index:011x}"
+        (versions / f"{rev}_step_{index}.py").write_text(
+            REVISION_PY.format(index=index, rev=rev, down=down)
+        )
+        down = rev
+    return ini
+
+
+def runner_env(database_url: str, alembic_config: Path | None = None) -> dict[str, str]:
+    """The inherited environment without any DB_*/MIGRATION_*/ALEMBIC_* setting, plus ours."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DB_", "DATABASE_URL", "MIGRATION_", "ALEMBIC_"))
+    }
+    env["DATABASE_URL"] = database_url
+    env["MIGRATION_LOG_FORMAT"] = "json"
+    if alembic_config is not None:
+        env["ALEMBIC_CONFIG"] = str(alembic_config)
+    return env
+
+
+def with_bytecode(env: dict[str, str], cache_dir: Path | None) -> dict[str, str]:
+    """Control Python's bytecode cache for child processes without touching the repository
+    or the virtualenv: with ``cache_dir``, .pyc files are read and written there only
+    (PYTHONPYCACHEPREFIX), so the second run of a command imports from bytecode; with
+    ``None``, an empty prefix and PYTHONDONTWRITEBYTECODE=1, so every run compiles every
+    imported module from source (what happens when the inherited environment sets
+    PYTHONDONTWRITEBYTECODE and no .pyc files were installed)."""
+    env = dict(env)
+    if cache_dir is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "bench-no-pyc-never-written")
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(cache_dir)
+    return env
+
+
+# --- the runtime virtualenv: what every runner figure is taken with ---------------------------
+
+#: how the image installs the runner (Dockerfile: `uv sync --locked --no-dev --no-editable`,
+#: UV_COMPILE_BYTECODE=1): the runtime dependency set only, the runner an ordinary package
+RUNTIME_SYNC = ("uv", "sync", "--locked", "--no-dev", "--no-editable", "--compile-bytecode")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeVenv:
+    """A virtualenv made as the image makes it: its python, how long it took, what is in it."""
+
+    path: Path
+    extras: tuple[str, ...]
+    seconds: float
+    packages: int
+
+    @property
+    def python(self) -> str:
+        return str(self.path / "bin" / "python")
+
+    def bin(self, name: str) -> str:
+        return str(self.path / "bin" / name)
+
+    def describe(self) -> str:
+        extras = "".join(f" --extra {e}" for e in self.extras)
+        return (
+            f"`{' '.join(RUNTIME_SYNC)}{extras}` into a temporary virtualenv "
+            f"({self.packages} packages, built in {self.seconds:.0f} s)"
+        )
+
+
+def runtime_venv(where: Path, extras: Sequence[str] = ()) -> RuntimeVenv:
+    """The runner's runtime virtualenv in ``where`` (made once: a second call with the same
+    ``where`` finds it). ``extras``: optional dependency sets (``verify``), as the image's
+    ``EXTRAS`` build argument. No development tool (ruff, mypy, rich...) is in it, so what
+    the runner imports is what the image imports."""
+    marker = where / ".bench-runtime"
+    started = time.monotonic()
+    if not marker.is_file():
+        env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(where))
+        env.pop("VIRTUAL_ENV", None)
+        argv = [*RUNTIME_SYNC, "-q", *(f"--extra={extra}" for extra in extras)]
+        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise Failed(f"{' '.join(argv)} into {where} failed:\n{proc.stderr[-3000:]}")
+        marker.write_text(f"{time.monotonic() - started:.1f}")
+    site = next(where.glob("lib/python*/site-packages"))
+    return RuntimeVenv(
+        where, tuple(extras), float(marker.read_text()), sum(1 for _ in site.glob("*.dist-info"))
+    )
+
+
+@contextlib.contextmanager
+def throwaway_cluster() -> Iterator[tuple[Cluster, str]]:
+    """A started cluster on 127.0.0.1 with a random password; always destroyed."""
+    password = "bench-" + secrets.token_urlsafe(12)
+    cluster = Cluster.create(password=password)
+    try:
+        cluster.start()
+        yield cluster, password
+    finally:
+        cluster.destroy()
+
+
+@contextlib.contextmanager
+def temp_dir(prefix: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def connect(cluster: Cluster, password: str, dbname: str = "postgres") -> psycopg.Connection[Any]:
+    """An autocommit superuser session over TCP to 127.0.0.1."""
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=cluster.port,
+        user="postgres",
+        password=password,
+        dbname=dbname,
+        autocommit=True,
+        connect_timeout=10,
+        application_name="bench",
+    )
+
+
+def create_database(cluster: Cluster, password: str, name: str) -> None:
+    with connect(cluster, password) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def machine(cluster: Cluster, password: str) -> list[str]:
+    """nproc, CPU model, OS, Python and PostgreSQL versions, for the report's header."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with connect(cluster, password) as conn:
+        row = conn.execute("SELECT version()").fetchone()
+        pg = row[0] if row else "?"
+    return [
+        f"nproc:      {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))})",
+        f"CPU:        {cpu}",
+        f"OS:         {platform.platform()}",
+        f"Python:     {platform.python_version()} ({sys.executable})",
+        f"PostgreSQL: {pg}",
+    ]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linearly interpolated between closest ranks."""
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (pos - low)
+
+
+def describe(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "p90": percentile(values, 90),
+        "max": max(values),
+    }
+
 
 NPM_PACKAGES = ("dbmate@2.36.0", "node-pg-migrate@9.0.0", "pg@8")
 PY = sys.executable
@@ -282,7 +518,9 @@ class Project:
         for ini in (self.ini, self.one_tx_ini):
             env = with_bytecode(runner_env("postgresql://unused@127.0.0.1/x", ini), bench.cache)
             done = bench.run(
-                Command("runner manifest", [PY, "-m", "runner", "manifest"], env, ROOT)
+                Command(
+                    "runner manifest", [bench.python, "-m", "runner", "manifest"], env, bench.tmp
+                )
             )
             if done.returncode != 0 or not (ini.parent / "migration-manifest.json").is_file():
                 raise Failed("`runner manifest` failed:\n" + done.tail())
@@ -299,6 +537,8 @@ class Project:
 
 TOOLS = {
     "runner": "`python -m runner upgrade` (manifest present; commits each revision, its default)",
+    "runner-dev": "the same, with the development environment's python (editable install, dev "
+    "tools such as `rich` importable): for reference only",
     "runner-1tx": "the runner with an env.py passing `transaction_per_migration=False`",
     "alembic": "`alembic upgrade head` with Alembic's template env.py: one transaction",
     "alembic-per-rev": "`alembic upgrade head`, env.py with `transaction_per_migration=True`",
@@ -317,6 +557,7 @@ class Bench:
     bytecode), the peers (installed with npm on first use) and generated projects."""
 
     def __init__(self, cluster: Any, password: str, tmp: Path, timeout: float = 300.0) -> None:
+        self._venvs: dict[tuple[str, ...], RuntimeVenv] = {}
         self.cluster = cluster
         self.password = password
         self.tmp = tmp
@@ -333,9 +574,38 @@ class Bench:
     def on(self, cluster: Any, password: str) -> Bench:
         """The same bench (bytecode cache, peers, projects) against another cluster."""
         other = Bench(cluster, password, self.tmp, self.timeout)
-        other.cache, other._projects = self.cache, self._projects
+        other.cache, other._projects, other._venvs = self.cache, self._projects, self._venvs
         other._npm, other.npm_note = self.npm_modules(), self.npm_note
         return other
+
+    # --- the runtime virtualenv ---
+    def venv(self, extras: Sequence[str] = ()) -> RuntimeVenv:
+        """The runtime virtualenv (with ``extras``), made on first use, once per bench run."""
+        key = tuple(extras)
+        if key not in self._venvs:
+            name = "venv-" + ("-".join(key) or "runtime")
+            self._venvs[key] = runtime_venv(self.tmp / name, key)
+        return self._venvs[key]
+
+    @property
+    def python(self) -> str:
+        """The runtime virtualenv's python: every runner and plain-Alembic figure's."""
+        return self.venv().python
+
+    def venv_lines(self) -> list[str]:
+        """What ran what, for a report's header."""
+        lines = [
+            f"runner and plain Alembic: `python` of {venv.describe()}; the process's "
+            "working directory is a temporary one, so the installed package is what runs"
+            for key, venv in self._venvs.items()
+            if not key
+        ]
+        lines += [
+            f"with `--extra {','.join(key)}`: {venv.describe()}"
+            for key, venv in self._venvs.items()
+            if key
+        ]
+        return lines
 
     # --- databases ---
     def url(self, db: str, scheme: str = "postgresql+psycopg") -> str:
@@ -422,18 +692,23 @@ class Bench:
         if tool.startswith("runner") or tool.startswith("alembic"):
             ini = {
                 "runner": project.ini,
+                "runner-dev": project.ini,
                 "runner-b": project.ini,
                 "runner-1tx": project.one_tx_ini,
                 "alembic": project.ini,
                 "alembic-per-rev": project.per_revision_ini,
             }[tool]
             env = with_bytecode(runner_env(self.url(db), ini), self.cache)
+            # the runtime virtualenv's python, but for the development environment's row
+            python = PY if tool == "runner-dev" else self.python
             if tool.startswith("runner"):
-                argv = [PY, "-m", "runner", "upgrade"] + ([rev] if rev else [])
+                argv = [python, "-m", "runner", "upgrade"] + ([rev] if rev else [])
             else:
-                argv = [PY, "-m", "alembic", "-c", str(ini), "upgrade", rev or "head"]
-            # `python -m` puts the working directory first on sys.path: it picks the runner
-            cwd = self.runner_b if tool == "runner-b" and self.runner_b else ROOT
+                argv = [python, "-m", "alembic", "-c", str(ini), "upgrade", rev or "head"]
+            # `python -m` puts the working directory first on sys.path: a neutral one runs
+            # the installed package; runner-b's directory, the runner package in it; the
+            # repository (the development environment), its source (installed editable)
+            cwd = {"runner-b": self.runner_b or self.tmp, "runner-dev": ROOT}.get(tool, self.tmp)
             return Command(tool, argv, env, cwd)
         modules = self.npm_modules()
         url = self.url(db, "postgresql")
@@ -571,6 +846,7 @@ def machine_lines(bench: Bench) -> list[str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     pg = bench.query("postgres", "SHOW server_version")[0][0]
+    bench.venv()  # made now, so that no scenario's time includes it
     return [
         f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"cores: {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {cpu}",
@@ -578,6 +854,10 @@ def machine_lines(bench: Bench) -> list[str]:
         f"Python {sys.version.split()[0]}; load average at start: {loadavg()}",
         "bytecode: compiled, as in the image (a temporary PYTHONPYCACHEPREFIX filled by "
         "warm-up runs that are not counted)",
+        *bench.venv_lines(),
+        f"the development environment (`{PY}`, the runner installed editable, dev tools "
+        "such as `rich` importable) runs only the rows named `(dev env)`, for reference; "
+        "and the bench itself",
     ]
 
 

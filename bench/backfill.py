@@ -11,8 +11,8 @@ Two runner processes, each applying one revision that fills the new column ``new
 
 For each: the time the runner took (the process, start to exit) and the app's write
 latencies while it ran (p50, p99, max, and how many writes it got through). The runner
-runs in the runtime dependency set only: a private ``uv sync --no-dev --no-editable``
-virtualenv in a temporary directory. Prints a Markdown table; asserts nothing.
+runs with the runtime virtualenv's python (``_bench.runtime_venv``: made as the image makes
+it, in a temporary directory). Prints a Markdown table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import threading
 import time
 from pathlib import Path
 
-from _common import (
-    ROOT,
+from _bench import (
     connect,
     create_database,
     percentile,
     runner_env,
+    runtime_venv,
     temp_dir,
     throwaway_cluster,
 )
@@ -42,18 +42,6 @@ BACKFILL = (
     "backfill('calls', set=\"new_field = 'default'\", where='new_field IS NULL', "
     "key='id', batch_size={batch})"
 )
-
-
-def runtime_python(where: Path) -> str:
-    """A virtualenv with the runner and its runtime dependencies only."""
-    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(where)}
-    subprocess.run(
-        ["uv", "sync", "--locked", "--no-dev", "--no-editable", "--quiet"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-    )
-    return str(where / "bin" / "python")
 
 
 def project(root: Path, body: str) -> Path:
@@ -130,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     with temp_dir("bench-backfill-") as tmp, throwaway_cluster() as (cluster, password):
-        python = runtime_python(tmp / "venv")
+        python = runtime_venv(tmp / "venv").python
         for name, body in (("update", UPDATE), ("backfill", BACKFILL.format(batch=args.batch))):
             create_database(cluster, password, name)
             with connect(cluster, password, name) as conn:

@@ -17,8 +17,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _bench import PY, Bench, Command, Failed, Section, Table, alternate, median, ms, standalone
-from _common import ROOT, runner_env, with_bytecode
+from _bench import (
+    ROOT,
+    Bench,
+    Command,
+    Failed,
+    Section,
+    Table,
+    alternate,
+    median,
+    ms,
+    runner_env,
+    standalone,
+    with_bytecode,
+)
 
 SIZES = {"smoke": {"rounds": 1, "build": False}, "full": {"rounds": 10, "build": True}}
 SIZES["quick"] = dict(SIZES["full"], rounds=4)
@@ -81,11 +93,15 @@ def run(bench: Bench, out: Path, rounds: int, build: bool) -> Section:
     manifest = bench.tmp / "service-manifest.json"
     host_env = with_bytecode(runner_env(bench.url(db), ROOT / "alembic.ini"), bench.cache)
     host_env["MIGRATION_MANIFEST"] = str(manifest)
-    commands["host no-op"] = Command("runner", [PY, "-m", "runner", "upgrade"], host_env, ROOT)
+    commands["host no-op"] = Command(
+        "runner", [bench.python, "-m", "runner", "upgrade"], host_env, bench.tmp
+    )
     first = bench.run(commands["container no-op"])  # the service's migrations, to head
     if first.returncode != 0 or first.event("summary").get("outcome") != "migrated":
         raise Failed("the image did not migrate an empty database:\n" + first.tail())
-    made = bench.run(Command("runner", [PY, "-m", "runner", "manifest"], host_env, ROOT))
+    made = bench.run(
+        Command("runner", [bench.python, "-m", "runner", "manifest"], host_env, bench.tmp)
+    )
     if made.returncode != 0:
         raise Failed("`runner manifest` for the service's migrations failed:\n" + made.tail())
     for kind in KINDS:  # warm-up
@@ -112,7 +128,8 @@ def run(bench: Bench, out: Path, rounds: int, build: bool) -> Section:
         f"`podman run --rm --network=host --read-only --user 10001` of `{image}` on a database "
         f"at the head of the service's migrations; medians of {rounds} runs each, alternating, "
         "after one warm-up each. The image carries compiled bytecode and its manifest; the "
-        "host run uses the same migrations with a manifest written for it."
+        "host run (the runtime virtualenv's python) uses the same migrations with a manifest "
+        "written for it."
     ]
     return section
 

@@ -20,8 +20,19 @@ import threading
 import time
 from pathlib import Path
 
-from _bench import Bench, Done, Failed, Project, Section, Table, median, plot, rotated, standalone
-from _common import connect
+from _bench import (
+    Bench,
+    Done,
+    Failed,
+    Project,
+    Section,
+    Table,
+    connect,
+    median,
+    plot,
+    rotated,
+    standalone,
+)
 
 # compare: a directory holding another ``runner`` package (e.g. a prototype's checkout), run
 # as `runner-b` alternately with this checkout's runner

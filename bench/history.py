@@ -36,13 +36,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (
+from _bench import (
     ROOT,
     connect,
     create_database,
     describe,
     machine,
     runner_env,
+    runtime_venv,
     temp_dir,
     throwaway_cluster,
     with_bytecode,
@@ -50,7 +51,7 @@ from _common import (
 )
 from noop import Failed, check_alembic, check_runner, line, timed
 
-from devtools.projects import age_files  # importable once _common put the repository on sys.path
+from devtools.projects import age_files  # importable once _bench put the repository on sys.path
 
 NOOP_TARGET = 2.5  # alembic / runner, at least
 FLAT_TARGET = 1.20  # max / min of the three medians, at most
@@ -116,8 +117,10 @@ class Project:
         revisions: int,
         cache: Path | None,
         timeout: float,
+        python: str,
     ) -> None:
         self.revisions = revisions
+        self.python = python
         self.db = f"hist_{revisions}"
         self.ini = write_project(root, revisions)
         # the same revision files under env.py files that say how to use transactions
@@ -128,13 +131,13 @@ class Project:
             root.with_name(root.name + "-one-transaction"), revisions, False, versions_of=self.ini
         )
         self.env = with_bytecode(runner_env(cluster.url(self.db), self.ini), cache)
-        self.runner_cmd = [sys.executable, "-m", "runner", "upgrade"]
-        self.alembic_cmd = [sys.executable, "-m", "alembic", "-c", str(self.ini), "upgrade", "head"]
+        self.runner_cmd = [python, "-m", "runner", "upgrade"]
+        self.alembic_cmd = [python, "-m", "alembic", "-c", str(self.ini), "upgrade", "head"]
         create_database(cluster, password, self.db)
         # as checked out before an image build: files written moments before the manifest
         # are hashed on every run, which a generated project's would otherwise always be
         age_files(self.ini.parent / "migrations" / "versions", 3600)
-        manifest_s, proc = timed([sys.executable, "-m", "runner", "manifest"], self.env, timeout)
+        manifest_s, proc = timed([python, "-m", "runner", "manifest"], self.env, timeout)
         if proc.returncode != 0 or not (root / "migration-manifest.json").is_file():
             raise Failed(
                 f"`runner manifest` exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
@@ -233,7 +236,7 @@ def breakdown(big: Project, iterations: int, timeout: float) -> None:
         times["runner no-op (again)"].append(elapsed)
         inside.append(float(summary.get("total_ms", float("nan"))))
         for title, code in FLOOR_CMDS.items():
-            elapsed, proc = timed([sys.executable, "-c", code], big.env, timeout)
+            elapsed, proc = timed([big.python, "-c", code], big.env, timeout)
             if proc.returncode != 0:
                 raise Failed(f"{code!r} exited {proc.returncode}: {proc.stderr[-2000:]}")
             times[title].append(elapsed)
@@ -340,25 +343,16 @@ def bench_full(
             env = with_bytecode(runner_env(cluster.url(db), big.ini), cache)
             if kind == "runner" and cmd_prefix:  # the runner ends with os._exit: profile main()
                 cmd = [
-                    sys.executable,
+                    big.python,
                     "-c",
                     "import cProfile, sys; sys.argv = ['migration-runner', "
                     f"'upgrade']; cProfile.run('from runner.cli.main import main; main()', {cmd_prefix[-1]!r})",
                 ]
             elif kind.startswith("runner"):
-                cmd = [sys.executable, "-m", "runner", "upgrade"]
+                cmd = [big.python, "-m", "runner", "upgrade"]
             else:
                 ini = big.per_revision_ini if kind == "alembic" else big.ini
-                cmd = [
-                    sys.executable,
-                    *cmd_prefix,
-                    "-m",
-                    "alembic",
-                    "-c",
-                    str(ini),
-                    "upgrade",
-                    "head",
-                ]
+                cmd = [big.python, *cmd_prefix, "-m", "alembic", "-c", str(ini), "upgrade", "head"]
             if kind == "runner-1tx":  # same files, same (current) manifest, its own env.py
                 env = dict(
                     env,
@@ -542,7 +536,7 @@ def bench_imports(big: Project, timeout: float, rounds: int = 3) -> None:
         f"\n== 4. imports of the no-op runner process (-X importtime, {rounds} runs, median per "
         "module)"
     )
-    cmd = [sys.executable, "-X", "importtime", "-m", "runner", "upgrade"]
+    cmd = [big.python, "-X", "importtime", "-m", "runner", "upgrade"]
     per_module: dict[str, list[tuple[int, int, int]]] = {}
     counts = {"alembic": [], "sqlalchemy": [], "psycopg": []}  # type: dict[str, list[int]]
     totals: list[float] = []
@@ -551,8 +545,10 @@ def bench_imports(big: Project, timeout: float, rounds: int = 3) -> None:
         check_runner(proc, "up_to_date")
         totals.append(elapsed)
         lines = [t for t in proc.stderr.splitlines() if t.startswith("import time:")]
+        # by top-level package: runner.scripts.alembic_config is not Alembic
+        packages = [m.group(4).split(".")[0] for m in map(IMPORT_LINE.match, lines) if m]
         for name, found in counts.items():
-            found.append(sum(1 for t in lines if name in t))
+            found.append(packages.count(name))
         for text in lines:
             m = IMPORT_LINE.match(text)
             if m:
@@ -566,7 +562,7 @@ def bench_imports(big: Project, timeout: float, rounds: int = 3) -> None:
     )
     for name, values in counts.items():
         print(
-            f"  lines mentioning {name!r}: {values}"
+            f"  modules of {name!r}: {values}"
             + ("   <- expected 0" if name != "psycopg" else "   (needed: it connects)")
         )
     clean = all(v == 0 for name, vs in counts.items() if name != "psycopg" for v in vs)
@@ -618,8 +614,11 @@ def run(args: argparse.Namespace) -> int:
                 else "none: every process compiles every module (and revision file) from source"
             )
         )
+        venv = runtime_venv(tmp / "venv")
+        print(f"  python: {venv.python}, the runtime virtualenv: {venv.describe()}")
         print(
-            f"  cwd {ROOT}; DATABASE_URL -> 127.0.0.1:{cluster.port}/<db>; ALEMBIC_CONFIG -> "
+            f"  cwd {Path(venv.python).parent} (holds no package: the installed runner runs); "
+            f"DATABASE_URL -> 127.0.0.1:{cluster.port}/<db>; ALEMBIC_CONFIG -> "
             "the generated project; MIGRATION_LOG_FORMAT=json"
         )
         print(f"  iterations {args.iterations} (no-op), full runs {args.full_runs}")
@@ -630,7 +629,8 @@ def run(args: argparse.Namespace) -> int:
         )
         sizes = sorted({*SMALL_SIZES, args.revisions})
         projects = [
-            Project(cluster, password, tmp / f"p{n}", n, cache, args.timeout) for n in sizes
+            Project(cluster, password, tmp / f"p{n}", n, cache, args.timeout, venv.python)
+            for n in sizes
         ]
         big = projects[-1]
 

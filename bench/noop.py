@@ -16,15 +16,17 @@ import argparse
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from _common import (
+from _bench import (
     ROOT,
     connect,
     create_database,
     describe,
     machine,
     runner_env,
+    runtime_venv,
     temp_dir,
     throwaway_cluster,
     with_bytecode,
@@ -39,8 +41,12 @@ DBNAME = "noop"
 def timed(
     cmd: list[str], env: dict[str, str], timeout: float
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
+    # the working directory is the interpreter's bin directory: `python -m` puts it first on
+    # sys.path and it holds no package, so the installed runner (not this checkout's) runs
     started = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd, env=env, cwd=Path(cmd[0]).parent, capture_output=True, text=True, timeout=timeout
+    )
     return time.perf_counter() - started, proc
 
 
@@ -82,20 +88,22 @@ def run(iterations: int, revisions: int | None, timeout: float, bytecode: bool) 
         create_database(cluster, password, DBNAME)
         if revisions is None:
             ini = ROOT / "alembic.ini"
-            env = runner_env(cluster.url(DBNAME))  # the runner finds ./alembic.ini itself
+            env = runner_env(cluster.url(DBNAME), ini)
             what = f"the repository's migrations ({ini})"
         else:
             ini = write_project(tmp, revisions)
             env = runner_env(cluster.url(DBNAME), ini)
             what = f"a generated chain of {revisions} trivial revisions ({ini})"
         env = with_bytecode(env, tmp / "pycache" if bytecode else None)
-        runner_cmd = [sys.executable, "-m", "runner", "upgrade"]
-        alembic_cmd = [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"]
+        venv = runtime_venv(tmp / "venv")
+        print(f"  python:   {venv.python}, the runtime virtualenv: {venv.describe()}")
+        runner_cmd = [venv.python, "-m", "runner", "upgrade"]
+        alembic_cmd = [venv.python, "-m", "alembic", "-c", str(ini), "upgrade", "head"]
         print(f"  project:  {what}")
         print(f"  runner:   {' '.join(runner_cmd)}")
         print(f"  alembic:  {' '.join(alembic_cmd)}")
         print(
-            f"  cwd {ROOT}, DATABASE_URL -> 127.0.0.1:{cluster.port}/{DBNAME}, "
+            f"  cwd {Path(venv.python).parent}, DATABASE_URL -> 127.0.0.1:{cluster.port}/{DBNAME}, "
             f"{iterations} iterations each, alternating"
         )
         print(

@@ -1,9 +1,12 @@
 """Scenario 1, no-op and its growth: a whole process on a database already at head with 1 to
 2,000 revisions; the runner (with its manifest) against plain Alembic, dbmate and
-node-pg-migrate, each on its own database, all interleaved (the tools' order rotating within
-a round, the sizes' order rotating across rounds).
+node-pg-migrate, each on its own database, and the floor (interpreter + ``import psycopg`` +
+connect + ``SELECT 1``), all interleaved (the tools' order rotating within a round, the
+sizes' order rotating across rounds). The runner, plain Alembic and the floor run with the
+runtime virtualenv's python (made as the image makes it); the runner in the development
+environment is one reference row.
 
-    uv run --group bench python bench/noop_growth.py [--smoke]
+    uv run --group bench python bench/noop_growth.py [--smoke|--quick]
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import sys
 from pathlib import Path
 
 from _bench import (
-    PY,
     Bench,
     Command,
+    Done,
     Failed,
     Section,
     Table,
@@ -26,104 +29,201 @@ from _bench import (
     rotated,
     standalone,
 )
-from _common import ROOT
 
-TOOLS = ("runner", "alembic", "dbmate", "node-pg-migrate")
+TOOLS = ("runner", "alembic", "dbmate", "node-pg-migrate", "floor")
+# at the reference size only: the runner in the development environment, and what the
+# runner's no-op stands on (the interpreter's start-up; the runner's imports doing nothing)
+REFERENCE = ("runner-dev", "interpreter", "imports")
 SIZES = {
-    "smoke": {"revisions": (3,), "rounds": 1, "warmup": False},
+    "smoke": {"revisions": (3,), "rounds": 1, "warmup": True},  # warm-up: the full path
     "full": {"revisions": (1, 10, 100, 500, 2000), "rounds": 15, "warmup": True},
 }
 SIZES["quick"] = dict(SIZES["full"], rounds=5)
 SPEEDUP_VS_ALEMBIC = 3.0  # alembic / runner at 500 revisions, at least
 WITHIN_DBMATE = 1.5  # runner / dbmate at 500 revisions, at most
+WITHIN_FLOOR = 1.5  # runner / the floor at 500 revisions, at most
 FLAT = 1.2  # max / min of the runner's medians over the sizes, at most
-# the floors under the runner's no-op: the interpreter's start-up, and the runner's start-up
-# (its imports and argument parsing) doing nothing: `python -m runner --version`
-FLOORS = {"interpreter": ["-c", "pass"], "imports": ["-m", "runner", "--version"]}
+#: the least any Python tool that checks a database's version must do: start the interpreter,
+#: import the driver, connect, one query (the URL from the environment: not in argv)
+FLOOR_CODE = (
+    "import os, psycopg\n"
+    "with psycopg.connect(os.environ['BENCH_FLOOR_URL']) as conn:\n"
+    "    conn.execute('SELECT 1').fetchone()\n"
+)
+LABELS = {
+    "runner": "runner",
+    "runner-dev": "runner (dev env)",
+    "alembic": "plain Alembic",
+    "dbmate": "dbmate",
+    "node-pg-migrate": "node-pg-migrate",
+    "floor": "the floor: interpreter + `import psycopg` + connect + `SELECT 1`",
+    "interpreter": "`python -c pass`: the interpreter's start-up",
+    "imports": "`python -m runner --version`: the runner's start-up doing nothing",
+}
+
+
+def commands(bench: Bench, revisions: tuple[int, ...]) -> dict[tuple[int, str], Command]:
+    """Every (size, tool) command, each on a database of its own at head."""
+    ref = reference(revisions)
+    found: dict[tuple[int, str], Command] = {}
+    for n in revisions:
+        project = bench.project(n)
+        for tool in TOOLS + (REFERENCE if n == ref else ()):
+            name = f"noop_{n}_{tool.replace('-', '_')}"
+            if tool in ("runner", "dbmate", "node-pg-migrate"):
+                db = bench.database_at(tool, project, name, n)
+            else:  # the same state as the runner's: a copy of it
+                db = bench.create_db(name, template=f"noop_{n}_runner")
+            if tool in ("floor", "interpreter", "imports"):
+                env = dict(bench.command("runner", project, db).env)
+                env["BENCH_FLOOR_URL"] = bench.url(db, "postgresql")
+                args = {
+                    "floor": ["-c", FLOOR_CODE],
+                    "interpreter": ["-c", "pass"],
+                    "imports": ["-m", "runner", "--version"],
+                }[tool]
+                found[n, tool] = Command(tool, [bench.python, *args], env, bench.tmp)
+            else:
+                found[n, tool] = bench.command(tool, project, db)
+    return found
+
+
+def reference(revisions: tuple[int, ...]) -> int:
+    return 500 if 500 in revisions else max(revisions)
+
+
+def check(bench: Bench, done: Done) -> None:
+    tool = done.command.tool
+    if tool in ("floor", "interpreter", "imports"):
+        if done.returncode != 0:
+            raise Failed(f"{tool} failed:\n" + done.tail())
+    else:
+        bench.expect_noop(done)
 
 
 def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int, warmup: bool) -> Section:
     section = Section("1. No-op and its growth")
-    dbs: dict[tuple[int, str], str] = {}
-    for n in revisions:
-        project = bench.project(n)
-        for tool in TOOLS:
-            name = f"noop_{n}_{tool.replace('-', '_')}"
-            if tool == "alembic":  # the same state as the runner's: copy it
-                dbs[n, tool] = bench.create_db(name, template=dbs[n, "runner"])
-            else:
-                dbs[n, tool] = bench.database_at(tool, project, name, n)
-    commands = {
-        (n, tool): bench.command(tool, bench.project(n), dbs[n, tool])
-        for n in revisions
-        for tool in TOOLS
-    }
-    for command in commands.values() if warmup else ():  # fills the bytecode cache
-        bench.expect_noop(bench.run(command))
-    # the floors under the runner's no-op, in the same rounds: interpreter start-up, and the
-    # interpreter with the runner's own imports (what a no-op costs before it does anything)
-    env = commands[revisions[0], "runner"].env
-    floors = {title: Command(title, [PY, *args], env, ROOT) for title, args in FLOORS.items()}
-    for command in floors.values() if warmup else ():
-        bench.run(command)
-    times: dict[tuple[int, str], list[float]] = {key: [] for key in commands}
-    floor_times: dict[str, list[float]] = {title: [] for title in floors}
+    ref = reference(revisions)
+    cmds = commands(bench, revisions)
+    for command in cmds.values() if warmup else ():  # fills the bytecode cache
+        check(bench, bench.run(command))
+    times: dict[tuple[int, str], list[float]] = {key: [] for key in cmds}
+    cpu: dict[tuple[int, str], list[float]] = {key: [] for key in cmds}
     inside: dict[int, list[float]] = {n: [] for n in revisions}
     for r, n in alternate(revisions, rounds):
-        for tool in rotated(TOOLS, r + revisions.index(n)):
-            done = bench.run(commands[n, tool])
-            bench.expect_noop(done)
+        tools = TOOLS + (REFERENCE if n == ref else ())
+        for tool in rotated(tools, r + revisions.index(n)):
+            done = bench.run(cmds[n, tool])
+            check(bench, done)
             times[n, tool].append(done.seconds)
+            cpu[n, tool].append(done.cpu_s)
             if tool == "runner":
                 inside[n].append(float(done.event("summary").get("total_ms", "nan")))
-        if n == revisions[-1]:  # once per round
-            for title, command in floors.items():
-                done = bench.run(command)
-                if done.returncode != 0:
-                    raise Failed(f"{title} failed:\n" + done.tail())
-                floor_times[title].append(done.seconds)
     med = {key: median(values) for key, values in times.items()}
     section.intro = [
-        f"Whole processes on a database at head; medians of {rounds} runs each, after one "
-        "warm-up each (not counted); every round runs every tool at every size, the tools' "
-        "order rotating (A B C D, B C D A, ...). Every runner run is checked to report "
-        "`up_to_date` from its manifest with 0 files hashed; every peer run to apply nothing."
+        f"Whole processes on a database at head; medians of {rounds} runs each"
+        f"{', after one warm-up each (not counted)' if warmup else ''}; every round runs every "
+        "tool at every size, the tools' order rotating (A B C D, B C D A, ...). Every runner "
+        "run is checked to report `up_to_date` from its manifest with 0 files hashed; every "
+        "peer run to apply nothing. The runner, plain Alembic and the floor run with the "
+        "runtime virtualenv's python (see the header); `runner (dev env)` is the same runner "
+        "in the development environment, for reference. CPU is the process's own user+sys "
+        "time (`wait4`; the server's share not included): on a shared machine it moves much "
+        "less than wall time."
     ]
+    section.tables.append(growth_table(revisions, med, inside))
+    section.tables.append(reference_table(ref, times, cpu, inside))
+    targets(section, revisions, med, cpu)
+    picture = plot(
+        out / "noop_growth.png",
+        "No-op on a database at head",
+        "revisions (log)",
+        "median wall time per process (ms)",
+        {
+            LABELS[tool].split(":")[0]: (list(revisions), [med[n, tool] * 1000 for n in revisions])
+            for tool in TOOLS
+        },
+        logx=True,
+    )
+    if picture:
+        section.plots.append(picture)
+    notes(section, revisions, med, times)
+    return section
+
+
+def growth_table(
+    revisions: tuple[int, ...], med: dict[tuple[int, str], float], inside: dict[int, list[float]]
+) -> Table:
     rows = []
     for n in revisions:
-        r, a, d, p = (med[n, t] for t in TOOLS)
+        r, a, d, p, f = (med[n, t] for t in TOOLS)
         rows.append(
             [
                 str(n),
                 ms(r),
+                ms(f),
                 ms(a),
                 ms(d),
                 ms(p),
+                f"{r / f:.2f}×",
                 f"{a / r:.2f}×",
                 f"{r / d:.2f}×",
                 f"{p / r:.2f}×",
                 f"{median(inside[n]):.0f} ms",
             ]
         )
-    section.tables.append(
-        Table(
-            [
-                "revisions",
-                "runner",
-                "plain Alembic",
-                "dbmate",
-                "node-pg-migrate",
-                "Alembic / runner",
-                "runner / dbmate",
-                "node-pg-migrate / runner",
-                "runner in-process (summary `total_ms`)",
-            ],
-            rows,
-        )
+    return Table(
+        [
+            "revisions",
+            "runner",
+            "the floor",
+            "plain Alembic",
+            "dbmate",
+            "node-pg-migrate",
+            "runner / floor",
+            "Alembic / runner",
+            "runner / dbmate",
+            "node-pg-migrate / runner",
+            "runner in-process (summary `total_ms`)",
+        ],
+        rows,
     )
-    ref = 500 if 500 in revisions else max(revisions)
+
+
+def reference_table(
+    ref: int,
+    times: dict[tuple[int, str], list[float]],
+    cpu: dict[tuple[int, str], list[float]],
+    inside: dict[int, list[float]],
+) -> Table:
+    """The no-op at the reference size, wall and CPU, with the floors under it."""
+    order = ("runner", "floor", "runner-dev", "alembic", "dbmate", "node-pg-migrate")
+    order += ("interpreter", "imports")
+    rows = [
+        [LABELS[tool], ms(median(times[ref, tool])), ms(median(cpu[ref, tool]))] for tool in order
+    ]
+    rows.append(
+        [
+            "the runner's in-process work (summary `total_ms`: manifest, files' sizes and "
+            "mtimes, connect, version, ledger)",
+            f"{median(inside[ref]):.0f} ms",
+            "",
+        ]
+    )
+    return Table([f"no-op at {ref} revisions (same rounds, medians)", "wall", "CPU"], rows)
+
+
+def targets(
+    section: Section,
+    revisions: tuple[int, ...],
+    med: dict[tuple[int, str], float],
+    cpu: dict[tuple[int, str], list[float]],
+) -> None:
+    ref = reference(revisions)
     speedup = med[ref, "alembic"] / med[ref, "runner"]
     vs_dbmate = med[ref, "runner"] / med[ref, "dbmate"]
+    vs_floor = med[ref, "runner"] / med[ref, "floor"]
+    cpu_vs_floor = median(cpu[ref, "runner"]) / median(cpu[ref, "floor"])
     runner_meds = [med[n, "runner"] for n in revisions]
     spread = max(runner_meds) / min(runner_meds)
     section.target(
@@ -137,20 +237,25 @@ def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int, warmup
         vs_dbmate <= WITHIN_DBMATE,
     )
     section.target(
+        f"no-op at {ref} revisions ≤ {WITHIN_FLOOR:g}× the floor (interpreter + "
+        "`import psycopg` + connect + `SELECT 1`, same venv)",
+        f"{vs_floor:.2f}× (CPU {cpu_vs_floor:.2f}×)",
+        vs_floor <= WITHIN_FLOOR,
+    )
+    section.target(
         f"runner flat over {revisions[0]}..{revisions[-1]} revisions (max/min ≤ {FLAT:g})",
         f"{spread:.2f}",
         spread <= FLAT,
     )
-    picture = plot(
-        out / "noop_growth.png",
-        "No-op on a database at head",
-        "revisions (log)",
-        "median wall time per process (ms)",
-        {tool: (list(revisions), [med[n, tool] * 1000 for n in revisions]) for tool in TOOLS},
-        logx=True,
-    )
-    if picture:
-        section.plots.append(picture)
+
+
+def notes(
+    section: Section,
+    revisions: tuple[int, ...],
+    med: dict[tuple[int, str], float],
+    times: dict[tuple[int, str], list[float]],
+) -> None:
+    ref = reference(revisions)
     spreads = {
         tool: max(med[n, tool] for n in revisions) / min(med[n, tool] for n in revisions)
         for tool in TOOLS
@@ -159,37 +264,19 @@ def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int, warmup
         "growth from the smallest to the largest history (max/min of the "
         "medians): " + ", ".join(f"{t} {s:.2f}" for t, s in spreads.items())
     )
-    start = median(floor_times["interpreter"])
-    imports = median(floor_times["imports"])
-    section.tables.append(
-        Table(
-            ["where the runner's no-op goes (same rounds, medians)", "time"],
-            [
-                ["`python -c pass`: the interpreter's start-up", ms(start)],
-                [
-                    "`python -m runner --version` minus that: the runner's start-up doing nothing (its "
-                    "imports: pydantic, psycopg, structlog; no Alembic, no SQLAlchemy)",
-                    ms(imports - start),
-                ],
-                [
-                    f"the runner's in-process work at {ref} revisions (summary `total_ms`: manifest, "
-                    "files' sizes and mtimes, connect, version, ledger)",
-                    f"{median(inside[ref]):.0f} ms",
-                ],
-                [f"the whole no-op at {ref} revisions", ms(med[ref, "runner"])],
-                [
-                    f"dbmate's whole no-op at {ref} revisions (one static Go binary)",
-                    ms(med[ref, "dbmate"]),
-                ],
-            ],
-        )
+    dev = med[ref, "runner-dev"] - med[ref, "runner"]
+    section.notes.append(
+        f"the development environment costs the same runner {ms(dev)} more per no-op "
+        f"(runner (dev env) {ms(med[ref, 'runner-dev'])}): an editable install and dev tools "
+        "(structlog finds and imports `rich`) that no deployment has"
     )
+    vs_dbmate = med[ref, "runner"] / med[ref, "dbmate"]
     if vs_dbmate > WITHIN_DBMATE:
         section.notes.append(
-            f"why the runner is {vs_dbmate:.1f}× dbmate: the interpreter's start-up and the "
-            f"runner's imports alone (`--version`) take {ms(imports)}, "
-            f"{imports / med[ref, 'dbmate']:.1f}× dbmate's whole run; the imports are listed "
-            "module by module in scenario 6 (`-X importtime`)."
+            f"why the runner is {vs_dbmate:.1f}× dbmate: the floor alone (an interpreter, "
+            f"psycopg, one query) takes {ms(med[ref, 'floor'])}, "
+            f"{med[ref, 'floor'] / med[ref, 'dbmate']:.1f}× dbmate's whole run; the runner's "
+            "imports are listed module by module in scenario 6 (`-X importtime`)."
         )
     section.notes.append(
         "per-size spread of the runner's runs (stdev/median): "
@@ -198,7 +285,6 @@ def run(bench: Bench, out: Path, revisions: tuple[int, ...], rounds: int, warmup
             for n in revisions
         )
     )
-    return section
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ import tarfile
 import time
 from pathlib import Path
 
-from _common import ROOT, create_database, runner_env, temp_dir, throwaway_cluster, with_bytecode
+from _bench import ROOT, create_database, runner_env, temp_dir, throwaway_cluster, with_bytecode
 
-from devtools.shapes import SHAPES, Shape  # importable: _common put the repository first
+from devtools.shapes import SHAPES, Shape  # importable: _bench put the repository on sys.path
 
 
 def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:

@@ -35,7 +35,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import ROOT, throwaway_cluster  # puts the repository on sys.path
+from _bench import ROOT, runtime_venv, throwaway_cluster  # puts the repository on sys.path
 from verify_time import generate
 
 from devtools.projects import History
@@ -320,7 +320,7 @@ def pytest_alembic_venv(root: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def run_verify(ini: Path, url: str) -> tuple[float, bool, list[str], str]:
+def run_verify(ini: Path, url: str, runner: str) -> tuple[float, bool, list[str], str]:
     """Wall time, whether it failed, its failures as ``check: message``, and all of them."""
     import json
 
@@ -332,7 +332,7 @@ def run_verify(ini: Path, url: str) -> tuple[float, bool, list[str], str]:
     env |= {"ALEMBIC_CONFIG": str(ini), "MIGRATION_LOG_FORMAT": "json"}
     started = time.monotonic()
     proc = subprocess.run(
-        ["migration-runner", "verify", "--database-url", url, "--json"],
+        [runner, "verify", "--database-url", url, "--json"],
         env=env, cwd=ini.parent, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     elapsed = time.monotonic() - started
@@ -389,6 +389,9 @@ def main() -> None:
         throwaway_cluster() as (cluster, password),
     ):
         root = Path(tmp)
+        # verify as deployed: the runtime virtualenv with the `verify` extra
+        verify_venv = runtime_venv(root / "verify-venv", ("verify",))
+        print(f"migration-runner: {verify_venv.bin('migration-runner')}: {verify_venv.describe()}")
         python = pytest_alembic_venv(root)
         version = subprocess.run(
             [
@@ -417,7 +420,9 @@ def main() -> None:
                     conn.execute(f'CREATE DATABASE "{dbname}"')
                 url = cluster.url(dbname, password=password)
                 if tool == "verify":
-                    seconds, failed, why, text = run_verify(ini, url)
+                    seconds, failed, why, text = run_verify(
+                        ini, url, verify_venv.bin("migration-runner")
+                    )
                 else:
                     seconds, failed, why, text = run_pytest_alembic(
                         python, ini, url, root / f"pa{index}"
@@ -442,7 +447,7 @@ def main() -> None:
 
 
 def _admin(cluster, password):  # type: ignore[no-untyped-def]
-    from _common import connect
+    from _bench import connect
 
     return connect(cluster, password)
 

@@ -5,7 +5,8 @@
 # Installs what it needs: the bench dependency group (matplotlib) through uv, and node/npm
 # when missing; the bench itself installs the peers (dbmate, node-pg-migrate) with npm into a
 # temporary directory; with podman and .ci/build-image, the container scenario runs the image.
-# About a minute on 2 quiet cores.
+# About a minute and a half on 2 quiet cores (an estimate: 4 min on the shared machine at a
+# load average of 18 to 29, the image a cached rebuild).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v npm >/dev/null 2>&1; then
