@@ -104,9 +104,39 @@ def test_after_an_autocommit_block_it_is_a_failure_that_says_exactly_what_stays(
     error = classify_failure(exc, where)
     assert isinstance(error, MigrationFailed) and error.fields["autocommit_block"] is True
     assert "NOT fully rolled back" in error.message and "was rolled back" not in error.message
-    assert "1 statement(s) had committed and stay: ALTER TABLE t ADD COLUMN c int" in error.message
+    assert "committed part of its work, which stays" in error.message
+    assert "1 statement(s) had committed: ALTER TABLE t ADD COLUMN c int" in error.message
     assert "left INVALID index public.ix" in error.message
     assert error.fields["committed_statements"] == ["ALTER TABLE t ADD COLUMN c int"]
+
+
+BACKFILLED = {"table": "calls", "rows_done": 5000, "batches": 6, "finished": True}
+
+
+@pytest.mark.parametrize(
+    ("kind", "stands", "again"),
+    [
+        ("upgrade", "r4 stays pending (not recorded as applied)", "then run again"),
+        ("downgrade", "r4 stays applied (not reverted)", "then run the downgrade again"),
+    ],
+)
+def test_after_a_backfill_it_says_the_rows_that_stay_and_what_was_rolled_back(kind, stands, again):
+    where = Where(
+        "r4",
+        autocommit_block=True,
+        backfills=(BACKFILLED,),
+        rolled_back=("CREATE INDEX ix ON calls (x)",),
+        kind=kind,
+    )
+    error = classify_failure(FakeSqlError("boom", "XX000"), where)
+    assert "was rolled back" not in error.message and "after 0 rows" not in error.message
+    assert "its backfill of calls finished: 5000 rows of calls in 6 batches committed" in (
+        error.message
+    )
+    assert "1 statement(s) of its open transaction were rolled back: CREATE INDEX" in error.message
+    assert stands in error.message and again in error.message
+    assert error.fields["backfills_kept"] == [BACKFILLED]
+    assert error.fields["rolled_back_statements"] == ["CREATE INDEX ix ON calls (x)"]
 
 
 # --- every driver, by SQLSTATE; the runner's own bugs ------------------------------------------
