@@ -52,6 +52,12 @@ QUERY_CANCELED = "57014"
 #: admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now
 SESSION_ENDED = ("57P01", "57P02", "57P03")
 CONNECTION_EXCEPTION = "08"  # the SQLSTATE class
+#: a lock_timeout whose blocker the side watch never saw (it fired between two looks): the
+#: blocker may well still be there, so never "gone"
+NOT_IDENTIFIED = (
+    "a session not identified (the lock_timeout fired before the side watch saw the wait; "
+    "the blocker may still be there: see pg_locks on the revision's tables)"
+)
 
 RUNNER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _PATHS = sysconfig.get_paths()
@@ -208,9 +214,10 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         place = f"revision {where.revision}" + (f" ({where.path})" if where.path else "")
     fields: dict[str, Any] = {"revision": where.revision, "error_class": type(orig).__name__}
     if sqlstate == LOCK_NOT_AVAILABLE:
-        who = name_sessions(
+        who = name_sessions(  # seen while the statement waited: never looked up after
             blockers,
             lambda b: f"{b['state']}, transaction open {b['transaction_open_s']} s, {b['query']!r}",
+            NOT_IDENTIFIED,
         )
         return MigrationBlocked(
             f"{place} could not get its table lock within lock_timeout and was "

@@ -184,3 +184,20 @@ def test_statements_after_an_autocommit_block_get_the_schedules_largest_timeout(
         ("autocommit", "0"),
         ("after", "2s"),  # it cannot be retried: one attempt, as long as the schedule allows
     ]
+
+
+def test_a_blocker_the_watch_never_saw_is_not_said_to_be_gone(calls, project, blocker):
+    """Found in issue 21: under a lock_timeout shorter than the side watch's look (0.1 ms,
+    which PostgreSQL makes 1 ms) the error said "a session that has since gone" while the
+    blocker was still there: nothing had looked after the timeout."""
+    project.revision("r1", None, ADD_COLUMN)
+    result = run(runner_env(calls, project, MIGRATION_DDL_LOCK_SCHEDULE="0.0001"), timeout=60)
+
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_BLOCKED, result.stdout
+    message = result.event("error")["message"]
+    pid = blocker.info.backend_pid
+    assert "gone" not in message, message
+    # what was observed: the blocker, if the watch caught the 1 ms wait, else nobody
+    assert f"pid {pid}" in message or "not identified" in message, message
+    assert calls.query("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)) == [(1,)]

@@ -110,6 +110,12 @@ def test_after_an_autocommit_block_it_is_a_failure_that_says_exactly_what_stays(
     assert error.fields["committed_statements"] == ["ALTER TABLE t ADD COLUMN c int"]
 
 
+def test_a_lock_timeout_whose_blocker_was_never_seen_names_nobody_and_never_says_gone():
+    error = classify_failure(FakeSqlError("lock timeout", "55P03"), Where("r1"), [])
+    assert isinstance(error, MigrationBlocked)
+    assert "not identified" in error.message and "gone" not in error.message
+
+
 BACKFILLED = {"table": "calls", "rows_done": 5000, "batches": 6, "finished": True}
 
 
