@@ -332,3 +332,25 @@ def test_a_downgrade_failing_after_its_backfill_says_the_revision_stays_applied(
     assert "500 rows of calls in 6 batches" in message and "t2 stays applied" in message
     assert database.version() == ["t2"]
 
+
+def test_progress_on_a_table_never_analyzed_counts_the_rows_to_do(database, project):
+    """Found in issue 21: without statistics (reltuples -1) the planner guessed a handful of
+    rows, and the progress said 0 left (100 %) from the first event on."""
+    no_autoanalyze = "\nop.execute('ALTER TABLE calls SET (autovacuum_enabled = false)')"
+    project.revision("t1", None, TABLE.replace(str(ROWS), "5000") + no_autoanalyze)
+    project.revision(
+        "t2",
+        "t1",
+        BACKFILL.format(batch_size=100).replace("batch_size=100", "batch_size=100, pause=0.05"),
+    )
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "t1").code == 0
+    assert database.query("SELECT reltuples FROM pg_class WHERE relname = 'calls'")[0][0] < 0
+    result = run(env, "upgrade", timeout=120)
+    result.check_log_contract()
+    assert result.code == 0, result.stdout
+    progress = [e for e in result.events if e["event"] == "backfill.progress"]
+    first = progress[0]
+    assert not first.get("finished"), result.stdout
+    assert first["rows_done"] + first["rows_left_estimate"] == 5000, first
+    assert first["rows_estimate_source"] == "counted"
