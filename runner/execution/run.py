@@ -272,7 +272,8 @@ class Execution:
         )
         if not in_block:
             return where
-        where = dataclasses.replace(where, **self._committed_and_left(exc))
+        committed, left, rolled_back = self._committed_and_left(exc)
+        where = dataclasses.replace(where, committed=committed, left=left, rolled_back=rolled_back)
         self.ctx.not_rolled_back.update(
             revision=failed,
             direction=self.plan.kind,
@@ -281,11 +282,13 @@ class Execution:
         )
         return where
 
-    def _committed_and_left(self, exc: BaseException) -> dict[str, tuple[str, ...]]:
+    def _committed_and_left(
+        self, exc: BaseException
+    ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """The failed revision's statements that committed (those before its autocommit
         block, and those of the block but the one that failed; a backfill's batches are its
-        record's), those of its open transaction (rolled back), and the INVALID indexes the
-        database now has (a failed CREATE INDEX CONCURRENTLY leaves one)."""
+        record's), the INVALID indexes the database now has (a failed CREATE INDEX
+        CONCURRENTLY leaves one), and the statements of its open transaction (rolled back)."""
         failed_statement = sqlstate_of(exc) is not None and self.statements[-1:]
         done = self.statements[: -1 if failed_statement else None]
         committed = [
@@ -305,11 +308,7 @@ class Execution:
                         "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
                     )
                 ]
-        return {
-            "committed": tuple(committed),
-            "left": tuple(left),
-            "rolled_back": tuple(rolled_back),
-        }
+        return tuple(committed), tuple(left), tuple(rolled_back)
 
     def _close(self) -> None:
         conn = self.ctx.conn
