@@ -143,6 +143,7 @@ class Execution:
         self.engine: Any = None  # the migration engine (a SQLAlchemy Engine once running)
         self.backfilling: dict[str, Any] | None = None  # the backfill whose batches run
         self.backfills: list[dict[str, Any]] = []  # each backfill() of this attempt
+        self.statement_began = 0.0  # the migration's last statement (time.monotonic)
 
     # --- the run ------------------------------------------------------------------------
 
@@ -245,7 +246,8 @@ class Execution:
             return guard.error(self.revision)
         steps = self.plan.steps
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
-        error = classify_failure(exc, self._where(failed, exc), self.ctx.watch.last)
+        blockers = self.ctx.watch.seen_since(self.statement_began)
+        error = classify_failure(exc, self._where(failed, exc), blockers)
         if self.limits is not None and error.exit_code == ExitCode.MIGRATION_BLOCKED:
             error.fields["lock_timeout_s"] = self.limits.lock_timeout
         if error.exit_code == ExitCode.INTERNAL:
@@ -451,6 +453,7 @@ class Execution:
         self.ctx.interrupt.check()
         if connection is not self.migration:
             return
+        self.statement_began = time.monotonic()  # blockers seen before it were another's
         dbapi = connection.connection.dbapi_connection
         if self.revision and self.backfilling is None:  # a backfill's batches: its record
             self.statements.append((str(statement), bool(dbapi.autocommit)))

@@ -116,6 +116,15 @@ def test_a_lock_timeout_whose_blocker_was_never_seen_names_nobody_and_never_says
     assert "not identified" in error.message and "gone" not in error.message
 
 
+def test_blockers_seen_before_the_statement_that_gave_up_are_not_named_for_it():
+    from runner.execution.watch import Watch
+
+    watch = Watch(lambda: None, None, None, lambda *_a: None)  # no thread: nothing to look at
+    watch.last, watch.last_at = [{"pid": 7, "application_name": "report"}], 10.0
+    assert watch.seen_since(9.5) == watch.last  # seen while this statement waited
+    assert watch.seen_since(10.5) == []  # seen while an earlier statement waited
+
+
 BACKFILLED = {"table": "calls", "rows_done": 5000, "batches": 6, "finished": True}
 
 
