@@ -174,10 +174,12 @@ def not_rolled_back(where: Where) -> str:
 def _backfilled(record: Mapping[str, Any]) -> str:
     """One backfill's committed work, in words."""
     rows, batches, table = record.get("rows_done", 0), record.get("batches", 0), record["table"]
-    how = "finished" if record.get("finished") else f"stopped after {rows} rows"
+    finished = bool(record.get("finished"))
+    how = "finished" if finished else f"stopped after {rows} rows"
     return (
         f"its backfill of {table} {how}: {rows} rows of {table} in {batches} batches "
         "committed, each on its own"
+        + ("" if finished else " (a batch in flight, if any, was rolled back)")
     )
 
 
