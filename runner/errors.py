@@ -152,15 +152,18 @@ def first_line(exc: BaseException) -> str:
 
 
 def name_sessions(
-    rows: Iterable[Mapping[str, Any]], details: Callable[[Mapping[str, Any]], str]
+    rows: Iterable[Mapping[str, Any]],
+    details: Callable[[Mapping[str, Any]], str],
+    none: str = "a session that has since gone",
 ) -> str:
     """How a message names other sessions (pg_stat_activity rows with at least ``pid`` and
-    ``application_name``): ``pid N (application, <details>)`` each, or that the session
-    was gone by the time the runner looked."""
+    ``application_name``): ``pid N (application, <details>)`` each, or ``none`` when there
+    is no row. The default says the session was gone: right only when ``rows`` were looked
+    up after the wait ended (a lookup that proved nobody holds the lock any more)."""
     return (
         "; ".join(
             f"pid {row['pid']} ({row['application_name'] or 'no application_name'}, {details(row)})"
             for row in rows
         )
-        or "a session that has since gone"
+        or none
     )

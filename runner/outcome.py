@@ -70,6 +70,9 @@ class Facts:
     snapshot: str | None = None
     #: each ``backfill()`` run: table, rows done, whether it finished
     backfills: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: what a failed or stopped revision committed of itself and keeps (an autocommit block,
+    #: a backfill's batches): revision, direction, committed_statements, backfills; empty: none
+    not_rolled_back: dict[str, Any] = dataclasses.field(default_factory=dict)
     started: float = dataclasses.field(default_factory=time.monotonic)
 
     def record(self, kind: str, step: Any) -> None:

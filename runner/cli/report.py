@@ -40,6 +40,7 @@ def summary(command: str, outcome: Outcome, facts: Any, code: ExitCode) -> dict[
         "held": facts.held,
         "snapshot": facts.snapshot,
         "backfills": facts.backfills,
+        "not_rolled_back": facts.not_rolled_back or None,
         "exit_code": int(code),
         "total_ms": int((time.monotonic() - facts.started) * 1000),
     }

@@ -153,7 +153,8 @@ def check_at_head(
     """The ``check`` verb: :func:`~runner.commands.status.current`, whose outcome the CLI
     turns into 0 only if the database is exactly at head (11 when revisions are pending or it
     is empty, 8 when it is ahead). ``phase="expand"``: 0 too when only contract revisions
-    are pending (:attr:`Outcome.CONTRACT_PENDING`). With ``--lint`` its pending revisions
+    are pending (:attr:`Outcome.CONTRACT_PENDING`), as ``upgrade --phase expand`` then has
+    nothing to apply: also on an empty database whose first revision is a contract one. With ``--lint`` its pending revisions
     (the phase's) are linted by size too: an error-level finding makes the outcome
     :attr:`Outcome.LINT_ERRORS`."""
     from runner.commands import status
@@ -161,7 +162,10 @@ def check_at_head(
     facts.phase = phase
     checked = status.current(settings, facts=facts, log=log)
     document = checked.document or {}
-    if phase == "expand" and checked.outcome == Outcome.BEHIND and not document["pending_expand"]:
+    # the decision upgrade --phase expand makes (expand_steps, in runner.plan.plan_phase):
+    # nothing of the phase to apply, whether the database is behind or empty
+    pending = checked.outcome in (Outcome.BEHIND, Outcome.EMPTY)
+    if phase == "expand" and pending and not document["pending_expand"]:
         checked = Result(
             Outcome.CONTRACT_PENDING,
             document,

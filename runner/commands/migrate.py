@@ -205,6 +205,7 @@ def _execute(
             lock_key=lock_key(settings.lock_name()),
             driver=session.spec.driver,
             backfills=facts.backfills,
+            not_rolled_back=facts.not_rolled_back,
         )
         facts.to_revision = None  # unknown while revisions run: never report a stale one
         first = [current]  # read under the lock just now; a retry reads again

@@ -26,7 +26,8 @@ The contract:
   stands for.
 
 Under the runner, progress is logged as ``backfill.progress`` events (at most one per
-``PROGRESS_EVERY_S``) and the run's summary lists each backfill; under plain ``alembic`` it
+``PROGRESS_EVERY_S``; the rows left from the planner's estimate, or, for a table without
+statistics, a count bounded by ``COUNT_BOUND``, else unknown: ``rows_estimate_source``) and the run's summary lists each backfill; under plain ``alembic`` it
 runs the same batches silently.
 """
 
@@ -43,6 +44,9 @@ from typing import Any, Protocol
 from runner.errors import MigrationFailed
 
 PROGRESS_EVERY_S = 1.0
+#: without statistics the rows to do are counted, up to this many (one bounded scan);
+#: beyond it the total is reported as unknown
+COUNT_BOUND = 100_000
 _IDENTIFIER = re.compile(r'^(?:[A-Za-z_][\w$]*|"[^"]+")(?:\.(?:[A-Za-z_][\w$]*|"[^"]+"))?$')
 
 
@@ -146,8 +150,36 @@ class Batches:
             f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self.table} WHERE ({self.where})"
         )
 
+    def statistics(self) -> str:
+        """The table's ``reltuples``: below 0 never analyzed (or a partitioned parent), 0
+        analyzed while empty; either way the planner's estimate is a guess."""
+        return "SELECT reltuples FROM pg_class WHERE oid = to_regclass(:table)"
+
+    def bounded_count(self, bound: int) -> str:
+        """The rows still to do, counted up to ``bound + 1``."""
+        return _escape_colons(
+            f"SELECT count(*) FROM (SELECT 1 FROM {self.table} WHERE ({self.where}) "
+            f"LIMIT {bound + 1}) AS todo"
+        )
+
     def offline(self) -> str:
         return f"UPDATE {self.table} SET {self.set} WHERE {self.where}"
+
+
+def _estimate(bind: Any, batches: Batches) -> tuple[int | None, str]:
+    """The rows to do at the start, and where that number comes from: the planner's
+    estimate when the table has statistics; without them (a fresh table, never ANALYZEd:
+    the planner guesses a handful of rows) a bounded count, else unknown."""
+    from sqlalchemy import text
+
+    reltuples = bind.execute(text(batches.statistics()), {"table": batches.table}).scalar()
+    if reltuples is not None and reltuples > 0:
+        plan = bind.execute(text(batches.estimate())).scalar()
+        plan = json.loads(plan) if isinstance(plan, str) else plan  # asyncpg: the JSON text
+        return int(plan[0]["Plan"]["Plan Rows"]), "planner"
+    counted = bind.execute(text(batches.bounded_count(COUNT_BOUND))).scalar()
+    source = estimate_source(reltuples, counted, COUNT_BOUND)
+    return (counted if source == "counted" else None), source
 
 
 def _escape_colons(sql: str) -> str:
@@ -155,21 +187,37 @@ def _escape_colons(sql: str) -> str:
 
 
 def progress(
-    table: str, done: int, estimated: int, batches: int, elapsed_s: float
+    table: str,
+    done: int,
+    estimated: int | None,
+    batches: int,
+    elapsed_s: float,
+    source: str = "planner",
 ) -> dict[str, Any]:
-    """A ``backfill.progress`` event's fields. ``estimated``: the rows the planner expected
-    to match at the start. Pure."""
-    left = max(estimated - done, 0)
+    """A ``backfill.progress`` event's fields. ``estimated``: the rows expected to match at
+    the start (None: unknown, then no rows left and no ETA are claimed); ``source``: where
+    that number came from (:func:`estimate_source`). Pure."""
+    left = None if estimated is None else max(estimated - done, 0)
     rate = done / elapsed_s if elapsed_s > 0 else 0.0
     return {
         "table": table,
         "rows_done": done,
         "rows_left_estimate": left,
+        "rows_estimate_source": source,
         "batches": batches,
         "rows_per_s": round(rate),
-        "eta_s": round(left / rate, 1) if rate > 0 else None,
+        "eta_s": round(left / rate, 1) if rate > 0 and left is not None else None,
         "elapsed_s": round(elapsed_s, 1),
     }
+
+
+def estimate_source(reltuples: float | None, counted: int | None, bound: int) -> str:
+    """Which estimate a backfill reports: ``planner`` when the table has statistics
+    (``reltuples`` > 0), else ``counted`` (a count of the rows to do, at most ``bound``) or
+    ``unknown`` (more than ``bound``: the total is not reported). Pure."""
+    if reltuples is not None and reltuples > 0:
+        return "planner"
+    return "counted" if counted is not None and counted <= bound else "unknown"
 
 
 def backfill(
@@ -198,9 +246,7 @@ def _run(bind: Any, batches: Batches, record: dict[str, Any], pause: float) -> d
     from sqlalchemy import text
 
     started = last_report = time.monotonic()
-    plan = bind.execute(text(batches.estimate())).scalar()
-    plan = json.loads(plan) if isinstance(plan, str) else plan  # asyncpg: the JSON text
-    estimated = int(plan[0]["Plan"]["Plan Rows"])
+    estimated, source = _estimate(bind, batches)
     report: Callable[[dict[str, Any]], None] = _host.progress if _host else (lambda _f: None)
     done, count, after, slowest = 0, 0, None, 0.0
     first, rest = text(batches.statement(True)), text(batches.statement(False))
@@ -217,7 +263,7 @@ def _run(bind: Any, batches: Batches, record: dict[str, Any], pause: float) -> d
         now = time.monotonic()
         if now - last_report >= PROGRESS_EVERY_S:
             last_report = now
-            report(progress(batches.table, done, estimated, count, now - started))
+            report(progress(batches.table, done, estimated, count, now - started, source))
         if pause > 0 and _host is not None:
             _host.pause(pause)
         elif pause > 0:
@@ -229,7 +275,7 @@ def _run(bind: Any, batches: Batches, record: dict[str, Any], pause: float) -> d
             f"{batches.key}, which a walk by key never reaches (the key must be NOT NULL and "
             "unique, e.g. the primary key); the batches done stay committed"
         )
-    final = progress(batches.table, done, done, count, time.monotonic() - started)
+    final = progress(batches.table, done, done, count, time.monotonic() - started, source)
     record.update(finished=True, duration_s=final["elapsed_s"])
     report({**final, "finished": True})
     return final

@@ -17,10 +17,13 @@ SQLSTATE (``sqlstate``, or psycopg2's ``pgcode``) and class name, not imported.
 - anything else -> :class:`MigrationFailed` (exit 6), with a hint on ``57014``
   (query_canceled: ``statement_timeout``).
 
-An error in a revision that ran an ``autocommit_block`` becomes :class:`MigrationFailed`
-saying exactly what stays: the statements that had committed (those before the block, which
-Alembic commits on entering it, and those of the block that succeeded), what the failure
-left behind (INVALID indexes), and the recovery (undo them, then run again).
+An error in a revision that ran an ``autocommit_block`` (a ``backfill()`` runs its batches
+in one) becomes :class:`MigrationFailed` saying exactly what stays: the statements that had
+committed (those before the block, which Alembic commits on entering it, and those of the
+block that succeeded), the backfills' committed batches and rows, what the failure left
+behind (INVALID indexes), what was rolled back (the statements of the revision's open
+transaction), and the recovery (make what stays safe to run again, or undo it, then run
+again). :func:`not_rolled_back` says the same for a signal.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ QUERY_CANCELED = "57014"
 #: admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now
 SESSION_ENDED = ("57P01", "57P02", "57P03")
 CONNECTION_EXCEPTION = "08"  # the SQLSTATE class
+#: a lock_timeout whose blocker the side watch never saw (it fired between two looks): the
+#: blocker may well still be there, so never "gone"
+NOT_IDENTIFIED = (
+    "a session not identified (the lock_timeout fired before the side watch saw the wait; "
+    "the blocker may still be there: see pg_locks on the revision's tables)"
+)
 
 RUNNER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _PATHS = sysconfig.get_paths()
@@ -71,12 +80,17 @@ class Where:
     autocommit_block: bool = False
     #: env.py's path when no revision had started yet (the failure is env.py's)
     env_py: str | None = None
-    #: what a revision's ``backfill()`` left, when it ran one (runner.execution.backfill)
-    backfill: str | None = None
+    #: the failed revision's ``backfill()`` runs (runner.execution.backfill): table,
+    #: rows_done, batches, finished; their batches committed
+    backfills: tuple[Mapping[str, Any], ...] = ()
     #: statements of the failed revision that committed (autocommit block: they stay)
     committed: tuple[str, ...] = ()
     #: what the failure left in the database (e.g. ``INVALID index public.ix``)
     left: tuple[str, ...] = ()
+    #: statements of the failed revision's open transaction: rolled back
+    rolled_back: tuple[str, ...] = ()
+    #: the plan's kind: a failed revision stays pending (upgrade) or applied (downgrade)
+    kind: str = "upgrade"
 
 
 def classify_failure(
@@ -89,27 +103,90 @@ def classify_failure(
         and where.revision is not None
         and isinstance(error, (MigrationFailed, MigrationBlocked, ConnectionLost))
     ):
-        if where.backfill:  # its batches committed: the note says how far it got
-            return MigrationFailed(
-                f"{error.message}. {where.backfill}", autocommit_block=True, **error.fields
-            )
         return MigrationFailed(
-            f"{error.message.replace(' and was rolled back', '', 1)}. NOT fully rolled back: "
-            f"revision {where.revision} ran an autocommit_block, and "
-            f"{_stays(where)}. It is not recorded as applied: undo what stays (or make those "
-            "statements idempotent, e.g. IF NOT EXISTS), then run again",
+            f"{_without_rollback(error.message)}. {not_rolled_back(where)}",
             autocommit_block=True,
-            committed_statements=list(where.committed),
-            left_behind=list(where.left),
+            **kept_fields(where),
             **error.fields,
         )
     return error
 
 
+def _without_rollback(message: str) -> str:
+    """An error's message without its claim that the revision was rolled back, and without
+    the recovery that follows it (:func:`not_rolled_back` says both)."""
+    head = message.replace(" and was rolled back", "", 1)
+    for tail in (". Fix the migration", "; PostgreSQL rolls"):
+        head = head.split(tail, 1)[0]
+    return head
+
+
+def kept_fields(where: Where) -> dict[str, Any]:
+    """The error event's fields for a revision that committed part of itself: the
+    statements that stay, the backfills' committed rows and batches, what the failure
+    left, the statements rolled back."""
+    return {
+        "committed_statements": list(where.committed),
+        "backfills_kept": [
+            {
+                "table": b["table"],
+                "rows_done": b.get("rows_done", 0),
+                "batches": b.get("batches", 0),
+                "finished": bool(b.get("finished")),
+            }
+            for b in where.backfills
+        ],
+        "left_behind": list(where.left),
+        "rolled_back_statements": list(where.rolled_back),
+    }
+
+
+def not_rolled_back(where: Where) -> str:
+    """What a revision that ran an autocommit block or a backfill left committed, what was
+    rolled back, where the revision stands and the way on, in words. Pure."""
+    said = [_backfilled(b) for b in where.backfills]
+    if where.committed or not where.backfills:
+        said.append(_stays(where))
+    elif where.left:
+        said.append(f"the failure left {', '.join(where.left)} (drop it)")
+    back = (
+        f"{len(where.rolled_back)} statement(s) of its open transaction were rolled back: "
+        + "; ".join(_short(s) for s in where.rolled_back)
+        if where.rolled_back
+        else "nothing else of it was in flight"
+    )
+    stands, again = (
+        ("stays applied (not reverted)", "run the downgrade again")
+        if where.kind == "downgrade"
+        else ("stays pending (not recorded as applied)", "run again")
+    )
+    resume = (
+        "; a backfill continues where its where clause finds rows left" if where.backfills else ""
+    )
+    return (
+        f"NOT fully rolled back: revision {where.revision} committed part of its work, which "
+        f"stays: {'; '.join(said)}. {back[0].upper()}{back[1:]}. Revision {where.revision} "
+        f"{stands}: make what stays safe to run again (e.g. IF NOT EXISTS) or undo it, fix "
+        f"the cause, then {again}{resume}"
+    )
+
+
+def _backfilled(record: Mapping[str, Any]) -> str:
+    """One backfill's committed work, in words."""
+    rows, batches, table = record.get("rows_done", 0), record.get("batches", 0), record["table"]
+    finished = bool(record.get("finished"))
+    how = "finished" if finished else f"stopped after {rows} rows"
+    return (
+        f"its backfill of {table} {how}: {rows} rows of {table} in {batches} batches "
+        "committed, each on its own"
+        + ("" if finished else " (a batch in flight, if any, was rolled back)")
+    )
+
+
 def _stays(where: Where) -> str:
-    """What a failed revision with an autocommit block left committed, in words."""
+    """What a failed revision's statements left committed, in words."""
     said = (
-        f"{len(where.committed)} statement(s) had committed and stay: "
+        f"{len(where.committed)} statement(s) had committed: "
         + "; ".join(_short(s) for s in where.committed)
         if where.committed
         else "no statement of it had committed"
@@ -139,9 +216,10 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
         place = f"revision {where.revision}" + (f" ({where.path})" if where.path else "")
     fields: dict[str, Any] = {"revision": where.revision, "error_class": type(orig).__name__}
     if sqlstate == LOCK_NOT_AVAILABLE:
-        who = name_sessions(
+        who = name_sessions(  # seen while the statement waited: never looked up after
             blockers,
             lambda b: f"{b['state']}, transaction open {b['transaction_open_s']} s, {b['query']!r}",
+            NOT_IDENTIFIED,
         )
         return MigrationBlocked(
             f"{place} could not get its table lock within lock_timeout and was "

@@ -36,7 +36,13 @@ from runner.execution import alembic_hooks as alembic_env
 from runner.execution import backfill as backfills
 from runner.execution import connection as migration_connection
 from runner.execution.alembic_hooks import alembic_destination, check_steps
-from runner.execution.failure import Where, classify_failure, sqlstate_of
+from runner.execution.failure import (
+    Where,
+    classify_failure,
+    kept_fields,
+    not_rolled_back,
+    sqlstate_of,
+)
 from runner.execution.output_capture import OutputCapture
 from runner.execution.watch import Watch
 from runner.limits import LockSchedule, Timeouts, for_attempt, limits_for, parse_schedule
@@ -90,6 +96,8 @@ class ExecutionContext:
     driver: str = "psycopg"  # the driver the URL names: env.py's connection uses it
     #: each ``backfill()`` a revision ran (the summary's, updated in place)
     backfills: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: what a failed or stopped revision committed of itself (the summary's, filled in place)
+    not_rolled_back: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Execution:
@@ -134,7 +142,8 @@ class Execution:
         self.locked_conn_handed_out = False  # our session handed to env.py
         self.engine: Any = None  # the migration engine (a SQLAlchemy Engine once running)
         self.backfilling: dict[str, Any] | None = None  # the backfill whose batches run
-        self.backfill_in: str | None = None  # the revision that ran a backfill
+        self.backfills: list[dict[str, Any]] = []  # each backfill() of this attempt
+        self.statement_began = 0.0  # the migration's last statement (time.monotonic)
 
     # --- the run ------------------------------------------------------------------------
 
@@ -158,7 +167,7 @@ class Execution:
             self._flush()
         except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
-                raise self._interrupted() from None
+                raise self._interrupted(exc) from None
             raise self._failure(exc) from None
         finally:
             self._close()
@@ -195,19 +204,18 @@ class Execution:
             if sa_conn.in_transaction():
                 sa_conn.commit()  # e.g. env.py without per-revision transactions
 
-    def _interrupted(self) -> Interrupted:
+    def _interrupted(self, exc: BaseException) -> Interrupted:
+        """The signal's error; for a revision in flight that committed part of itself (an
+        autocommit block, a backfill's batches), saying what stays instead of "rolled back"."""
         error = self.ctx.interrupt.error()
-        if self.backfill_in is None or self.revision != self.backfill_in:
+        if self.revision is None or self.revision != self.autocommit_in:
             return error
-        return Interrupted(f"{error.message}. {self._backfill_note()}", **error.fields)
-
-    def _backfill_note(self) -> str:
-        done = [b for b in self.ctx.backfills if not b["finished"]]
-        rows = done[0]["rows_done"] if done else 0
-        return (
-            f"Revision {self.backfill_in}'s backfill stopped between batches after {rows} rows "
-            "(kept: each batch committed on its own); the revision is not applied, and the "
-            "next run continues where its where clause finds rows left"
+        where = self._where(self.revision, exc)
+        return type(error)(
+            f"stopped by {error.fields['signal']} during revision {self.revision}; the "
+            f"migration lock was released. {not_rolled_back(where)}",
+            **error.fields,
+            **kept_fields(where),
         )
 
     # --- what backfill() calls (runner.execution.backfill.Host) -------------------------
@@ -215,7 +223,8 @@ class Execution:
     @contextlib.contextmanager
     def batches(self, record: dict[str, Any]) -> Iterator[None]:
         self.ctx.backfills.append(record)
-        self.backfilling, self.backfill_in = record, self.revision
+        self.backfills.append(record)
+        self.backfilling = record
         record["revision"] = self.revision
         self.ctx.log.info("backfill.started", revision=self.revision, table=record["table"])
         try:
@@ -237,6 +246,17 @@ class Execution:
             return guard.error(self.revision)
         steps = self.plan.steps
         failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
+        blockers = self.ctx.watch.seen_since(self.statement_began)
+        error = classify_failure(exc, self._where(failed, exc), blockers)
+        if self.limits is not None and error.exit_code == ExitCode.MIGRATION_BLOCKED:
+            error.fields["lock_timeout_s"] = self.limits.lock_timeout
+        if error.exit_code == ExitCode.INTERNAL:
+            self.ctx.log.debug("internal.traceback", exc_info=exc)
+        return error
+
+    def _where(self, failed: str | None, exc: BaseException) -> Where:
+        """Where ``exc`` ended the run: the revision in flight (``failed``) and, when it ran
+        an autocommit block or a backfill, what of it committed (recorded for the summary)."""
         rev = self.ctx.loaded.scripts.revisions.get(failed) if failed else None
         conn = self.ctx.conn
         in_block = failed is not None and failed == self.autocommit_in
@@ -246,27 +266,40 @@ class Execution:
             conn.closed or conn.broken,
             in_block,
             # nothing started yet (a stamp starts no revision): the failure is env.py's
-            None
+            env_py=None
             if self.started or self.plan.kind == "stamp"
             else self.ctx.loaded.directory.env_py_location,
-            self._backfill_note() if failed is not None and failed == self.backfill_in else None,
-            *(self._committed_and_left(exc) if in_block else ((), ())),
+            backfills=tuple(b for b in self.backfills if b.get("revision") == failed),
+            kind=self.plan.kind,
         )
-        error = classify_failure(exc, where, self.ctx.watch.last)
-        if self.limits is not None and error.exit_code == ExitCode.MIGRATION_BLOCKED:
-            error.fields["lock_timeout_s"] = self.limits.lock_timeout
-        if error.exit_code == ExitCode.INTERNAL:
-            self.ctx.log.debug("internal.traceback", exc_info=exc)
-        return error
+        if not in_block:
+            return where
+        committed, left, rolled_back = self._committed_and_left(exc)
+        where = dataclasses.replace(where, committed=committed, left=left, rolled_back=rolled_back)
+        self.ctx.not_rolled_back.update(
+            revision=failed,
+            direction=self.plan.kind,
+            committed_statements=list(where.committed),
+            backfills=kept_fields(where)["backfills_kept"],
+        )
+        return where
 
-    def _committed_and_left(self, exc: BaseException) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _committed_and_left(
+        self, exc: BaseException
+    ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """The failed revision's statements that committed (those before its autocommit
-        block, and those of the block but the one that failed), and the INVALID indexes
-        the database now has (a failed CREATE INDEX CONCURRENTLY leaves one)."""
+        block, and those of the block but the one that failed; a backfill's batches are its
+        record's), the INVALID indexes the database now has (a failed CREATE INDEX
+        CONCURRENTLY leaves one), and the statements of its open transaction (rolled back)."""
         failed_statement = sqlstate_of(exc) is not None and self.statements[-1:]
         done = self.statements[: -1 if failed_statement else None]
         committed = [
             sql for i, (sql, outside) in enumerate(done) if outside or i < self.committed_at_block
+        ]
+        rolled_back = [
+            sql
+            for i, (sql, outside) in enumerate(self.statements)
+            if not outside and i >= self.committed_at_block
         ]
         left: list[str] = []
         with contextlib.suppress(Exception):  # the session may be gone: say what we know
@@ -277,7 +310,7 @@ class Execution:
                         "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
                     )
                 ]
-        return tuple(committed), tuple(left)
+        return tuple(committed), tuple(left), tuple(rolled_back)
 
     def _close(self) -> None:
         conn = self.ctx.conn
@@ -420,8 +453,9 @@ class Execution:
         self.ctx.interrupt.check()
         if connection is not self.migration:
             return
+        self.statement_began = time.monotonic()  # blockers seen before it were another's
         dbapi = connection.connection.dbapi_connection
-        if self.revision:
+        if self.revision and self.backfilling is None:  # a backfill's batches: its record
             self.statements.append((str(statement), bool(dbapi.autocommit)))
         # a backfill's batches run in autocommit mode, each under the revision's limits;
         # what follows a revision's autocommit block cannot be retried: the largest

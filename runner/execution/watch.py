@@ -81,6 +81,7 @@ class Watch:
     ) -> None:
         self.look_every_s, self.progress_every_s = look_every_s, progress_every_s
         self.last: list[dict[str, Any]] = []
+        self.last_at = 0.0  # when ``last`` was seen (time.monotonic)
         self.pid: int | None = None
         self._revision: tuple[str, float] | None = None
         self._connect, self._report = connect, report
@@ -92,6 +93,13 @@ class Watch:
 
     def follow(self, pid: int | None) -> None:
         self.pid, self.last = pid, []
+
+    def seen_since(self, began: float) -> list[dict[str, Any]]:
+        """The blockers last seen, if seen after ``began`` (time.monotonic: when the
+        statement that gave up started); else none: those blocked an earlier statement,
+        and naming them for this one would report what was not observed."""
+        last, at = self.last, self.last_at
+        return last if at >= began else []
 
     def track(self, revision: str | None) -> None:
         self._revision = (revision, time.monotonic()) if revision else None
@@ -125,8 +133,9 @@ class Watch:
 
     def _look(self, conn: psycopg.Connection[Any], pid: int) -> list[dict[str, Any]]:
         rows = conn.cursor(row_factory=dict_row).execute(BLOCKERS_SQL, (pid,)).fetchall()
-        if rows:
+        if rows:  # ``last`` first: seen_since reads ``last_at`` first (another thread)
             self.last = [shown_query(row, QUERY_SHOWN) for row in rows]
+            self.last_at = time.monotonic()
         return self.last if rows else []
 
     def _progress(

@@ -69,8 +69,16 @@ def progress(n: int, total: int) -> str:
 
 
 def backfill_bar(event: dict[str, Any]) -> str:
-    """``backfill calls [######--------------] 30% 300,000 rows, 41,000/s, ETA 17 s``."""
-    done, left = int(event.get("rows_done") or 0), int(event.get("rows_left_estimate") or 0)
+    """``backfill calls [######--------------] 30% 300,000 rows, 41,000/s, ETA 17 s``; with
+    the total unknown (no statistics, too many rows to count), no bar and no percentage:
+    ``backfill calls 300,000 rows (total unknown), 41,000/s``."""
+    done = int(event.get("rows_done") or 0)
+    if event.get("rows_left_estimate") is None and not event.get("finished"):
+        return (
+            f"backfill {event.get('table')} {done:,} rows (total unknown), "
+            f"{int(event.get('rows_per_s') or 0):,}/s"
+        )
+    left = int(event.get("rows_left_estimate") or 0)
     share = 1.0 if event.get("finished") or not done + left else done / (done + left)
     filled = round(BAR_WIDTH * share)
     eta = event.get("eta_s")

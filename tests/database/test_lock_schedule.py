@@ -184,3 +184,62 @@ def test_statements_after_an_autocommit_block_get_the_schedules_largest_timeout(
         ("autocommit", "0"),
         ("after", "2s"),  # it cannot be retried: one attempt, as long as the schedule allows
     ]
+
+
+def test_a_blocker_the_watch_never_saw_is_not_said_to_be_gone(calls, project, blocker):
+    """Found in issue 21: under a lock_timeout shorter than the side watch's look (0.1 ms,
+    which PostgreSQL makes 1 ms) the error said "a session that has since gone" while the
+    blocker was still there: nothing had looked after the timeout."""
+    project.revision("r1", None, ADD_COLUMN)
+    result = run(runner_env(calls, project, MIGRATION_DDL_LOCK_SCHEDULE="0.0001"), timeout=60)
+
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_BLOCKED, result.stdout
+    message = result.event("error")["message"]
+    pid = blocker.info.backend_pid
+    assert "gone" not in message, message
+    # what was observed: the blocker, if the watch caught the 1 ms wait, else nobody
+    assert f"pid {pid}" in message or "not identified" in message, message
+    assert calls.query("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)) == [(1,)]
+
+
+def test_a_blocker_of_an_earlier_statement_is_not_named_for_the_one_that_gave_up(
+    calls, project, started
+):
+    """Found in issue 21: the watch's last sighting was kept for the whole attempt, so a
+    statement that gave up unseen was said to be blocked by the session that had blocked
+    an earlier statement of the revision, which had ended by then."""
+    with calls.connect() as conn:
+        conn.execute("CREATE TABLE other (id int)")
+    first = calls.connect(application_name="first-blocker")
+    first.autocommit = False
+    first.execute("LOCK TABLE calls IN ACCESS SHARE MODE")
+    second = calls.connect(application_name="second-blocker")
+    second.autocommit = False
+    second.execute("LOCK TABLE other IN ACCESS SHARE MODE")
+    project.revision(
+        "r1",
+        None,
+        ADD_COLUMN + "\nop.execute(\"SET lock_timeout = '1ms'\")\n"
+        "op.execute('ALTER TABLE other ADD COLUMN note text')",
+    )
+    env = runner_env(
+        calls, project, MIGRATION_DDL_LOCK_SCHEDULE="30", MIGRATION_PROGRESS_INTERVAL="1"
+    )
+    running = Running(env)
+    started.append(running)
+    try:
+        while True:  # the watch saw the first blocker
+            seen = running.wait_for_event("revision.progress", timeout=30)
+            if any(b["application_name"] == "first-blocker" for b in seen.get("blockers") or ()):
+                break
+        first.rollback()
+        result = running.finish()
+    finally:
+        first.close()
+        second.close()
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_BLOCKED, result.stdout
+    message = result.event("error")["message"]
+    assert "first-blocker" not in message, message
+    assert "second-blocker" in message or "not identified" in message, message

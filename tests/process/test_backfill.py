@@ -73,7 +73,7 @@ def test_a_backfill_stopped_by_sigterm_keeps_its_batches_and_the_next_run_finish
     [record] = stopped.summary["backfills"]
     assert 0 < record["rows_done"] < ROWS and not record["finished"]
     assert record["rows_done"] == backfilled(database)  # every batch reported is committed
-    assert "stopped between batches" in stopped.event("error")["message"]
+    assert f"stopped after {record['rows_done']} rows" in stopped.event("error")["message"]
     assert database.version() == ["t1"] and database.advisory_locks() == 0
     assert stopped.summary["applied"] == []
 
@@ -205,3 +205,152 @@ def test_rows_a_walk_by_key_cannot_reach_fail_the_revision_not_reported_finished
     assert "16 row(s) still to do have a NULL id" in result.event("error")["message"]
     assert database.version() == ["t1"]
     assert not result.summary["backfills"][0].get("finished")
+
+
+def test_a_revision_failing_after_its_backfill_says_what_stays_and_a_fixed_rerun_finishes(
+    database, project
+):
+    """Found in issue 21: a revision whose later statement failed after its backfill()
+    finished was reported "rolled back", "after 0 rows", though 5000 rows stayed committed."""
+    project.revision("t1", None, TABLE.replace(str(ROWS), "5000"))
+    body = (
+        "op.add_column('calls', sa.Column('region', sa.Text()))\n"
+        + BACKFILL.format(batch_size=1000)
+        + "\nop.execute('CREATE INDEX calls_new_name ON calls (new_name)')\n"
+        "op.execute('SELECT 1 / 0')"
+    )
+    path = project.revision("t2", "t1", body)
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "t1").code == 0
+    result = run(env, "upgrade")
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    error = result.event("error")
+    message = error["message"]
+    assert "failed and was rolled back" not in message and "after 0 rows" not in message
+    assert "NOT fully rolled back" in message
+    assert "5000 rows of calls in 6 batches" in message, message
+    assert error["committed_statements"] == ["ALTER TABLE calls ADD COLUMN region TEXT"]
+    assert error["backfills_kept"] == [
+        {"table": "calls", "rows_done": 5000, "batches": 6, "finished": True}
+    ]
+    assert error["rolled_back_statements"] == [
+        "CREATE INDEX calls_new_name ON calls (new_name)",
+        "SELECT 1 / 0",
+    ]
+    assert "t2 stays pending" in message and "run again" in message
+    # what the summary records: the revision's committed part, and nothing applied
+    assert result.summary["applied"] == [] and result.summary["to_revision"] == ["t1"]
+    assert result.summary["not_rolled_back"] == {
+        "revision": "t2",
+        "direction": "upgrade",
+        "committed_statements": ["ALTER TABLE calls ADD COLUMN region TEXT"],
+        "backfills": error["backfills_kept"],
+    }
+    assert backfilled(database) == 5000 and database.version() == ["t1"]
+    assert not database.query("SELECT to_regclass('calls_new_name')")[0][0]
+
+    # the documented recovery: make what committed safe to run again, fix, run again
+    path.write_text(
+        path.read_text()
+        .replace(
+            "op.add_column('calls', sa.Column('region', sa.Text()))",
+            "op.execute('ALTER TABLE calls ADD COLUMN IF NOT EXISTS region text')",
+        )
+        .replace("op.execute('SELECT 1 / 0')", "pass")
+    )
+    again = run(env, "upgrade")
+    again.check_log_contract()
+    assert again.code == 0, again.stdout
+    assert again.summary["backfills"][0]["rows_done"] == 0
+    assert again.summary["backfills"][0]["finished"]
+    assert (
+        database.version() == ["t2"]
+        and database.query("SELECT to_regclass('calls_new_name')")[0][0]
+    )
+
+
+REVERSE = (
+    "from runner import backfill\n"
+    "backfill('calls', set='old_name = new_name', where='old_name IS NULL', key='id', "
+    "batch_size=100, pause=0.05)"
+)
+
+
+def test_a_downgrade_stopped_in_its_backfill_says_the_revision_stays_applied(database, project):
+    """Found in issue 21: a downgrade stopped between its backfill's batches said the
+    revision was "not applied" although it stays applied and some batches committed."""
+    project.revision(
+        "t1",
+        None,
+        "op.execute('CREATE TABLE calls (id bigint PRIMARY KEY, old_name text, new_name text)')\n"
+        "op.execute(\"INSERT INTO calls (id, new_name) SELECT g, 'caller ' || g "
+        'FROM generate_series(1, 5000) g")',
+    )
+    project.revision("t2", "t1", "pass", downgrade=REVERSE)
+    env = runner_env(database, project)
+    assert run(env, "upgrade").code == 0
+
+    first = Running(env, "downgrade", "t1")
+    first.wait_for_event("backfill.progress", timeout=60)
+    first.signal(signal.SIGTERM)
+    stopped = first.finish()
+    stopped.check_log_contract()
+    assert stopped.code == ExitCode.INTERRUPTED, stopped.stdout
+    message = stopped.event("error")["message"]
+    assert "not applied" not in message and "pending" not in message, message
+    assert "t2 stays applied (not reverted)" in message, message
+    done = database.query("SELECT count(*) FROM calls WHERE old_name IS NOT NULL")[0][0]
+    [record] = stopped.summary["backfills"]
+    assert 0 < record["rows_done"] == done < 5000 and not record["finished"]
+    assert stopped.summary["not_rolled_back"]["direction"] == "downgrade"
+    assert database.version() == ["t2"] and database.advisory_locks() == 0
+
+    resumed = run(env, "downgrade", "t1", timeout=120)
+    resumed.check_log_contract()
+    assert resumed.code == 0, resumed.stdout
+    assert resumed.summary["backfills"][0]["rows_done"] == 5000 - done
+    assert database.version() == ["t1"]
+
+
+def test_a_downgrade_failing_after_its_backfill_says_the_revision_stays_applied(database, project):
+    project.revision(
+        "t1",
+        None,
+        "op.execute('CREATE TABLE calls (id bigint PRIMARY KEY, old_name text, new_name text)')\n"
+        "op.execute(\"INSERT INTO calls (id, new_name) SELECT g, 'caller ' || g "
+        'FROM generate_series(1, 500) g")',
+    )
+    project.revision("t2", "t1", "pass", downgrade=REVERSE + "\nop.execute('SELECT 1 / 0')")
+    env = runner_env(database, project)
+    assert run(env, "upgrade").code == 0
+    result = run(env, "downgrade", "t1")
+    result.check_log_contract()
+    assert result.code == ExitCode.MIGRATION_FAILED, result.stdout
+    message = result.event("error")["message"]
+    assert "failed and was rolled back" not in message and "not applied" not in message
+    assert "500 rows of calls in 6 batches" in message and "t2 stays applied" in message
+    assert database.version() == ["t2"]
+
+
+def test_progress_on_a_table_never_analyzed_counts_the_rows_to_do(database, project):
+    """Found in issue 21: without statistics (reltuples -1) the planner guessed a handful of
+    rows, and the progress said 0 left (100 %) from the first event on."""
+    no_autoanalyze = "\nop.execute('ALTER TABLE calls SET (autovacuum_enabled = false)')"
+    project.revision("t1", None, TABLE.replace(str(ROWS), "5000") + no_autoanalyze)
+    project.revision(
+        "t2",
+        "t1",
+        BACKFILL.format(batch_size=100).replace("batch_size=100", "batch_size=100, pause=0.05"),
+    )
+    env = runner_env(database, project)
+    assert run(env, "upgrade", "t1").code == 0
+    assert database.query("SELECT reltuples FROM pg_class WHERE relname = 'calls'")[0][0] < 0
+    result = run(env, "upgrade", timeout=120)
+    result.check_log_contract()
+    assert result.code == 0, result.stdout
+    progress = [e for e in result.events if e["event"] == "backfill.progress"]
+    first = progress[0]
+    assert not first.get("finished"), result.stdout
+    assert first["rows_done"] + first["rows_left_estimate"] == 5000, first
+    assert first["rows_estimate_source"] == "counted"

@@ -195,3 +195,7 @@ def test_a_backfill_shows_a_bar_with_rows_rate_and_eta():
     assert backfill_bar({**event, "rows_per_s": 41_000, "finished": True}).endswith(
         "[####################] 100% 300,000 rows, 41,000/s, done"
     )
+    unknown = {"table": "calls", "rows_done": 300_000, "rows_left_estimate": None}
+    assert backfill_bar({**unknown, "rows_per_s": 41_000, "eta_s": None}) == (
+        "backfill calls 300,000 rows (total unknown), 41,000/s"
+    )

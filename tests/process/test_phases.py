@@ -121,3 +121,22 @@ def test_dry_run_of_the_expand_phase_lints_only_what_it_would_apply(database, pr
     assert (document["pending"], document["held"]) == (["r1", "r2", "r3"], ["r4", "r5"])
     assert document["lint"]["revisions"] == ["r1", "r2", "r3"]
     assert result.code == 0 and database.version() == []
+
+
+def test_check_and_upgrade_of_the_expand_phase_agree_on_an_empty_database(database, project):
+    """Found in issue 21: with a contract revision first, ``check --phase expand`` said
+    "behind" (11) on an empty database while ``upgrade --phase expand`` had nothing to do."""
+    path = project.revision("c1", None, "op.execute('CREATE TABLE t (id int)')")
+    path.write_text(CONTRACT + path.read_text())
+    project.revision("e2", "c1", "op.execute('CREATE TABLE u (id int)')")
+    env = runner_env(database, project)
+
+    check = run(env, "check", "--phase", "expand", "--json")
+    upgrade = run(env, "upgrade", "--phase", "expand")
+    assert (upgrade.code, upgrade.summary["outcome"]) == (0, "up_to_date"), upgrade.stdout
+    assert (check.code, check.summary["outcome"]) == (0, "contract_pending"), check.stderr
+    check.check_log_contract()
+    upgrade.check_log_contract()
+    assert json.loads(check.stdout)["pending_expand"] == []
+    assert run(env, "check").code == ExitCode.NOT_AT_HEAD  # without a phase: pending
+    assert database.version() == []

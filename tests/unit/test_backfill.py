@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runner.errors import MigrationFailed
-from runner.execution.backfill import Batches, progress
+from runner.execution.backfill import Batches, estimate_source, progress
 
 
 def test_a_batch_walks_the_key_from_where_the_last_one_ended():
@@ -41,6 +41,7 @@ def test_progress_estimates_what_is_left_and_when_it_ends():
         "table": "calls",
         "rows_done": 2000,
         "rows_left_estimate": 8000,
+        "rows_estimate_source": "planner",
         "batches": 2,
         "rows_per_s": 1000,
         "eta_s": 8.0,
@@ -48,6 +49,17 @@ def test_progress_estimates_what_is_left_and_when_it_ends():
     }
     assert progress("calls", 50, 10, 1, 0.0)["rows_left_estimate"] == 0
     assert progress("calls", 0, 10, 1, 0.0)["eta_s"] is None
+
+
+def test_without_statistics_the_rows_are_counted_up_to_a_bound_else_the_total_is_unknown():
+    assert estimate_source(1000.0, None, 100) == "planner"
+    assert estimate_source(-1.0, 42, 100) == "counted"  # never analyzed
+    assert estimate_source(0.0, 100, 100) == "counted"  # analyzed while empty
+    assert estimate_source(-1.0, 101, 100) == "unknown"
+    assert estimate_source(None, 5, 100) == "counted"
+    unknown = progress("calls", 2000, None, 2, 2.0, "unknown")
+    assert unknown["rows_left_estimate"] is None and unknown["eta_s"] is None
+    assert unknown["rows_estimate_source"] == "unknown" and unknown["rows_per_s"] == 1000
 
 
 def test_colons_in_the_fragments_are_sql_not_bind_parameters():

@@ -104,9 +104,54 @@ def test_after_an_autocommit_block_it_is_a_failure_that_says_exactly_what_stays(
     error = classify_failure(exc, where)
     assert isinstance(error, MigrationFailed) and error.fields["autocommit_block"] is True
     assert "NOT fully rolled back" in error.message and "was rolled back" not in error.message
-    assert "1 statement(s) had committed and stay: ALTER TABLE t ADD COLUMN c int" in error.message
+    assert "committed part of its work, which stays" in error.message
+    assert "1 statement(s) had committed: ALTER TABLE t ADD COLUMN c int" in error.message
     assert "left INVALID index public.ix" in error.message
     assert error.fields["committed_statements"] == ["ALTER TABLE t ADD COLUMN c int"]
+
+
+def test_a_lock_timeout_whose_blocker_was_never_seen_names_nobody_and_never_says_gone():
+    error = classify_failure(FakeSqlError("lock timeout", "55P03"), Where("r1"), [])
+    assert isinstance(error, MigrationBlocked)
+    assert "not identified" in error.message and "gone" not in error.message
+
+
+def test_blockers_seen_before_the_statement_that_gave_up_are_not_named_for_it():
+    from runner.execution.watch import Watch
+
+    watch = Watch(lambda: None, None, None, lambda *_a: None)  # no thread: nothing to look at
+    watch.last, watch.last_at = [{"pid": 7, "application_name": "report"}], 10.0
+    assert watch.seen_since(9.5) == watch.last  # seen while this statement waited
+    assert watch.seen_since(10.5) == []  # seen while an earlier statement waited
+
+
+BACKFILLED = {"table": "calls", "rows_done": 5000, "batches": 6, "finished": True}
+
+
+@pytest.mark.parametrize(
+    ("kind", "stands", "again"),
+    [
+        ("upgrade", "r4 stays pending (not recorded as applied)", "then run again"),
+        ("downgrade", "r4 stays applied (not reverted)", "then run the downgrade again"),
+    ],
+)
+def test_after_a_backfill_it_says_the_rows_that_stay_and_what_was_rolled_back(kind, stands, again):
+    where = Where(
+        "r4",
+        autocommit_block=True,
+        backfills=(BACKFILLED,),
+        rolled_back=("CREATE INDEX ix ON calls (x)",),
+        kind=kind,
+    )
+    error = classify_failure(FakeSqlError("boom", "XX000"), where)
+    assert "was rolled back" not in error.message and "after 0 rows" not in error.message
+    assert "its backfill of calls finished: 5000 rows of calls in 6 batches committed" in (
+        error.message
+    )
+    assert "1 statement(s) of its open transaction were rolled back: CREATE INDEX" in error.message
+    assert stands in error.message and again in error.message
+    assert error.fields["backfills_kept"] == [BACKFILLED]
+    assert error.fields["rolled_back_statements"] == ["CREATE INDEX ix ON calls (x)"]
 
 
 # --- every driver, by SQLSTATE; the runner's own bugs ------------------------------------------
