@@ -127,10 +127,11 @@ class Command:
 def _upgrade(
     args: argparse.Namespace, settings: Any, facts: Any, interrupt: Interrupt, log: Log
 ) -> Result:
-    from runner.commands import checklist
     from runner.commands import migrate as commands
 
-    if args.dry_run:
+    if args.dry_run:  # only then the checklist (lint, verify, the scratch server): not on a no-op
+        from runner.commands import checklist
+
         return checklist.dry_run(
             settings,
             args.target or settings.migration_target,
