@@ -63,6 +63,9 @@ NOT_ON_THE_NO_OP = (
     "runner.ecs",
     "boto3",
     "tarfile",
+    "tomllib",  # pyproject.toml's [tool.alembic]: read only with Alembic's configuration
+    "configparser",  # alembic.ini: likewise
+    "tenacity",  # no longer a dependency: the connect retries are runner.database.connect's
 )
 
 
