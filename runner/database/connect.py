@@ -229,6 +229,18 @@ def open_connection(
     """One connection attempt, no retries: for the runner's helper sessions once the
     database is known to be up. Autocommit, no server-side prepared statements (they break
     behind transaction poolers), keepalives on both sides."""
+    return _open(spec, timeout_s, application_name)[0]
+
+
+#: whether a session may migrate here, read by the statement that sets its settings (one
+#: round trip, not two)
+WRITABLE = ("pg_is_in_recovery()", "current_setting('transaction_read_only')")
+
+
+def _open(
+    spec: ConnectionSpec, timeout_s: int, application_name: str, *also: str
+) -> tuple[psycopg.Connection[Any], tuple[Any, ...]]:
+    """:func:`open_connection`, and the values of the SQL expressions ``also``."""
     libpq: dict[str, Any] = {**spec.libpq_params(), **KEEPALIVES}
     conn = psycopg.connect(
         **libpq,
@@ -241,14 +253,15 @@ def open_connection(
         settings = dict(SESSION_SETTINGS)
         if conn.info.server_version >= 140000:
             settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
-        conn.execute(
-            "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
+        row = conn.execute(
+            "SELECT " + ", ".join([*("set_config(%s, %s, false)" for _ in settings), *also]),
             [item for pair in settings.items() for item in pair],
-        )
+        ).fetchone()
     except BaseException:
         conn.close()
         raise
-    return conn
+    assert row is not None
+    return conn, tuple(row[len(settings) :])
 
 
 #: a rejected IAM token: no password to check, but the role's grant and the caller's policy
@@ -263,7 +276,7 @@ def _attempt(
     spec: ConnectionSpec, timeout_s: int, application_name: str
 ) -> psycopg.Connection[Any]:
     try:
-        conn = open_connection(spec, timeout_s, application_name)
+        conn, writable = _open(spec, timeout_s, application_name, *WRITABLE)
     except psycopg.Error as exc:
         detail = libpq_reason(exc)
         failure = classify(str(exc))
@@ -279,29 +292,22 @@ def _attempt(
             ) from None
         raise _Transient(failure, detail) from None
     try:
-        _check_writable(conn)
+        _check_writable(*writable)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _check_writable(conn: psycopg.Connection[Any]) -> None:
+def _check_writable(in_recovery: bool, read_only: str) -> None:
     """A standby, or an old writer after a failover, is not a place to migrate: retry."""
-    try:
-        row = conn.execute(
-            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"
-        ).fetchone()
-    except psycopg.OperationalError as exc:
-        raise _Transient(classify(str(exc)), libpq_reason(exc)) from None
-    assert row is not None
-    if row[0]:
+    if in_recovery:
         raise _Transient(
             ConnectFailure("in_recovery", True),
             "server is a standby (pg_is_in_recovery); "
             "waiting for the writer endpoint to point at the primary",
         )
-    if row[1] == "on":
+    if read_only == "on":
         raise _Transient(
             ConnectFailure("read_only", True), "server is read-only (transaction_read_only)"
         )
