@@ -14,7 +14,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
 
 from runner import backoff
 from runner.config.database_url import ConnectionSpec
@@ -177,59 +176,30 @@ def wait_for_database(
     """
     started = time.monotonic()
     rng = random.Random()
-
-    def next_delay(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        kind = exc.failure.kind if isinstance(exc, _Transient) else "other"
-        policy = backoff.for_connect_failure(kind, max_interval_s)
-        remaining = budget_s - (time.monotonic() - started)
-        return max(0.0, min(policy.delay(state.attempt_number, rng), remaining))
-
-    def log_retry(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        assert isinstance(exc, _Transient)
-        log.warning(
-            "db.connect_failed",
-            attempt=state.attempt_number,
-            error_kind=exc.failure.kind,
-            error=str(exc),
-            next_delay_s=round(state.upcoming_sleep, 3),
-            role=role,
-        )
-
-    retrying = Retrying(
-        retry=retry_if_exception_type(_Transient),
-        wait=next_delay,
-        stop=stop_after_delay(budget_s),
-        before_sleep=log_retry,
-        reraise=True,
-    )
     attempts = 0
-    try:
-        for attempt in retrying:
-            with attempt:
-                attempts = attempt.retry_state.attempt_number
-                conn = _attempt(spec, connect_timeout_s, application_name)
-    except ConnectionRejected as rejected:
-        rejected.fields["attempts"] = attempts
-        raise
-    except _Transient as exc:
-        log.warning(
-            "db.connect_failed",
-            attempt=attempts,
-            error_kind=exc.failure.kind,
-            error=str(exc),
-            next_delay_s=None,
-            role=role,
-        )
-        raise DatabaseUnreachable(
-            f"database not reachable after {attempts} attempts in {budget_s:g} s "
-            f"(last error: {exc.failure.kind}: {exc}); check DB_HOST/DB_PORT, the security "
-            "groups between this task and RDS, and that the instance is available, or raise "
-            "MIGRATION_DB_WAIT_TIMEOUT",
-            attempts=attempts,
-            last_error_kind=exc.failure.kind,
-        ) from None
+    while True:  # each transient failure: logged, then a wait (runner.backoff) within the budget
+        attempts += 1
+        try:
+            conn = _attempt(spec, connect_timeout_s, application_name)
+            break
+        except ConnectionRejected as rejected:
+            rejected.fields["attempts"] = attempts
+            raise
+        except _Transient as exc:
+            remaining = budget_s - (time.monotonic() - started)
+            policy = backoff.for_connect_failure(exc.failure.kind, max_interval_s)
+            delay = max(0.0, min(policy.delay(attempts, rng), remaining)) if remaining > 0 else None
+            log.warning(
+                "db.connect_failed",
+                attempt=attempts,
+                error_kind=exc.failure.kind,
+                error=str(exc),
+                next_delay_s=None if delay is None else round(delay, 3),
+                role=role,
+            )
+            if delay is None:  # the budget is spent
+                raise _unreachable(exc, attempts, budget_s) from None
+            time.sleep(delay)
     elapsed_ms = int((time.monotonic() - started) * 1000)
     (log.info if role == "session" else log.debug)(
         "db.connected",
@@ -242,12 +212,35 @@ def wait_for_database(
     return Connected(conn, attempts, elapsed_ms)
 
 
+def _unreachable(exc: _Transient, attempts: int, budget_s: float) -> DatabaseUnreachable:
+    return DatabaseUnreachable(
+        f"database not reachable after {attempts} attempts in {budget_s:g} s "
+        f"(last error: {exc.failure.kind}: {exc}); check DB_HOST/DB_PORT, the security "
+        "groups between this task and RDS, and that the instance is available, or raise "
+        "MIGRATION_DB_WAIT_TIMEOUT",
+        attempts=attempts,
+        last_error_kind=exc.failure.kind,
+    )
+
+
 def open_connection(
     spec: ConnectionSpec, timeout_s: int, application_name: str
 ) -> psycopg.Connection[Any]:
     """One connection attempt, no retries: for the runner's helper sessions once the
     database is known to be up. Autocommit, no server-side prepared statements (they break
     behind transaction poolers), keepalives on both sides."""
+    return _open(spec, timeout_s, application_name)[0]
+
+
+#: whether a session may migrate here, read by the statement that sets its settings (one
+#: round trip, not two)
+WRITABLE = ("pg_is_in_recovery()", "current_setting('transaction_read_only')")
+
+
+def _open(
+    spec: ConnectionSpec, timeout_s: int, application_name: str, *also: str
+) -> tuple[psycopg.Connection[Any], tuple[Any, ...]]:
+    """:func:`open_connection`, and the values of the SQL expressions ``also``."""
     libpq: dict[str, Any] = {**spec.libpq_params(), **KEEPALIVES}
     conn = psycopg.connect(
         **libpq,
@@ -260,14 +253,15 @@ def open_connection(
         settings = dict(SESSION_SETTINGS)
         if conn.info.server_version >= 140000:
             settings["client_connection_check_interval"] = CLIENT_CHECK_INTERVAL
-        conn.execute(
-            "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
+        row = conn.execute(
+            "SELECT " + ", ".join([*("set_config(%s, %s, false)" for _ in settings), *also]),
             [item for pair in settings.items() for item in pair],
-        )
+        ).fetchone()
     except BaseException:
         conn.close()
         raise
-    return conn
+    assert row is not None
+    return conn, tuple(row[len(settings) :])
 
 
 #: a rejected IAM token: no password to check, but the role's grant and the caller's policy
@@ -282,7 +276,7 @@ def _attempt(
     spec: ConnectionSpec, timeout_s: int, application_name: str
 ) -> psycopg.Connection[Any]:
     try:
-        conn = open_connection(spec, timeout_s, application_name)
+        conn, writable = _open(spec, timeout_s, application_name, *WRITABLE)
     except psycopg.Error as exc:
         detail = libpq_reason(exc)
         failure = classify(str(exc))
@@ -298,29 +292,22 @@ def _attempt(
             ) from None
         raise _Transient(failure, detail) from None
     try:
-        _check_writable(conn)
+        _check_writable(*writable)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _check_writable(conn: psycopg.Connection[Any]) -> None:
+def _check_writable(in_recovery: bool, read_only: str) -> None:
     """A standby, or an old writer after a failover, is not a place to migrate: retry."""
-    try:
-        row = conn.execute(
-            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"
-        ).fetchone()
-    except psycopg.OperationalError as exc:
-        raise _Transient(classify(str(exc)), libpq_reason(exc)) from None
-    assert row is not None
-    if row[0]:
+    if in_recovery:
         raise _Transient(
             ConnectFailure("in_recovery", True),
             "server is a standby (pg_is_in_recovery); "
             "waiting for the writer endpoint to point at the primary",
         )
-    if row[1] == "on":
+    if read_only == "on":
         raise _Transient(
             ConnectFailure("read_only", True), "server is read-only (transaction_read_only)"
         )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +102,8 @@ def open_config(project: Project) -> Any:
 
 
 def _alembic_table(path: Path, required: bool) -> bool:
+    import tomllib  # only where Alembic's configuration is read: not on a no-op with a manifest
+
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)

@@ -6,7 +6,6 @@ history with several heads fails the run at once, naming the files.
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
 import hashlib
 import traceback
@@ -128,6 +127,8 @@ def load(where: Project | Path, checksums: Mapping[str, str] | None = None) -> L
 
 def _directory(project: Project) -> tuple[Any, Any]:
     """Alembic's ``Config`` and ``ScriptDirectory`` for ``project``."""
+    import configparser  # with Alembic: not on a no-op with a manifest
+
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 

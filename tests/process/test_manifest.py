@@ -47,6 +47,58 @@ def test_no_op_upgrade_and_check_with_a_manifest_import_neither_alembic_nor_sqla
     assert result.summary["outcome"] == "up_to_date"
 
 
+#: what the no-op (an upgrade at head, with a manifest) must not import, by package: an
+#: import budget by name, not by milliseconds (bench/noop.py measures the time). Each was
+#: once imported there, or is what only migrating, --dry-run, verify or lint needs.
+NOT_ON_THE_NO_OP = (
+    "alembic",
+    "sqlalchemy",
+    "mako",
+    "runner.checklist",  # lint, verify, the scratch server (and tarfile with it)
+    "runner.commands.checklist",
+    "runner.commands.authoring",
+    "runner.commands.status",
+    "runner.execution.run",
+    "runner.execution.alembic_hooks",
+    "runner.ecs",
+    "boto3",
+    "tarfile",
+    "tomllib",  # pyproject.toml's [tool.alembic]: read only with Alembic's configuration
+    "configparser",  # alembic.ini: likewise
+    "tenacity",  # no longer a dependency: the connect retries are runner.database.connect's
+)
+
+
+def _imported(stderr: str) -> set[str]:
+    """The modules ``python -X importtime`` reported importing."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+
+
+def test_the_no_op_stays_within_its_import_budget(database, project):
+    project.audited_chain(["a1", "a2"])
+    env = runner_env(database, project)
+    assert run(env).code == 0 and run(env, "manifest").code == 0
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", "upgrade"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and '"outcome": "up_to_date"' in proc.stdout, proc.stdout[-2000:]
+    imported = _imported(proc.stderr)
+    assert "runner.commands.migrate" in imported  # the report is read right
+    over = sorted(
+        m for m in imported if any(m == n or m.startswith(n + ".") for n in NOT_ON_THE_NO_OP)
+    )
+    assert over == []
+
+
 def test_without_a_manifest_the_scripts_are_loaded(database, project):
     project.audited_chain(["a1"])
     env = runner_env(database, project)

@@ -47,3 +47,47 @@ def test_a_mistyped_path_fails_here_not_in_a_process_test():
         LazyVerb("runner.commands.no_such_module:verb").resolve()
     with pytest.raises(AttributeError):
         LazyVerb("runner.commands.status:no_such_verb").resolve()
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["upgrade"],
+        ["upgrade", "abc123", "--phase", "expand", "--json"],
+        ["upgrade", "--dry-run"],
+        ["downgrade", "-1"],
+        ["check", "--lint", "--phase", "expand"],
+        ["verify", "--skip", "data", "--exclude", "R1", "--since", "a1"],
+        ["sql", "a1:b2"],
+        ["revision", "-m", "add table", "--autogenerate"],
+        ["merge", "-m", "heads"],
+        *[
+            [command.name]
+            for command in COMMANDS
+            if command.name not in ("downgrade", "stamp", "merge", "revision")  # need arguments
+        ],
+    ],
+    ids=" ".join,
+)
+def test_the_parser_built_for_one_command_parses_it_as_the_full_parser(words):
+    assert build_parser(words).parse_args(words) == build_parser().parse_args(words)
+
+
+def test_the_parser_for_one_command_builds_that_command_only():
+    choices = build_parser(["upgrade"])._subparsers._group_actions[0].choices
+    assert list(choices) == ["upgrade"]
+    for words in (["-v", "upgrade"], ["--help"], ["upgrad"], []):  # the full parser
+        choices = build_parser(words)._subparsers._group_actions[0].choices
+        assert set(choices) == {c.name for c in COMMANDS} | {"ecs"}
+
+
+def test_an_error_after_the_command_reads_the_same_with_either_parser():
+    from runner.errors import UsageError
+
+    words = ["upgrade", "--bogus"]
+    messages = []
+    for parser in (build_parser(words), build_parser()):
+        with pytest.raises(UsageError) as raised:
+            parser.parse_args(words)
+        messages.append(raised.value.message)
+    assert messages[0] == messages[1]
