@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
 
 from runner import backoff
 from runner.config.database_url import ConnectionSpec
@@ -176,30 +177,59 @@ def wait_for_database(
     """
     started = time.monotonic()
     rng = random.Random()
+
+    def next_delay(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        kind = exc.failure.kind if isinstance(exc, _Transient) else "other"
+        policy = backoff.for_connect_failure(kind, max_interval_s)
+        remaining = budget_s - (time.monotonic() - started)
+        return max(0.0, min(policy.delay(state.attempt_number, rng), remaining))
+
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        assert isinstance(exc, _Transient)
+        log.warning(
+            "db.connect_failed",
+            attempt=state.attempt_number,
+            error_kind=exc.failure.kind,
+            error=str(exc),
+            next_delay_s=round(state.upcoming_sleep, 3),
+            role=role,
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(_Transient),
+        wait=next_delay,
+        stop=stop_after_delay(budget_s),
+        before_sleep=log_retry,
+        reraise=True,
+    )
     attempts = 0
-    while True:  # each transient failure: logged, then a wait (runner.backoff) within the budget
-        attempts += 1
-        try:
-            conn = _attempt(spec, connect_timeout_s, application_name)
-            break
-        except ConnectionRejected as rejected:
-            rejected.fields["attempts"] = attempts
-            raise
-        except _Transient as exc:
-            remaining = budget_s - (time.monotonic() - started)
-            policy = backoff.for_connect_failure(exc.failure.kind, max_interval_s)
-            delay = max(0.0, min(policy.delay(attempts, rng), remaining)) if remaining > 0 else None
-            log.warning(
-                "db.connect_failed",
-                attempt=attempts,
-                error_kind=exc.failure.kind,
-                error=str(exc),
-                next_delay_s=None if delay is None else round(delay, 3),
-                role=role,
-            )
-            if delay is None:  # the budget is spent
-                raise _unreachable(exc, attempts, budget_s) from None
-            time.sleep(delay)
+    try:
+        for attempt in retrying:
+            with attempt:
+                attempts = attempt.retry_state.attempt_number
+                conn = _attempt(spec, connect_timeout_s, application_name)
+    except ConnectionRejected as rejected:
+        rejected.fields["attempts"] = attempts
+        raise
+    except _Transient as exc:
+        log.warning(
+            "db.connect_failed",
+            attempt=attempts,
+            error_kind=exc.failure.kind,
+            error=str(exc),
+            next_delay_s=None,
+            role=role,
+        )
+        raise DatabaseUnreachable(
+            f"database not reachable after {attempts} attempts in {budget_s:g} s "
+            f"(last error: {exc.failure.kind}: {exc}); check DB_HOST/DB_PORT, the security "
+            "groups between this task and RDS, and that the instance is available, or raise "
+            "MIGRATION_DB_WAIT_TIMEOUT",
+            attempts=attempts,
+            last_error_kind=exc.failure.kind,
+        ) from None
     elapsed_ms = int((time.monotonic() - started) * 1000)
     (log.info if role == "session" else log.debug)(
         "db.connected",
@@ -210,17 +240,6 @@ def wait_for_database(
         backend_pid=conn.info.backend_pid,
     )
     return Connected(conn, attempts, elapsed_ms)
-
-
-def _unreachable(exc: _Transient, attempts: int, budget_s: float) -> DatabaseUnreachable:
-    return DatabaseUnreachable(
-        f"database not reachable after {attempts} attempts in {budget_s:g} s "
-        f"(last error: {exc.failure.kind}: {exc}); check DB_HOST/DB_PORT, the security "
-        "groups between this task and RDS, and that the instance is available, or raise "
-        "MIGRATION_DB_WAIT_TIMEOUT",
-        attempts=attempts,
-        last_error_kind=exc.failure.kind,
-    )
 
 
 def open_connection(
