@@ -11,16 +11,18 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
 
 from runner import backoff
 from runner.config.database_url import ConnectionSpec
 from runner.errors import ConnectionRejected, DatabaseUnreachable, first_line
 
 if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
     from runner.observe.logs import Log
 
 # How quickly a dead peer is noticed: TCP keepalives on our side, and on the server's side
@@ -176,7 +178,56 @@ def wait_for_database(
     ``probe``, ``watch``, ``env.py`` ... for the further ones, named in ``db.connect_failed``).
     """
     started = time.monotonic()
+    try:
+        conn, attempts = _attempt(spec, connect_timeout_s, application_name), 1
+    except ConnectionRejected as rejected:
+        rejected.fields["attempts"] = 1
+        raise
+    except _Transient as first:
+        # only a failed first attempt pays for importing the retry machinery (tenacity)
+        conn, attempts = _keep_trying(
+            first,
+            lambda: _attempt(spec, connect_timeout_s, application_name),
+            started=started,
+            budget_s=budget_s,
+            max_interval_s=max_interval_s,
+            log=log,
+            role=role,
+        )
+    elapsed_ms = int((time.monotonic() - started) * 1000)
+    (log.info if role == "session" else log.debug)(
+        "db.connected",
+        attempt=attempts,
+        elapsed_ms=elapsed_ms,
+        role=role,
+        server_version=conn.info.server_version,
+        backend_pid=conn.info.backend_pid,
+    )
+    return Connected(conn, attempts, elapsed_ms)
+
+
+def _keep_trying(
+    first: _Transient,
+    attempt: Callable[[], psycopg.Connection[Any]],
+    *,
+    started: float,
+    budget_s: float,
+    max_interval_s: float,
+    log: Log,
+    role: str,
+) -> tuple[psycopg.Connection[Any], int]:
+    """Retry ``attempt`` after its first failure ``first`` (attempt 1, replayed to tenacity so
+    that attempt numbers, delays and events are those of one loop) until it connects, fails
+    fatally, or ``budget_s`` (counted from ``started``) is spent."""
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay
+
     rng = random.Random()
+    replay = [first]
+
+    def once() -> psycopg.Connection[Any]:
+        if replay:
+            raise replay.pop()
+        return attempt()
 
     def next_delay(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -200,16 +251,16 @@ def wait_for_database(
     retrying = Retrying(
         retry=retry_if_exception_type(_Transient),
         wait=next_delay,
-        stop=stop_after_delay(budget_s),
+        stop=stop_after_delay(max(0.0, budget_s - (time.monotonic() - started))),
         before_sleep=log_retry,
         reraise=True,
     )
     attempts = 0
     try:
-        for attempt in retrying:
-            with attempt:
-                attempts = attempt.retry_state.attempt_number
-                conn = _attempt(spec, connect_timeout_s, application_name)
+        for try_ in retrying:
+            with try_:
+                attempts = try_.retry_state.attempt_number
+                conn = once()
     except ConnectionRejected as rejected:
         rejected.fields["attempts"] = attempts
         raise
@@ -230,16 +281,7 @@ def wait_for_database(
             attempts=attempts,
             last_error_kind=exc.failure.kind,
         ) from None
-    elapsed_ms = int((time.monotonic() - started) * 1000)
-    (log.info if role == "session" else log.debug)(
-        "db.connected",
-        attempt=attempts,
-        elapsed_ms=elapsed_ms,
-        role=role,
-        server_version=conn.info.server_version,
-        backend_pid=conn.info.backend_pid,
-    )
-    return Connected(conn, attempts, elapsed_ms)
+    return conn, attempts
 
 
 def open_connection(
