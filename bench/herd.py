@@ -283,10 +283,9 @@ def run(
         )
     if not conns_ok:
         section.notes.append(
-            "why connections exceed N + 2: before asking for the lock each runner opens a "
-            "second, short-lived `probe` session (`session_is_sticky`, the check against "
-            "transaction-mode poolers), so runners starting together briefly hold two each; "
-            "the migrating one also opens its blocker watcher."
+            "why connections exceed N + 2: the pooler check opens no second session (one "
+            "query on the runner's own), so each waiter holds one; beyond them the migrating "
+            "runner opens its blocker watcher, and env.py may open its own connection."
         )
 
     # --- everyone: the peers' herds, alternating, beside the runner's racing herds ---

@@ -75,6 +75,7 @@ def migration_lock(
         session,
         settings.lock_name(),
         settings.migration_lock_wait_timeout,
+        settings.migration_pooler,
         facts=facts,
         interrupt=interrupt,
     )

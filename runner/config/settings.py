@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     migration_retry_max_interval: float = Field(default=5.0, gt=0)
     migration_lock_wait_timeout: float = Field(default=300.0, ge=0)
     migration_lock_name: str | None = Field(default=None, min_length=1)
+    #: what DATABASE_URL/DB_HOST reaches: the database itself (a pooler or proxy is refused),
+    #: or a pooler in session mode (runner.lock.pooler)
+    migration_pooler: Literal["none", "session"] = "none"
     #: which lock_timeout each attempt at a blocked revision gets (see runner.limits):
     #: escalating (the default), steady, none, or a list such as 0.1*10,0.5*5,2
     migration_ddl_lock_schedule: str | None = Field(default=None, min_length=1)
@@ -146,6 +149,7 @@ class Settings(BaseSettings):
         "migration_env_py_thread",
         "migration_phase",
         "migration_snapshot",
+        "migration_pooler",
         mode="before",
     )
     @classmethod

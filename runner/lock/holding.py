@@ -1,6 +1,6 @@
-"""Holding the migration lock on a session: refuse a session that cannot hold it (a
-transaction-mode pooler's), wait for it within its budget (reconnecting a waiter whose session
-was lost), and release it whatever happens."""
+"""Holding the migration lock on a session: refuse a session that may not hold it (a pooler's,
+unless declared in session mode), wait for it within its budget (reconnecting a waiter whose
+session was lost), and release it whatever happens."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import psycopg
 from runner.database.session import Session
 from runner.errors import RunnerError, first_line
 from runner.lock.advisory import MigrationLock
-from runner.lock.pooler import pooler_error, reaches_server_directly, session_is_sticky
+from runner.lock.pooler import SETTING, Pooler, reached
 from runner.outcome import Facts
 from runner.process.interrupt import Interrupt
 
@@ -22,18 +22,25 @@ PREPARE_THRESHOLD = 5  # psycopg's default
 
 @contextlib.contextmanager
 def migration_lock(
-    session: Session, name: str, wait_s: float, *, facts: Facts, interrupt: Interrupt
+    session: Session,
+    name: str,
+    wait_s: float,
+    pooler: Pooler,
+    *,
+    facts: Facts,
+    interrupt: Interrupt,
 ) -> Iterator[MigrationLock]:
     """Hold the migration lock ``name`` on ``session`` for the body, waiting at most
-    ``wait_s`` for it.
+    ``wait_s`` for it. First, before any lock statement, refuse a session through a pooler
+    or proxy unless ``pooler`` declares one in session mode (:func:`_require_own_session`).
 
     On the way out (success, error or signal) the final revision is recorded if still
     unknown (``facts.to_revision`` is None while revisions run), and the lock released.
     Never raises over the error that brought us out: if the session is unusable, closing it
     (which :func:`~runner.database.session.database_session` does) releases the lock.
     """
-    _require_own_session(session)
-    lock = _acquire(session, name, wait_s, facts)
+    _require_own_session(session, pooler)
+    lock = _acquire(session, name, wait_s, pooler, facts)
     try:
         yield lock
     finally:
@@ -41,7 +48,9 @@ def migration_lock(
             _release(session, lock, facts)
 
 
-def _acquire(session: Session, name: str, budget: float, facts: Facts) -> MigrationLock:
+def _acquire(
+    session: Session, name: str, budget: float, pooler: Pooler, facts: Facts
+) -> MigrationLock:
     """Wait for the lock within ``budget`` seconds. A waiter whose session is lost (a
     failover while it waits: it holds nothing yet) reconnects, within the wait budget, and
     waits on for what is left of its lock budget."""
@@ -60,27 +69,34 @@ def _acquire(session: Session, name: str, budget: float, facts: Facts) -> Migrat
                 detail="the waiting session was lost; it held nothing yet",
             )
             session.reconnect()
-            _require_own_session(session)
+            _require_own_session(session, pooler)
             continue
         facts.lock_wait_ms = int((time.monotonic() - started) * 1000)
         return lock
 
 
-def _require_own_session(session: Session) -> None:
-    """Refuse a transaction-mode pooler: a session lock there would not protect anything.
-    A session that reaches the server directly needs no second connection to show it (a
-    herd of runners starting together then holds one connection each, not two)."""
-    if reaches_server_directly(session.conn):
+def _require_own_session(session: Session, pooler: Pooler) -> None:
+    """Raise :func:`~runner.lock.pooler.undeclared_pooler_error` unless ``session`` is the
+    server's own (or a pooler declared in session mode): one query on the session itself, no
+    second connection (a check that needed one would wait for itself in a pool of one)."""
+    conn = session.conn
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    announced = conn.info.backend_pid
+    if reached(announced, int(row[0]), pooler) == "server":
         # our own server session: prepared statements are safe, and spare the server
         # parsing the version UPDATE (and a revision's repeated statements) again and again
-        session.conn.prepare_threshold = PREPARE_THRESHOLD
+        conn.prepare_threshold = PREPARE_THRESHOLD
         return
-    with contextlib.closing(session.helper_connection("probe")) as probe:
-        sticky = session_is_sticky(session.conn, probe)
-    if not sticky:
-        raise pooler_error("another client's transaction ran on this client's server session")
-    # through a pooler the probe can miss transaction mode: no server-side prepared
-    # statements there (one would be missing on the next server session)
+    # trusted as declared, without server-side prepared statements: were the pool in
+    # transaction mode after all, the next transaction's server session would not have them
+    session.log.info(
+        "lock.through_pooler",
+        pooler=pooler,
+        announced_pid=announced,
+        server_pid=int(row[0]),
+        detail=f"{SETTING}={pooler}: the lock is taken through the pooler",
+    )
 
 
 def _release(session: Session, lock: MigrationLock, facts: Facts) -> None:

@@ -325,11 +325,21 @@ def test_a_locked_version_table_ends_the_wait_naming_the_holder(verb, database, 
 
 from tests.support.tcpproxy import TcpProxy  # noqa: E402
 
+#: a revision that ends only once the blocker watch (the runner's second connection) is in
+WAITS_FOR_THE_WATCH = """
+op.execute("CREATE TABLE t1 (id int)")
+op.execute(
+    "DO $$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM pg_stat_activity "
+    "WHERE application_name LIKE 'migration-runner/%watch') LOOP "
+    "PERFORM pg_sleep(0.05); PERFORM pg_stat_clear_snapshot(); END LOOP; END $$"
+)"""
 
-def test_the_pooler_probe_connection_is_retried_like_the_first(database, project):
-    """Under connection pressure the probe (the runner's second connection) meets the same
-    transient failures as the first: retried within MIGRATION_DB_WAIT_TIMEOUT, not exit 10."""
-    project.revision("a1", None, "op.execute('CREATE TABLE t1 (id int)')")
+
+def test_a_side_connection_is_retried_like_the_first(database, project):
+    """Under connection pressure the blocker watch (the runner's second connection) meets
+    the same transient failures as the first: retried within MIGRATION_DB_WAIT_TIMEOUT, not
+    given up. The revision waits for the watch to be in (bounded by the statement timeout)."""
+    project.revision("a1", None, WAITS_FOR_THE_WATCH)
     with TcpProxy(database.server.port) as proxy:
         proxy.refuse_later(after=1, count=2)
         result = run(
@@ -337,6 +347,7 @@ def test_the_pooler_probe_connection_is_retried_like_the_first(database, project
                 None,
                 project,
                 MIGRATION_DB_WAIT_TIMEOUT=30,
+                MIGRATION_STATEMENT_TIMEOUT=30,
                 DATABASE_URL=proxy.url(
                     database.server.user, database.server.password, database.name
                 ),
@@ -345,7 +356,7 @@ def test_the_pooler_probe_connection_is_retried_like_the_first(database, project
     result.check_log_contract()
     assert result.code == 0, result.stdout
     failed = [e for e in result.events if e["event"] == "db.connect_failed"]
-    assert [e["role"] for e in failed] == ["probe", "probe"], failed
+    assert [e["role"] for e in failed] == ["watch", "watch"], failed
     assert database.version() == ["a1"]
 
 

@@ -648,10 +648,10 @@ def test_sigterm_after_the_summary_keeps_the_exit_code(database, project, spawn)
 
 
 TERM_AS_INTERNAL = (
-    "runner bug: a SIGTERM while the pooler probe's query is in flight exits 1 "
+    "runner bug: a SIGTERM while a side session's query is in flight exits 1 "
     "'internal error: OperationalError: another command is already in progress' "
-    "instead of 130 (session_is_sticky's finally: probe.rollback() on a busy "
-    "connection replaces Interrupted)"
+    "instead of 130 (found in the pooler probe, since replaced by a check on the session "
+    "itself: a rollback in a finally on a busy connection replaced Interrupted)"
 )
 
 
@@ -663,11 +663,10 @@ def term_as_internal(result: Result) -> bool:
     )
 
 
-def test_sigterm_during_the_pooler_probe(database, project, spawn, proxy):
-    """A SIGTERM lands while the runner's pre-lock probe query is in flight. The runner
-    connects through a TCP proxy (a session that reaches the server directly needs no probe).
-    To hold it there, the test database resolves pg_backend_pid() to a slow wrapper first
-    (search_path), so each of the probe's queries takes a second."""
+def test_sigterm_during_the_pooler_check(database, project, spawn):
+    """A SIGTERM lands while the runner's pre-lock pooler check (``SELECT pg_backend_pid()``
+    on its own session) is in flight. To hold it there, the test database resolves
+    pg_backend_pid() to a slow wrapper first (search_path), so the query takes a second."""
     write_chain(project)
     with database.connect() as conn:
         conn.execute("CREATE SCHEMA slow")
@@ -676,23 +675,20 @@ def test_sigterm_during_the_pooler_probe(database, project, spawn, proxy):
             "'SELECT pg_catalog.pg_sleep(1); SELECT pg_catalog.pg_backend_pid()'"
         )
         conn.execute(f'ALTER DATABASE "{database.name}" SET search_path = slow, pg_catalog, public')
-    proc = spawn(
-        env_for(
-            database, project, DATABASE_URL=proxy.url(database.server.user, PASSWORD, database.name)
-        )
-    )
+    proc = spawn(env_for(database, project))
     seconds_until(
         lambda: (
             database.query(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
-                "AND application_name LIKE 'migration-runner/%%probe' AND query LIKE '%%pg_backend_pid%%'",
+                "AND application_name LIKE 'migration-runner/%%' "
+                "AND query = 'SELECT pg_backend_pid()'",
                 (database.name,),
             )[0][0]
             == 1
         ),
         time.monotonic(),
         30,
-        "the probe's query to be running",
+        "the pooler check's query to be running",
     )
     sent = proc.signal(signal.SIGTERM)
     result = proc.finish(timeout=30)
@@ -703,11 +699,11 @@ def test_sigterm_during_the_pooler_probe(database, project, spawn, proxy):
     where = f"exit {result.code} {exited:.1f} s after SIGTERM\n{result.stdout}\n{result.stderr}"
     assert exited < 5, where
     seconds_until(lambda: advisory_locks(database) == 0, sent, 5, "lock free")
-    before = check_schema(database, "SIGTERM during the probe")
+    before = check_schema(database, "SIGTERM during the pooler check")
     assert before.applied == [], where
-    check_next_run(database, project, before, "SIGTERM during the probe")
+    check_next_run(database, project, before, "SIGTERM during the pooler check")
     assert result.code == ExitCode.INTERRUPTED, where
-    events = check_log(result, "SIGTERM during the probe")
+    events = check_log(result, "SIGTERM during the pooler check")
     assert events[-1]["outcome"] == "interrupted", where
 
 
@@ -1210,37 +1206,6 @@ def test_version_table_locked_by_another_session(database, project, record_prope
         [events[-2]["message"]],
         faults_injected=1,
         runner_exit_ms=int(result.elapsed * 1000),
-    )
-
-
-def test_connections_refused_after_the_first(database, project, server, record_property):
-    """Connection pressure: the probe and the blocker watch meet 'too many clients'-like
-    refusals the first connection did not; retried within the wait budget."""
-    write_chain(project)
-    context = "two connections refused after the first (the probe's)"
-    with TcpProxy(server.port) as tcp:
-        tcp.refuse_later(after=1, count=2)
-        result = run(
-            env_for(
-                database,
-                project,
-                MIGRATION_DB_WAIT_TIMEOUT=30,
-                DATABASE_URL=tcp.url(database.server.user, PASSWORD, database.name),
-            ),
-            timeout=90,
-        )
-    where = f"{context}: exit {result.code}\n{result.stdout}\n{result.stderr}"
-    assert result.code == 0, where
-    events = check_log(result, context)
-    assert [e["role"] for e in events if e["event"] == "db.connect_failed"] == ["probe"] * 2, where
-    after = check_schema(database, context)
-    assert after.applied == REVS, where
-    check_next_run(database, project, after, context)
-    report(
-        record_property,
-        "probe-refused",
-        [f"exit 0 after {result.elapsed:.1f} s"],
-        faults_injected=2,
     )
 
 

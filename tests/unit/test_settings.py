@@ -226,3 +226,12 @@ def test_env_py_thread_is_one_of_three_places(clean_env, monkeypatch):
     )
     with pytest.raises(ConfigError, match="anyio is not installed"):
         load_settings()
+
+
+def test_the_pooler_is_none_or_session_and_transaction_mode_cannot_be_declared(clean_env):
+    assert load_settings().migration_pooler == "none"
+    clean_env.setenv("MIGRATION_POOLER", "Session")
+    assert load_settings().migration_pooler == "session"
+    clean_env.setenv("MIGRATION_POOLER", "transaction")
+    with pytest.raises(ConfigError, match="MIGRATION_POOLER"):
+        load_settings()
