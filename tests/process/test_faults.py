@@ -666,13 +666,14 @@ def term_as_internal(result: Result) -> bool:
 def test_sigterm_during_the_pooler_check(database, project, spawn):
     """A SIGTERM lands while the runner's pre-lock pooler check (``SELECT pg_backend_pid()``
     on its own session) is in flight. To hold it there, the test database resolves
-    pg_backend_pid() to a slow wrapper first (search_path), so the query takes a second."""
+    pg_backend_pid() to a slow wrapper first (search_path), so the query takes three seconds:
+    a window a loaded machine's poll does not miss (one second was missed once)."""
     write_chain(project)
     with database.connect() as conn:
         conn.execute("CREATE SCHEMA slow")
         conn.execute(
             "CREATE FUNCTION slow.pg_backend_pid() RETURNS int LANGUAGE sql AS "
-            "'SELECT pg_catalog.pg_sleep(1); SELECT pg_catalog.pg_backend_pid()'"
+            "'SELECT pg_catalog.pg_sleep(3); SELECT pg_catalog.pg_backend_pid()'"
         )
         conn.execute(f'ALTER DATABASE "{database.name}" SET search_path = slow, pg_catalog, public')
     proc = spawn(env_for(database, project))
