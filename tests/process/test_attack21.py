@@ -1,0 +1,74 @@
+"""Reproductions of the promises (docs/promises.md) the hostile test of issue 21 broke
+(attack21). Each test is marked ``xfail(strict=True)`` with its finding: it fails today (shown
+as ``xfail``), and once the runner is fixed it passes and the strict mark turns that into a
+failure, so whoever fixes it removes the mark. Real runner processes, real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.support.helpers import Project, command, run, runner_env
+from tests.support.invariants import Observed, violations
+
+
+def finding(number: int, what: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=f"attack21 finding {number}: {what}")
+
+
+def _project(tmp_path) -> Project:
+    project = Project(tmp_path / "p")
+    project.revision("a1", None, "op.execute('CREATE TABLE t_a1 (id int)')")
+    return project
+
+
+# --- 1. upgrade --then: an app the exec cannot start is found only after the summary -------
+
+
+@finding(1, "--then with an app execvp cannot start (no #!) logs two summaries, the first 0")
+@pytest.mark.parametrize("content", ["echo started\n", "", "#!/tmp\necho started\n"])
+def test_then_with_an_app_that_cannot_be_executed_is_refused_before_migrating(
+    content, database, tmp_path
+):
+    project = _project(tmp_path)
+    app = tmp_path / "start.sh"  # +x, but the kernel cannot exec it (ENOEXEC / EACCES)
+    app.write_text(content)
+    app.chmod(0o755)
+    result = run(runner_env(database, project), "upgrade", "--then", "--", str(app))
+    observed = Observed("upgrade --then", result.code, result.stdout, result.stderr, "stdout")
+    assert violations(observed, database) == [], result.stdout
+    # promise 1: checked before migrating, so nothing was migrated for an app that cannot run
+    assert result.code == 2 and database.version() == [], result.stdout
+
+
+# --- 2. the log stream of a command that prints a result cannot be written -----------------
+
+
+@finding(2, "stderr full (ENOSPC) or its reader gone: exit 1 'internal error, please report'")
+@pytest.mark.parametrize("argv", [("current", "--json"), ("heads",), ("sql",)])
+@pytest.mark.parametrize("stderr", ["/dev/full", "reader gone"])
+def test_a_command_whose_log_cannot_be_written_is_not_an_internal_error(
+    argv, stderr, database, tmp_path
+):
+    project = _project(tmp_path)
+    if stderr == "/dev/full":
+        err = os.open("/dev/full", os.O_WRONLY)
+    else:
+        read_end, err = os.pipe()
+        os.close(read_end)
+    try:
+        proc = subprocess.run(
+            command(*argv),
+            env=runner_env(database, project),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            timeout=120,
+            cwd=project.root,
+        )
+    finally:
+        os.close(err)
+    # promise 4: the environment took the log stream away; not a bug of the runner (exit 1)
+    assert proc.returncode not in (1,), proc.stdout
+    assert proc.returncode in (0, 141), proc.returncode
