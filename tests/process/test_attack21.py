@@ -72,3 +72,68 @@ def test_a_command_whose_log_cannot_be_written_is_not_an_internal_error(
     # promise 4: the environment took the log stream away; not a bug of the runner (exit 1)
     assert proc.returncode not in (1,), proc.stdout
     assert proc.returncode in (0, 141), proc.returncode
+
+
+# --- 3. stdout on a full disk is reported as "its reader went away" --------------------------
+
+
+@finding(3, "upgrade >/dev/full (ENOSPC) says 'stdout was closed (its reader went away)'")
+def test_a_full_stdout_is_not_reported_as_a_reader_gone(database, tmp_path):
+    project = _project(tmp_path)
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        proc = subprocess.run(
+            command("upgrade"),
+            env=runner_env(database, project),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=project.root,
+        )
+    finally:
+        os.close(full)
+    error = next(line for line in proc.stderr.splitlines() if '"event": "error"' in line)
+    # promise 6: what it reports is what happened: nobody went away, no SIGPIPE came, the
+    # device is full (today: "stdout was closed (its reader went away)", "signal": "SIGPIPE")
+    assert "reader went away" not in error and '"SIGPIPE"' not in error, error
+
+
+# --- 4. a usage error of a command that prints a result puts the log on stdout --------------
+
+
+@finding(4, "current --json --bogus: the error and summary events go to stdout")
+@pytest.mark.parametrize("argv", [("current", "--json", "--bogus"), ("sql", "--json")])
+def test_a_usage_error_of_a_reader_logs_on_stderr(argv, database, tmp_path):
+    project = _project(tmp_path)
+    result = run(runner_env(database, project), *argv, cwd=project.root)
+    assert result.code == 2
+    # promise 2: stdout carries only the command's output (here none), the log on stderr
+    assert '"event"' not in result.stdout, result.stdout
+    observed = Observed(argv[0], result.code, result.stdout, result.stderr, "stderr")
+    assert violations(observed) == []
+
+
+# --- 5. a role whose search_path names no schema: "public does not exist" -------------------
+
+
+@finding(
+    5, "search_path '' on the role: 'schema public (MIGRATION_VERSION_TABLE_SCHEMA) does not exist'"
+)
+@pytest.mark.parametrize("search_path", ["''", "nowhere"])
+def test_an_empty_search_path_is_not_reported_as_a_missing_public_schema(
+    search_path, database, tmp_path
+):
+    project = _project(tmp_path)
+    with database.admin() as admin:
+        admin.execute(
+            f'ALTER ROLE "{database.server.user}" IN DATABASE "{database.name}" '
+            f"SET search_path = {search_path}"
+        )
+    result = run(runner_env(database, project), "upgrade", cwd=project.root)
+    error = result.event("error")
+    assert result.code == 2, result.stdout
+    # promise 6: public exists and MIGRATION_VERSION_TABLE_SCHEMA is not set: the error
+    # must name what is wrong (the role's search_path), not a schema that is there
+    assert database.query("SELECT to_regnamespace('public') IS NOT NULL")[0][0]
+    assert "'public' (MIGRATION_VERSION_TABLE_SCHEMA) does not exist" not in error["message"]
