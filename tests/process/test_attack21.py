@@ -137,3 +137,47 @@ def test_an_empty_search_path_is_not_reported_as_a_missing_public_schema(
     # must name what is wrong (the role's search_path), not a schema that is there
     assert database.query("SELECT to_regnamespace('public') IS NOT NULL")[0][0]
     assert "'public' (MIGRATION_VERSION_TABLE_SCHEMA) does not exist" not in error["message"]
+
+
+# --- 6. what a revision writes below Python's sys.stdout reaches stdout raw -----------------
+
+SHELLS_OUT = """
+import os, subprocess
+subprocess.run(["echo", "from-a-subprocess"], check=True)
+os.write(1, b"raw-fd-1-write\\n")
+subprocess.run(["sh", "-c", "echo url=$DATABASE_URL"], check=True)
+op.execute('CREATE TABLE t_a2 (id int)')
+"""
+
+
+@finding(6, "a revision's subprocess / os.write(1) reaches stdout raw, the DATABASE_URL unmasked")
+@pytest.mark.parametrize(
+    "argv",
+    [("upgrade",), ("upgrade", "--dry-run", "--json"), ("verify", "--json")],
+    ids=["upgrade", "dry-run", "verify"],
+)
+def test_what_a_revision_writes_through_a_subprocess_becomes_events(
+    argv, database, server, tmp_path
+):
+    from tests.support.helpers import new_database
+
+    project = _project(tmp_path)
+    project.revision("a2", "a1", SHELLS_OUT, "op.execute('DROP TABLE t_a2')")
+    project.revision(
+        "a1", None, "op.execute('CREATE TABLE t_a1 (id int)')", "op.execute('DROP TABLE t_a1')"
+    )
+    with new_database(server) as scratch:
+        extra = ("--database-url", scratch.url()) if argv[0] == "verify" else ()
+        result = run(runner_env(database, project), *argv, *extra, cwd=project.root)
+    writer = "--dry-run" not in argv and argv[0] == "upgrade"
+    observed = Observed(
+        argv[0],
+        result.code,
+        result.stdout,
+        result.stderr,
+        "stdout" if writer else "stderr",
+        json_document="--json" in argv,
+    )
+    # promise 2 (raw lines on stdout, or no longer one JSON document) and promise 3 (the
+    # DATABASE_URL's password, which a Python print() would have had masked)
+    assert violations(observed, secrets=[scratch.server.password]) == [], result.stdout
