@@ -181,3 +181,54 @@ def test_what_a_revision_writes_through_a_subprocess_becomes_events(
     # promise 2 (raw lines on stdout, or no longer one JSON document) and promise 3 (the
     # DATABASE_URL's password, which a Python print() would have had masked)
     assert violations(observed, secrets=[scratch.server.password]) == [], result.stdout
+
+
+# --- 7. a signal disposition the project sets at import replaces the runner's ---------------
+
+SLEEPS = """
+import os, pathlib
+pathlib.Path(os.environ["MARKER"]).touch()
+op.execute("SELECT pg_sleep(30)")
+"""
+
+
+@finding(7, "env.py/app code that sets SIGTERM/SIGINT at import: killed without summary, or 6")
+@pytest.mark.parametrize(
+    ("sig", "disposition"),
+    [("SIGTERM", "signal.SIG_DFL"), ("SIGINT", "signal.default_int_handler")],
+)
+def test_a_signal_handler_the_project_installs_does_not_defeat_the_runners(
+    sig, disposition, database, tmp_path
+):
+    import signal
+    import time
+
+    project = _project(tmp_path)
+    env_py = project.root / "migrations" / "env.py"
+    # as an app package env.py imports for its models might do (graceful-shutdown hooks)
+    env_py.write_text(
+        f"import signal\nsignal.signal(signal.{sig}, {disposition})\n" + env_py.read_text()
+    )
+    project.revision("a2", "a1", SLEEPS)
+    marker = tmp_path / "in-revision"
+    proc = subprocess.Popen(
+        command("upgrade"),
+        env=runner_env(database, project, MARKER=str(marker)),
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.Signals[sig])
+    stdout, stderr = proc.communicate(timeout=60)
+    observed = Observed(
+        "upgrade", proc.returncode, stdout, stderr, "stdout", signal=sig, chain=("a1", "a2")
+    )
+    # promise 5: a summary, exit 130, the revision rolled back and the lock released (today
+    # SIGTERM kills the process, -15, and the lock stays with the still-sleeping backend;
+    # SIGINT is reported as the revision ending the process itself, exit 6)
+    assert violations(observed) == [], stdout + stderr
+    assert database.advisory_locks() == 0
