@@ -192,7 +192,10 @@ op.execute("SELECT pg_sleep(30)")
 """
 
 
-@finding(7, "env.py/app code that sets SIGTERM/SIGINT at import: killed without summary, or 6")
+@finding(
+    7,
+    "env.py/app code that sets SIGTERM/SIGINT at import: killed without summary (lock held), or SIGINT reported as a lost connection (10)",
+)
 @pytest.mark.parametrize(
     ("sig", "disposition"),
     [("SIGTERM", "signal.SIG_DFL"), ("SIGINT", "signal.default_int_handler")],
