@@ -235,3 +235,44 @@ def test_a_signal_handler_the_project_installs_does_not_defeat_the_runners(
     # SIGINT is reported as the revision ending the process itself, exit 6)
     assert violations(observed) == [], stdout + stderr
     assert database.advisory_locks() == 0
+
+
+# --- 8. env.py migrating inside its own engine.begin(): refused, "alembic fails the same" -----
+
+OUTER_TRANSACTION_ENV = """
+from alembic import context
+from sqlalchemy import create_engine, pool
+from runner.config.settings import load_settings
+
+url = load_settings().connection_spec().url(hide_password=False)
+engine = create_engine(url, poolclass=pool.NullPool)
+with engine.begin() as connection:  # env.py's own connection, in one outer transaction
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+@finding(8, "env.py in its own engine.begin(): exit 7 'plain alembic upgrade fails the same way'")
+def test_an_env_py_in_its_own_outer_transaction_migrates_as_plain_alembic_does(database, tmp_path):
+    import sys
+
+    project = _project(tmp_path)
+    (project.root / "migrations" / "env.py").write_text(OUTER_TRANSACTION_ENV)
+    env = runner_env(database, project)
+    plain = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        env=env,
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plain.returncode == 0 and database.version() == ["a1"], plain.stderr  # Alembic can
+    with database.admin() as admin:
+        admin.execute("DROP TABLE alembic_version, t_a1")
+    result = run(env, "upgrade", cwd=project.root)
+    # promise 6: today exit 7, env_py_failed, "can't change 'autocommit' now ... plain
+    # `alembic upgrade` fails the same way" -- it does not
+    assert result.code == 0, result.stdout
+    assert database.version() == ["a1"]
