@@ -276,3 +276,23 @@ def test_an_env_py_in_its_own_outer_transaction_migrates_as_plain_alembic_does(d
     # `alembic upgrade` fails the same way" -- it does not
     assert result.code == 0, result.stdout
     assert database.version() == ["a1"]
+
+
+# --- 9. revision --autogenerate refused by Alembic (a CommandError): "internal error" ---------
+
+
+@finding(
+    9, "revision --autogenerate refused by Alembic (db behind, no metadata): exit 1 'please report'"
+)
+@pytest.mark.parametrize("state", ["database behind", "no target_metadata"])
+def test_autogenerate_refused_by_alembic_is_not_an_internal_error(state, database, tmp_path):
+    project = _project(tmp_path)  # env.py: target_metadata=None, as Alembic's templates ship
+    env = runner_env(database, project)
+    if state == "no target_metadata":
+        assert run(env, "upgrade").code == 0  # at head: Alembic's next complaint is the metadata
+    result = run(env, "revision", "--autogenerate", "-m", "x")
+    observed = Observed("revision", result.code, result.stdout, result.stderr, "stderr")
+    # promise 4: Alembic's CommandError ("Target database is not up to date.", "... does not
+    # provide a MetaData object ...") names the user's or the project's mistake, not a bug
+    assert violations(observed) == [], result.stderr
+    assert result.code in (2, 7), result.stderr
