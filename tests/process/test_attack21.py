@@ -282,15 +282,20 @@ def test_an_env_py_in_its_own_outer_transaction_migrates_as_plain_alembic_does(d
 
 
 @finding(
-    9, "revision --autogenerate refused by Alembic (db behind, no metadata): exit 1 'please report'"
+    9,
+    "revision --autogenerate refused by Alembic (db behind, no metadata), revision on several heads: exit 1 'please report'",
 )
-@pytest.mark.parametrize("state", ["database behind", "no target_metadata"])
+@pytest.mark.parametrize("state", ["database behind", "no target_metadata", "several heads"])
 def test_autogenerate_refused_by_alembic_is_not_an_internal_error(state, database, tmp_path):
     project = _project(tmp_path)  # env.py: target_metadata=None, as Alembic's templates ship
     env = runner_env(database, project)
     if state == "no target_metadata":
         assert run(env, "upgrade").code == 0  # at head: Alembic's next complaint is the metadata
-    result = run(env, "revision", "--autogenerate", "-m", "x")
+    if state == "several heads":  # plain `revision`, no database: "Multiple heads are present"
+        project.revision("b1", None, "op.execute('CREATE TABLE t_b1 (id int)')")
+        result = run(env, "revision", "-m", "x")
+    else:
+        result = run(env, "revision", "--autogenerate", "-m", "x")
     observed = Observed("revision", result.code, result.stdout, result.stderr, "stderr")
     # promise 4: Alembic's CommandError ("Target database is not up to date.", "... does not
     # provide a MetaData object ...") names the user's or the project's mistake, not a bug
