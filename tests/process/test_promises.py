@@ -37,6 +37,39 @@ def test_history_survives_a_ledger_row_without_an_end_time(database, project):
     assert result.code == 0 and "(no end time)" in result.stdout, result.stdout
 
 
+def test_every_ledger_reader_survives_infinite_and_null_timestamps(database, project):
+    # a user or a restore can put what timestamptz allows there: psycopg has no datetime for it
+    project.revision("a1", None, "pass")
+    project.revision("a2", "a1", "pass")
+    assert run(runner_env(database, project), "upgrade", "a1").code == 0
+    with database.admin() as admin:
+        admin.execute(
+            "ALTER TABLE migration_runner_ledger ALTER COLUMN started_at DROP NOT NULL; "
+            "INSERT INTO migration_runner_ledger (revision, outcome, checksum, started_at, "
+            "finished_at, duration_ms, runner_version, ran_on) VALUES "
+            "('a1', 'stamped', NULL, '-infinity', 'infinity', 0, 'x', 'restore'), "
+            "('a2', 'reverted', NULL, NULL, '-infinity', 0, 'x', 'restore')"
+        )
+    env = runner_env(database, project)
+    for args in (("history",), ("history", "--json"), ("current", "--json")):
+        result = run(env, *args)
+        result.check_log_contract()
+        assert result.code == 0, (args, result.stderr)
+    result = run(env, "check")
+    assert result.code == ExitCode.NOT_AT_HEAD == result.summary["exit_code"], result.stderr
+    assert "Traceback" not in result.stderr and result.events[-1]["event"] == "summary"
+    text = run(env, "history").stdout
+    assert "stamped infinity on restore" in text and "reverted -infinity on restore" in text
+    rows = json.loads(run(env, "history", "--json").stdout)["revisions"]
+    assert [(r["ledger"]["started_at"], r["ledger"]["finished_at"]) for r in rows] == [
+        ("-infinity", "infinity"),
+        (None, "-infinity"),
+    ]
+    result = run(env, "upgrade")
+    result.check_log_contract()
+    assert result.code == 0 and result.summary["applied"] == ["a2"], result.stdout
+
+
 def test_history_escapes_control_characters_in_messages(database, project):
     path = project.revision("a1", None, "pass")
     path.write_text(
