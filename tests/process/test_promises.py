@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from runner.errors import ExitCode
 from tests.support.helpers import run, runner_env
 
@@ -159,3 +161,38 @@ def test_a_revision_never_commits_on_a_session_without_the_lock(database, projec
     assert error["pooler"] == "transaction" and "rolled back before its COMMIT" in error["message"]
     assert database.version() == ["a1"] and not database.table_exists("t2")
     assert result.summary["applied"] == ["a1"]
+
+
+def _vault_the_role_cannot_use(database) -> None:
+    """A schema holding the version table at a1, owned by the superuser, no USAGE granted."""
+    with database.admin() as admin:
+        if admin.info.user == database.server.user:
+            pytest.skip("the tests connect as the superuser: every schema is usable")
+        admin.execute(
+            "CREATE SCHEMA vault; REVOKE ALL ON SCHEMA vault FROM PUBLIC; "
+            "CREATE TABLE vault.alembic_version (version_num varchar(32) PRIMARY KEY); "
+            "INSERT INTO vault.alembic_version VALUES ('a1')"
+        )
+
+
+@pytest.mark.parametrize("where", ["setting", "search_path"])
+@pytest.mark.parametrize("verb", ["current", "check", "history", "upgrade"])
+def test_a_version_table_schema_without_usage_is_permission_denied_never_empty(
+    database, project, verb, where
+):
+    project.revision("a1", None, "pass")
+    _vault_the_role_cannot_use(database)
+    if where == "setting":
+        env = runner_env(database, project, MIGRATION_VERSION_TABLE_SCHEMA="vault")
+    else:
+        with database.admin() as admin:
+            admin.execute(f'ALTER DATABASE "{database.name}" SET search_path = vault, public')
+        env = runner_env(database, project)
+    result = run(env, verb)
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.log
+    message = result.event("error")["message"]
+    assert "USAGE" in message and "GRANT USAGE ON SCHEMA vault TO app_owner" in message, message
+    assert "does not exist" not in message, message
+    assert result.summary["outcome"] != "empty"
+    assert database.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
