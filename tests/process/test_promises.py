@@ -196,3 +196,32 @@ def test_a_version_table_schema_without_usage_is_permission_denied_never_empty(
     assert "does not exist" not in message, message
     assert result.summary["outcome"] != "empty"
     assert database.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+
+
+@pytest.mark.parametrize("own_engine", [False, True], ids=["runners-connection", "own-engine"])
+def test_an_env_py_that_discards_its_connection_after_migrating_reports_the_revisions_applied(
+    database, project, own_engine
+):
+    project.revision("a1", None, 'op.execute("CREATE TABLE t1 (id int)")')
+    project.revision("a2", "a1", 'op.execute("CREATE TABLE t2 (id int)")')
+    env_py = project.root / "migrations" / "env.py"
+    text = env_py.read_text().replace(
+        "        context.run_migrations()\n",
+        "        context.run_migrations()\n    connection.invalidate()\n",
+    )
+    if own_engine:
+        text = text.replace('connection = config.attributes.get("connection")', "connection = None")
+    env_py.write_text(text)
+    result = run(runner_env(database, project))
+    result.check_log_contract()
+    assert database.version() == ["a2"]
+    assert result.code == 0, result.stdout
+    assert result.summary["applied"] == ["a1", "a2"] and result.summary["to_revision"] == ["a2"]
+    discarded = [e for e in result.events if e["event"] == "migrate.connection_discarded"]
+    if own_engine:  # its own session, not the locked one: nothing the runner needed was lost
+        assert discarded == [], discarded
+    else:
+        (warning,) = discarded
+        assert warning["level"] == "warning" and warning["applied"] == ["a1", "a2"], warning
+        assert "invalidate()" in warning["message"] and result.event("lock.released")
+    assert database.advisory_locks() == 0
