@@ -4,6 +4,8 @@ each pinned with the exact behaviour now promised."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -225,3 +227,43 @@ def test_an_env_py_that_discards_its_connection_after_migrating_reports_the_revi
         assert warning["level"] == "warning" and warning["applied"] == ["a1", "a2"], warning
         assert "invalidate()" in warning["message"] and result.event("lock.released")
     assert database.advisory_locks() == 0
+
+
+def _versions_with_spaces(project) -> tuple[Path, Path]:
+    """Revision a1 in ``migrations/my versions``, a2 in ``migrations/more versions``."""
+    first, second = (
+        project.root / "migrations" / "my versions",
+        project.root / "migrations" / "more versions",
+    )
+    project.revision("a1", None, 'op.execute("CREATE TABLE t1 (id int)")').rename(
+        first.mkdir() or first / "a1_step.py"
+    )
+    project.revision("a2", "a1", 'op.execute("CREATE TABLE t2 (id int)")').rename(
+        second.mkdir() or second / "a2_step.py"
+    )
+    return first, second
+
+
+@pytest.mark.parametrize("form", ["declared-path_separator", "one-per-line"])
+def test_version_locations_with_spaces_are_read_by_a_documented_separator(database, project, form):
+    first, second = _versions_with_spaces(project)
+    if form == "declared-path_separator":
+        project.ini.write_text(project.ini.read_text() + "path_separator = os\n")
+        value = f"{first}{os.pathsep}{second}"
+    else:
+        value = f"{first}\n{second}\n"
+    result = run(runner_env(database, project, MIGRATION_VERSION_LOCATIONS=value))
+    result.check_log_contract()
+    assert result.code == 0 and result.summary["applied"] == ["a1", "a2"], result.stdout
+
+
+def test_a_wrong_version_location_blames_the_setting_not_alembic_config(database, project):
+    first, second = _versions_with_spaces(project)
+    result = run(
+        runner_env(database, project, MIGRATION_VERSION_LOCATIONS=f"{first}, {second}"), "current"
+    )
+    result.check_log_contract()
+    assert result.code == ExitCode.CONFIG, result.stderr
+    message = result.event("error")["message"]
+    assert message.startswith("MIGRATION_VERSION_LOCATIONS"), message
+    assert "ALEMBIC_CONFIG" not in message and "path_separator" in message, message
