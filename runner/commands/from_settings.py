@@ -18,7 +18,7 @@ from runner.lock.holding import migration_lock as hold
 from runner.observe.identity import ran_on, where_am_i
 from runner.outcome import Facts
 from runner.process.interrupt import Interrupt
-from runner.scripts.alembic_config import Project, split_locations
+from runner.scripts.alembic_config import Project
 
 if TYPE_CHECKING:
     from runner.observe.logs import Log
@@ -39,7 +39,7 @@ def project(settings: Settings) -> Project:
     return Project(
         settings.alembic_config,
         settings.migration_script_location,
-        split_locations(settings.migration_version_locations),
+        settings.migration_version_locations,
         settings.migration_bootstrap,
         settings.migration_env_py_thread,
     )

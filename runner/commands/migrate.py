@@ -229,4 +229,6 @@ def _execute(
             log=log,
         )
     with interrupt.deferred():  # the work is done: a signal now must not hide where it ended
+        if session.conn.closed or session.conn.broken:  # env.py discarded it (warned): look again
+            session.reconnect()
         facts.to_revision = list(session.revision())

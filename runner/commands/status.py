@@ -132,10 +132,16 @@ def _json_value(value: Any) -> Any:
 
 
 def _when(entry: dict[str, Any]) -> str:
-    """When and where a ledger row says its revision ran (a row may have no end time: a
-    hand-edited ledger, or an older runner's)."""
+    """When and where a ledger row says its revision ran (a row may have no end time, or
+    ``infinity`` / ``-infinity`` for one: a hand-edited or restored ledger, or an older
+    runner's)."""
     finished = entry.get("finished_at")
-    at = f"{finished[:19].replace('T', ' ')} UTC" if isinstance(finished, str) else "(no end time)"
+    if not isinstance(finished, str):
+        at = "(no end time)"
+    elif finished.lstrip("-") == "infinity":
+        at = finished
+    else:
+        at = f"{finished[:19].replace('T', ' ')} UTC"
     detail = f", {entry['detail']}" if entry.get("detail") else ""
     return f"  {entry['outcome']} {at} on {entry['ran_on']} ({entry['duration_ms']} ms{detail})"
 

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier, Literal
+from psycopg.types.datetime import TimestamptzLoader
 
 from runner.database.own_statement_bounds import bounded
 from runner.errors import ConfigError
@@ -56,6 +57,16 @@ RELKINDS = {
 WRITTEN = "(revision, outcome, checksum, started_at, duration_ms, detail, runner_version, ran_on)"
 #: added by the runner that recorded stamps both ways; an older ledger gets it under the lock
 DETAIL = "detail"
+
+
+class _TimeOrInfinity(TimestamptzLoader):
+    """A ledger time as a ``datetime``, or ``'infinity'`` / ``'-infinity'`` as the text it is:
+    a user or a restore may put those there, and no ``datetime`` can hold them."""
+
+    def load(self, data: Any) -> datetime | str:  # type: ignore[override]  # on purpose
+        if bytes(data).lstrip(b"-") == b"infinity":
+            return bytes(data).decode()
+        return super().load(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,20 +202,19 @@ class Ledger:
         return f"INSERT INTO {self.qualified} {WRITTEN} VALUES {rows}"
 
     def latest(self, conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
-        """The most recent row for each revision (empty if there is no ledger)."""
+        """The most recent row for each revision (empty if there is no ledger). Its times are
+        ``datetime``, ``None`` or the text ``'infinity'`` / ``'-infinity'``."""
         with self.explained(conn, "read"), bounded(conn, self.qualified):
             columns = self.columns(conn)
             if columns is None:
                 return {}
             wanted = [*COLUMNS, *([DETAIL] if DETAIL in columns else [])]
-            rows = (
-                conn.cursor(row_factory=dict_row)
-                .execute(
-                    f"SELECT DISTINCT ON (revision) {', '.join(wanted)} FROM {self.qualified} "
-                    "ORDER BY revision, id DESC"
-                )
-                .fetchall()
-            )
+            cursor = conn.cursor(row_factory=dict_row)
+            cursor.adapters.register_loader("timestamptz", _TimeOrInfinity)
+            rows = cursor.execute(
+                f"SELECT DISTINCT ON (revision) {', '.join(wanted)} FROM {self.qualified} "
+                "ORDER BY revision, id DESC"
+            ).fetchall()
         return {row["revision"]: row for row in rows}
 
     @contextlib.contextmanager

@@ -77,8 +77,9 @@ class Session:
         return self.reach.connect(f"{self.application_name} {role}"[:63], self.log, role).conn
 
     def reconnect(self) -> None:
-        """Replace a lost session (a lock waiter's, before it holds anything) with a new
-        one, within the wait budget. The old one is closed."""
+        """Replace a lost session with a new one, within the wait budget: a lock waiter's,
+        before it holds anything, or the migrating one that env.py discarded after its
+        revisions committed (the lock went with it). The old one is closed."""
         self.conn.close()
         self.conn = self.reach.connect(self.application_name, self.log).conn
 

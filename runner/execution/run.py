@@ -165,6 +165,7 @@ class Execution:
                     lambda: migration_connection.run(self.driver, self._run_env),
                 )
             self._flush()
+            self._note_discarded_session()
         except BaseException as exc:  # a revision's sys.exit() or KeyboardInterrupt too
             if ctx.interrupt.requested:
                 raise self._interrupted(exc) from None
@@ -172,6 +173,22 @@ class Execution:
         finally:
             self._close()
         return self.committed
+
+    def _note_discarded_session(self) -> None:
+        """env.py returned, every step's commit seen, but the locked session is gone: env.py
+        discarded it (``connection.invalidate()``, ``close()``) after migrating, or it was
+        lost just then. What was applied stays applied: a warning, not a failure; the lock
+        went with the session."""
+        conn = self.ctx.conn
+        if conn.closed or conn.broken:
+            self.ctx.log.warning(
+                "migrate.connection_discarded",
+                applied=[done.revision for done in self.committed],
+                message="the runner's session (the locked one, lent to env.py) ended after "
+                "env.py returned with every revision committed and recorded: env.py discarded "
+                "its connection after migrating (connection.invalidate() or close()); the "
+                "migration lock was released with the session. Let the runner close it",
+            )
 
     def _run_env(self) -> None:
         """env.py, run by Alembic with the runner's connection and hooks, its output captured."""

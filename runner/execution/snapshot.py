@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import ConfigError, SnapshotFailed
+from runner.errors import ConfigError, Interrupted, RunnerError, SnapshotFailed
+from runner.process.interrupt import STOPPING
 
 if TYPE_CHECKING:
     from runner.observe.logs import Log
 
 POLL_S = 5.0
+#: how often the waiting thread looks for a signal while the AWS calls run
+WAKE_S = 0.1
 #: an RDS endpoint: <identifier>.<random>.<region>.rds.amazonaws.com; an Aurora cluster's
 #: writer endpoint: <identifier>.cluster-<random>.<region>.rds.amazonaws.com
 _ENDPOINT = re.compile(
@@ -94,26 +99,23 @@ def take(
     check: Callable[[], None],
     client: Any = None,
 ) -> str:
-    """Create snapshot ``name`` and wait until it is available; its name. ``check`` is
-    called between polls (a signal stops the wait). Raises :class:`SnapshotFailed`."""
+    """Create snapshot ``name`` and wait until it is available; its name. The AWS calls run
+    in a worker thread while this one calls ``check`` every ``WAKE_S``: a signal stops the
+    wait promptly (``check`` raises :class:`Interrupted`, which passes through), even while
+    an AWS call has not returned. Raises :class:`SnapshotFailed` for any failure of AWS's."""
     api = _Api(wanted.kind)
+    started = time.monotonic()
     try:
         rds = client or _client()  # no region, no boto3 configuration: a failed snapshot too
         log.info("snapshot.started", kind=wanted.kind, identifier=wanted.identifier, snapshot=name)
-        started = time.monotonic()
-        getattr(rds, api.create)(
-            **{api.id_arg: wanted.identifier, api.snapshot_arg: name, "Tags": tag_list}
-        )
-        while _status(rds, api, name) != "available":
-            if time.monotonic() - started > wanted.timeout_s:
-                raise SnapshotFailed(
-                    f"snapshot {name} of {wanted.identifier} was not available within "
-                    f"MIGRATION_SNAPSHOT_TIMEOUT={wanted.timeout_s:g} s; nothing was applied",
-                    snapshot=name,
-                )
-            check()
-            time.sleep(POLL_S)
-    except SnapshotFailed:
+        _in_worker(lambda stop: _create_and_wait(rds, api, wanted, name, tag_list, stop), check)
+    except Interrupted as stopped:
+        raise type(stopped)(
+            f"{stopped.message}. The snapshot {name} may have been requested: RDS finishes "
+            "it on its own (delete it if it is not wanted)",
+            **{**stopped.fields, "snapshot": name},
+        ) from None
+    except RunnerError:
         raise
     except Exception as exc:  # botocore's ClientError, NoCredentialsError, EndpointConnectionError
         raise _failed(exc, wanted, api, name) from None
@@ -121,6 +123,57 @@ def take(
         "snapshot.available", snapshot=name, duration_ms=int((time.monotonic() - started) * 1000)
     )
     return name
+
+
+def _create_and_wait(
+    rds: Any, api: _Api, wanted: Request, name: str, tag_list: list[dict[str, str]], stop: Any
+) -> None:
+    """In the worker: create the snapshot, poll until available; returns early once
+    ``stop`` (a ``threading.Event``) is set. Raises :class:`SnapshotFailed` on the timeout."""
+    started = time.monotonic()
+    getattr(rds, api.create)(
+        **{api.id_arg: wanted.identifier, api.snapshot_arg: name, "Tags": tag_list}
+    )
+    while not stop.is_set() and _status(rds, api, name) != "available":
+        if time.monotonic() - started > wanted.timeout_s:
+            raise SnapshotFailed(
+                f"snapshot {name} of {wanted.identifier} was not available within "
+                f"MIGRATION_SNAPSHOT_TIMEOUT={wanted.timeout_s:g} s; nothing was applied",
+                snapshot=name,
+            )
+        stop.wait(POLL_S)
+
+
+def _in_worker(work: Callable[[threading.Event], None], check: Callable[[], None]) -> None:
+    """Run ``work`` in a daemon thread, calling ``check`` every ``WAKE_S`` until it ends;
+    re-raise what it raised. When ``check`` raises, ``work`` is told to stop (its event is
+    set) and left to end its call in the background: nothing waits for AWS."""
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            work(stop)
+        except BaseException as exc:  # re-raised in the calling thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=body, daemon=True, name="snapshot")
+    try:
+        # signals blocked while it starts: the worker inherits the mask, so every stopping
+        # signal reaches this thread, and none lands inside Thread.start() (which would leave
+        # the thread half registered); one that came meanwhile is handled just after
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
+        try:
+            worker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        while worker.is_alive():
+            check()
+            worker.join(WAKE_S)
+    finally:
+        stop.set()
+    if failed:
+        raise failed[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +216,7 @@ def _client() -> Any:
 
 
 def _failed(exc: Exception, wanted: Request, api: _Api, name: str) -> SnapshotFailed:
-    error: Mapping[str, Any] = getattr(exc, "response", {}).get("Error", {})
+    error: Mapping[str, Any] = (getattr(exc, "response", None) or {}).get("Error") or {}
     code = str(error.get("Code") or type(exc).__name__)
     hint = (
         f"; the task role needs {api.action}, rds:Describe* and rds:AddTagsToResource"

@@ -15,6 +15,7 @@ A project whose configuration lives in code ships neither: :class:`Project` then
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,15 @@ PYPROJECT = "pyproject.toml"
 @dataclasses.dataclass(frozen=True)
 class Project:
     """Where a project's migrations are, as the settings say: ``config`` (ALEMBIC_CONFIG);
-    ``script_location`` and ``version_locations`` (several, split on commas or whitespace)
+    ``script_location`` and ``version_locations`` (``MIGRATION_VERSION_LOCATIONS`` as
+    given: :func:`split_locations` splits it once the file's ``path_separator`` is known)
     standing in for the file's, or for a file the project does not ship; ``bootstrap``, the
     ``module:callable`` run before any of the project's migration code is imported;
     ``env_py_thread``, where env.py runs (:mod:`runner.scripts.env_thread`)."""
 
     config: Path
     script_location: str | None = None
-    version_locations: tuple[str, ...] = ()
+    version_locations: str | None = None
     bootstrap: str | None = None
     env_py_thread: str = "main"
 
@@ -44,10 +46,37 @@ class Project:
         return where if isinstance(where, Project) else cls(Path(where))
 
 
-def split_locations(value: str | None) -> tuple[str, ...]:
-    """``MIGRATION_VERSION_LOCATIONS`` as a list: comma- or whitespace-separated (a colon
-    belongs to Alembic's ``package:directory`` form)."""
-    return tuple(part for part in re.split(r"[,\s]+", value or "") if part)
+#: Alembic's ``path_separator`` values, and what each splits on
+PATH_SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep, ":": ":", ";": ";"}
+
+
+def split_locations(value: str | None, separator: str | None = None) -> tuple[str, ...]:
+    """``MIGRATION_VERSION_LOCATIONS`` as a list, split as Alembic splits the file's own
+    ``version_locations``: on ``separator`` (what the project's ``path_separator`` declares),
+    else one location per line when the value has several lines, else on commas and
+    whitespace (Alembic's rule without ``path_separator``). Only the first two allow a
+    space in a path; a colon belongs to Alembic's ``package:directory`` form unless it is
+    the separator. Pure."""
+    if not value:
+        return ()
+    if separator is None and "\n" in value.strip():
+        separator = "\n"
+    parts = value.split(separator) if separator else re.split(r"[,\s]+", value)
+    return tuple(part.strip() for part in parts if part.strip())
+
+
+def declared_separator(config: Any) -> str | None:
+    """What the project's ``path_separator`` (alembic.ini's ``[alembic]``) splits on, or
+    None when it declares none. Raises :class:`ConfigError` for a value Alembic refuses."""
+    declared = config.get_main_option("path_separator")
+    if declared is None:
+        return None
+    if declared not in PATH_SEPARATORS:
+        raise ConfigError(
+            f"ALEMBIC_CONFIG: path_separator = {declared!r} is not one of Alembic's "
+            f"({', '.join(PATH_SEPARATORS)})"
+        )
+    return PATH_SEPARATORS[declared]
 
 
 def config_files(named: Path, *, optional: bool = False) -> tuple[Path | None, Path | None]:
@@ -84,12 +113,15 @@ def open_config(project: Project) -> Any:
     config = Config(str(ini) if ini else None, toml_file=str(toml) if toml else None)
     if project.script_location:
         config.set_main_option("script_location", project.script_location.replace("%", "%%"))
-    if project.version_locations:
+    locations = (
+        split_locations(project.version_locations, declared_separator(config))
+        if project.version_locations
+        else ()
+    )
+    if locations:
         # one per line: no path of a list given this way is split again
         config.set_main_option("path_separator", "newline")
-        config.set_main_option(
-            "version_locations", "\n".join(project.version_locations).replace("%", "%%")
-        )
+        config.set_main_option("version_locations", "\n".join(locations).replace("%", "%%"))
     databases = config.get_alembic_option("databases")
     if databases:
         raise ConfigError(

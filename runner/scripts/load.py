@@ -98,13 +98,8 @@ def load(where: Project | Path, checksums: Mapping[str, str] | None = None) -> L
     config, directory = _directory(project)
     check_env_py(Path(directory.dir) / "env.py")  # before connecting: exit 7, not a failed run
     run_bootstrap(project.bootstrap)  # after prepend_sys_path, before env.py or a revision
-    locations = [Path(p) for p in directory._version_locations]
-    found = tuple(str(p.resolve()) for p in locations if p.is_dir())
-    if not found:
-        raise ConfigError(
-            f"ALEMBIC_CONFIG: no versions directory under script_location "
-            f"({_names(locations)}): is the image missing the migrations?"
-        )
+    locations = version_locations(project, directory)
+    found = tuple(str(p.resolve()) for p in locations)
     ordered = _walk(directory, locations)
     known = checksums or {}
     revisions = {}
@@ -174,6 +169,36 @@ def _walk(directory: Any, locations: list[Path]) -> list[Any]:
         raise ScriptsInvalid(
             f"cannot load migration script {culprit}: {type(exc).__name__}: {exc}", path=culprit
         ) from None
+
+
+def version_locations(project: Project, directory: Any) -> list[Path]:
+    """The version directories, each one there. Raises :class:`ConfigError` blaming the
+    setting that named them: ``MIGRATION_VERSION_LOCATIONS`` (every location it names must
+    be a directory) or ``ALEMBIC_CONFIG`` (at least one must be)."""
+    setting = "MIGRATION_VERSION_LOCATIONS" if project.version_locations else "ALEMBIC_CONFIG"
+    try:
+        locations = [Path(p) for p in directory._version_locations]
+    except (ImportError, TypeError) as exc:  # package:directory, and no such package
+        raise ConfigError(
+            f"{setting}: a version location names a package that cannot be imported "
+            f"({type(exc).__name__}: {exc}); a relative path with a colon is read as "
+            "package:directory"
+        ) from None
+    there = [p for p in locations if p.is_dir()]
+    if project.version_locations and len(there) < len(locations):
+        raise ConfigError(
+            f"MIGRATION_VERSION_LOCATIONS: no such directory: "
+            f"{_names([p for p in locations if not p.is_dir()])}. The value is split on the "
+            "path_separator alembic.ini declares, else one location per line, else on commas "
+            "and whitespace: a path with spaces needs path_separator or one location per line",
+            locations=[str(p) for p in locations],
+        )
+    if not there:
+        raise ConfigError(
+            f"ALEMBIC_CONFIG: no versions directory under script_location "
+            f"({_names(locations)}): is the image missing the migrations?"
+        )
+    return there
 
 
 def _names(locations: list[Path]) -> str:

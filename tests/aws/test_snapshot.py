@@ -3,6 +3,9 @@ on a no-op or for a herd's waiters; a failure applies nothing and exits 13."""
 
 from __future__ import annotations
 
+import http.server
+import signal
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -13,7 +16,7 @@ from runner.errors import ConfigError, ExitCode, SnapshotFailed
 from runner.execution.snapshot import infer_identifier, request
 from runner.observe import logs
 from tests.support.aws import FAKE_ENV
-from tests.support.helpers import Running, run, runner_env
+from tests.support.helpers import Running, run, runner_env, wait_until
 
 REVS = ["s1", "s2"]
 
@@ -154,3 +157,78 @@ def test_no_aws_region_is_a_failed_snapshot_not_an_internal_error(monkeypatch) -
     wanted = snapshot.Request("instance", "prod-db", 5.0)
     with pytest.raises(SnapshotFailed):
         snapshot.take(wanted, "s", [], log=logs.get(), check=lambda: None)
+
+
+class _SlowRds(http.server.ThreadingHTTPServer):
+    """RDS as slow as the real one, where moto is instant (its snapshots are ``available``
+    at once): ``hold`` never answers CreateDBSnapshot (an AWS call that does not return);
+    ``creating`` answers it, and every DescribeDBSnapshots says ``creating``. Serves on
+    127.0.0.1 until closed; a held request is let go then."""
+
+    daemon_threads = True
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.released, self.polled = mode, threading.Event(), False
+        super().__init__(("127.0.0.1", 0), _SlowRdsHandler)
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.released.set()
+        self.shutdown()
+        self.server_close()
+
+
+class _SlowRdsHandler(http.server.BaseHTTPRequestHandler):
+    server: _SlowRds
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        if self.server.mode == "hold":
+            self.server.released.wait(120)
+            return
+        action = "CreateDBSnapshot" if "Action=CreateDBSnapshot" in body else "DescribeDBSnapshots"
+        self.server.polled = self.server.polled or action == "DescribeDBSnapshots"
+        inner = "<DBSnapshot><Status>creating</Status></DBSnapshot>"
+        result = inner if action == "CreateDBSnapshot" else f"<DBSnapshots>{inner}</DBSnapshots>"
+        payload = (
+            f'<{action}Response xmlns="http://rds.amazonaws.com/doc/2014-10-31/">'
+            f"<{action}Result>{result}</{action}Result></{action}Response>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["hold", "creating"])
+def test_a_signal_while_the_snapshot_is_taken_stops_promptly_with_the_summary(
+    database: Any, project: Any, mode: str
+) -> None:
+    project.audited_chain(REVS)
+    rds = _SlowRds(mode)
+    try:
+        env = {**_env(database, project, rds.url), "AWS_MAX_ATTEMPTS": "1"}
+        running = Running(env)
+        running.wait_for_event("snapshot.started", timeout=60)
+        if mode == "creating":  # the first status poll answered: now in the wait between polls
+            wait_until(lambda: rds.polled, what="the first DescribeDBSnapshots")
+        sent = running.signal(signal.SIGTERM)
+        result = running.finish(timeout=30)
+        stopped_after = time.monotonic() - sent
+    finally:
+        rds.close()
+    result.check_log_contract()
+    assert result.code == ExitCode.INTERRUPTED, result.stdout
+    assert result.event("error")["error_code"] == "interrupted", result.stdout
+    assert stopped_after < 5, stopped_after  # a bound, far below botocore's 60 s read timeout
+    assert result.summary["applied"] == [] and database.version() == []
+    assert database.advisory_locks() == 0
+    result.assert_clean()

@@ -70,19 +70,31 @@ def test_nothing_at_all_names_both_files(tmp_path):
         config_files(tmp_path / "alembic.ini")
 
 
-def test_version_locations_setting_splits_on_commas_and_whitespace():
+def test_version_locations_setting_splits_as_alembic_splits_the_files_own():
     from runner.scripts.alembic_config import split_locations
 
-    assert split_locations("a/versions, b/more\nc") == ("a/versions", "b/more", "c")
+    assert split_locations("a/versions, b/more c") == ("a/versions", "b/more", "c")
     assert split_locations("pkg:versions") == ("pkg:versions",)
     assert split_locations(None) == ()
+    # a path with spaces: one location per line, or the separator path_separator declares
+    assert split_locations("my versions\n more, stuff \n") == ("my versions", "more, stuff")
+    assert split_locations("my versions:b c", ":") == ("my versions", "b c")
+    assert split_locations("one dir", "\n") == ("one dir",)
+
+
+def test_an_unknown_path_separator_is_named(tmp_path):
+    from runner.scripts.alembic_config import Project, open_config
+
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = m\npath_separator = tab\n")
+    with pytest.raises(ConfigError, match="path_separator = 'tab'"):
+        open_config(Project(tmp_path / "alembic.ini", None, "a b"))
 
 
 def test_script_location_setting_stands_in_for_a_missing_file(tmp_path):
     from runner.scripts.alembic_config import Project, open_config
 
     config = open_config(
-        Project(tmp_path / "alembic.ini", "migrations", ("migrations/v1", "migrations/v2"))
+        Project(tmp_path / "alembic.ini", "migrations", "migrations/v1 migrations/v2")
     )
     assert config.config_file_name is None
     assert config.get_main_option("script_location") == "migrations"
