@@ -163,20 +163,24 @@ class Ledger:
             )
         return len(adopted)
 
-    def write_and_commit(self, dbapi_connection: Any, entries: Sequence[Entry]) -> None:
+    def write_and_commit(
+        self, dbapi_connection: Any, entries: Sequence[Entry], check: str | None = None
+    ) -> None:
         """Write ``entries`` and commit, in one round trip, on a driver connection (psycopg
         or psycopg2) inside the transaction that applied them: the rows commit with their
-        revisions or not at all. The ledger exists: :meth:`ensure` ran under the lock."""
-        dbapi_connection.cursor().execute(self.insert_and_commit(entries))
+        revisions or not at all. ``check``: a statement sent first that fails to stop the
+        commit (the rest of the message is skipped, the transaction aborted). The ledger
+        exists: :meth:`ensure` ran under the lock."""
+        dbapi_connection.cursor().execute(self.insert_and_commit(entries, check))
 
     def write(self, dbapi_connection: Any, entries: Sequence[Entry]) -> None:
         """Write ``entries`` inside the transaction that applied them, on a driver connection
         that cannot send a COMMIT with them (asyncpg): its own commit follows."""
         dbapi_connection.cursor().execute(self.insert(entries))
 
-    def insert_and_commit(self, entries: Sequence[Entry]) -> str:
-        """The statement :meth:`write_and_commit` sends."""
-        return f"{self.insert(entries)}; COMMIT"
+    def insert_and_commit(self, entries: Sequence[Entry], check: str | None = None) -> str:
+        """The statements :meth:`write_and_commit` sends."""
+        return f"{check + '; ' if check else ''}{self.insert(entries)}; COMMIT"
 
     def insert(self, entries: Sequence[Entry]) -> str:
         """The INSERT of ``entries``: values as literals (quoted by psycopg), since several
