@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.adapt import Transformer
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier, Literal
 
@@ -91,6 +92,12 @@ class Ledger:
     @functools.cached_property
     def _same_for_every_row(self) -> str:
         return f", {Literal(self.runner_version).as_string(None)}, {Literal(self.ran_on).as_string(None)})"
+
+    @functools.cached_property
+    def _quoting(self) -> Transformer:
+        """psycopg's quoting, as :class:`~psycopg.sql.Literal` does it, made once: a
+        ``Literal`` per value builds a new one each time."""
+        return Transformer()
 
     @property
     def qualified(self) -> str:
@@ -186,10 +193,9 @@ class Ledger:
         """The INSERT of ``entries``: values as literals (quoted by psycopg), since several
         statements in one message need the simple protocol, and drivers differ on the
         parameter style."""
+        literal = self._quoting.as_literal
         rows = ", ".join(
-            "("
-            + ", ".join(Literal(v).as_string(None) for v in entry.row())
-            + self._same_for_every_row
+            "(" + ", ".join(literal(v).decode() for v in entry.row()) + self._same_for_every_row
             for entry in entries
         )
         return f"INSERT INTO {self.qualified} {WRITTEN} VALUES {rows}"
