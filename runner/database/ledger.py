@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Transformer
+from psycopg import abc, adapt
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier, Literal
 
@@ -94,10 +94,10 @@ class Ledger:
         return f", {Literal(self.runner_version).as_string(None)}, {Literal(self.ran_on).as_string(None)})"
 
     @functools.cached_property
-    def _quoting(self) -> Transformer:
+    def _quoting(self) -> abc.Transformer:
         """psycopg's quoting, as :class:`~psycopg.sql.Literal` does it, made once: a
         ``Literal`` per value builds a new one each time."""
-        return Transformer()
+        return adapt.Transformer()
 
     @property
     def qualified(self) -> str:
