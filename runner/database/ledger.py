@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import abc, adapt
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier, Literal
 from psycopg.types.datetime import TimestamptzLoader
@@ -103,6 +104,12 @@ class Ledger:
     def _same_for_every_row(self) -> str:
         return f", {Literal(self.runner_version).as_string(None)}, {Literal(self.ran_on).as_string(None)})"
 
+    @functools.cached_property
+    def _quoting(self) -> abc.Transformer:
+        """psycopg's quoting, as :class:`~psycopg.sql.Literal` does it, made once: a
+        ``Literal`` per value builds a new one each time."""
+        return adapt.Transformer()
+
     @property
     def qualified(self) -> str:
         return Identifier(*((self.schema,) if self.schema else ()), self.name).as_string(None)
@@ -174,29 +181,32 @@ class Ledger:
             )
         return len(adopted)
 
-    def write_and_commit(self, dbapi_connection: Any, entries: Sequence[Entry]) -> None:
+    def write_and_commit(
+        self, dbapi_connection: Any, entries: Sequence[Entry], check: str | None = None
+    ) -> None:
         """Write ``entries`` and commit, in one round trip, on a driver connection (psycopg
         or psycopg2) inside the transaction that applied them: the rows commit with their
-        revisions or not at all. The ledger exists: :meth:`ensure` ran under the lock."""
-        dbapi_connection.cursor().execute(self.insert_and_commit(entries))
+        revisions or not at all. ``check``: a statement sent first that fails to stop the
+        commit (the rest of the message is skipped, the transaction aborted). The ledger
+        exists: :meth:`ensure` ran under the lock."""
+        dbapi_connection.cursor().execute(self.insert_and_commit(entries, check))
 
     def write(self, dbapi_connection: Any, entries: Sequence[Entry]) -> None:
         """Write ``entries`` inside the transaction that applied them, on a driver connection
         that cannot send a COMMIT with them (asyncpg): its own commit follows."""
         dbapi_connection.cursor().execute(self.insert(entries))
 
-    def insert_and_commit(self, entries: Sequence[Entry]) -> str:
-        """The statement :meth:`write_and_commit` sends."""
-        return f"{self.insert(entries)}; COMMIT"
+    def insert_and_commit(self, entries: Sequence[Entry], check: str | None = None) -> str:
+        """The statements :meth:`write_and_commit` sends."""
+        return f"{check + '; ' if check else ''}{self.insert(entries)}; COMMIT"
 
     def insert(self, entries: Sequence[Entry]) -> str:
         """The INSERT of ``entries``: values as literals (quoted by psycopg), since several
         statements in one message need the simple protocol, and drivers differ on the
         parameter style."""
+        literal = self._quoting.as_literal
         rows = ", ".join(
-            "("
-            + ", ".join(Literal(v).as_string(None) for v in entry.row())
-            + self._same_for_every_row
+            "(" + ", ".join(literal(v).decode() for v in entry.row()) + self._same_for_every_row
             for entry in entries
         )
         return f"INSERT INTO {self.qualified} {WRITTEN} VALUES {rows}"

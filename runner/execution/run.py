@@ -46,7 +46,7 @@ from runner.execution.failure import (
 from runner.execution.output_capture import OutputCapture
 from runner.execution.watch import Watch
 from runner.limits import LockSchedule, Timeouts, for_attempt, limits_for, parse_schedule
-from runner.lock.advisory import guard_key, holds_sql
+from runner.lock.advisory import guard_key, is_not_held, require_held_sql
 from runner.lock.guard import stop_backends_via
 from runner.lock.pooler import pooler_error
 from runner.observe import logs
@@ -121,7 +121,9 @@ class Execution:
         self.ctx, self.plan, self.target, self.on_committed = ctx, plan, target, on_committed
         self.attempts = attempts or {}  # a blocked revision's attempt (see runner.execution.retry)
         self.outcome = OUTCOME[plan.kind]
+        # once per run: rebuilding either for every revision made a run of N cost N^2
         self.checksums = ctx.loaded.scripts.checksums()
+        self.graph = ctx.loaded.scripts.graph()
         self.committed: list[Applied] = []
         self.awaiting: list[Applied] = []  # completed, commit not yet seen
         self.unwritten: list[Entry] = []  # ledger rows, written with the commit
@@ -409,7 +411,7 @@ class Execution:
         self.ctx.watch.track(None)
         duration = int((time.monotonic() - self.clock) * 1000)
         entries, name = step_entries(
-            self.outcome, step, self.ctx.loaded.scripts.graph(), self.checksums, self.wall, duration
+            self.outcome, step, self.graph, self.checksums, self.wall, duration
         )
         self.unwritten.extend(entries)
         self.awaiting.append(Applied(name, duration))
@@ -485,34 +487,44 @@ class Execution:
             # inside a transaction the setting reverts if it rolls back: and so does the run
             self.session_limits = wanted
 
-    def _require_lock_held(self, connection: Any) -> None:
-        """Before a transaction of the migration commits: its own server session holds the
-        migration lock (the locked session) or its guard key (env.py's own connection), else
-        :func:`~runner.lock.pooler.pooler_error` and the transaction rolls back. Whatever
-        the timing, a pooler in transaction mode can never commit a revision without it."""
+    def _lock_check(self) -> str | None:
+        """The statement a transaction of the migration runs before its COMMIT: it fails
+        unless its own server session holds the migration lock (the locked session) or its
+        guard key (env.py's own connection) (see :func:`~runner.lock.advisory.require_held_sql`);
+        None when there is no lock to check."""
         migrating, key = self.migrating, self.ctx.lock_key
         if key is None or migrating is None or (migrating.separate and migrating.guard is None):
-            return
-        cursor = connection.connection.dbapi_connection.cursor()
-        cursor.execute(holds_sql(guard_key(key) if migrating.separate else key))
-        row = cursor.fetchone()
-        if not (row and row[0]):
-            raise pooler_error(
-                "a revision's transaction ran on a server session that does not hold the "
-                "migration lock; it was rolled back before its COMMIT"
-            )
+            return None
+        return require_held_sql(guard_key(key) if migrating.separate else key)
 
     def _on_commit(self, connection: Any) -> None:
-        """The ledger rows of the steps this transaction applied travel with its COMMIT, in
-        one round trip where the driver can (the driver's own commit then finds nothing left
-        to commit), else just before it (reported at the next transaction's begin)."""
-        if connection is self.migration:
-            self._require_lock_held(connection)
-        if connection is self.migration and self.unwritten:
-            pipelined = self.driver.name in migration_connection.PIPELINES_COMMIT
-            (self.ctx.ledger.write_and_commit if pipelined else self.ctx.ledger.write)(
-                connection.connection.dbapi_connection, self.unwritten
-            )
-            self.unwritten.clear()
+        """Before a transaction of the migration commits: the lock check, then the ledger
+        rows of the steps it applied, and the COMMIT, in one message where the driver can
+        (the driver's own commit then finds nothing left to commit), else just before it
+        (reported at the next transaction's begin). A failed check is
+        :func:`~runner.lock.pooler.pooler_error` and the transaction rolls back: whatever the
+        timing, a pooler in transaction mode can never commit a revision without the lock."""
+        if connection is not self.migration:
+            return
+        dbapi, check = connection.connection.dbapi_connection, self._lock_check()
+        pipelined = (
+            bool(self.unwritten) and self.driver.name in migration_connection.PIPELINES_COMMIT
+        )
+        try:
             if pipelined:
-                self._flush()
+                self.ctx.ledger.write_and_commit(dbapi, self.unwritten, check)
+            else:
+                if check is not None:
+                    dbapi.cursor().execute(check)
+                if self.unwritten:
+                    self.ctx.ledger.write(dbapi, self.unwritten)
+        except Exception as exc:
+            if is_not_held(exc):
+                raise pooler_error(
+                    "a revision's transaction ran on a server session that does not hold the "
+                    "migration lock; it was rolled back before its COMMIT"
+                ) from None
+            raise
+        self.unwritten.clear()
+        if pipelined:
+            self._flush()

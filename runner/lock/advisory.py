@@ -82,13 +82,32 @@ SELECT CASE WHEN already THEN false ELSE pg_try_advisory_lock(%(key)s) END, {_HE
 FROM mine"""
 
 
-def holds_sql(key: int) -> str:
-    """A statement (literals: every driver's parameter style differs) answering whether this
-    server session holds the advisory lock ``key``: a revision's transaction asks it before
-    its COMMIT, so that no revision commits on a server session without the lock (a pooler
-    in transaction mode may run the transaction on another one)."""
+#: what :func:`require_held_sql` fails with when the session does not hold the lock
+NOT_HELD = "migration-runner: this server session does not hold the migration lock"
+
+
+def require_held_sql(key: int) -> str:
+    """A statement (literals: every driver's parameter style differs) that fails unless this
+    server session holds the advisory lock ``key`` (the error names :data:`NOT_HELD`, see
+    :func:`is_not_held`): a revision's transaction runs it before its COMMIT, in the same
+    message as its ledger rows and the COMMIT, so that no revision commits on a server
+    session without the lock (a pooler in transaction mode may run the transaction on
+    another one) and the check costs no round trip of its own. A failing statement skips
+    the rest of the message and aborts the transaction. The failure is a cast evaluated
+    only in the branch taken: the text includes the (stable, so never constant-folded)
+    backend pid."""
     params = _key_params(key)
-    return f"SELECT {_MINE.format(classid=params['classid'], objid=params['objid'])}"
+    mine = _MINE.format(classid=params["classid"], objid=params["objid"])
+    return (
+        f"SELECT CASE WHEN {mine} THEN true "
+        f"ELSE ('{NOT_HELD} (pid ' || pg_backend_pid() || ')')::boolean END"
+    )
+
+
+def is_not_held(exc: BaseException) -> bool:
+    """Whether ``exc`` (however a driver or SQLAlchemy wrapped it) is the failure of
+    :func:`require_held_sql`."""
+    return any(NOT_HELD in str(e) for e in (exc, getattr(exc, "orig", None), exc.__cause__) if e)
 
 
 GUARDED_SQL = f"SELECT {_HELD}"

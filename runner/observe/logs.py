@@ -47,19 +47,19 @@ def redactor(secrets: Iterable[str]) -> Callable[[Any, str, dict[str, Any]], dic
         {s for secret in secrets if secret for s in spellings(secret)}, key=len, reverse=True
     )
 
-    def scrub(value: Any, limit: int | None = MAX_STRING) -> Any:
+    def scrub(value: Any, secrets: list[str], limit: int | None = MAX_STRING) -> Any:
         if isinstance(value, str):
-            secrets = [*learnt(), *known]  # learnt: made since (IAM tokens)
             return clip(value, limit, secrets) if limit else redact_text(value, secrets)
         if isinstance(value, Mapping):
-            return {k: scrub(v) for k, v in value.items()}
+            return {k: scrub(v, secrets) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [scrub(v) for v in value]
+            return [scrub(v, secrets) for v in value]
         return value
 
     def process(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        secrets = [*learnt(), *known]  # learnt: made since (IAM tokens); once per event
         return {
-            key: scrub(value, None if key == "exception" else MAX_STRING)
+            key: scrub(value, secrets, None if key == "exception" else MAX_STRING)
             for key, value in event.items()
         }
 
