@@ -225,3 +225,64 @@ def test_a_verdict_does_not_fire_the_failed_migration_alarm(command: str, exit_c
     )
     value = _alarm_datapoint(line, metrics.namespace, infra.FAILURES, metrics.dimensions())
     assert value in (None, 0), f"the alarm sees Failures={value} for `{command}` exit {exit_code}"
+
+
+BASE = [
+    "run",
+    "--cluster",
+    "c",
+    "--task-definition",
+    "td",
+    "--subnets",
+    "s-1",
+    "--security-groups",
+    "sg-1",
+]
+
+
+@pytest.mark.xfail(strict=True, reason="attack-seams finding 5")
+@pytest.mark.parametrize(
+    ("extra", "environ"),
+    [
+        ([], {"MIGRATION_ECS_ASSIGN_PUBLIC_IP": "ture"}),
+        ([], {"MIGRATION_ECS_STOP_WITH_PARENT": "on"}),
+        (["--cpu", "abc"], {}),
+        (["--memory", "0"], {}),
+        (["--network-from-service", ""], {}),
+        (["--capacity-provider-strategy", "FARGATE:-1"], {}),
+    ],
+    ids=[
+        "public-ip-typo",
+        "stop-with-parent-on",
+        "cpu-abc",
+        "memory-0",
+        "service-empty",
+        "weight-negative",
+    ],
+)
+def test_every_bad_value_is_refused_before_any_aws_call(
+    extra: list[str], environ: dict[str, str]
+) -> None:
+    """Promise 9: everything validated before the first AWS call, empty values included. A
+    boolean variable the launcher does not understand (`ture`, `on`) is silently *false*:
+    MIGRATION_ECS_STOP_WITH_PARENT=on runs without the stop-with-parent the operator asked for
+    (a cancelled `pulumi up` then abandons the task), ASSIGN_PUBLIC_IP=ture places a task in a
+    public subnet without a public IP (43 after the image pull times out). `--cpu abc`,
+    `--memory 0`, a negative weight reach RunTask (41, after `--image` registered a revision);
+    an empty `--network-from-service` reaches DescribeServices."""
+    from runner.ecs.errors import LaunchUsageError
+
+    with pytest.raises(LaunchUsageError):
+        cli.parse([*BASE, *extra], environ)
+
+
+@pytest.mark.xfail(strict=True, reason="attack-seams finding 6")
+def test_a_mistyped_env_item_does_not_echo_its_value(capsys: Any) -> None:
+    """Promise 3 (no secret bytes in any output): `--env API_TOKEN:s3cr3t-tok` (a colon for the
+    `=`) is refused (40), and the error event quotes the whole item, token included, into the
+    CI log (the redactor masks `PASSWORD:...`, not `TOKEN:...`). (The docs say --env is not for secrets; a mistyped one still should not be
+    printed: name the item by its position or its name only.)"""
+    code = cli.main([*BASE, "--env", "API_TOKEN:s3cr3t-tok"], environ={}, stop=Stop())
+    out, err = capsys.readouterr()
+    assert code == 40
+    assert "s3cr3t-tok" not in out + err, err
