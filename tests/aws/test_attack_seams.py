@@ -286,3 +286,50 @@ def test_a_mistyped_env_item_does_not_echo_its_value(capsys: Any) -> None:
     out, err = capsys.readouterr()
     assert code == 40
     assert "s3cr3t-tok" not in out + err, err
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGQUIT", "SIGPIPE"])
+def test_each_stopping_signal_while_following_stops_the_task_and_exits_45(
+    aws_server: Any, sig: str
+) -> None:
+    """Promise 5 for `ecs run`, beyond the SIGINT test_ecs_launcher has: every signal that
+    ends a process, sent while the launcher follows a running task, ends in StopTask naming
+    the signal, exit 45, `ecs.summary` last (pins what held in this round)."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.support.aws import FAKE_ENV
+
+    aws_server.hold_tasks_running()
+    world = make_world()
+    world.register()
+    env = {
+        **os.environ,
+        **FAKE_ENV,
+        "AWS_ENDPOINT_URL": aws_server.url,
+        "MIGRATION_LOG_FORMAT": "json",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "ecs", *world.args()],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if '"ecs.started"' in line:
+                break
+        process.send_signal(getattr(signal, sig))
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    task = world.the_task()
+    assert (process.returncode, task["lastStatus"]) == (45, "STOPPED"), rest[-500:]
+    assert task["stoppedReason"] == f"migration-runner ecs run received {sig}"
+    assert _events(rest)[-1]["event"] == "ecs.summary"
