@@ -6,6 +6,7 @@ launcher and moto's real answers, as in test_ecs_hardening.py."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -333,3 +334,75 @@ def test_each_stopping_signal_while_following_stops_the_task_and_exits_45(
     assert (process.returncode, task["lastStatus"]) == (45, "STOPPED"), rest[-500:]
     assert task["stoppedReason"] == f"migration-runner ecs run received {sig}"
     assert _events(rest)[-1]["event"] == "ecs.summary"
+
+
+@pytest.mark.xfail(strict=True, reason="attack-seams finding 8")
+def test_the_gate_with_a_uv_launcher_stops_the_task_when_pulumi_kills_its_shell(
+    aws_server: Any,
+) -> None:
+    """infra/README.md's own example of the stack's `launcher` setting, `uv run --project ..
+    --extra aws migration-runner`, in the gate's line (`launcher_argv` + `gate_command`: `...
+    --stop-with-parent & wait $!`). A cancelled `pulumi up` SIGKILLs the shell; `uv run` keeps
+    running (it waits for its child), so the launcher's parent -- uv, not the shell -- never
+    changes, `--stop-with-parent` never fires, and the task migrates on with nobody to stop
+    it: the case the flag and the `& wait $!` exist for."""
+    import os
+    import shlex
+    import signal
+    import subprocess
+
+    from tests.support.aws import FAKE_ENV
+    from tests.support.helpers import wait_until
+
+    aws_server.hold_tasks_running()
+    world = make_world()
+    world.register()
+    env = {
+        **os.environ,
+        **FAKE_ENV,
+        "AWS_ENDPOINT_URL": aws_server.url,
+        "MIGRATION_LOG_FORMAT": "json",
+    }
+    launcher = shlex.join(
+        [
+            "uv",
+            "run",
+            "--project",
+            str(ROOT),
+            "--locked",
+            "--extra",
+            "aws",
+            "migration-runner",
+            "ecs",
+            *world.args(),
+            "--stop-with-parent",
+        ]
+    )
+    shell = subprocess.Popen(
+        ["/bin/sh", "-c", f"{launcher} & wait $!"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: world.ecs.list_tasks(cluster=CLUSTER)["taskArns"],
+            timeout=120,
+            what="the task to start",
+        )
+        shell.kill()
+        shell.wait()
+        try:
+            wait_until(
+                lambda: world.the_task()["lastStatus"] == "STOPPED",
+                timeout=20,
+                what="the launcher to stop the task",
+            )
+        except Exception:
+            pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)  # uv and the launcher, if still there
+    assert world.the_task()["lastStatus"] == "STOPPED"
