@@ -422,3 +422,38 @@ def test_the_launchers_summary_carries_the_emf_metrics(capsys: Any) -> None:
     summary = _events(err)[-1]
     assert code == 40 and summary["event"] == "ecs.summary"
     assert "_aws" in summary, summary
+
+
+def _infra_module(name: str) -> Any:
+    path = ROOT / "infra" / "migration_infra" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"attack_seams_infra_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.xfail(strict=True, reason="attack-seams finding 9")
+def test_the_task_gives_the_runner_the_time_its_stop_takes() -> None:
+    """infra accepts a `stopTimeout` of 2 to 120 s (Fargate's range), but the runner's own stop
+    of a revision busy in Python takes `STUCK_GRACE_S` (5 s) before its last resort, and up to
+    `STOP_WAIT_S` (3 s) more for the backends to end (docs/safety.md: 5.7 s measured). With a
+    stopTimeout under that, ECS SIGKILLs the runner first: no summary, no `Failures` datapoint,
+    exit 137 instead of 130, the lock left to the server's own cleanup."""
+    from runner.process.interrupt import STOP_WAIT_S, STUCK_GRACE_S
+
+    containers = _infra_module("containers")
+    needed = STUCK_GRACE_S + STOP_WAIT_S
+    spec = containers.RunnerContainer(
+        image="registry/migrator@sha256:" + "0" * 64,
+        log_group="/ecs/x/migrations",
+        region=REGION,
+        db_host="db",
+        db_port=5432,
+        db_name="app",
+        stop_timeout=int(needed) - 1,
+        db_secret_arn=f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:db-AbCdEf",
+    )
+    with pytest.raises(containers.ContainerError, match="stopTimeout"):
+        containers.runner_container(spec)
