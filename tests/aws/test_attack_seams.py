@@ -457,3 +457,59 @@ def test_the_task_gives_the_runner_the_time_its_stop_takes() -> None:
     )
     with pytest.raises(containers.ContainerError, match="stopTimeout"):
         containers.runner_container(spec)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_uv_run_reaches_the_launcher(aws_server: Any, sig: str) -> None:
+    """The workflows' own line (`uv run --locked ... migration-runner ecs run`): a cancelled
+    job signals the step's process, here `uv`, not the launcher. The signal must reach the
+    launcher (StopTask, 45); this pins what held in this round."""
+    import os
+    import shlex
+    import signal
+    import subprocess
+
+    from tests.support.aws import FAKE_ENV
+    from tests.support.helpers import wait_until
+
+    aws_server.hold_tasks_running()
+    world = make_world()
+    world.register()
+    env = {
+        **os.environ,
+        **FAKE_ENV,
+        "AWS_ENDPOINT_URL": aws_server.url,
+        "MIGRATION_LOG_FORMAT": "json",
+    }
+    argv = [
+        "uv",
+        "run",
+        "--project",
+        str(ROOT),
+        "--locked",
+        "--extra",
+        "aws",
+        "migration-runner",
+        "ecs",
+        *world.args(),
+    ]
+    uv = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: world.ecs.list_tasks(cluster=CLUSTER)["taskArns"],
+            timeout=120,
+            what="the task to start",
+        )
+        uv.send_signal(getattr(signal, sig))  # uv's pid only, as a job runner does
+        code = uv.wait(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(uv.pid, signal.SIGKILL)
+    assert shlex.join(argv) and (code, world.the_task()["lastStatus"]) == (45, "STOPPED")
