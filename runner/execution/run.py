@@ -212,7 +212,7 @@ class Execution:
             return error
         where = self._where(self.revision, exc)
         return type(error)(
-            f"stopped by {error.fields['signal']} during revision {self.revision}; the "
+            f"stopped by {error.fields.get('signal') or 'a failed write'} during revision {self.revision}; the "
             f"migration lock was released. {not_rolled_back(where)}",
             **error.fields,
             **kept_fields(where),
