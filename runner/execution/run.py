@@ -49,7 +49,7 @@ from runner.limits import LockSchedule, Timeouts, for_attempt, limits_for, parse
 from runner.lock.advisory import guard_key, holds_sql
 from runner.lock.guard import stop_backends_via
 from runner.lock.pooler import pooler_error
-from runner.observe import logs
+from runner.observe import descriptors, logs
 from runner.plan import Plan
 from runner.process.interrupt import Interrupt
 from runner.scripts import env_thread
@@ -199,7 +199,7 @@ class Execution:
                 self.ctx.ledger.name,
             )
             loaded.config.attributes["connection"] = sa_conn
-            with env, backfills.hosted(self):
+            with env, backfills.hosted(self), descriptors.captured():
                 loaded.directory.run_env()
             if sa_conn.in_transaction():
                 sa_conn.commit()  # e.g. env.py without per-revision transactions

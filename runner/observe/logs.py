@@ -147,6 +147,36 @@ class Guarded:
 active: list[Guarded] = []
 
 
+def move(saved: Mapping[int, int]) -> Callable[[], None]:
+    """Point the log's stream (and its fallback) that write to fd 1 or 2 at ``saved``'s
+    copies of those fds, while :mod:`runner.observe.descriptors` captures the fds
+    themselves; returns what puts them back."""
+    undo: list[tuple[Guarded, str, TextIO, TextIO]] = []
+    for guard in active:
+        for attr in ("stream", "fallback"):
+            stream = getattr(guard, attr)
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):  # not a file (in-process), closed
+                continue
+            if fd in saved:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+                copy = open(
+                    saved[fd], "w", encoding=stream.encoding, errors=stream.errors, closefd=False
+                )
+                setattr(guard, attr, copy)
+                undo.append((guard, attr, stream, copy))
+
+    def back() -> None:
+        for guard, attr, stream, copy in undo:
+            setattr(guard, attr, stream)
+            with contextlib.suppress(OSError, ValueError):  # not closed: a thread that
+                copy.flush()  # logged a moment ago may still write to it
+
+    return back
+
+
 def guarded(stream: TextIO) -> TextIO:
     """``stream``, guarded (see :class:`Guarded`) when it is stdout or stderr."""
     if stream is sys.stdout:
@@ -154,6 +184,7 @@ def guarded(stream: TextIO) -> TextIO:
     elif stream is sys.stderr:
         out = Guarded(stream, None, "stderr")
     else:
+        active.clear()
         return stream
     active[:] = [out]
     return cast(TextIO, out)
