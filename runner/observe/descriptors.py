@@ -52,10 +52,10 @@ class _Drain:
 
     def stop(self) -> None:
         """Once the original fds are back: take what the pipes hold, then return."""
-        with contextlib.suppress(OSError):
-            os.write(self.stop_w, b"x")
+        os.write(self.stop_w, b"x")  # its read end stays open until here: never a SIGPIPE
         self.done.wait()
         os.close(self.stop_w)
+        os.close(self.stop_r)
 
     def _run(self) -> None:
         import select
@@ -79,7 +79,6 @@ class _Drain:
                 live.discard(fd)
         for fd in self.reads:
             self._line(fd, self.partial[fd])
-        os.close(self.stop_r)
         self.done.set()
         self._discard(poller, live)
 
