@@ -1,10 +1,11 @@
 """Signal handling: stop promptly without leaving anything half done.
 
 Every signal a container or a terminal sends to end a process (:data:`STOPPING`: SIGTERM,
-SIGINT, SIGHUP, SIGQUIT, SIGPIPE) is handled alike. SIGPIPE also stands for "stdout's reader
-went away" (the log writer sends it to the process when a write fails, see
-:mod:`runner.observe.logs`), and ends the run with :class:`OutputClosed` (exit 141) instead
-of :class:`Interrupted` (exit 130). ECS stops a task with SIGTERM, then SIGKILL 30 s later. What a signal does depends on what
+SIGINT, SIGHUP, SIGQUIT, SIGPIPE) is handled alike. SIGPIPE also stands for "an output
+cannot be written" (the log writer sends it to the process when a write fails, see
+:mod:`runner.observe.logs`, which records the stream and the error), and ends the run with
+:class:`OutputClosed` (exit 141, :func:`output_closed`: a reader gone, or a full device named
+by its errno) instead of :class:`Interrupted` (exit 130). ECS stops a task with SIGTERM, then SIGKILL 30 s later. What a signal does depends on what
 the runner is doing, which the runner declares with the context managers below:
 
 - by default (connecting, waiting for the lock) the handler raises :class:`Interrupted`
