@@ -34,7 +34,7 @@ class ExitCode(enum.IntEnum):
     VERIFY_FAILED = 20  # `verify`: a check of the pre-deployment checklist failed
     LINT_FAILED = 21  # `lint`, `check --lint`, `upgrade --dry-run`: an error-level lint finding
     INTERRUPTED = 130  # SIGTERM, SIGINT, SIGHUP or SIGQUIT: the in-flight revision was rolled back
-    OUTPUT_CLOSED = 141  # stdout closed, or its reader went away (SIGPIPE): stopped as for 130
+    OUTPUT_CLOSED = 141  # stdout/the log's stream closed, reader gone or full: stopped as for 130
 
 
 class RunnerError(Exception):
@@ -136,7 +136,8 @@ class Interrupted(RunnerError):
 
 
 class OutputClosed(Interrupted):
-    """stdout is closed, or its reader went away: nobody can read what the run says."""
+    """stdout (or the log's stream) is closed, its reader went away, or it refuses writes
+    (a full device): nobody can read what the run says."""
 
     exit_code = ExitCode.OUTPUT_CLOSED
     code = "output_closed"

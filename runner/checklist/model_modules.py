@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import first_line
+from runner.observe import descriptors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,8 @@ def unimported_model_modules(metadata: Any) -> list[Unimported]:
             if name in imported or name in sys.modules:
                 continue
             try:
-                importlib.import_module(name)
+                with descriptors.captured():  # the project's module, importing
+                    importlib.import_module(name)
             except Exception as exc:  # the project's module: whatever it raises is the finding
                 found.append(Unimported(name, None, (), f"{type(exc).__name__}: {first_line(exc)}"))
     added = tables() - before

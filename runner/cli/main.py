@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, app = handoff.parse_command_line(parser, words)
     except UsageError as err:
-        return _refuse(err, "usage", parser)
+        return _refuse(err, "usage", parser, log_stream(handoff.split_app_command(words)[0]))
     if closed:
         return _refuse(
             OutputClosed(
@@ -340,16 +340,32 @@ def _stdout_closed() -> bool:
     return False
 
 
-def _refuse(err: RunnerError, command: str, parser: argparse.ArgumentParser | None = None) -> int:
-    """A run refused before anything ran: the error and the summary (on stdout, unless
-    that is what is closed)."""
+def log_stream(words: Sequence[str]) -> Any:
+    """Where the log goes for the command line ``words``, decided from the command's name
+    alone (the rest may not parse): stdout for a writing verb (without ``--dry-run``), else
+    stderr, where a command that prints a result keeps its log even when refused."""
+    name = next((word for word in words if not word.startswith("-")), None)
+    command = BY_NAME.get(name or "")
+    if command is not None and (not command.writes or "--dry-run" in words):
+        return sys.stderr
+    return sys.stdout
+
+
+def _refuse(
+    err: RunnerError,
+    command: str,
+    parser: argparse.ArgumentParser | None = None,
+    stream: Any = None,
+) -> int:
+    """A run refused before anything ran: the error and the summary (on ``stream``, by
+    default stdout, unless that is what is closed)."""
     from runner.config.settings import environment_secrets
 
     if parser is not None:
         parser.print_usage(sys.stderr)
     logs.configure(
         secrets=environment_secrets(),
-        stream=sys.stderr if isinstance(err, OutputClosed) else sys.stdout,
+        stream=sys.stderr if isinstance(err, OutputClosed) else stream or sys.stdout,
     )
     report(err, command, Outcome.FAILED, Facts())
     return int(err.exit_code)
@@ -372,7 +388,10 @@ def run_command(args: argparse.Namespace, app: Sequence[str] | None = None) -> i
         stream=stream,
     )
     facts, outcome, code, settings = Facts(), Outcome.FAILED, ExitCode.INTERNAL, None
-    interrupt = Interrupt(on_stuck=lambda: _end_stuck(command.name, facts, interrupt))
+    interrupt = Interrupt(
+        on_stuck=lambda: _end_stuck(command.name, facts, interrupt),
+        output_failure=lambda: logs.failures[0] if logs.failures else None,
+    )
     log = logs.get()
     try:
         interrupt.install()
@@ -483,7 +502,8 @@ def _run_verb(
     try:
         if lines:
             print(*(redact_text(line, secrets) for line in lines), sep="\n", flush=True)
-    except (OSError, ValueError):  # the reader went away (| head -1) or stdout closed
+    except (OSError, ValueError) as exc:  # the reader went away (| head -1), a full device
+        logs.failures.append(("stdout", exc))
         interrupt.signal_name = interrupt.signal_name or "SIGPIPE"
         raise interrupt.error() from None
     return result

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from runner.commands import from_settings
 from runner.config.settings import Settings
 from runner.errors import ConfigError
+from runner.observe import descriptors
 from runner.outcome import Facts, Outcome, Result
 from runner.scripts import load as scripts
 from runner.scripts import manifest
@@ -26,7 +27,8 @@ def sql(settings: Settings, span: str, *, log: Log) -> Result:
     loaded.config.output_buffer = buffer
     scripts.set_url(loaded.config, _offline_url(settings))
     try:
-        command.upgrade(loaded.config, span, sql=True)
+        with descriptors.captured():  # env.py and the revisions run (offline)
+            command.upgrade(loaded.config, span, sql=True)
     except Exception as exc:  # Alembic's CommandError for a bad range, and the like
         raise ConfigError(f"cannot render SQL for {span!r}: {exc}") from None
     return Result(
@@ -86,7 +88,8 @@ def revision(
         )
         with engine.connect() as connection:
             loaded.config.attributes["connection"] = connection
-            script = command.revision(loaded.config, message=message, autogenerate=True)
+            with descriptors.captured():  # env.py runs
+                script = command.revision(loaded.config, message=message, autogenerate=True)
     return _written(script)
 
 

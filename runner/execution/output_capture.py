@@ -5,7 +5,9 @@ lines and everything passes the log redactor.
 
 Alembic's and SQLAlchemy's own loggers keep their usual path (the bridge in
 :mod:`runner.observe.logs`). Writes to the file descriptors themselves (a C extension, a child
-process inheriting fd 1) are not Python writes and are not captured.
+process inheriting fd 1 or 2, ``os.write(1, ...)``) become the same events where the runner
+runs project code inside :func:`runner.observe.descriptors.captured` (which hands its lines
+to the innermost active capture).
 """
 
 from __future__ import annotations
@@ -104,9 +106,10 @@ class OutputCapture:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        from runner.observe import logs
+        from runner.observe import descriptors, logs
 
         saved = (sys.stdout, sys.stderr, warnings.showwarning, logs.record_sink)
+        descriptors.sinks.append(self._descriptor_line)
         out = _Lines(lambda text: self.event("stdout", text))
         err = _Lines(lambda text: self.event("stderr", text, "warning"))
         sys.stdout, sys.stderr = out, err
@@ -118,3 +121,8 @@ class OutputCapture:
             out.flush()
             err.flush()
             sys.stdout, sys.stderr, warnings.showwarning, logs.record_sink = saved
+            descriptors.sinks.remove(self._descriptor_line)
+
+    def _descriptor_line(self, stream: str, text: str) -> None:
+        """A line written to fd 1 or 2 (:func:`runner.observe.descriptors.captured`)."""
+        self.event(stream, text, "info" if stream == "stdout" else "warning")

@@ -49,7 +49,7 @@ from runner.limits import LockSchedule, Timeouts, for_attempt, limits_for, parse
 from runner.lock.advisory import guard_key, is_not_held, require_held_sql
 from runner.lock.guard import stop_backends_via
 from runner.lock.pooler import pooler_error
-from runner.observe import logs
+from runner.observe import descriptors, logs
 from runner.plan import Plan
 from runner.process.interrupt import Interrupt
 from runner.scripts import env_thread
@@ -218,7 +218,7 @@ class Execution:
                 self.ctx.ledger.name,
             )
             loaded.config.attributes["connection"] = sa_conn
-            with env, backfills.hosted(self):
+            with env, backfills.hosted(self), descriptors.captured():
                 loaded.directory.run_env()
             if sa_conn.in_transaction():
                 sa_conn.commit()  # e.g. env.py without per-revision transactions
@@ -231,7 +231,7 @@ class Execution:
             return error
         where = self._where(self.revision, exc)
         return type(error)(
-            f"stopped by {error.fields['signal']} during revision {self.revision}; the "
+            f"stopped by {error.fields.get('signal') or 'a failed write'} during revision {self.revision}; the "
             f"migration lock was released. {not_rolled_back(where)}",
             **error.fields,
             **kept_fields(where),

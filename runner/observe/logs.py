@@ -101,16 +101,23 @@ def _renderer(fmt: str, level: str, out: TextIO) -> Any:
     return structlog.processors.JSONRenderer(default=str)
 
 
-class Guarded:
-    """The log's stream, which a closed stdout or a reader that went away (``| head -1``)
-    must not turn into an exception in whatever code logged (a revision, the lock's
-    release): a write that fails sends SIGPIPE to the process — which stops the run as a
-    signal does, see :mod:`runner.process.interrupt` — and the rest of the run's events,
-    its error and summary included, go to ``fallback`` (stderr) instead. Thread-safe enough
-    for its one writer (structlog's WriteLogger holds a lock around write and flush)."""
+#: the log's writes that failed, first first: ``(stream, exception)``; what the run's error
+#: says of the output it lost (:func:`runner.process.interrupt.output_closed`)
+failures: list[tuple[str, BaseException]] = []
 
-    def __init__(self, stream: TextIO, fallback: TextIO | None) -> None:
-        self.stream, self.fallback, self.lost = stream, fallback, False
+
+class Guarded:
+    """The log's stream, which a closed stream, a reader that went away (``| head -1``) or
+    a full device (``ENOSPC``) must not turn into an exception in whatever code logged (a
+    revision, the lock's release): a write that fails is recorded in :data:`failures` and
+    sends SIGPIPE to the process — which stops the run as a signal does (exit 141), see
+    :mod:`runner.process.interrupt` — and the rest of the run's events, its error and
+    summary included, go to ``fallback`` (stderr for stdout; none for stderr) instead.
+    Thread-safe enough for its one writer (structlog's WriteLogger holds a lock around
+    write and flush)."""
+
+    def __init__(self, stream: TextIO, fallback: TextIO | None, name: str = "stdout") -> None:
+        self.stream, self.fallback, self.lost, self.name = stream, fallback, False, name
 
     def write(self, text: str) -> int:
         return self._do(lambda out: out.write(text)) or len(text)
@@ -125,8 +132,9 @@ class Guarded:
         if not self.lost:
             try:
                 return action(self.stream)
-            except (OSError, ValueError):  # EPIPE, EBADF, "I/O operation on closed file"
+            except (OSError, ValueError) as exc:  # EPIPE, ENOSPC, EBADF, a closed file
                 self.lost = True
+                failures.append((self.name, exc))
                 with contextlib.suppress(OSError):
                     os.kill(os.getpid(), signal.SIGPIPE)
         if self.fallback is not None and self.fallback is not self.stream:
@@ -135,11 +143,51 @@ class Guarded:
         return None
 
 
+#: the log's stream as last configured (see :func:`moved`)
+active: list[Guarded] = []
+
+
+def move(saved: Mapping[int, int]) -> Callable[[], None]:
+    """Point the log's stream (and its fallback) that write to fd 1 or 2 at ``saved``'s
+    copies of those fds, while :mod:`runner.observe.descriptors` captures the fds
+    themselves; returns what puts them back."""
+    undo: list[tuple[Guarded, str, TextIO, TextIO]] = []
+    for guard in active:
+        for attr in ("stream", "fallback"):
+            stream = getattr(guard, attr)
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):  # not a file (in-process), closed
+                continue
+            if fd in saved:
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+                copy = open(
+                    saved[fd], "w", encoding=stream.encoding, errors=stream.errors, closefd=False
+                )
+                setattr(guard, attr, copy)
+                undo.append((guard, attr, stream, copy))
+
+    def back() -> None:
+        for guard, attr, stream, copy in undo:
+            setattr(guard, attr, stream)
+            with contextlib.suppress(OSError, ValueError):  # not closed: a thread that
+                copy.flush()  # logged a moment ago may still write to it
+
+    return back
+
+
 def guarded(stream: TextIO) -> TextIO:
-    """``stream``, guarded (see :class:`Guarded`) when it is stdout."""
+    """``stream``, guarded (see :class:`Guarded`) when it is stdout or stderr."""
     if stream is sys.stdout:
-        return cast(TextIO, Guarded(stream, sys.stderr))
-    return stream
+        out = Guarded(stream, sys.stderr)
+    elif stream is sys.stderr:
+        out = Guarded(stream, None, "stderr")
+    else:
+        active.clear()
+        return stream
+    active[:] = [out]
+    return cast(TextIO, out)
 
 
 def configure(

@@ -1,10 +1,11 @@
 """Signal handling: stop promptly without leaving anything half done.
 
 Every signal a container or a terminal sends to end a process (:data:`STOPPING`: SIGTERM,
-SIGINT, SIGHUP, SIGQUIT, SIGPIPE) is handled alike. SIGPIPE also stands for "stdout's reader
-went away" (the log writer sends it to the process when a write fails, see
-:mod:`runner.observe.logs`), and ends the run with :class:`OutputClosed` (exit 141) instead
-of :class:`Interrupted` (exit 130). ECS stops a task with SIGTERM, then SIGKILL 30 s later. What a signal does depends on what
+SIGINT, SIGHUP, SIGQUIT, SIGPIPE) is handled alike. SIGPIPE also stands for "an output
+cannot be written" (the log writer sends it to the process when a write fails, see
+:mod:`runner.observe.logs`, which records the stream and the error), and ends the run with
+:class:`OutputClosed` (exit 141, :func:`output_closed`: a reader gone, or a full device named
+by its errno) instead of :class:`Interrupted` (exit 130). ECS stops a task with SIGTERM, then SIGKILL 30 s later. What a signal does depends on what
 the runner is doing, which the runner declares with the context managers below:
 
 - by default (connecting, waiting for the lock) the handler raises :class:`Interrupted`
@@ -22,6 +23,7 @@ the runner is doing, which the runner declares with the context managers below:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import threading
@@ -83,9 +85,53 @@ def ignore_late_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+#: what made a write to an output fail: ``(stream, exception)`` (see :func:`output_closed`)
+Failure = tuple[str, BaseException]
+#: errors that mean the output's other end is gone (or was never there), not that it is full
+_GONE = {errno.EPIPE, errno.EBADF, None}
+
+
+def output_closed(failure: Failure | None, stuck: bool = False) -> OutputClosed:
+    """The error of a run stopped because an output could not be written (a SIGPIPE, or a
+    failed write the log turned into one): a reader gone (``"signal": "SIGPIPE"``), or a
+    write refused for another reason (a full device: ``ENOSPC``), named with its errno."""
+    stream, exc = failure or ("stdout", None)
+    code = getattr(exc, "errno", None)
+    then = (
+        "the revision in flight did not stop within "
+        f"{STUCK_GRACE_S:g} s (busy in Python?), so its backend was terminated"
+        if stuck
+        else "the revision in flight (if any) was rolled back"
+    )
+    if code in _GONE:
+        return OutputClosed(
+            f"{stream} was closed (its reader went away): stopped; {then} and the migration "
+            f"lock released. Keep {stream} open until the run ends (e.g. > run.log, not "
+            "| head); run again to finish",
+            signal="SIGPIPE",
+            stream=stream,
+            **({"stuck": True} if stuck else {}),
+        )
+    name = errno.errorcode.get(code or 0, str(code))
+    return OutputClosed(
+        f"{stream} cannot be written ({name}: {os.strerror(code or 0)}): stopped; {then} "
+        f"and the migration lock released. Make room on the device {stream} writes to (or "
+        "send it elsewhere); run again to finish",
+        stream=stream,
+        errno=name,
+        **({"stuck": True} if stuck else {}),
+    )
+
+
 class Interrupt:
-    def __init__(self, on_stuck: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_stuck: Callable[[], None] | None = None,
+        output_failure: Callable[[], Failure | None] = lambda: None,
+    ) -> None:
         self.signal_name: str | None = None
+        #: why an output could not be written, when that is what SIGPIPE stands for
+        self.output_failure = output_failure
         self._mode = "raise"
         self._cancel: Callable[[], None] | None = None
         self._stop: Callable[[], None] | None = None
@@ -110,12 +156,7 @@ class Interrupt:
 
     def error(self) -> Interrupted:
         if self.signal_name == "SIGPIPE":
-            return OutputClosed(
-                "stdout was closed (its reader went away): stopped; the revision in flight "
-                "(if any) was rolled back and the migration lock released. Keep stdout open "
-                "until the run ends (e.g. > run.log, not | head); run again to finish",
-                signal=self.signal_name,
-            )
+            return output_closed(self.output_failure())
         return Interrupted(
             f"stopped by {self.signal_name}: the revision in flight (if any) was "
             "rolled back and the migration lock released; run again to finish",
@@ -201,8 +242,9 @@ class Interrupt:
             self.on_stuck()
 
     def stuck_error(self) -> Interrupted:
-        kind = OutputClosed if self.signal_name == "SIGPIPE" else Interrupted
-        return kind(
+        if self.signal_name == "SIGPIPE":
+            return output_closed(self.output_failure(), stuck=True)
+        return Interrupted(
             f"stopped by {self.signal_name}: the revision in flight did not stop within "
             f"{STUCK_GRACE_S:g} s of the cancel (busy in Python?), so its backend was "
             "terminated (PostgreSQL rolled it back and freed the lock) and the process ended "

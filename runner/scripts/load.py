@@ -15,6 +15,7 @@ from typing import Any
 
 from runner.errors import ConfigError, EnvPyFailed, RunnerError, ScriptsInvalid
 from runner.limits import MAX_TIMEOUT_S, parse_schedule
+from runner.observe import descriptors
 from runner.scripts.alembic_config import Project, open_config
 from runner.scripts.bootstrap import run_bootstrap
 from runner.scripts.env_thread import call_in
@@ -86,7 +87,8 @@ class Loaded:
 
     def run_env(self) -> None:
         """env.py, inside an ``EnvironmentContext`` the caller entered, where it must run."""
-        call_in(self.env_py_thread, self.directory.run_env)
+        with descriptors.captured():  # what env.py's child processes write, too
+            call_in(self.env_py_thread, self.directory.run_env)
 
 
 def load(where: Project | Path, checksums: Mapping[str, str] | None = None) -> Loaded:
@@ -97,10 +99,12 @@ def load(where: Project | Path, checksums: Mapping[str, str] | None = None) -> L
     project = Project.of(where)
     config, directory = _directory(project)
     check_env_py(Path(directory.dir) / "env.py")  # before connecting: exit 7, not a failed run
-    run_bootstrap(project.bootstrap)  # after prepend_sys_path, before env.py or a revision
-    locations = version_locations(project, directory)
+    with descriptors.captured():  # the project's code runs: the bootstrap, revisions' imports
+        run_bootstrap(project.bootstrap)  # after prepend_sys_path, before env.py or a revision
+        locations = version_locations(project, directory)  # may import a package:directory
     found = tuple(str(p.resolve()) for p in locations)
-    ordered = _walk(directory, locations)
+    with descriptors.captured():
+        ordered = _walk(directory, locations)
     known = checksums or {}
     revisions = {}
     for script in ordered:

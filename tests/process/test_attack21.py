@@ -46,7 +46,6 @@ def test_then_with_an_app_that_cannot_be_executed_is_refused_before_migrating(
 # --- 2. the log stream of a command that prints a result cannot be written -----------------
 
 
-@finding(2, "stderr full (ENOSPC) or its reader gone: exit 1 'internal error, please report'")
 @pytest.mark.parametrize("argv", [("current", "--json"), ("heads",), ("sql",)])
 @pytest.mark.parametrize("stderr", ["/dev/full", "reader gone"])
 def test_a_command_whose_log_cannot_be_written_is_not_an_internal_error(
@@ -77,7 +76,6 @@ def test_a_command_whose_log_cannot_be_written_is_not_an_internal_error(
 # --- 3. stdout on a full disk is reported as "its reader went away" --------------------------
 
 
-@finding(3, "upgrade >/dev/full (ENOSPC) says 'stdout was closed (its reader went away)'")
 def test_a_full_stdout_is_not_reported_as_a_reader_gone(database, tmp_path):
     project = _project(tmp_path)
     full = os.open("/dev/full", os.O_WRONLY)
@@ -102,7 +100,6 @@ def test_a_full_stdout_is_not_reported_as_a_reader_gone(database, tmp_path):
 # --- 4. a usage error of a command that prints a result puts the log on stdout --------------
 
 
-@finding(4, "current --json --bogus: the error and summary events go to stdout")
 @pytest.mark.parametrize("argv", [("current", "--json", "--bogus"), ("sql", "--json")])
 def test_a_usage_error_of_a_reader_logs_on_stderr(argv, database, tmp_path):
     project = _project(tmp_path)
@@ -150,7 +147,6 @@ op.execute('CREATE TABLE t_a2 (id int)')
 """
 
 
-@finding(6, "a revision's subprocess / os.write(1) reaches stdout raw, the DATABASE_URL unmasked")
 @pytest.mark.parametrize(
     "argv",
     [("upgrade",), ("upgrade", "--dry-run", "--json"), ("verify", "--json")],

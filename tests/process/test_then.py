@@ -145,7 +145,9 @@ def test_dry_run_never_hands_over(database, project) -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    # a dry run's stdout carries its result: its usage error logs on stderr (attack21 finding 4)
+    assert proc.stdout == ""
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert events[-1]["event"] == "summary" and events[-1]["exit_code"] == 2
     assert any(e["event"] == "error" and "--dry-run" in e["message"] for e in events)
     assert database.version() == []
