@@ -51,7 +51,7 @@ from runner.lock.guard import stop_backends_via
 from runner.lock.pooler import pooler_error
 from runner.observe import logs
 from runner.plan import Plan
-from runner.process.interrupt import Interrupt
+from runner.process.interrupt import Interrupt, reclaimed_warning
 from runner.scripts import env_thread
 from runner.scripts.load import Loaded, Scripts, set_url
 
@@ -364,6 +364,7 @@ class Execution:
 
     def _before_revision(self, step: Any) -> None:
         revision = step.revision.revision
+        self._reclaim_signals()
         if self.migrating is not None and self.migrating.separate:
             migration_connection.check_lock_session(self.ctx.conn, revision)
         described = self.ctx.loaded.scripts.revisions[revision]
@@ -401,6 +402,7 @@ class Execution:
         """env.py chose its connection: check it, learn the mode, how to cancel, watch it."""
         migration = connection if connection is not None else handed
         self.migration = migration
+        self._reclaim_signals()  # env.py and what it imported have run
         separate = self.driver.name != "psycopg" or migration is not handed
         logs.install_stdlib_bridge()  # env.py may have run logging.config.fileConfig
         self.migrating = migrating = migration_connection.adopt(
@@ -450,6 +452,7 @@ class Execution:
         than those in effect (rarely: at the first revision, around overrides and
         autocommit blocks). Straight to the driver: SQLAlchemy's statement machinery costs
         more than the statement."""
+        self._reclaim_signals()
         self.ctx.interrupt.check()
         if connection is not self.migration:
             return
@@ -467,6 +470,15 @@ class Execution:
             dbapi.cursor().execute(wanted.statement())
             # inside a transaction the setting reverts if it rolls back: and so does the run
             self.session_limits = wanted
+
+    def _reclaim_signals(self) -> None:
+        """Take the stop signals back from project code that replaced their handlers (see
+        :meth:`~runner.process.interrupt.Interrupt.reclaim`), and say so."""
+        replaced = self.ctx.interrupt.reclaim()
+        if replaced:
+            self.ctx.log.warning(
+                "signals.reclaimed", revision=self.revision, **reclaimed_warning(replaced)
+            )
 
     def _require_lock_held(self, connection: Any) -> None:
         """Before a transaction of the migration commits: its own server session holds the
