@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from runner.commands import from_settings
@@ -75,7 +77,8 @@ def revision(
 
     loaded = sources.load(from_settings.project(settings), log)
     if not autogenerate:
-        return _written(command.revision(loaded.config, message=message))
+        with _refused_by_alembic("with several heads, merge them first: migration-runner merge"):
+            return _written(command.revision(loaded.config, message=message))
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
 
@@ -86,8 +89,25 @@ def revision(
         )
         with engine.connect() as connection:
             loaded.config.attributes["connection"] = connection
-            script = command.revision(loaded.config, message=message, autogenerate=True)
+            with _refused_by_alembic(
+                "--autogenerate needs the database at head (migration-runner upgrade) and an "
+                "env.py that passes target_metadata to context.configure()"
+            ):
+                script = command.revision(loaded.config, message=message, autogenerate=True)
     return _written(script)
+
+
+@contextlib.contextmanager
+def _refused_by_alembic(advice: str) -> Iterator[None]:
+    """Alembic's refusals (``CommandError``: several heads, a database not at head for
+    ``--autogenerate``, an env.py without ``target_metadata``) are the project's state or the
+    command line's, not a bug: exit 2 with Alembic's own words."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise ConfigError(f"Alembic refused to write the revision: {exc} ({advice})") from None
 
 
 def _written(script: Any) -> Result:

@@ -117,9 +117,6 @@ def test_a_usage_error_of_a_reader_logs_on_stderr(argv, database, tmp_path):
 # --- 5. a role whose search_path names no schema: "public does not exist" -------------------
 
 
-@finding(
-    5, "search_path '' on the role: 'schema public (MIGRATION_VERSION_TABLE_SCHEMA) does not exist'"
-)
 @pytest.mark.parametrize("search_path", ["''", "nowhere"])
 def test_an_empty_search_path_is_not_reported_as_a_missing_public_schema(
     search_path, database, tmp_path
@@ -137,6 +134,7 @@ def test_an_empty_search_path_is_not_reported_as_a_missing_public_schema(
     # must name what is wrong (the role's search_path), not a schema that is there
     assert database.query("SELECT to_regnamespace('public') IS NOT NULL")[0][0]
     assert "'public' (MIGRATION_VERSION_TABLE_SCHEMA) does not exist" not in error["message"]
+    assert "search_path" in error["message"], error["message"]
 
 
 # --- 6. what a revision writes below Python's sys.stdout reaches stdout raw -----------------
@@ -192,10 +190,6 @@ op.execute("SELECT pg_sleep(30)")
 """
 
 
-@finding(
-    7,
-    "env.py/app code that sets SIGTERM/SIGINT at import: killed without summary (lock held), or SIGINT reported as a lost connection (10)",
-)
 @pytest.mark.parametrize(
     ("sig", "disposition"),
     [("SIGTERM", "signal.SIG_DFL"), ("SIGINT", "signal.default_int_handler")],
@@ -281,10 +275,6 @@ def test_an_env_py_in_its_own_outer_transaction_migrates_as_plain_alembic_does(d
 # --- 9. revision --autogenerate refused by Alembic (a CommandError): "internal error" ---------
 
 
-@finding(
-    9,
-    "revision --autogenerate refused by Alembic (db behind, no metadata), revision on several heads: exit 1 'please report'",
-)
 @pytest.mark.parametrize("state", ["database behind", "no target_metadata", "several heads"])
 def test_autogenerate_refused_by_alembic_is_not_an_internal_error(state, database, tmp_path):
     project = _project(tmp_path)  # env.py: target_metadata=None, as Alembic's templates ship
