@@ -91,6 +91,9 @@ class Where:
     rolled_back: tuple[str, ...] = ()
     #: the plan's kind: a failed revision stays pending (upgrade) or applied (downgrade)
     kind: str = "upgrade"
+    #: revisions completed before the failed one in the same transaction (env.py migrating
+    #: in one of its own, e.g. ``with engine.begin()``): rolled back with it
+    rolled_back_with: tuple[str, ...] = ()
 
 
 def classify_failure(
@@ -109,7 +112,23 @@ def classify_failure(
             **kept_fields(where),
             **error.fields,
         )
+    if where.rolled_back_with and isinstance(
+        error, (MigrationFailed, MigrationBlocked, ConnectionLost)
+    ):
+        return type(error)(_with_earlier_rolled_back(error.message, where), **error.fields)
     return error
+
+
+def _with_earlier_rolled_back(message: str, where: Where) -> str:
+    """``message``, saying that the revisions before the failed one in its transaction were
+    rolled back with it (instead of that revisions applied before it stay applied)."""
+    earlier = ", ".join(where.rolled_back_with)
+    said = (
+        f"the revisions before it in the same transaction ({earlier}: env.py runs them in one "
+        "of its own) were rolled back with it"
+    )
+    stay = "revisions applied before it stay applied"
+    return message.replace(stay, said) if stay in message else f"{message}; {said}"
 
 
 def _without_rollback(message: str) -> str:
@@ -234,7 +253,12 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
             "notices. Run again: it resumes there",
             **fields,
         )
-    if where.env_py and sqlstate is None and env_py_line(exc, where.env_py) != where.env_py:
+    if (
+        where.env_py
+        and sqlstate is None
+        and env_py_line(exc, where.env_py) != where.env_py
+        and not raised_by_runner(exc.__traceback__)  # then plain Alembic would not fail so
+    ):
         return EnvPyFailed(  # raised in (or while compiling) env.py itself
             f"{place} failed: {detail}. No revision started: nothing was applied. Fix env.py "
             "(plain `alembic upgrade` fails the same way) and run again",

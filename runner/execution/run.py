@@ -245,7 +245,9 @@ class Execution:
         if guard is not None and guard.lost:
             return guard.error(self.revision)
         steps = self.plan.steps
-        failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
+        failed = self.revision or (
+            steps[len(self.committed)] if len(self.committed) < len(steps) else None
+        )
         blockers = self.ctx.watch.seen_since(self.statement_began)
         error = classify_failure(exc, self._where(failed, exc), blockers)
         if self.limits is not None and error.exit_code == ExitCode.MIGRATION_BLOCKED:
@@ -271,6 +273,7 @@ class Execution:
             else self.ctx.loaded.directory.env_py_location,
             backfills=tuple(b for b in self.backfills if b.get("revision") == failed),
             kind=self.plan.kind,
+            rolled_back_with=tuple(a.revision for a in self.awaiting if a.revision != failed),
         )
         if not in_block:
             return where

@@ -246,7 +246,6 @@ with engine.begin() as connection:  # env.py's own connection, in one outer tran
 """
 
 
-@finding(8, "env.py in its own engine.begin(): exit 7 'plain alembic upgrade fails the same way'")
 def test_an_env_py_in_its_own_outer_transaction_migrates_as_plain_alembic_does(database, tmp_path):
     import sys
 
@@ -269,6 +268,22 @@ def test_an_env_py_in_its_own_outer_transaction_migrates_as_plain_alembic_does(d
     # `alembic upgrade` fails the same way" -- it does not
     assert result.code == 0, result.stdout
     assert database.version() == ["a1"]
+
+
+def test_a_failure_in_env_pys_outer_transaction_names_the_revision_and_what_rolled_back(
+    database, tmp_path
+):
+    """One transaction for every revision (env.py's own): the failed revision is the one in
+    flight, not the first of the run, and those before it did not stay applied."""
+    project = _project(tmp_path)
+    (project.root / "migrations" / "env.py").write_text(OUTER_TRANSACTION_ENV)
+    project.revision("a2", "a1", "op.execute('CREATE TABLE t_a2 (id int)')")
+    project.revision("a3", "a2", "op.execute('SELECT * FROM no_such_table')")
+    result = run(runner_env(database, project), "upgrade", cwd=project.root)
+    error, summary = result.event("error"), result.event("summary")
+    assert result.code == 6 and error["revision"] == "a3", result.stdout
+    assert "stay applied" not in error["message"] and "(a1, a2:" in error["message"]
+    assert summary["applied"] == [] and database.version() == []
 
 
 # --- 9. revision --autogenerate refused by Alembic (a CommandError): "internal error" ---------
