@@ -21,6 +21,7 @@ the runner is doing, which the runner declares with the context managers below:
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import os
 import signal
@@ -34,6 +35,10 @@ from runner.process import signal_watch
 
 #: the signals that end a run, with a summary, a rollback and the lock released
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE)
+_STOPPING_NUMBERS = tuple(int(sig) for sig in STOPPING)
+#: the C function behind :func:`signal.getsignal`, without its mapping of the result to an
+#: enum (30 times as slow: :meth:`Interrupt.reclaim` runs before every statement)
+_raw_getsignal = _signal.getsignal
 
 RECANCEL_EVERY_S = 0.5
 #: how long a cancelled migration may take to unwind before the last resort (a revision
@@ -122,12 +127,17 @@ class Interrupt:
         disposition table (called before every statement). Main thread only (the only one
         that can set a handler); elsewhere a no-op."""
         handler = self._handler
-        replaced: list[str] = []
-        for sig in STOPPING:
-            current = signal.getsignal(sig)
-            if current is not handler:
-                replaced.append(f"{sig.name} ({_disposition(current)})")
-        if not replaced or threading.current_thread() is not threading.main_thread():
+        for number in _STOPPING_NUMBERS:  # ~0.4 µs in all: the C function, no enum mapping
+            if _raw_getsignal(number) is not handler:
+                break
+        else:
+            return ()
+        replaced = [
+            f"{sig.name} ({_disposition(signal.getsignal(sig))})"
+            for sig in STOPPING
+            if signal.getsignal(sig) is not handler
+        ]
+        if threading.current_thread() is not threading.main_thread():
             return ()
         for sig in STOPPING:
             signal.signal(sig, handler)
