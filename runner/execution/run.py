@@ -37,6 +37,7 @@ from runner.execution import backfill as backfills
 from runner.execution import connection as migration_connection
 from runner.execution.alembic_hooks import alembic_destination, check_steps
 from runner.execution.failure import (
+    QUERY_CANCELED,
     Where,
     classify_failure,
     kept_fields,
@@ -245,16 +246,36 @@ class Execution:
         if guard is not None and guard.lost:
             return guard.error(self.revision)
         steps = self.plan.steps
+        started = self.started or self.plan.kind == "stamp"  # else env.py's: no revision
         failed = self.revision or (
-            steps[len(self.committed)] if len(self.committed) < len(steps) else None
+            steps[len(self.committed)] if started and len(self.committed) < len(steps) else None
         )
         blockers = self.ctx.watch.seen_since(self.statement_began)
-        error = classify_failure(exc, self._where(failed, exc), blockers)
+        where = dataclasses.replace(
+            self._where(failed, exc), server_statement_timeout=self._server_statement_timeout(exc)
+        )
+        error = classify_failure(exc, where, blockers)
         if self.limits is not None and error.exit_code == ExitCode.MIGRATION_BLOCKED:
             error.fields["lock_timeout_s"] = self.limits.lock_timeout
         if error.exit_code == ExitCode.INTERNAL:
             self.ctx.log.debug("internal.traceback", exc_info=exc)
         return error
+
+    def _server_statement_timeout(self, exc: BaseException) -> str | None:
+        """For a cancelled statement the runner set no statement_timeout for: the one in
+        effect (the role's or the database's), else None."""
+        runner_set = self.session_limits is not None and self.session_limits.statement_timeout
+        conn = self.ctx.conn
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if runner_set or sqlstate_of(exc) != QUERY_CANCELED or not idle:
+            return None
+        try:
+            row = conn.execute("SELECT current_setting('statement_timeout')").fetchone()
+            if not conn.autocommit:
+                conn.rollback()  # as it was: no transaction open
+        except psycopg.Error:
+            return None
+        return str(row[0]) if row and row[0] not in ("0", "") else None
 
     def _where(self, failed: str | None, exc: BaseException) -> Where:
         """Where ``exc`` ended the run: the revision in flight (``failed``) and, when it ran

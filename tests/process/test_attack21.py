@@ -305,3 +305,44 @@ def test_autogenerate_refused_by_alembic_is_not_an_internal_error(state, databas
     # provide a MetaData object ...") names the user's or the project's mistake, not a bug
     assert violations(observed) == [], result.stderr
     assert result.code in (2, 7), result.stderr
+
+
+# --- low: a role's statement_timeout, a failed stamp, a dry run on a database ahead ---------
+
+
+def test_a_roles_statement_timeout_is_named_not_the_runners_setting(database, tmp_path):
+    """env.py's first statements run under the role's statement_timeout (the runner sets its
+    own for revisions): a cancel there is the role's setting, before any revision."""
+    project = _project(tmp_path)
+    env_py = project.root / "migrations" / "env.py"
+    env_py.write_text(
+        env_py.read_text().replace(
+            "context.configure(",
+            "connection.exec_driver_sql('SELECT pg_sleep(1)')\n    context.configure(",
+            1,
+        )
+    )
+    with database.admin() as admin:
+        admin.execute(
+            f'ALTER ROLE "{database.server.user}" IN DATABASE "{database.name}" '
+            "SET statement_timeout = '200ms'"
+        )
+    result = run(runner_env(database, project), "upgrade", cwd=project.root)
+    error = result.event("error")
+    assert result.code == 6 and error["revision"] is None, result.stdout
+    assert "MIGRATION_STATEMENT_TIMEOUT" not in error["message"], error["message"]
+    assert "statement_timeout, 200ms" in error["message"], error["message"]
+
+
+def test_a_failed_stamp_is_not_called_an_upgrade(database, tmp_path):
+    project = _project(tmp_path)
+    with database.connect() as conn:  # a version table that refuses what stamp writes
+        conn.execute(
+            "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY "
+            "CHECK (version_num = 'other'))"
+        )
+    result = run(runner_env(database, project), "stamp", "heads", cwd=project.root)
+    error = result.event("error")
+    assert result.code == 6, result.stdout
+    assert "upgrade" not in error["message"] and "Fix the migration" not in error["message"]
+    assert error["message"].startswith("the stamp failed"), error["message"]
