@@ -275,6 +275,8 @@ def exit_code(command: str, outcome: Outcome) -> ExitCode:
         return FAILED_EXIT[outcome]
     if command == "check":
         return CHECK_EXIT.get(outcome, ExitCode.OK)
+    if command == "upgrade" and outcome == Outcome.AHEAD:  # --dry-run: the upgrade would refuse
+        return ExitCode.DATABASE_AHEAD
     return ExitCode.OK
 
 

@@ -346,3 +346,20 @@ def test_a_failed_stamp_is_not_called_an_upgrade(database, tmp_path):
     assert result.code == 6, result.stdout
     assert "upgrade" not in error["message"] and "Fix the migration" not in error["message"]
     assert error["message"].startswith("the stamp failed"), error["message"]
+
+
+def test_a_dry_run_on_a_database_ahead_prints_its_json_document(database, tmp_path):
+    import json
+
+    project = _project(tmp_path)
+    with database.connect() as conn:  # at a revision these scripts do not know
+        conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('zz9')")
+    result = run(runner_env(database, project), "upgrade", "--dry-run", "--json", cwd=project.root)
+    observed = Observed(
+        "upgrade", result.code, result.stdout, result.stderr, "stderr", json_document=True
+    )
+    assert result.code == 8 and violations(observed) == [], result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    assert document["ahead"] is True and document["pending"] == []
+    assert document["from_revision"] == ["zz9"]
