@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.commands import from_settings
 from runner.config.settings import Settings
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunnerError, ScriptsInvalid
 from runner.outcome import Facts, Outcome, Result
 from runner.scripts import load as scripts
 from runner.scripts import manifest
@@ -77,7 +77,11 @@ def revision(
 
     loaded = sources.load(from_settings.project(settings), log)
     if not autogenerate:
-        with _refused_by_alembic("with several heads, merge them first: migration-runner merge"):
+        several = len(loaded.scripts.heads) > 1  # the scripts' state: exit 7, as elsewhere
+        with _refused_by_alembic(
+            "with several heads, merge them first: migration-runner merge",
+            ScriptsInvalid if several else ConfigError,
+        ):
             return _written(command.revision(loaded.config, message=message))
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
@@ -98,16 +102,17 @@ def revision(
 
 
 @contextlib.contextmanager
-def _refused_by_alembic(advice: str) -> Iterator[None]:
+def _refused_by_alembic(advice: str, kind: type[RunnerError] = ConfigError) -> Iterator[None]:
     """Alembic's refusals (``CommandError``: several heads, a database not at head for
     ``--autogenerate``, an env.py without ``target_metadata``) are the project's state or the
-    command line's, not a bug: exit 2 with Alembic's own words."""
+    command line's, not a bug: ``kind`` (exit 2, or 7 for several heads) with Alembic's own
+    words."""
     from alembic.util import CommandError
 
     try:
         yield
     except CommandError as exc:
-        raise ConfigError(f"Alembic refused to write the revision: {exc} ({advice})") from None
+        raise kind(f"Alembic refused to write the revision: {exc} ({advice})") from None
 
 
 def _written(script: Any) -> Result:
