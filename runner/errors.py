@@ -62,6 +62,12 @@ class UsageError(ConfigError):
     code = "usage"
 
 
+class AppNotStarted(ConfigError):
+    """``upgrade --then``: the migration was applied, the app could not be started."""
+
+    code = "app_not_started"
+
+
 class PlanDiverged(RunnerError):
     """Alembic would run other steps than the plan: a bug, never run."""
 

@@ -35,6 +35,7 @@ class Outcome(enum.StrEnum):
     LINT_ERRORS = "lint_errors"  # lint, check --lint, upgrade --dry-run: an error-level finding
     FAILED = "failed"  # an error (the CLI's, never a verb's)
     INTERRUPTED = "interrupted"  # SIGTERM/SIGINT (the CLI's)
+    APP_NOT_STARTED = "app_not_started"  # upgrade --then: migrated, the app cannot start
 
 
 @dataclasses.dataclass(frozen=True)

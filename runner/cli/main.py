@@ -25,7 +25,15 @@ from runner import __version__
 from runner.cli import then as handoff
 from runner.cli.arguments import CHECKLIST, dry_run_flag, lint_flag, phase_flag
 from runner.cli.report import SUMMARY_ONCE, exit_now, log_error, metric_dimensions, report, summary
-from runner.errors import ExitCode, Interrupted, OutputClosed, RunnerError, UsageError
+from runner.errors import (
+    AppNotStarted,
+    ConfigError,
+    ExitCode,
+    Interrupted,
+    OutputClosed,
+    RunnerError,
+    UsageError,
+)
 from runner.lock.advisory import lock_key
 from runner.observe import cloudwatch_metrics as emf
 from runner.observe import ecs_metadata, logs
@@ -267,6 +275,8 @@ def exit_code(command: str, outcome: Outcome) -> ExitCode:
         return FAILED_EXIT[outcome]
     if command == "check":
         return CHECK_EXIT.get(outcome, ExitCode.OK)
+    if command == "upgrade" and outcome == Outcome.AHEAD:  # --dry-run: the upgrade would refuse
+        return ExitCode.DATABASE_AHEAD
     return ExitCode.OK
 
 
@@ -324,7 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             args.command,
         )
-    return handoff.then(app, run_command(args, app), _exec_failed)
+    facts = Facts()
+    code = run_command(args, app, facts)
+    return handoff.then(app, code, lambda _log, err: _exec_failed(facts, err))
 
 
 def _stdout_closed() -> bool:
@@ -371,13 +383,39 @@ def _refuse(
     return int(err.exit_code)
 
 
-def _exec_failed(log: Log, err: RunnerError) -> None:
-    """``--then``'s exec failed after the summary (it was checked before): say so, again last."""
-    report(err, "upgrade", Outcome.FAILED, Facts())
+def _exec_failed(facts: Facts, err: RunnerError) -> None:
+    """``--then``'s exec failed after the summary, though :func:`handoff.ready` passed just
+    before it (the file changed since, or the kernel refused what no check foresees: an
+    ELF for another machine, no memory): say so, with a summary that is true, again last."""
+    report(
+        AppNotStarted(f"{err.message}; {APPLIED_NOT_STARTED}"),
+        "upgrade",
+        Outcome.APP_NOT_STARTED,
+        facts,
+    )
 
 
-def run_command(args: argparse.Namespace, app: Sequence[str] | None = None) -> int:
-    """Run one verb: the only place a result or an error becomes an exit code."""
+#: what an app that cannot start after the migration leaves behind
+APPLIED_NOT_STARTED = (
+    "the migration was applied, the app was not started (once it is fixed, a new run has "
+    "nothing to migrate and starts it)"
+)
+
+
+def _ready_after_migrating(app: Sequence[str]) -> None:
+    """``--then``: checked again before the summary, as late as can be: the summary says
+    whether the app can start. Raises :class:`AppNotStarted`."""
+    try:
+        handoff.ready(app)
+    except ConfigError as err:
+        raise AppNotStarted(f"{err.message}; {APPLIED_NOT_STARTED}") from None
+
+
+def run_command(
+    args: argparse.Namespace, app: Sequence[str] | None = None, facts: Facts | None = None
+) -> int:
+    """Run one verb: the only place a result or an error becomes an exit code. ``facts``:
+    what the run learns (filled in place: ``--then``'s report after a failed exec)."""
     from runner.config.settings import environment_secrets
 
     command = BY_NAME[args.command]
@@ -387,7 +425,8 @@ def run_command(args: argparse.Namespace, app: Sequence[str] | None = None) -> i
         secrets=environment_secrets(),
         stream=stream,
     )
-    facts, outcome, code, settings = Facts(), Outcome.FAILED, ExitCode.INTERNAL, None
+    facts = Facts() if facts is None else facts
+    outcome, code, settings = Outcome.FAILED, ExitCode.INTERNAL, None
     interrupt = Interrupt(
         on_stuck=lambda: _end_stuck(command.name, facts, interrupt),
         output_failure=lambda: logs.failures[0] if logs.failures else None,
@@ -400,11 +439,11 @@ def run_command(args: argparse.Namespace, app: Sequence[str] | None = None) -> i
         result = _run_verb(command, args, settings, facts, interrupt, log)
         outcome, code = result.outcome, exit_code(command.name, result.outcome)
         if app is not None and code == ExitCode.OK:
-            handoff.ready(app)  # checked again: the app must start once the summary says 0
+            _ready_after_migrating(app)  # the app must start once the summary says 0
             log.info("app.exec", command=list(app))
     except RunnerError as err:
         code = err.exit_code
-        outcome = Outcome.INTERRUPTED if isinstance(err, Interrupted) else Outcome.FAILED
+        outcome = _outcome_of(err)
         log_error(log, err)
     except BaseException as err:  # a bug (or sys.exit()): one event, traceback at debug only
         code = ExitCode.INTERNAL
@@ -430,6 +469,12 @@ def run_command(args: argparse.Namespace, app: Sequence[str] | None = None) -> i
                 stream.flush()
             ignore_late_signals()
     return int(code)
+
+
+def _outcome_of(err: RunnerError) -> Outcome:
+    if isinstance(err, Interrupted):
+        return Outcome.INTERRUPTED
+    return Outcome.APP_NOT_STARTED if isinstance(err, AppNotStarted) else Outcome.FAILED
 
 
 def _argument_secrets(args: argparse.Namespace) -> list[str]:

@@ -85,32 +85,66 @@ def resolve_app(app: Sequence[str]) -> str:
     return found
 
 
+#: the start of an ELF binary, the one format the kernel runs besides ``#!`` scripts (and
+#: those binfmt_misc registers, see :func:`_other_formats`)
+ELF = b"\x7fELF"
+
+
 def ready(app: Sequence[str]) -> str:
-    """:func:`resolve_app`, and the interpreter its ``#!`` line names (``env NAME``: NAME on
-    PATH) can be executed: else the exec would fail after the run said it succeeded."""
+    """:func:`resolve_app`, and what ``execve`` will need: a regular file the runner may
+    execute, on a file system not mounted ``noexec``, that starts with a ``#!`` line naming
+    an interpreter that passes the same checks (``env NAME``: NAME on PATH) or is an ELF
+    binary. Else the exec would fail after the run said it succeeded."""
     found = resolve_app(app)
-    if not os.access(found, os.X_OK):
-        raise ConfigError(f"--then: the app {found} is not executable (chmod +x)")
+    _require_executable(found, f"the app {found}")
     try:
-        with open(found, "rb") as head:
-            first = head.readline(256)
+        with open(found, "rb") as file:
+            head = file.readline(256)
     except OSError as exc:
         raise ConfigError(f"--then: cannot read the app {found}: {exc.strerror}") from None
-    if not first.startswith(b"#!"):
-        return found
-    words = first[2:].decode(errors="replace").split()
+    if head.startswith(b"#!"):
+        _require_interpreter(found, head)
+    elif not head.startswith(ELF) and not _other_formats():
+        what = "is empty" if not head else "has no #! line and is not an ELF binary"
+        raise ConfigError(
+            f"--then: the app {found} {what}: the kernel cannot execute it. Give it a #! "
+            f"line (e.g. #!/bin/sh), or name its interpreter: --then -- sh {found}"
+        )
+    return found
+
+
+def _require_executable(path: str, what: str) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(f"--then: {what} is not a file that can be executed")
+    if not os.access(path, os.X_OK):
+        raise ConfigError(f"--then: {what} is not executable (chmod +x)")
+    with contextlib.suppress(OSError):
+        if os.statvfs(path).f_flag & os.ST_NOEXEC:
+            raise ConfigError(f"--then: {what} is on a file system mounted noexec")
+
+
+def _require_interpreter(found: str, head: bytes) -> None:
+    """The interpreter the ``#!`` line of the app ``found`` names can be executed."""
+    words = head[2:].decode(errors="replace").split()
     interpreter = words[0] if words else ""
+    if not interpreter:
+        raise ConfigError(f"--then: the app {found} has a #! line naming no interpreter")
+    _require_executable(interpreter, f"the app {found} runs {interpreter!r} (its #! line), which")
     if os.path.basename(interpreter) == "env":
         named = [w for w in words[1:] if not w.startswith("-")][:1]
         if named and shutil.which(named[0]) is None:
             raise ConfigError(
                 f"--then: the app {found} runs {named[0]!r} (its #! line), not on PATH"
             )
-    elif not (interpreter and os.access(interpreter, os.X_OK)):
-        raise ConfigError(
-            f"--then: the app {found} runs {interpreter!r} (its #! line), which is not there"
-        )
-    return found
+
+
+def _other_formats() -> bool:
+    """Whether binfmt_misc has formats registered (then the kernel may run other files)."""
+    try:
+        entries = os.listdir("/proc/sys/fs/binfmt_misc")
+    except OSError:
+        return False
+    return any(e not in ("register", "status") for e in entries)
 
 
 def then(app: Sequence[str] | None, code: int, report: Callable[[Any, ConfigError], None]) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from runner.commands import from_settings
 from runner.config.settings import Settings
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunnerError, ScriptsInvalid
 from runner.observe import descriptors
 from runner.outcome import Facts, Outcome, Result
 from runner.scripts import load as scripts
@@ -77,7 +79,12 @@ def revision(
 
     loaded = sources.load(from_settings.project(settings), log)
     if not autogenerate:
-        return _written(command.revision(loaded.config, message=message))
+        several = len(loaded.scripts.heads) > 1  # the scripts' state: exit 7, as elsewhere
+        with _refused_by_alembic(
+            "with several heads, merge them first: migration-runner merge",
+            ScriptsInvalid if several else ConfigError,
+        ):
+            return _written(command.revision(loaded.config, message=message))
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
 
@@ -88,9 +95,29 @@ def revision(
         )
         with engine.connect() as connection:
             loaded.config.attributes["connection"] = connection
-            with descriptors.captured():  # env.py runs
+            with (
+                _refused_by_alembic(
+                    "--autogenerate needs the database at head (migration-runner upgrade) and an "
+                    "env.py that passes target_metadata to context.configure()"
+                ),
+                descriptors.captured(),
+            ):  # env.py runs
                 script = command.revision(loaded.config, message=message, autogenerate=True)
     return _written(script)
+
+
+@contextlib.contextmanager
+def _refused_by_alembic(advice: str, kind: type[RunnerError] = ConfigError) -> Iterator[None]:
+    """Alembic's refusals (``CommandError``: several heads, a database not at head for
+    ``--autogenerate``, an env.py without ``target_metadata``) are the project's state or the
+    command line's, not a bug: ``kind`` (exit 2, or 7 for several heads) with Alembic's own
+    words."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise kind(f"Alembic refused to write the revision: {exc} ({advice})") from None
 
 
 def _written(script: Any) -> Result:

@@ -18,7 +18,7 @@ from runner.checklist.verify import parse_skip, run_verify
 from runner.commands import from_settings
 from runner.config.database_url import parse_database_url
 from runner.config.settings import Settings
-from runner.errors import ExitCode
+from runner.errors import DatabaseAhead, ExitCode
 from runner.execution.output_capture import OutputCapture
 from runner.outcome import Facts, Outcome, Result
 from runner.plan import plan_phase, plan_upgrade
@@ -136,7 +136,10 @@ def dry_run(
 ) -> Result:
     """``upgrade --dry-run``: what would be applied, linted by size; applies nothing."""
     facts.phase = phase
-    plan, result = lint_pending(settings, target, phase, facts=facts, log=log)
+    try:
+        plan, result = lint_pending(settings, target, phase, facts=facts, log=log)
+    except DatabaseAhead as ahead:
+        return _ahead(ahead, settings.migration_allow_database_ahead, facts, log)
     linted = _linted(result, Outcome.PASSED, log)
     pending = ", ".join(plan["pending"]) or "nothing: the database is at the target"
     return Result(
@@ -144,6 +147,32 @@ def dry_run(
         {**plan, "lint": linted.document},
         f"would apply: {pending}\n{linted.text}",
         linted.annotations,
+    )
+
+
+def _ahead(ahead: DatabaseAhead, accepted: bool, facts: Facts, log: Log) -> Result:
+    """``upgrade --dry-run`` on a database ahead of the scripts: nothing would be applied;
+    the upgrade would refuse (exit 8, its error logged) unless MIGRATION_ALLOW_DATABASE_AHEAD.
+    The document is printed either way (``--json``: one document, whatever the verdict)."""
+    if not accepted:
+        log.error(
+            "error",
+            error_code=ahead.code,
+            exit_code=int(ahead.exit_code),
+            message=f"{ahead.message} (the upgrade would refuse: nothing was applied)",
+        )
+    document = {
+        "from_revision": list(facts.from_revision or []),
+        "target": [],
+        "pending": [],
+        "held": [],
+        "ahead": True,
+        "lint": None,
+    }
+    return Result(
+        Outcome.DATABASE_AHEAD if accepted else Outcome.AHEAD,
+        document,
+        f"would apply: nothing: {ahead.message}",
     )
 
 

@@ -23,6 +23,7 @@ from psycopg.sql import Identifier, Literal
 from psycopg.types.datetime import TimestamptzLoader
 
 from runner.database.own_statement_bounds import bounded
+from runner.database.version_table import no_schema_error
 from runner.errors import ConfigError
 
 OUTCOMES = ("applied", "reverted", "stamped", "unstamped", "adopted")
@@ -251,11 +252,7 @@ class Ledger:
                 privilege="CREATE" if doing == "create" else "SELECT",
             ) from None
         except psycopg.errors.InvalidSchemaName:
-            raise ConfigError(
-                f"the schema {schema!r} (MIGRATION_VERSION_TABLE_SCHEMA) does not "
-                f"exist: create it (CREATE SCHEMA {schema}) or fix the setting",
-                schema=schema,
-            ) from None
+            raise no_schema_error(conn, self.schema) from None
 
 
 def edited(

@@ -57,11 +57,7 @@ def read_revision(conn: psycopg.Connection[Any], table: VersionTable) -> tuple[s
         if hidden is not None:
             raise no_usage(conn, table, hidden) from None
         if isinstance(exc, psycopg.errors.InvalidSchemaName):
-            raise ConfigError(
-                f"the schema {table.schema!r} (MIGRATION_VERSION_TABLE_SCHEMA) does not "
-                f"exist: create it (CREATE SCHEMA {table.schema}) or fix the setting",
-                schema=table.schema,
-            ) from None
+            raise no_schema_error(conn, table.schema) from None
         (user,) = quoted(conn, conn.info.user)
         raise ConfigError(
             f"the role {user} (DB_USER) may not read the version table {ident}: GRANT "
@@ -120,3 +116,34 @@ def search_path_schemas(setting: str, user: str) -> list[str]:
     lower case, quoted ones as written (``""`` for a quote), ``$user`` as ``user``. Pure."""
     names = [q.replace('""', '"') if q else b.lower() for q, b in _PATH_ITEM.findall(setting)]
     return [user if name == "$user" else name for name in names if name]
+
+
+def no_schema_error(conn: psycopg.Connection[Any], schema: str | None) -> ConfigError:
+    """What PostgreSQL's ``invalid_schema_name`` means for the runner's tables: the schema
+    MIGRATION_VERSION_TABLE_SCHEMA names is missing, or (the setting unset, the tables
+    unqualified) the session's ``search_path`` selects no schema that exists."""
+    if schema is not None:
+        return ConfigError(
+            f"the schema {schema!r} (MIGRATION_VERSION_TABLE_SCHEMA) does not exist: create "
+            f"it (CREATE SCHEMA {schema}) or fix the setting",
+            schema=schema,
+        )
+    search_path = _search_path(conn)
+    user, database = conn.info.user, conn.info.dbname
+    return ConfigError(
+        f"no schema is selected to create the runner's tables in: the session's search_path "
+        f"({search_path!r}, set for the role or the database, or in the connection's "
+        "options) names no schema that exists. Name an existing schema in it (e.g. "
+        f'ALTER ROLE "{user}" IN DATABASE "{database}" RESET search_path, or SET '
+        "search_path = public), or set MIGRATION_VERSION_TABLE_SCHEMA",
+        search_path=search_path,
+    )
+
+
+def _search_path(conn: psycopg.Connection[Any]) -> str | None:
+    """The session's search_path (``None`` if it cannot be read now: a failed transaction)."""
+    try:
+        row = conn.execute("SELECT current_setting('search_path')").fetchone()
+    except psycopg.Error:
+        return None
+    return str(row[0]) if row else None

@@ -150,7 +150,12 @@ def adopt(
         )
         if lock_key is not None:
             migrating.guard = LockGuard.start(
-                record.dbapi_connection, lock_key, open_session, lock_conn.info.backend_pid, pid
+                record.dbapi_connection,
+                lock_key,
+                open_session,
+                lock_conn.info.backend_pid,
+                pid,
+                in_transaction=migration.in_transaction(),
             )
     return migrating
 

@@ -91,6 +91,12 @@ class Where:
     rolled_back: tuple[str, ...] = ()
     #: the plan's kind: a failed revision stays pending (upgrade) or applied (downgrade)
     kind: str = "upgrade"
+    #: revisions completed before the failed one in the same transaction (env.py migrating
+    #: in one of its own, e.g. ``with engine.begin()``): rolled back with it
+    rolled_back_with: tuple[str, ...] = ()
+    #: a statement_timeout the runner did not set (the role's or the database's, e.g.
+    #: ``"1ms"``), in effect when a statement was cancelled; None: the runner's own
+    server_statement_timeout: str | None = None
 
 
 def classify_failure(
@@ -109,7 +115,23 @@ def classify_failure(
             **kept_fields(where),
             **error.fields,
         )
+    if where.rolled_back_with and isinstance(
+        error, (MigrationFailed, MigrationBlocked, ConnectionLost)
+    ):
+        return type(error)(_with_earlier_rolled_back(error.message, where), **error.fields)
     return error
+
+
+def _with_earlier_rolled_back(message: str, where: Where) -> str:
+    """``message``, saying that the revisions before the failed one in its transaction were
+    rolled back with it (instead of that revisions applied before it stay applied)."""
+    earlier = ", ".join(where.rolled_back_with)
+    said = (
+        f"the revisions before it in the same transaction ({earlier}: env.py runs them in one "
+        "of its own) were rolled back with it"
+    )
+    stay = "revisions applied before it stay applied"
+    return message.replace(stay, said) if stay in message else f"{message}; {said}"
 
 
 def _without_rollback(message: str) -> str:
@@ -209,7 +231,7 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
     # not cut here: the log pipeline cuts after redacting (a cut first could leave a
     # secret's prefix that no longer matches it)
     detail = f"{type(orig).__name__}: {first_line(orig)}"
-    place = "the upgrade"
+    place = f"the {where.kind}"
     if where.env_py:
         place = f"env.py ({env_py_line(exc, where.env_py)}), before any revision started,"
     elif where.revision:
@@ -234,7 +256,12 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
             "notices. Run again: it resumes there",
             **fields,
         )
-    if where.env_py and sqlstate is None and env_py_line(exc, where.env_py) != where.env_py:
+    if (
+        where.env_py
+        and sqlstate is None
+        and env_py_line(exc, where.env_py) != where.env_py
+        and not raised_by_runner(exc.__traceback__)  # then plain Alembic would not fail so
+    ):
         return EnvPyFailed(  # raised in (or while compiling) env.py itself
             f"{place} failed: {detail}. No revision started: nothing was applied. Fix env.py "
             "(plain `alembic upgrade` fails the same way) and run again",
@@ -259,13 +286,28 @@ def _classify(exc: BaseException, where: Where, blockers: list[Mapping[str, Any]
             "the traceback)",
             **fields,
         )
-    if sqlstate == QUERY_CANCELED:
+    return _failed(place, detail, where, sqlstate, fields)
+
+
+def _failed(
+    place: str, detail: str, where: Where, sqlstate: str | None, fields: dict[str, Any]
+) -> MigrationFailed:
+    """A statement (or the project's code) failed: the transaction rolled back."""
+    if sqlstate == QUERY_CANCELED and where.server_statement_timeout:
+        detail += (
+            f" (the session's statement_timeout, {where.server_statement_timeout}, set for the "
+            "role or the database, not by the runner: ALTER ROLE ... RESET statement_timeout, "
+            "or a larger one)"
+        )
+    elif sqlstate == QUERY_CANCELED:
         detail += " (MIGRATION_STATEMENT_TIMEOUT, or the revision's migration_runner option)"
-    return MigrationFailed(
-        f"{place} failed and was rolled back: {detail}. Fix the migration and "
-        "run again: revisions applied before it stay applied",
-        **fields,
-    )
+    if where.env_py:
+        then = "No revision started: nothing was applied. Fix the cause and run again"
+    elif where.kind == "stamp":
+        then = "Nothing was stamped. Fix the cause and run again"
+    else:
+        then = "Fix the migration and run again: revisions applied before it stay applied"
+    return MigrationFailed(f"{place} failed and was rolled back: {detail}. {then}", **fields)
 
 
 def env_py_line(exc: BaseException, env_py: str) -> str:

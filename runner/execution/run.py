@@ -37,6 +37,7 @@ from runner.execution import backfill as backfills
 from runner.execution import connection as migration_connection
 from runner.execution.alembic_hooks import alembic_destination, check_steps
 from runner.execution.failure import (
+    QUERY_CANCELED,
     Where,
     classify_failure,
     kept_fields,
@@ -51,7 +52,7 @@ from runner.lock.guard import stop_backends_via
 from runner.lock.pooler import pooler_error
 from runner.observe import descriptors, logs
 from runner.plan import Plan
-from runner.process.interrupt import Interrupt
+from runner.process.interrupt import Interrupt, reclaimed_warning
 from runner.scripts import env_thread
 from runner.scripts.load import Loaded, Scripts, set_url
 
@@ -264,14 +265,36 @@ class Execution:
         if guard is not None and guard.lost:
             return guard.error(self.revision)
         steps = self.plan.steps
-        failed = steps[len(self.committed)] if len(self.committed) < len(steps) else None
+        started = self.started or self.plan.kind == "stamp"  # else env.py's: no revision
+        failed = self.revision or (
+            steps[len(self.committed)] if started and len(self.committed) < len(steps) else None
+        )
         blockers = self.ctx.watch.seen_since(self.statement_began)
-        error = classify_failure(exc, self._where(failed, exc), blockers)
+        where = dataclasses.replace(
+            self._where(failed, exc), server_statement_timeout=self._server_statement_timeout(exc)
+        )
+        error = classify_failure(exc, where, blockers)
         if self.limits is not None and error.exit_code == ExitCode.MIGRATION_BLOCKED:
             error.fields["lock_timeout_s"] = self.limits.lock_timeout
         if error.exit_code == ExitCode.INTERNAL:
             self.ctx.log.debug("internal.traceback", exc_info=exc)
         return error
+
+    def _server_statement_timeout(self, exc: BaseException) -> str | None:
+        """For a cancelled statement the runner set no statement_timeout for: the one in
+        effect (the role's or the database's), else None."""
+        runner_set = self.session_limits is not None and self.session_limits.statement_timeout
+        conn = self.ctx.conn
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if runner_set or sqlstate_of(exc) != QUERY_CANCELED or not idle:
+            return None
+        try:
+            row = conn.execute("SELECT current_setting('statement_timeout')").fetchone()
+            if not conn.autocommit:
+                conn.rollback()  # as it was: no transaction open
+        except psycopg.Error:
+            return None
+        return str(row[0]) if row and row[0] not in ("0", "") else None
 
     def _where(self, failed: str | None, exc: BaseException) -> Where:
         """Where ``exc`` ended the run: the revision in flight (``failed``) and, when it ran
@@ -290,6 +313,7 @@ class Execution:
             else self.ctx.loaded.directory.env_py_location,
             backfills=tuple(b for b in self.backfills if b.get("revision") == failed),
             kind=self.plan.kind,
+            rolled_back_with=tuple(a.revision for a in self.awaiting if a.revision != failed),
         )
         if not in_block:
             return where
@@ -383,6 +407,7 @@ class Execution:
 
     def _before_revision(self, step: Any) -> None:
         revision = step.revision.revision
+        self._reclaim_signals()
         if self.migrating is not None and self.migrating.separate:
             migration_connection.check_lock_session(self.ctx.conn, revision)
         described = self.ctx.loaded.scripts.revisions[revision]
@@ -420,6 +445,7 @@ class Execution:
         """env.py chose its connection: check it, learn the mode, how to cancel, watch it."""
         migration = connection if connection is not None else handed
         self.migration = migration
+        self._reclaim_signals()  # env.py and what it imported have run
         separate = self.driver.name != "psycopg" or migration is not handed
         logs.install_stdlib_bridge()  # env.py may have run logging.config.fileConfig
         self.migrating = migrating = migration_connection.adopt(
@@ -469,6 +495,7 @@ class Execution:
         than those in effect (rarely: at the first revision, around overrides and
         autocommit blocks). Straight to the driver: SQLAlchemy's statement machinery costs
         more than the statement."""
+        self._reclaim_signals()
         self.ctx.interrupt.check()
         if connection is not self.migration:
             return
@@ -486,6 +513,15 @@ class Execution:
             dbapi.cursor().execute(wanted.statement())
             # inside a transaction the setting reverts if it rolls back: and so does the run
             self.session_limits = wanted
+
+    def _reclaim_signals(self) -> None:
+        """Take the stop signals back from project code that replaced their handlers (see
+        :meth:`~runner.process.interrupt.Interrupt.reclaim`), and say so."""
+        replaced = self.ctx.interrupt.reclaim()
+        if replaced:
+            self.ctx.log.warning(
+                "signals.reclaimed", revision=self.revision, **reclaimed_warning(replaced)
+            )
 
     def _lock_check(self) -> str | None:
         """The statement a transaction of the migration runs before its COMMIT: it fails

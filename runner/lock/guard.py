@@ -60,16 +60,27 @@ class LockGuard:
 
     @classmethod
     def start(
-        cls, dbapi: Any, key: int, connect: Connect, lock_pid: int, migration_pid: int
+        cls,
+        dbapi: Any,
+        key: int,
+        connect: Connect,
+        lock_pid: int,
+        migration_pid: int,
+        in_transaction: bool = False,
     ) -> LockGuard:
         """Guard env.py's migrating session ``dbapi`` (backend ``migration_pid``): it takes
         the guard key of the lock ``key`` (in autocommit, so that no transaction begins
-        before Alembic begins its own), and the guard starts watching."""
-        if hasattr(dbapi, "autocommit"):
+        before Alembic begins its own; inside the transaction env.py already opened, e.g.
+        ``with engine.begin()``, when ``in_transaction``: a session-level advisory lock
+        outlives that transaction's rollback), and the guard starts watching."""
+        # a literal: drivers differ on the parameter style (asyncpg's is $1)
+        take = f"SELECT pg_advisory_lock({int(guard_key(key))})"
+        if in_transaction:
+            dbapi.cursor().execute(take)
+        elif hasattr(dbapi, "autocommit"):
             dbapi.autocommit = True
             try:
-                # a literal: drivers differ on the parameter style (asyncpg's is $1)
-                dbapi.cursor().execute(f"SELECT pg_advisory_lock({int(guard_key(key))})")
+                dbapi.cursor().execute(take)
             finally:
                 dbapi.autocommit = False
         return cls(connect, lock_pid, migration_pid)

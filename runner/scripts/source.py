@@ -10,6 +10,7 @@ from runner.database.ledger import edited
 from runner.errors import EditedMigration
 from runner.plan import applied
 from runner.process import gc_freeze as heap
+from runner.process import interrupt
 from runner.scripts import load as scripts
 from runner.scripts import manifest
 from runner.scripts.alembic_config import Project
@@ -23,6 +24,9 @@ def load(project: Project, log: Log, checksums: dict[str, str] | None = None) ->
     bootstrap); ``checksums`` from a current manifest spare reading the files again."""
     with heap.long_lived():  # Alembic, SQLAlchemy and every revision: here until exit
         loaded = scripts.load(project, checksums)
+    replaced = interrupt.reclaim()  # the bootstrap's and the revisions' imports have run
+    if replaced:
+        log.warning("signals.reclaimed", **interrupt.reclaimed_warning(replaced))
     log.info(
         "scripts.loaded",
         source="files",

@@ -168,3 +168,25 @@ def test_the_app_starts_with_the_default_signal_dispositions(database, project) 
     ignored = int(lines[-1].split()[1], 16)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         assert not ignored & (1 << (sig - 1)), f"{sig.name} ignored in the app"
+
+
+def test_an_app_that_breaks_during_the_migration_ends_with_one_summary_saying_so(
+    database, project, tmp_path
+) -> None:
+    """Found by attack21: checked before migrating, the app became unrunnable meanwhile (here
+    a revision rewrites it): one summary, last, saying the migration was applied and the app
+    was not started (before: an ``app.exec``, a summary 0, then an error and a second summary
+    with ``applied: []``)."""
+    app = tmp_path / "serve"
+    app.write_text("#!/bin/sh\necho started\n")
+    app.chmod(0o755)
+    project.revision("t1", None, f"open({str(app)!r}, 'w').write('echo no shebang now')")
+    code, _pid, lines, events = then(runner_env(database, project), str(app))
+    assert code == 2, "\n".join(lines)
+    assert [e["event"] for e in events].count("summary") == 1, "\n".join(lines)
+    assert events[-1]["event"] == "summary" and events[-1]["exit_code"] == 2
+    assert events[-1]["outcome"] == "app_not_started" and events[-1]["applied"] == ["t1"]
+    assert "migration was applied" in events[-2]["message"]
+    assert "app.exec" not in [e["event"] for e in events]
+    assert not any("started" == line for line in lines)
+    assert database.version() == ["t1"]

@@ -71,3 +71,16 @@ def test_a_parent_that_exited_while_the_launcher_started_stops_it(monkeypatch):
     stop.watch_parent(interval_s=0.01)
     wait_until(lambda: stop.reason is not None, timeout=5, what="the stop request")
     assert stop.reason == PARENT_EXITED
+
+
+def test_a_handler_project_code_installs_is_taken_back_and_named(interrupt):
+    """Found by attack21: env.py setting SIGTERM to SIG_DFL at import let a SIGTERM kill the
+    run with no summary and the lock held; SIGINT's default handler raised KeyboardInterrupt
+    inside the driver (reported as a lost connection)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert interrupt.reclaim() == ("SIGTERM (SIG_DFL)", "SIGINT (default_int_handler)")
+    assert interrupt.reclaim() == ()  # nothing replaced: nothing to say
+    with pytest.raises(Interrupted):
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait(5)  # interrupted long before this returns
