@@ -9,7 +9,9 @@ the members to add to it out.
 Contract:
 - The metrics are top-level members (EMF cannot reference nested ones), each a number:
   ``DurationMs``, ``LockWaitMs`` (only when the run needed the lock), ``ConnectAttempts``,
-  ``RevisionsApplied``, and ``Successes`` / ``Failures`` (1 and 0 by the exit code).
+  ``RevisionsApplied``, ``Successes`` (1 on exit 0) and ``Failures`` (1 on a failed run:
+  any other exit code but a command's verdict, :data:`VERDICTS`, so a failure alarm never
+  pages on `check` answering "pending").
 - The dimensions are low-cardinality strings: the configured ``Service`` and
   ``Environment`` (each only when set) and the ``Command``. Two dimension sets (CloudWatch
   makes a metric per set): without ``Command`` (every run of the service: what a failure
@@ -25,21 +27,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from runner.errors import ExitCode
+
 DEFAULT_NAMESPACE = "MigrationRunner"
 MILLISECONDS = "Milliseconds"
 COUNT = "Count"
+#: the exit codes that are a command's answer, not a failure (promise 1: no ``error`` event)
+VERDICTS: dict[str, frozenset[int]] = {
+    "check": frozenset({ExitCode.DATABASE_AHEAD, ExitCode.NOT_AT_HEAD, ExitCode.LINT_FAILED}),
+    "heads": frozenset({ExitCode.SCRIPTS_INVALID}),  # several heads
+    "verify": frozenset({ExitCode.VERIFY_FAILED}),
+    "lint": frozenset({ExitCode.LINT_FAILED}),
+    "upgrade": frozenset({ExitCode.LINT_FAILED}),  # --dry-run's lint errors
+}
+
+
+def failed(summary: Mapping[str, Any]) -> bool:
+    """Whether the run failed: a non-zero exit code that is not its command's verdict."""
+    code = summary.get("exit_code")
+    return code != 0 and code not in VERDICTS.get(str(summary.get("command")), frozenset())
 
 
 def metric_values(summary: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
     """The metrics of one run, by name: (value, unit). A lock wait of ``None`` means no lock
     was needed, which is not a wait of 0 ms: that metric is left out."""
-    succeeded = summary.get("exit_code") == 0
     values = {
         "DurationMs": (int(summary.get("total_ms") or 0), MILLISECONDS),
         "ConnectAttempts": (int(summary.get("connect_attempts") or 0), COUNT),
         "RevisionsApplied": (len(summary.get("applied") or ()), COUNT),
-        "Successes": (int(succeeded), COUNT),
-        "Failures": (int(not succeeded), COUNT),
+        "Successes": (int(summary.get("exit_code") == 0), COUNT),
+        "Failures": (int(failed(summary)), COUNT),
     }
     if summary.get("lock_wait_ms") is not None:
         values["LockWaitMs"] = (int(summary["lock_wait_ms"]), MILLISECONDS)

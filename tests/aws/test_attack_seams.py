@@ -206,7 +206,6 @@ def _alarm_datapoint(
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 4")
 @pytest.mark.parametrize(
     ("command", "exit_code"),
     [("check", 11), ("check", 8), ("heads", 7)],
