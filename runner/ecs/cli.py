@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shlex
 import sys
 import threading
@@ -65,7 +66,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument(
         "--assign-public-ip",
         action="store_true",
-        default=(env("ASSIGN_PUBLIC_IP") or "").lower() in ("1", "true", "yes"),
+        default=_flag(environ, "ASSIGN_PUBLIC_IP"),
         help="give the task a public IP (public subnets without a NAT gateway)",
     )
     run.add_argument(
@@ -105,7 +106,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument(
         "--stop-with-parent",
         action="store_true",
-        default=(env("STOP_WITH_PARENT") or "").lower() in ("1", "true", "yes"),
+        default=_flag(environ, "STOP_WITH_PARENT"),
         help="stop the task (exit 45) when the process that started the launcher "
         "exits, e.g. killed with SIGKILL by a cancelled `pulumi up`",
     )
@@ -159,11 +160,13 @@ def _override_options(run: argparse.ArgumentParser, env: Any, environ: Mapping[s
     )
     run.add_argument(
         "--cpu",
+        type=_size("vcpu"),
         default=env("CPU"),
         help="the task's CPU units, overriding its task definition's (e.g. 1024)",
     )
     run.add_argument(
         "--memory",
+        type=_size("gb"),
         default=env("MEMORY"),
         help="the task's memory (MiB), overriding its task definition's",
     )
@@ -183,11 +186,45 @@ def _override_options(run: argparse.ArgumentParser, env: Any, environ: Mapping[s
     )
 
 
+#: what a MIGRATION_ECS_* switch may say (any case); anything else is refused, not false
+TRUE, FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    value = (environ.get(ENV + name) or "").strip().lower()
+    if value not in TRUE + FALSE:
+        raise LaunchUsageError(
+            f"{ENV}{name} {value!r}: one of {', '.join(TRUE + FALSE[1:])} (or unset)"
+        )
+    return value in TRUE
+
+
 def _pair(text: str) -> tuple[str, str]:
+    """``NAME=VALUE``. A wrong item is never quoted: its value may be a secret."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+        raise argparse.ArgumentTypeError(
+            f"an item of {len(text)} characters is not NAME=VALUE (it has no name before "
+            "an '='); it is not repeated here, its value may be secret"
+        )
     return name.strip(), value
+
+
+def _size(unit: str) -> Any:
+    """A task size as RunTask takes it: a positive whole number (CPU units, MiB), or a
+    positive number of ``unit`` (``1 vCPU``, ``2 GB``)."""
+
+    def check(text: str) -> str:
+        value = text.strip()
+        whole = re.fullmatch(r"0*[1-9][0-9]*", value)
+        units = re.fullmatch(rf"([0-9]+(?:\.[0-9]+)?) ?{unit}", value, re.IGNORECASE)
+        if not (whole or (units and float(units.group(1)) > 0)):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: a positive whole number, or a positive number of {unit}"
+            )
+        return value
+
+    return check
 
 
 def _strategy(text: str) -> tuple[tuple[str, int, int], ...]:
@@ -199,8 +236,12 @@ def _strategy(text: str) -> tuple[tuple[str, int, int], ...]:
                 raise ValueError(item)
             weight = int(numbers[0]) if numbers else 1
             base = int(numbers[1]) if len(numbers) > 1 else 0
+            if not (0 <= weight <= 1000 and 0 <= base <= 100000):
+                raise ValueError(item)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r} is not NAME[:WEIGHT[:BASE]]") from None
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not NAME[:WEIGHT[:BASE]] (WEIGHT 0-1000, BASE 0-100000)"
+            ) from None
         strategy.append((name, weight, base))
     return tuple(strategy)
 
@@ -302,7 +343,14 @@ def _check_values(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                 f"--{name.replace('_', '-')} ({ENV}{name.upper()}) names no id: "
                 "give comma-separated ids"
             )
-    for name in ("cluster", "task_definition", "image", "container", "platform_version"):
+    for name in (
+        "cluster",
+        "task_definition",
+        "image",
+        "container",
+        "platform_version",
+        "network_from_service",
+    ):
         value = getattr(args, name)
         if value is not None and not value.strip():
             raise LaunchUsageError(f"--{name.replace('_', '-')} ({ENV}{name.upper()}) is empty")

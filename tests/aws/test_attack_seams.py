@@ -240,7 +240,6 @@ BASE = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 5")
 @pytest.mark.parametrize(
     ("extra", "environ"),
     [
@@ -276,7 +275,6 @@ def test_every_bad_value_is_refused_before_any_aws_call(
         cli.parse([*BASE, *extra], environ)
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 6")
 def test_a_mistyped_env_item_does_not_echo_its_value(capsys: Any) -> None:
     """Promise 3 (no secret bytes in any output): `--env API_TOKEN:s3cr3t-tok` (a colon for the
     `=`) is refused (40), and the error event quotes the whole item, token included, into the
