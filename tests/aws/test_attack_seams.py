@@ -431,7 +431,6 @@ def _infra_module(name: str) -> Any:
     return module
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 9")
 def test_the_task_gives_the_runner_the_time_its_stop_takes() -> None:
     """infra accepts a `stopTimeout` of 2 to 120 s (Fargate's range), but the runner's own stop
     of a revision busy in Python takes `STUCK_GRACE_S` (5 s) before its last resort, and up to

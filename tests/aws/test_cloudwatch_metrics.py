@@ -194,3 +194,13 @@ def test_a_real_runs_summary_line_is_a_valid_emf_document(database, project) -> 
     assert (document["RevisionsApplied"], document["Successes"], document["Failures"]) == (2, 1, 0)
     assert document["DurationMs"] == document["total_ms"]
     assert document["LockWaitMs"] == document["lock_wait_ms"]
+
+
+def test_the_verdicts_are_the_codes_the_cli_gives_without_an_error() -> None:
+    """VERDICTS spells ExitCode's values out (the module is read on its own by infra's
+    tests): each one is a code the CLI maps an outcome to, not an error's."""
+    from runner.cli.main import CHECK_EXIT, FAILED_EXIT
+    from runner.observe.cloudwatch_metrics import VERDICTS
+
+    answers = {int(code) for code in (*CHECK_EXIT.values(), *FAILED_EXIT.values())} - {0}
+    assert set().union(*VERDICTS.values()) == answers
