@@ -432,8 +432,7 @@ def main(
             error_code=failure.code if failure else "internal",
             message=message,
             exit_code=code,
-            task_arn=task_arn,
-            **(failure.fields if failure else {}),
+            **{"task_arn": task_arn, **(failure.fields if failure else {})},
         )
     log.info("ecs.summary", **_summary(result, code, getattr(launcher, "task_arn", None)))
     return code
@@ -606,7 +605,12 @@ def _summary(result: LaunchResult | None, code: int, task_arn: str | None) -> di
 def _log_result(log: Log, result: LaunchResult) -> None:
     """One ``error`` event for every outcome but success (the summary follows)."""
     outcome = result.outcome
-    if result.stopped_by is not None:
+    if result.exit_code == 0:
+        return
+    if result.stopped_by is not None and result.exit_code in (
+        LaunchExit.TIMEOUT,
+        LaunchExit.INTERRUPTED,
+    ):
         cause = {
             "timeout": "--timeout passed",
             PARENT_EXITED: "the process that started the launcher exited",
@@ -646,5 +650,10 @@ def _log_result(log: Log, result: LaunchResult) -> None:
             stop_code=outcome.stop_code,
             stopped_reason=outcome.stopped_reason,
             container_reason=outcome.container_reason,
-            message=outcome.explanation(),
+            message=(
+                "--timeout passed before the task ever ran, and StopTask stopped it: "
+                if result.stopped_by == "timeout"
+                else ""
+            )
+            + outcome.explanation(),
         )

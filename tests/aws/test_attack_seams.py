@@ -63,7 +63,6 @@ DESCRIBE_THROTTLED = ClientError(
 NETWORK = EndpointConnectionError(endpoint_url="https://ecs.us-east-1.amazonaws.com/")
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 1")
 @pytest.mark.parametrize(
     ("which", "method", "error"),
     [
@@ -123,7 +122,6 @@ def _container_exited(world: Any, code: int) -> Any:
     return act
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 2")
 @pytest.mark.parametrize("how", ["timeout", "SIGTERM"])
 def test_a_container_that_exited_is_reported_as_it_exited(
     aws_in_process: None, capsys: Any, how: str
@@ -146,7 +144,6 @@ def test_a_container_that_exited_is_reported_as_it_exited(
     assert code == 0, (code, summary.get("stopped_by"))
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 3")
 def test_a_non_essential_migration_container_is_refused_or_followed(
     aws_in_process: None, capsys: Any
 ) -> None:
