@@ -167,9 +167,7 @@ def test_describetasks_throttled_a_few_times_is_followed_to_its_end(aws_server: 
     assert (result.exit_code, result.stopped_by, ecs.stops) == (0, None, 0)
 
 
-def test_stoptask_throttled_on_timeout_is_tried_again_and_the_task_stopped(
-    aws_server: Any,
-) -> None:
+def test_stoptask_throttled_on_timeout_is_tried_again_and_the_task_stopped(aws_server: Any) -> None:
     aws_server.hold_tasks_running()
     world = make_world()
     world.register()

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from runner.ecs import runargs, taskdef
+from runner.ecs.aws_errors import failure_text, transient
 from runner.ecs.cli import parse
 from runner.ecs.errors import LaunchExit, LaunchUsageError
 from runner.ecs.logs_tail import render, runner_summary
-from runner.ecs.aws_errors import failure_text, transient
 from runner.ecs.outcome import over, run_exit, run_failures, task_outcome
 
 
