@@ -111,6 +111,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "exits, e.g. killed with SIGKILL by a cancelled `pulumi up`",
     )
     run.add_argument(
+        "--parent-pid",
+        type=_pid,
+        default=env("PARENT_PID"),
+        metavar="PID",
+        help="with --stop-with-parent, also stop the task when this process exits: the "
+        "shell that started a wrapper (`uv run`) which outlives it (infra's gate passes $$)",
+    )
+    run.add_argument(
         "--command",
         nargs=argparse.REMAINDER,
         default=_command_words(env("COMMAND") or "") or None,
@@ -263,6 +271,12 @@ def _command_words(text: str) -> list[str]:
         raise LaunchUsageError(f"{ENV}COMMAND {text!r}: {exc}") from None
 
 
+def _pid(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a process id")
+    return int(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -291,6 +305,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
     ]
     if missing:
         raise LaunchUsageError("migration-runner ecs run needs " + ", ".join(missing))
+    if args.parent_pid is not None and not args.stop_with_parent:
+        raise LaunchUsageError(
+            f"--parent-pid ({ENV}PARENT_PID) goes with --stop-with-parent ({ENV}STOP_WITH_PARENT)"
+        )
     if args.launch_type and args.capacity_provider_strategy:
         raise LaunchUsageError(
             "--launch-type and --capacity-provider-strategy exclude each other: give one"
@@ -308,6 +326,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
         timeout_s=args.timeout,
         platform_version=args.platform_version,
         stop_with_parent=args.stop_with_parent,
+        parent_pid=args.parent_pid,
         launch_type=args.launch_type,
         capacity_providers=args.capacity_provider_strategy or (),
         network_from_service=args.network_from_service,

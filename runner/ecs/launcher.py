@@ -53,6 +53,7 @@ class LaunchRequest:
     timeout_s: float | None = None
     platform_version: str | None = None
     stop_with_parent: bool = False  # StopTask when the process that started us is gone
+    parent_pid: int | None = None  # with stop_with_parent: that process (default: our parent)
     launch_type: str | None = None  # FARGATE, EC2, EXTERNAL (default: FARGATE)
     capacity_providers: tuple[tuple[str, int, int], ...] = ()  # (name, weight, base)
     network_from_service: str | None = None  # run with this service's network (and placement)
@@ -128,20 +129,41 @@ class Stop:
     def _handle(self, signum: int, _frame: Any) -> None:
         self.request(signal.Signals(signum).name)
 
-    def watch_parent(self, interval_s: float = 0.25) -> None:
+    def watch_parent(self, pid: int | None = None, interval_s: float = 0.25) -> None:
         """Request a stop (:data:`PARENT_EXITED`) once the parent process is gone, seen as a
-        change of the parent pid (the orphan is re-parented). For callers that end the
-        launcher's parent with SIGKILL, which no handler can see: pulumi-command does on a
-        cancelled ``pulumi up`` (see the gate in infra/). A daemon thread polls."""
+        change of the parent pid (the orphan is re-parented), or once process ``pid`` has
+        exited. For callers that end the launcher's parent with SIGKILL, which no handler
+        can see: pulumi-command does on a cancelled ``pulumi up`` (see the gate in infra/).
+        ``pid`` is for a launcher started through a wrapper that outlives that kill (``uv
+        run`` waits for its child): the gate passes its shell's. A daemon thread polls."""
         parent = parent_at_start()
 
         def watch() -> None:
-            while self.reason is None and os.getppid() == parent:
+            while self.reason is None and os.getppid() == parent and alive(pid):
                 time.sleep(interval_s)
             if self.reason is None:
                 self.request(PARENT_EXITED)
 
         threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def alive(pid: int | None) -> bool:
+    """Whether process ``pid`` still runs (None: nothing to watch). A zombie, dead but not
+    yet reaped by its parent, has exited (Linux's /proc tells; elsewhere it counts as
+    running until it is reaped)."""
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: it exists
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def stop_reason(cause: str) -> str:
@@ -202,7 +224,7 @@ class Launcher:
         only :class:`~runner.ecs.errors.LaunchError`: a task started is never abandoned (an
         AWS call that fails for good stops it, and the error says whether StopTask worked)."""
         if request.stop_with_parent:
-            self._stop.watch_parent()
+            self._stop.watch_parent(request.parent_pid)
         definition, migrate, args, registered = self._prepare(request)
         if self._stop.reason is not None:
             raise StoppedBeforeStart(

@@ -330,18 +330,18 @@ def test_each_stopping_signal_while_following_stops_the_task_and_exits_45(
     assert _events(rest)[-1]["event"] == "ecs.summary"
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 8")
 def test_the_gate_with_a_uv_launcher_stops_the_task_when_pulumi_kills_its_shell(
     aws_server: Any,
 ) -> None:
     """infra/README.md's own example of the stack's `launcher` setting, `uv run --project ..
-    --extra aws migration-runner`, in the gate's line (`launcher_argv` + `gate_command`: `...
-    --stop-with-parent & wait $!`). A cancelled `pulumi up` SIGKILLs the shell; `uv run` keeps
-    running (it waits for its child), so the launcher's parent -- uv, not the shell -- never
-    changes, `--stop-with-parent` never fires, and the task migrates on with nobody to stop
-    it: the case the flag and the `& wait $!` exist for."""
+    --extra aws migration-runner`, in the gate's line as infra generates it (`launcher_argv`
+    + `gate_command`: `... --stop-with-parent & wait $!`). A cancelled `pulumi up` SIGKILLs
+    the shell; `uv run` keeps running (it waits for its child), so the launcher's parent --
+    uv, not the shell -- never changes: the line passes the shell's pid along
+    (`MIGRATION_ECS_PARENT_PID=$$`), and the launcher must see that process gone and stop the
+    task, the case the flag and the `& wait $!` exist for. (Before: the task migrated on with
+    nobody to stop it.)"""
     import os
-    import shlex
     import signal
     import subprocess
 
@@ -357,23 +357,18 @@ def test_the_gate_with_a_uv_launcher_stops_the_task_when_pulumi_kills_its_shell(
         "AWS_ENDPOINT_URL": aws_server.url,
         "MIGRATION_LOG_FORMAT": "json",
     }
-    launcher = shlex.join(
-        [
-            "uv",
-            "run",
-            "--project",
-            str(ROOT),
-            "--locked",
-            "--extra",
-            "aws",
-            "migration-runner",
-            "ecs",
-            *world.args(),
-            "--stop-with-parent",
-        ]
+    gate = _infra_module("launcher")
+    argv = gate.launcher_argv(
+        launcher=f"uv run --project {ROOT} --locked --extra aws migration-runner",
+        cluster=CLUSTER,
+        task_definition="migrate",
+        subnets=[world.subnet],
+        security_groups=[world.security_group],
+        container="migrate",
+        timeout=1800,
     )
     shell = subprocess.Popen(
-        ["/bin/sh", "-c", f"{launcher} & wait $!"],
+        ["/bin/sh", "-c", gate.gate_command(argv)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -388,18 +383,18 @@ def test_the_gate_with_a_uv_launcher_stops_the_task_when_pulumi_kills_its_shell(
         )
         shell.kill()
         shell.wait()
-        try:
+        with contextlib.suppress(Exception):
             wait_until(
                 lambda: world.the_task()["lastStatus"] == "STOPPED",
                 timeout=20,
                 what="the launcher to stop the task",
             )
-        except Exception:
-            pass
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(shell.pid, signal.SIGKILL)  # uv and the launcher, if still there
-    assert world.the_task()["lastStatus"] == "STOPPED"
+    task = world.the_task()
+    assert task["lastStatus"] == "STOPPED"
+    assert task["stoppedReason"] == "migration-runner ecs run: the process that started it exited"
 
 
 @pytest.mark.xfail(strict=True, reason="attack-seams finding 7")

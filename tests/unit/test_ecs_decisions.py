@@ -526,3 +526,23 @@ def test_a_failure_is_named_by_its_operation_and_code() -> None:
         "DescribeTasks failed: ThrottlingException: m"
     )
     assert failure_text(EndpointConnectionError("no route")) == "EndpointConnectionError: no route"
+
+
+@pytest.mark.parametrize(
+    ("extra", "environ", "says"),
+    [
+        (["--parent-pid", "123"], {}, "goes with --stop-with-parent"),
+        (["--stop-with-parent", "--parent-pid", "0"], {}, "is not a process id"),
+        (["--stop-with-parent"], {"MIGRATION_ECS_PARENT_PID": "$$"}, "is not a process id"),
+    ],
+)
+def test_a_parent_pid_is_a_process_id_with_stop_with_parent(
+    extra: list[str], environ: dict[str, str], says: str
+) -> None:
+    with pytest.raises(LaunchUsageError, match=says):
+        request(*extra, **environ)
+
+
+def test_the_gates_parent_pid_reaches_the_request() -> None:
+    asked = request("--stop-with-parent", MIGRATION_ECS_PARENT_PID="4242")
+    assert (asked.stop_with_parent, asked.parent_pid) == (True, 4242)

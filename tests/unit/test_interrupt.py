@@ -71,3 +71,24 @@ def test_a_parent_that_exited_while_the_launcher_started_stops_it(monkeypatch):
     stop.watch_parent(interval_s=0.01)
     wait_until(lambda: stop.reason is not None, timeout=5, what="the stop request")
     assert stop.reason == PARENT_EXITED
+
+
+def test_a_watched_process_that_exits_stops_the_launcher_even_with_its_parent_alive():
+    """``--parent-pid``: a wrapper (``uv run``) stays the launcher's parent after the shell
+    that started it is killed; the shell's exit, even as an unreaped zombie, is the stop."""
+    import subprocess
+
+    from runner.ecs.launcher import PARENT_EXITED, Stop, alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        stop = Stop()
+        stop.watch_parent(child.pid, interval_s=0.01)
+        assert alive(child.pid) and stop.reason is None
+        child.kill()
+        wait_until(lambda: stop.reason is not None, timeout=5, what="the stop request")
+        assert stop.reason == PARENT_EXITED
+        assert child.poll() is not None and not alive(child.pid)  # reaped: gone
+    finally:
+        child.kill()
+        child.wait()
