@@ -8,17 +8,20 @@ lines, or readable on a terminal. Needs no database settings.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
 import shlex
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError, StoppedBeforeStart
 from runner.ecs.launcher import PARENT_EXITED, Launcher, LaunchRequest, LaunchResult, Pacing, Stop
+from runner.observe import cloudwatch_metrics as emf
 from runner.observe import logs
 from runner.process.interrupt import early_signal
 
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from runner.observe.logs import Log
 
 ENV = "MIGRATION_ECS_"
+LAUNCHER_COMMAND = "ecs run"  # the ecs.summary's command: its metric's Command dimension
 USER_AGENT = "migration-runner-ecs"
 
 
@@ -453,8 +457,34 @@ def main(
             exit_code=code,
             **{"task_arn": task_arn, **(failure.fields if failure else {})},
         )
-    log.info("ecs.summary", **_summary(result, code, getattr(launcher, "task_arn", None)))
+    fields = _summary(result, code, getattr(launcher, "task_arn", None))
+    document = emf.with_metrics(
+        fields,
+        now_s=time.time(),
+        metrics=emf.launcher_metrics(fields),
+        **metric_dimensions(environ, getattr(launcher, "metric_settings", {})),
+    )
+    if document["Failures"] and launcher is not None:  # no runner's line counted this run
+        launcher.publish(json.dumps({"event": "ecs.summary", **document}, default=str))
+    log.info("ecs.summary", **document)
     return code
+
+
+def metric_dimensions(environ: Mapping[str, str], container: Mapping[str, str]) -> dict[str, Any]:
+    """The launcher's metric's namespace and dimensions: the migrating container's
+    ``MIGRATION_METRICS_*`` (what infra's alarm watches) when its task definition is known,
+    else the launcher's own environment's."""
+
+    def setting(name: str) -> str | None:
+        return container.get(f"MIGRATION_METRICS_{name}") or environ.get(
+            f"MIGRATION_METRICS_{name}"
+        )
+
+    return {
+        "namespace": setting("NAMESPACE") or emf.DEFAULT_NAMESPACE,
+        "service": setting("SERVICE"),
+        "environment": setting("ENVIRONMENT"),
+    }
 
 
 def assume_role_args(environ: Mapping[str, str]) -> dict[str, str] | None:
@@ -604,9 +634,10 @@ def _aws_failure(err: Exception) -> LaunchError | None:
 
 def _summary(result: LaunchResult | None, code: int, task_arn: str | None) -> dict[str, Any]:
     if result is None:
-        return {"exit_code": code, "task_arn": task_arn}
+        return {"command": LAUNCHER_COMMAND, "exit_code": code, "task_arn": task_arn}
     outcome = result.outcome
     return {
+        "command": LAUNCHER_COMMAND,
         "exit_code": code,
         "task_arn": result.task_arn,
         "task_definition": result.task_definition,

@@ -11,10 +11,12 @@ except through the result; AWS errors surface as botocore exceptions for the CLI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -216,6 +218,10 @@ class Launcher:
         self._clock = clock
         #: the task started, once RunTask has answered (for an error that comes after)
         self.task_arn: str | None = None
+        #: the migrating container's MIGRATION_METRICS_* (with the request's overrides),
+        #: once its task definition is known: the dimensions of the launcher's own metric
+        self.metric_settings: dict[str, str] = {}
+        self._migrate: dict[str, Any] | None = None  # its container definition, once known
 
     def run(self, request: LaunchRequest) -> LaunchResult:
         """Run the task to its end. Raises :class:`RunTaskFailed` when RunTask starts nothing,
@@ -267,7 +273,15 @@ class Launcher:
             taskDefinition=request.task_definition, include=["TAGS"]
         )
         definition = described["taskDefinition"]
-        migrate = taskdef.container(definition, request.container)
+        migrate = self._migrate = taskdef.container(definition, request.container)
+        self.metric_settings = {
+            name: value
+            for name, value in (
+                *((e["name"], e["value"]) for e in migrate.get("environment") or []),
+                *request.environment,
+            )
+            if name.startswith("MIGRATION_METRICS_")
+        }
         args = runargs.run_task_args(
             request, definition, migrate["name"], self._service(request), STARTED_BY
         )
@@ -313,6 +327,37 @@ class Launcher:
             )
             return None
         return LogTail(self._logs_client(where.region), where.group, where.stream)
+
+    def publish(self, line: str) -> None:
+        """Write ``line`` (``ecs.summary`` with its EMF metric) into the migrating
+        container's log group, stream ``<prefix>/launcher/<task id>``, where CloudWatch
+        extracts its metric as from the runner's own lines (the launcher's stderr is a CI
+        log CloudWatch never sees). Only once the task definition is known and its
+        container logs with awslogs; a failure is a warning (``ecs.metric_undelivered``)."""
+        if self._migrate is None:
+            return
+        where = taskdef.log_location(
+            self._migrate, self.task_arn or f"not-started-{uuid.uuid4().hex}", "launcher"
+        )
+        if where is None:
+            return
+        try:
+            client = self._logs_client(where.region)
+            with contextlib.suppress(client.exceptions.ResourceAlreadyExistsException):
+                client.create_log_stream(logGroupName=where.group, logStreamName=where.stream)
+            client.put_log_events(
+                logGroupName=where.group,
+                logStreamName=where.stream,
+                logEvents=[{"timestamp": int(time.time() * 1000), "message": line}],
+            )
+        except Exception as exc:
+            self._log.warning(
+                "ecs.metric_undelivered",
+                log_group=where.group,
+                error=failure_text(exc),
+                message="the failure could not be written to CloudWatch for the alarm "
+                "(logs:CreateLogStream, logs:PutLogEvents on the log group)",
+            )
 
     def _service(self, request: LaunchRequest) -> dict[str, Any] | None:
         """The service named by ``network_from_service``, as DescribeServices has it."""

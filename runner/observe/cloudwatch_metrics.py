@@ -62,6 +62,15 @@ def metric_values(summary: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
     return values
 
 
+def launcher_metrics(summary: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+    """The ``ecs run`` launcher's own metric, on its ``ecs.summary``: ``Failures`` 1 for a run
+    that failed without the runner's summary seen in the task's log (RunTask started
+    nothing, the task never ran, the container was killed: no line of the runner's counted
+    it), else 0 (the runner's own line counts the run, once)."""
+    counted = summary.get("runner_summary") is not None
+    return {"Failures": (int(summary.get("exit_code") != 0 and not counted), COUNT)}
+
+
 def dimension_sets(names: list[str]) -> list[list[str]]:
     """The sets to publish under: the service's (all commands and phases together) and per
     command (and phase)."""
@@ -76,9 +85,11 @@ def emf_members(
     service: str | None,
     environment: str | None,
     timestamp_ms: int,
+    metrics: Mapping[str, tuple[int, str]] | None = None,
 ) -> dict[str, Any]:
     """The members to merge into the summary event to make it an EMF document: ``_aws``,
-    the dimension members and the metric members."""
+    the dimension members and the metric members (``metrics``, by default the run's:
+    :func:`metric_values`)."""
     dimensions = {
         "Service": service,
         "Environment": environment,
@@ -86,7 +97,7 @@ def emf_members(
         "Phase": summary.get("phase"),
     }
     dimensions = {name: value for name, value in dimensions.items() if value}
-    metrics = metric_values(summary)
+    metrics = metric_values(summary) if metrics is None else metrics
     members: dict[str, Any] = {
         "_aws": {
             "Timestamp": timestamp_ms,
@@ -115,6 +126,7 @@ def with_metrics(
     namespace: str = DEFAULT_NAMESPACE,
     service: str | None = None,
     environment: str | None = None,
+    metrics: Mapping[str, tuple[int, str]] | None = None,
 ) -> dict[str, Any]:
     """The summary and its :func:`emf_members` in ``namespace`` with the ``service`` and
     ``environment`` dimensions (``MIGRATION_METRICS_*``; the defaults when the settings
@@ -127,5 +139,6 @@ def with_metrics(
             service=service,
             environment=environment,
             timestamp_ms=int(now_s * 1000),
+            metrics=metrics,
         ),
     }

@@ -397,7 +397,6 @@ def test_the_gate_with_a_uv_launcher_stops_the_task_when_pulumi_kills_its_shell(
     assert task["stoppedReason"] == "migration-runner ecs run: the process that started it exited"
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 7")
 def test_the_launchers_summary_carries_the_emf_metrics(capsys: Any) -> None:
     """Promise 1: "Exactly one `summary` (`ecs.summary` for `ecs run`) ends the log ... it
     carries the EMF metrics (also for a usage error ...)". `ecs.summary` carries none (the
@@ -411,6 +410,63 @@ def test_the_launchers_summary_carries_the_emf_metrics(capsys: Any) -> None:
     summary = _events(err)[-1]
     assert code == 40 and summary["event"] == "ecs.summary"
     assert "_aws" in summary, summary
+
+
+def test_a_run_that_never_started_publishes_a_failure_under_the_alarms_dimensions(
+    aws_in_process: None, capsys: Any, monkeypatch: Any
+) -> None:
+    """RunTask starts nothing (42): no runner ever writes a summary, so the launcher's
+    `ecs.summary` carries `Failures` 1 under the dimensions the container would have used
+    (its task definition's MIGRATION_METRICS_*, as infra sets them), the set infra's alarm
+    watches."""
+    world = make_world()
+    container = world.register()["containerDefinitions"][0]
+    metrics = {"MIGRATION_METRICS_SERVICE": "orders", "MIGRATION_METRICS_ENVIRONMENT": "prod"}
+    container["environment"] += [{"name": k, "value": v} for k, v in metrics.items()]
+    world.ecs.register_task_definition(
+        family="migrate",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[container],
+    )
+    real = cli._launcher
+
+    def launcher(*args: Any, **kw: Any) -> Any:
+        made = real(*args, **kw)
+        made._ecs = _NoCapacity(made._ecs)
+        return made
+
+    monkeypatch.setattr(cli, "_launcher", launcher)
+    code = cli.main(world.args(), environ={}, stop=Stop())
+    summary = _events(capsys.readouterr().err)[-1]
+    assert code == 42 and summary["event"] == "ecs.summary"
+    infra = _infra_metrics()
+    watched = infra.RunnerMetrics(service="orders", environment="prod")
+    assert _alarm_datapoint(summary, watched.namespace, infra.FAILURES, watched.dimensions()) == 1
+    # and it reaches CloudWatch: the same line in the task's log group, where EMF is read
+    from tests.support.aws import LOG_GROUP
+
+    [stream] = world.logs.describe_log_streams(
+        logGroupName=LOG_GROUP, logStreamNamePrefix="migrate/launcher/not-started-"
+    )["logStreams"]
+    [event] = world.logs.get_log_events(
+        logGroupName=LOG_GROUP, logStreamName=stream["logStreamName"]
+    )["events"]
+    line = json.loads(event["message"])
+    assert _alarm_datapoint(line, watched.namespace, infra.FAILURES, watched.dimensions()) == 1
+
+
+class _NoCapacity:
+    def __init__(self, ecs: Any) -> None:
+        self._ecs = ecs
+
+    def run_task(self, **_kw: Any) -> Any:
+        return {"tasks": [], "failures": [{"reason": "RESOURCE:MEMORY"}]}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ecs, name)
 
 
 def _infra_module(name: str) -> Any:

@@ -204,3 +204,35 @@ def test_the_verdicts_are_the_codes_the_cli_gives_without_an_error() -> None:
 
     answers = {int(code) for code in (*CHECK_EXIT.values(), *FAILED_EXIT.values())} - {0}
     assert set().union(*VERDICTS.values()) == answers
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "runner_summary", "failures"),
+    [
+        (42, None, 1),  # RunTask started nothing: no runner ever wrote a line
+        (43, None, 1),  # the task never ran (image pull, secrets)
+        (137, None, 1),  # OOM-killed, or SIGKILLed after stopTimeout: no runner summary
+        (6, {"event": "summary", "exit_code": 6}, 0),  # the runner's own line counted it
+        (44, {"event": "summary", "exit_code": 130}, 0),
+        (0, None, 0),
+    ],
+)
+def test_the_launchers_summary_counts_the_failures_no_runner_line_counted(
+    exit_code: int, runner_summary: Any, failures: int
+) -> None:
+    from runner.observe.cloudwatch_metrics import launcher_metrics, with_metrics
+
+    summary = {"command": "ecs run", "exit_code": exit_code, "runner_summary": runner_summary}
+    document = with_metrics(
+        summary,
+        now_s=1_764_540_000,
+        service="orders",
+        environment="prod",
+        metrics=launcher_metrics(summary),
+    )
+    jsonschema.Draft7Validator(SCHEMA).validate(document)
+    assert spec_violations(document) == []
+    directive = document["_aws"]["CloudWatchMetrics"][0]
+    assert ["Service", "Environment"] in directive["Dimensions"]
+    assert [m["Name"] for m in directive["Metrics"]] == ["Failures"]
+    assert document["Failures"] == failures
