@@ -429,7 +429,8 @@ class Launcher:
         """The migration container exited: its code is the run's. A task that runs on (the
         container is not essential: the app's containers of an init-container task
         definition start after it) is not the migration's to leave running: StopTask."""
-        if run.task.get("lastStatus") == "STOPPED" or run.task.get("desiredStatus") == "STOPPED":
+        essential = (self._migrate or {}).get("essential", True)  # ECS stops that task itself
+        if essential or "STOPPED" in (run.task.get("lastStatus"), run.task.get("desiredStatus")):
             return
         failure = self._send_stop(
             request, run.task_arn, "migration-runner ecs run: the migration container exited"

@@ -171,6 +171,10 @@ def test_a_non_essential_migration_container_is_refused_or_followed(
     _, err = capsys.readouterr()
     started = any(e["event"] == "ecs.started" for e in _events(err))
     assert code == 0 or (code == 40 and not started), (code, err[-400:])
+    # the choice made: the container is followed, and the rest of its task (the app's
+    # containers, started after it) is not left running
+    assert "ecs.container_exited" in [e["event"] for e in _events(err)]
+    assert world.the_task()["lastStatus"] == "STOPPED"
 
 
 def _infra_metrics() -> Any:
