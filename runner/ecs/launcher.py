@@ -296,7 +296,7 @@ class Launcher:
         )
         definition = self._ecs.register_task_definition(**new)["taskDefinition"]
         args["taskDefinition"] = definition["taskDefinitionArn"]
-        migrate = taskdef.container(definition, migrate["name"])
+        migrate = self._migrate = taskdef.container(definition, migrate["name"])
         self._log.info(
             "ecs.registered",
             task_definition=taskdef.label(definition),
