@@ -177,6 +177,33 @@ def test_a_non_essential_migration_container_is_refused_or_followed(
     assert world.the_task()["lastStatus"] == "STOPPED"
 
 
+def test_the_rest_of_a_non_essential_containers_task_is_stopped_after_it_exits(
+    aws_in_process: None, capsys: Any
+) -> None:
+    """No --timeout: the launcher follows the migration container, not the task, and stops
+    the task that runs on after it (the app's containers, started by dependsOn SUCCESS)."""
+    world = make_world()
+    sidecar = {"name": "app", "image": "registry/app:1", "essential": True, "memory": 256}
+    containers = world.register(extra_containers=(sidecar,))["containerDefinitions"]
+    world.ecs.register_task_definition(
+        family="migrate",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[{**containers[0], "essential": False}, containers[1]],
+    )
+    stop = scripted_stop(_container_exited(world, 0))
+    code = cli.main(world.args("--container", "migrate"), environ={}, stop=stop)
+    events = _events(capsys.readouterr().err)
+    exited = [e for e in events if e["event"] == "ecs.container_exited"]
+    assert code == 0 and events[-1]["event"] == "ecs.summary"
+    assert exited and "the task was stopped (StopTask)" in exited[0]["message"]
+    task = world.the_task()
+    assert task["lastStatus"] == "STOPPED"
+    assert task["stoppedReason"] == "migration-runner ecs run: the migration container exited"
+
+
 def _infra_metrics() -> Any:
     """infra/migration_infra/metrics.py (infra is its own uv project; this module is pure)."""
     path = ROOT / "infra" / "migration_infra" / "metrics.py"
