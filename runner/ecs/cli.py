@@ -447,8 +447,8 @@ def main(
         )
         if task_arn and not isinstance(err, LaunchError):
             message += (
-                f" (the task {task_arn} was started and may still be running: "
-                "check it, or stop it, in the ECS console)"
+                f" (the task {task_arn} was started and may still be running: stop it: "
+                f"aws ecs stop-task --cluster {task_arn.split('/')[-2]} --task {task_arn})"
             )
         log.error(
             "error",

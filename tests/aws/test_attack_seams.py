@@ -1,8 +1,9 @@
 """The attack-seams round: where `ecs run`, the one-off task, the runner's metrics and the
-Pulumi program meet. Each test reproduces one finding and is xfail (strict) until fixed:
-"attack-seams finding N" is its number in the round's report. Against moto (server mode on
+Pulumi program meet. Each test reproduces one finding ("attack-seams finding N" in the
+round's report) and was xfail (strict) until fixed. Against moto (server mode on
 127.0.0.1, or in process for what the server cannot model), faults injected between the
-launcher and moto's real answers, as in test_ecs_hardening.py."""
+launcher and moto's real answers, as in test_ecs_hardening.py. (All fixed now,
+the xfail marks removed; finding 8's test now runs infra's generated gate line.)"""
 
 from __future__ import annotations
 
