@@ -14,6 +14,16 @@ RUNNER_CONTAINER = "migrate"
 RUNNER_UID = "10001"            # the image's non-root user
 RDS_CA_BUNDLE = "/certs/global-bundle.pem"  # shipped in the image
 LOG_STREAM_PREFIX = "migrate"   # streams: migrate/<container>/<task id>
+#: the shortest stopTimeout that lets the runner end its own stop: a revision busy in Python
+#: gets 5 s (runner.process.interrupt.STUCK_GRACE_S) before the last resort, then up to 3 s
+#: (STOP_WAIT_S) for its backends to end, and 2 s more to write the summary; under it ECS's
+#: SIGKILL comes first (exit 137, no summary, no Failures datapoint)
+MIN_STOP_TIMEOUT_S = 10
+MAX_STOP_TIMEOUT_S = 120  # Fargate's limit
+
+
+STOP_TIMEOUT_RANGE = (f"{MIN_STOP_TIMEOUT_S} to {MAX_STOP_TIMEOUT_S} s (the runner's own stop "
+                      f"needs up to {MIN_STOP_TIMEOUT_S} s; Fargate allows 120 at most)")
 
 
 class ContainerError(ValueError):
@@ -91,8 +101,8 @@ def runner_container(spec: RunnerContainer) -> dict[str, Any]:
 
     secrets = ([{"name": "DB_SECRET", "valueFrom": spec.db_secret_arn}]
                if spec.db_secret_arn else [])
-    if not 2 <= spec.stop_timeout <= 120:
-        raise ContainerError(f"stopTimeout {spec.stop_timeout}: Fargate allows 2 to 120 s")
+    if not MIN_STOP_TIMEOUT_S <= spec.stop_timeout <= MAX_STOP_TIMEOUT_S:
+        raise ContainerError(f"stopTimeout {spec.stop_timeout}: {STOP_TIMEOUT_RANGE}")
     return {
         "name": spec.name,
         "image": spec.image,

@@ -37,5 +37,8 @@ def gate_command(argv: Sequence[str]) -> str:
     that shell; run as the shell's only command the launcher would be the shell (sh execs
     it) and die without stopping the task. Started in the background and waited for, it
     outlives the shell, sees it gone (`--stop-with-parent`) and stops the task; otherwise the
-    shell exits with the launcher's exit code."""
-    return f"{shlex.join(argv)} & wait $!"
+    shell exits with the launcher's exit code. The shell's pid (`$$`) goes along as
+    `MIGRATION_ECS_PARENT_PID`: through a wrapper that outlives the shell (`uv run` waits for
+    its child), the launcher's parent is the wrapper, which never goes, and the shell's exit
+    is what it must watch."""
+    return f"MIGRATION_ECS_PARENT_PID=$$ {shlex.join(argv)} & wait $!"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 NAMESPACE = "MigrationRunner"
-FAILURES = "Failures"  # 1 on a failed run, 0 on success
+FAILURES = "Failures"  # 1 on a failed run, 0 on success or a verdict (`check` 11)
 
 
 @dataclass(frozen=True)

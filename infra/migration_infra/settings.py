@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from migration_infra.containers import MAX_STOP_TIMEOUT_S, MIN_STOP_TIMEOUT_S, STOP_TIMEOUT_RANGE
 from migration_infra.images import ImageError, ImageRef, is_digest, parse_image
 
 CONFIG_NAMESPACE = "migration-runner"
@@ -398,8 +399,8 @@ def parse_settings(raw: Mapping[str, Any], *, stack: str,
     if settings.memory not in FARGATE_MEMORY.get(settings.cpu, ()):
         problems.append(f"cpu/memory: {settings.cpu}/{settings.memory} is not a Fargate size "
                         f"(e.g. 256/512, 512/1024)")
-    if not 2 <= settings.stop_timeout <= 120:
-        problems.append(f"stopTimeout: 2 to 120 seconds on Fargate, got {settings.stop_timeout}")
+    if not MIN_STOP_TIMEOUT_S <= settings.stop_timeout <= MAX_STOP_TIMEOUT_S:
+        problems.append(f"stopTimeout: {STOP_TIMEOUT_RANGE}, got {settings.stop_timeout}")
     if settings.task_timeout <= 0:
         problems.append(f"taskTimeout: seconds, more than 0, got {settings.task_timeout}")
     if settings.cpu_architecture not in ("X86_64", "ARM64"):

@@ -32,6 +32,7 @@ def test_a_launcher_with_arguments_is_split_like_a_shell_would_and_quoted_back()
 
 FAKE_LAUNCHER = """
 import os, sys, time
+open(sys.argv[1] + ".env", "w").write(os.environ.get("MIGRATION_ECS_PARENT_PID", ""))
 open(sys.argv[1], "w").write(str(os.getpid()))
 time.sleep(float(sys.argv[2]))
 sys.exit(int(sys.argv[3]))
@@ -48,6 +49,15 @@ def _fake(tmp_path, seconds, code):
 def test_the_shell_exits_with_the_launchers_exit_code(tmp_path):
     argv, _ = _fake(tmp_path, 0, 7)
     assert subprocess.run(["/bin/sh", "-c", gate_command(argv)]).returncode == 7
+
+
+def test_the_launcher_is_told_the_shells_pid_to_watch(tmp_path):
+    """Through `uv run` (which outlives the shell) the launcher's parent is uv: the shell's
+    own pid is what `--stop-with-parent` must watch."""
+    argv, pid_file = _fake(tmp_path, 0, 0)
+    shell = subprocess.Popen(["/bin/sh", "-c", gate_command(argv)])
+    assert shell.wait() == 0
+    assert pid_file.with_name("pid.env").read_text() == str(shell.pid)
 
 
 @pytest.mark.parametrize("shell", ["/bin/sh", "bash"])  # bash execs a lone command

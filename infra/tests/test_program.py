@@ -167,7 +167,7 @@ def test_the_gate_runs_the_launcher_on_the_registered_task_definition(program, c
     gate = program.one(COMMAND)
     task = runner_task_definition(program)
     assert gate.inputs["create"] == (
-        "migration-runner ecs run --cluster maive-server-prod "
+        "MIGRATION_ECS_PARENT_PID=$$ migration-runner ecs run --cluster maive-server-prod "
         f"--task-definition {task.inputs['family']}:7 "
         "--subnets subnet-0a1b2c3d4e5f60001,subnet-0a1b2c3d4e5f60002 "
         f"--security-groups {config['securityGroupId']} --container migrate --timeout 1800 "

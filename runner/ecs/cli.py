@@ -8,16 +8,20 @@ lines, or readable on a terminal. Needs no database settings.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import re
 import shlex
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from runner.ecs.errors import LaunchError, LaunchExit, LaunchUsageError, StoppedBeforeStart
 from runner.ecs.launcher import PARENT_EXITED, Launcher, LaunchRequest, LaunchResult, Pacing, Stop
+from runner.observe import cloudwatch_metrics as emf
 from runner.observe import logs
 from runner.process.interrupt import early_signal
 
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from runner.observe.logs import Log
 
 ENV = "MIGRATION_ECS_"
+LAUNCHER_COMMAND = "ecs run"  # the ecs.summary's command: its metric's Command dimension
 USER_AGENT = "migration-runner-ecs"
 
 
@@ -65,7 +70,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument(
         "--assign-public-ip",
         action="store_true",
-        default=(env("ASSIGN_PUBLIC_IP") or "").lower() in ("1", "true", "yes"),
+        default=_flag(environ, "ASSIGN_PUBLIC_IP"),
         help="give the task a public IP (public subnets without a NAT gateway)",
     )
     run.add_argument(
@@ -105,9 +110,17 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument(
         "--stop-with-parent",
         action="store_true",
-        default=(env("STOP_WITH_PARENT") or "").lower() in ("1", "true", "yes"),
+        default=_flag(environ, "STOP_WITH_PARENT"),
         help="stop the task (exit 45) when the process that started the launcher "
         "exits, e.g. killed with SIGKILL by a cancelled `pulumi up`",
+    )
+    run.add_argument(
+        "--parent-pid",
+        type=_pid,
+        default=env("PARENT_PID"),
+        metavar="PID",
+        help="with --stop-with-parent, also stop the task when this process exits: the "
+        "shell that started a wrapper (`uv run`) which outlives it (infra's gate passes $$)",
     )
     run.add_argument(
         "--command",
@@ -159,11 +172,13 @@ def _override_options(run: argparse.ArgumentParser, env: Any, environ: Mapping[s
     )
     run.add_argument(
         "--cpu",
+        type=_size("vcpu"),
         default=env("CPU"),
         help="the task's CPU units, overriding its task definition's (e.g. 1024)",
     )
     run.add_argument(
         "--memory",
+        type=_size("gb"),
         default=env("MEMORY"),
         help="the task's memory (MiB), overriding its task definition's",
     )
@@ -183,11 +198,45 @@ def _override_options(run: argparse.ArgumentParser, env: Any, environ: Mapping[s
     )
 
 
+#: what a MIGRATION_ECS_* switch may say (any case); anything else is refused, not false
+TRUE, FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    value = (environ.get(ENV + name) or "").strip().lower()
+    if value not in TRUE + FALSE:
+        raise LaunchUsageError(
+            f"{ENV}{name} {value!r}: one of {', '.join(TRUE + FALSE[1:])} (or unset)"
+        )
+    return value in TRUE
+
+
 def _pair(text: str) -> tuple[str, str]:
+    """``NAME=VALUE``. A wrong item is never quoted: its value may be a secret."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+        raise argparse.ArgumentTypeError(
+            f"an item of {len(text)} characters is not NAME=VALUE (it has no name before "
+            "an '='); it is not repeated here, its value may be secret"
+        )
     return name.strip(), value
+
+
+def _size(unit: str) -> Any:
+    """A task size as RunTask takes it: a positive whole number (CPU units, MiB), or a
+    positive number of ``unit`` (``1 vCPU``, ``2 GB``)."""
+
+    def check(text: str) -> str:
+        value = text.strip()
+        whole = re.fullmatch(r"0*[1-9][0-9]*", value)
+        units = re.fullmatch(rf"([0-9]+(?:\.[0-9]+)?) ?{unit}", value, re.IGNORECASE)
+        if not (whole or (units and float(units.group(1)) > 0)):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: a positive whole number, or a positive number of {unit}"
+            )
+        return value
+
+    return check
 
 
 def _strategy(text: str) -> tuple[tuple[str, int, int], ...]:
@@ -199,8 +248,12 @@ def _strategy(text: str) -> tuple[tuple[str, int, int], ...]:
                 raise ValueError(item)
             weight = int(numbers[0]) if numbers else 1
             base = int(numbers[1]) if len(numbers) > 1 else 0
+            if not (0 <= weight <= 1000 and 0 <= base <= 100000):
+                raise ValueError(item)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r} is not NAME[:WEIGHT[:BASE]]") from None
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not NAME[:WEIGHT[:BASE]] (WEIGHT 0-1000, BASE 0-100000)"
+            ) from None
         strategy.append((name, weight, base))
     return tuple(strategy)
 
@@ -220,6 +273,12 @@ def _command_words(text: str) -> list[str]:
         return shlex.split(text)
     except ValueError as exc:
         raise LaunchUsageError(f"{ENV}COMMAND {text!r}: {exc}") from None
+
+
+def _pid(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a process id")
+    return int(text)
 
 
 def _seconds(text: str) -> float:
@@ -250,6 +309,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
     ]
     if missing:
         raise LaunchUsageError("migration-runner ecs run needs " + ", ".join(missing))
+    if args.parent_pid is not None and not args.stop_with_parent:
+        raise LaunchUsageError(
+            f"--parent-pid ({ENV}PARENT_PID) goes with --stop-with-parent ({ENV}STOP_WITH_PARENT)"
+        )
     if args.launch_type and args.capacity_provider_strategy:
         raise LaunchUsageError(
             "--launch-type and --capacity-provider-strategy exclude each other: give one"
@@ -267,6 +330,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[LaunchReques
         timeout_s=args.timeout,
         platform_version=args.platform_version,
         stop_with_parent=args.stop_with_parent,
+        parent_pid=args.parent_pid,
         launch_type=args.launch_type,
         capacity_providers=args.capacity_provider_strategy or (),
         network_from_service=args.network_from_service,
@@ -302,7 +366,14 @@ def _check_values(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                 f"--{name.replace('_', '-')} ({ENV}{name.upper()}) names no id: "
                 "give comma-separated ids"
             )
-    for name in ("cluster", "task_definition", "image", "container", "platform_version"):
+    for name in (
+        "cluster",
+        "task_definition",
+        "image",
+        "container",
+        "platform_version",
+        "network_from_service",
+    ):
         value = getattr(args, name)
         if value is not None and not value.strip():
             raise LaunchUsageError(f"--{name.replace('_', '-')} ({ENV}{name.upper()}) is empty")
@@ -376,19 +447,44 @@ def main(
         )
         if task_arn and not isinstance(err, LaunchError):
             message += (
-                f" (the task {task_arn} was started and may still be running: "
-                "check it, or stop it, in the ECS console)"
+                f" (the task {task_arn} was started and may still be running: stop it: "
+                f"aws ecs stop-task --cluster {task_arn.split('/')[-2]} --task {task_arn})"
             )
         log.error(
             "error",
             error_code=failure.code if failure else "internal",
             message=message,
             exit_code=code,
-            task_arn=task_arn,
-            **(failure.fields if failure else {}),
+            **{"task_arn": task_arn, **(failure.fields if failure else {})},
         )
-    log.info("ecs.summary", **_summary(result, code, getattr(launcher, "task_arn", None)))
+    fields = _summary(result, code, getattr(launcher, "task_arn", None))
+    document = emf.with_metrics(
+        fields,
+        now_s=time.time(),
+        metrics=emf.launcher_metrics(fields),
+        **metric_dimensions(environ, getattr(launcher, "metric_settings", {})),
+    )
+    if document["Failures"] and launcher is not None:  # no runner's line counted this run
+        launcher.publish(json.dumps({"event": "ecs.summary", **document}, default=str))
+    log.info("ecs.summary", **document)
     return code
+
+
+def metric_dimensions(environ: Mapping[str, str], container: Mapping[str, str]) -> dict[str, Any]:
+    """The launcher's metric's namespace and dimensions: the migrating container's
+    ``MIGRATION_METRICS_*`` (what infra's alarm watches) when its task definition is known,
+    else the launcher's own environment's."""
+
+    def setting(name: str) -> str | None:
+        return container.get(f"MIGRATION_METRICS_{name}") or environ.get(
+            f"MIGRATION_METRICS_{name}"
+        )
+
+    return {
+        "namespace": setting("NAMESPACE") or emf.DEFAULT_NAMESPACE,
+        "service": setting("SERVICE"),
+        "environment": setting("ENVIRONMENT"),
+    }
 
 
 def assume_role_args(environ: Mapping[str, str]) -> dict[str, str] | None:
@@ -538,9 +634,10 @@ def _aws_failure(err: Exception) -> LaunchError | None:
 
 def _summary(result: LaunchResult | None, code: int, task_arn: str | None) -> dict[str, Any]:
     if result is None:
-        return {"exit_code": code, "task_arn": task_arn}
+        return {"command": LAUNCHER_COMMAND, "exit_code": code, "task_arn": task_arn}
     outcome = result.outcome
     return {
+        "command": LAUNCHER_COMMAND,
         "exit_code": code,
         "task_arn": result.task_arn,
         "task_definition": result.task_definition,
@@ -558,7 +655,12 @@ def _summary(result: LaunchResult | None, code: int, task_arn: str | None) -> di
 def _log_result(log: Log, result: LaunchResult) -> None:
     """One ``error`` event for every outcome but success (the summary follows)."""
     outcome = result.outcome
-    if result.stopped_by is not None:
+    if result.exit_code == 0:
+        return
+    if result.stopped_by is not None and result.exit_code in (
+        LaunchExit.TIMEOUT,
+        LaunchExit.INTERRUPTED,
+    ):
         cause = {
             "timeout": "--timeout passed",
             PARENT_EXITED: "the process that started the launcher exited",
@@ -598,5 +700,10 @@ def _log_result(log: Log, result: LaunchResult) -> None:
             stop_code=outcome.stop_code,
             stopped_reason=outcome.stopped_reason,
             container_reason=outcome.container_reason,
-            message=outcome.explanation(),
+            message=(
+                "--timeout passed before the task ever ran, and StopTask stopped it: "
+                if result.stopped_by == "timeout"
+                else ""
+            )
+            + outcome.explanation(),
         )

@@ -51,3 +51,10 @@ class TaskMissing(LaunchError):
 
     exit_code = LaunchExit.NOT_STARTED
     code = "ecs_task_missing"
+
+
+class FollowFailed(LaunchError):
+    """An AWS call failed for good after RunTask (or StopTask failed): the message says
+    whether the task was stopped, or how to stop it."""
+
+    code = "ecs_follow_failed"

@@ -69,3 +69,45 @@ def run_failures(failures: list[dict[str, Any]]) -> str:
         )
         for f in failures
     )
+
+
+def container_exited(task: dict[str, Any], container_name: str) -> bool:
+    """Whether the migration container has exited (STOPPED, its exit code known), whether or not
+    the task has stopped: Fargate deprovisions for tens of seconds after its essential
+    container exits, and a non-essential container (an init container) exits while the task
+    runs on."""
+    return any(
+        c.get("name") == container_name
+        and c.get("lastStatus") == "STOPPED"
+        and c.get("exitCode") is not None
+        for c in task.get("containers", [])
+    )
+
+
+def over(task: dict[str, Any], container_name: str) -> bool:
+    """Whether following is over: the task stopped, or its migration container exited."""
+    return task.get("lastStatus") == "STOPPED" or container_exited(task, container_name)
+
+
+def run_exit(
+    outcome: TaskOutcome | None, stopped_by: str | None, ran: bool, runner_exit: int | None
+) -> int:
+    """The launcher's exit code: what happened to the migration.
+
+    - Not stopped by the launcher: the container's exit code (43 when it never ran).
+    - Stopped (``stopped_by``: ``"timeout"`` or a signal's name), but the migration finished
+      all the same: the container exited 0 and the runner's summary (``runner_exit``) said
+      0. It migrated; nothing was rolled back: 0.
+    - ``--timeout`` passed before the task ever ran (``ran`` False: never seen RUNNING, no
+      exit code: stuck in PROVISIONING, pulling the image): 43, nothing ran.
+    - Otherwise 44 (timeout) or 45 (a signal, the parent gone), also when the task did not
+      stop within the wait (``outcome`` None).
+    """
+    if stopped_by is None:
+        return outcome.exit_code if outcome else int(LaunchExit.INTERRUPTED)
+    if outcome is not None and outcome.container_exit_code == 0 and runner_exit == 0:
+        return 0
+    if stopped_by == "timeout":
+        never_ran = not ran and not (outcome and outcome.ran)
+        return int(LaunchExit.NOT_STARTED if never_ran else LaunchExit.TIMEOUT)
+    return int(LaunchExit.INTERRUPTED)

@@ -79,10 +79,13 @@ def with_image(
     return request
 
 
-def log_location(container_definition: dict[str, Any], task_arn: str) -> LogLocation | None:
+def log_location(
+    container_definition: dict[str, Any], task_arn: str, writer: str | None = None
+) -> LogLocation | None:
     """Where the ``awslogs`` driver writes this container's events for this task
-    (``prefix/container/task-id``), or None when it does not use ``awslogs`` with a prefix
-    (no stream name can be known then)."""
+    (``prefix/container/task-id``; ``prefix/writer/task-id`` for another ``writer`` of that
+    group), or None when it does not use ``awslogs`` with a prefix (no stream name can be
+    known then)."""
     config = container_definition.get("logConfiguration") or {}
     options = config.get("options") or {}
     prefix = options.get("awslogs-stream-prefix")
@@ -90,6 +93,6 @@ def log_location(container_definition: dict[str, Any], task_arn: str) -> LogLoca
         return None
     return LogLocation(
         group=options["awslogs-group"],
-        stream=f"{prefix}/{container_definition['name']}/{task_id(task_arn)}",
+        stream=f"{prefix}/{writer or container_definition['name']}/{task_id(task_arn)}",
         region=options.get("awslogs-region"),
     )

@@ -9,7 +9,9 @@ the members to add to it out.
 Contract:
 - The metrics are top-level members (EMF cannot reference nested ones), each a number:
   ``DurationMs``, ``LockWaitMs`` (only when the run needed the lock), ``ConnectAttempts``,
-  ``RevisionsApplied``, and ``Successes`` / ``Failures`` (1 and 0 by the exit code).
+  ``RevisionsApplied``, ``Successes`` (1 on exit 0) and ``Failures`` (1 on a failed run:
+  any other exit code but a command's verdict, :data:`VERDICTS`, so a failure alarm never
+  pages on `check` answering "pending").
 - The dimensions are low-cardinality strings: the configured ``Service`` and
   ``Environment`` (each only when set) and the ``Command``. Two dimension sets (CloudWatch
   makes a metric per set): without ``Command`` (every run of the service: what a failure
@@ -28,22 +30,45 @@ from typing import Any
 DEFAULT_NAMESPACE = "MigrationRunner"
 MILLISECONDS = "Milliseconds"
 COUNT = "Count"
+#: the exit codes that are a command's answer, not a failure (promise 1: no ``error`` event):
+#: ExitCode's values, written out because this module is read on its own (by infra's tests)
+VERDICTS: dict[str, frozenset[int]] = {
+    "check": frozenset({8, 11, 21}),  # database ahead, pending revisions, lint errors
+    "heads": frozenset({7}),  # several heads
+    "verify": frozenset({20}),  # a check failed
+    "lint": frozenset({21}),  # an error-level finding
+    "upgrade": frozenset({21}),  # --dry-run's lint errors
+}
+
+
+def failed(summary: Mapping[str, Any]) -> bool:
+    """Whether the run failed: a non-zero exit code that is not its command's verdict."""
+    code = summary.get("exit_code")
+    return code != 0 and code not in VERDICTS.get(str(summary.get("command")), frozenset())
 
 
 def metric_values(summary: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
     """The metrics of one run, by name: (value, unit). A lock wait of ``None`` means no lock
     was needed, which is not a wait of 0 ms: that metric is left out."""
-    succeeded = summary.get("exit_code") == 0
     values = {
         "DurationMs": (int(summary.get("total_ms") or 0), MILLISECONDS),
         "ConnectAttempts": (int(summary.get("connect_attempts") or 0), COUNT),
         "RevisionsApplied": (len(summary.get("applied") or ()), COUNT),
-        "Successes": (int(succeeded), COUNT),
-        "Failures": (int(not succeeded), COUNT),
+        "Successes": (int(summary.get("exit_code") == 0), COUNT),
+        "Failures": (int(failed(summary)), COUNT),
     }
     if summary.get("lock_wait_ms") is not None:
         values["LockWaitMs"] = (int(summary["lock_wait_ms"]), MILLISECONDS)
     return values
+
+
+def launcher_metrics(summary: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+    """The ``ecs run`` launcher's own metric, on its ``ecs.summary``: ``Failures`` 1 for a run
+    that failed without the runner's summary seen in the task's log (RunTask started
+    nothing, the task never ran, the container was killed: no line of the runner's counted
+    it), else 0 (the runner's own line counts the run, once)."""
+    counted = summary.get("runner_summary") is not None
+    return {"Failures": (int(summary.get("exit_code") != 0 and not counted), COUNT)}
 
 
 def dimension_sets(names: list[str]) -> list[list[str]]:
@@ -60,9 +85,11 @@ def emf_members(
     service: str | None,
     environment: str | None,
     timestamp_ms: int,
+    metrics: Mapping[str, tuple[int, str]] | None = None,
 ) -> dict[str, Any]:
     """The members to merge into the summary event to make it an EMF document: ``_aws``,
-    the dimension members and the metric members."""
+    the dimension members and the metric members (``metrics``, by default the run's:
+    :func:`metric_values`)."""
     dimensions = {
         "Service": service,
         "Environment": environment,
@@ -70,7 +97,7 @@ def emf_members(
         "Phase": summary.get("phase"),
     }
     dimensions = {name: value for name, value in dimensions.items() if value}
-    metrics = metric_values(summary)
+    metrics = metric_values(summary) if metrics is None else metrics
     members: dict[str, Any] = {
         "_aws": {
             "Timestamp": timestamp_ms,
@@ -99,6 +126,7 @@ def with_metrics(
     namespace: str = DEFAULT_NAMESPACE,
     service: str | None = None,
     environment: str | None = None,
+    metrics: Mapping[str, tuple[int, str]] | None = None,
 ) -> dict[str, Any]:
     """The summary and its :func:`emf_members` in ``namespace`` with the ``service`` and
     ``environment`` dimensions (``MIGRATION_METRICS_*``; the defaults when the settings
@@ -111,5 +139,6 @@ def with_metrics(
             service=service,
             environment=environment,
             timestamp_ms=int(now_s * 1000),
+            metrics=metrics,
         ),
     }

@@ -1,8 +1,9 @@
 """The attack-seams round: where `ecs run`, the one-off task, the runner's metrics and the
-Pulumi program meet. Each test reproduces one finding and is xfail (strict) until fixed:
-"attack-seams finding N" is its number in the round's report. Against moto (server mode on
+Pulumi program meet. Each test reproduces one finding ("attack-seams finding N" in the
+round's report) and was xfail (strict) until fixed. Against moto (server mode on
 127.0.0.1, or in process for what the server cannot model), faults injected between the
-launcher and moto's real answers, as in test_ecs_hardening.py."""
+launcher and moto's real answers, as in test_ecs_hardening.py. (All fixed now,
+the xfail marks removed; finding 8's test now runs infra's generated gate line.)"""
 
 from __future__ import annotations
 
@@ -63,7 +64,6 @@ DESCRIBE_THROTTLED = ClientError(
 NETWORK = EndpointConnectionError(endpoint_url="https://ecs.us-east-1.amazonaws.com/")
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 1")
 @pytest.mark.parametrize(
     ("which", "method", "error"),
     [
@@ -123,7 +123,6 @@ def _container_exited(world: Any, code: int) -> Any:
     return act
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 2")
 @pytest.mark.parametrize("how", ["timeout", "SIGTERM"])
 def test_a_container_that_exited_is_reported_as_it_exited(
     aws_in_process: None, capsys: Any, how: str
@@ -146,7 +145,6 @@ def test_a_container_that_exited_is_reported_as_it_exited(
     assert code == 0, (code, summary.get("stopped_by"))
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 3")
 def test_a_non_essential_migration_container_is_refused_or_followed(
     aws_in_process: None, capsys: Any
 ) -> None:
@@ -174,6 +172,37 @@ def test_a_non_essential_migration_container_is_refused_or_followed(
     _, err = capsys.readouterr()
     started = any(e["event"] == "ecs.started" for e in _events(err))
     assert code == 0 or (code == 40 and not started), (code, err[-400:])
+    # the choice made: the container is followed, and the rest of its task (the app's
+    # containers, started after it) is not left running (StopTask: `ecs.container_exited`,
+    # or the timeout's when a loaded machine reaches it first)
+    assert world.the_task()["lastStatus"] == "STOPPED"
+
+
+def test_the_rest_of_a_non_essential_containers_task_is_stopped_after_it_exits(
+    aws_in_process: None, capsys: Any
+) -> None:
+    """No --timeout: the launcher follows the migration container, not the task, and stops
+    the task that runs on after it (the app's containers, started by dependsOn SUCCESS)."""
+    world = make_world()
+    sidecar = {"name": "app", "image": "registry/app:1", "essential": True, "memory": 256}
+    containers = world.register(extra_containers=(sidecar,))["containerDefinitions"]
+    world.ecs.register_task_definition(
+        family="migrate",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[{**containers[0], "essential": False}, containers[1]],
+    )
+    stop = scripted_stop(_container_exited(world, 0))
+    code = cli.main(world.args("--container", "migrate"), environ={}, stop=stop)
+    events = _events(capsys.readouterr().err)
+    exited = [e for e in events if e["event"] == "ecs.container_exited"]
+    assert code == 0 and events[-1]["event"] == "ecs.summary"
+    assert exited and "the task was stopped (StopTask)" in exited[0]["message"]
+    task = world.the_task()
+    assert task["lastStatus"] == "STOPPED"
+    assert task["stoppedReason"] == "migration-runner ecs run: the migration container exited"
 
 
 def _infra_metrics() -> Any:
@@ -206,7 +235,6 @@ def _alarm_datapoint(
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 4")
 @pytest.mark.parametrize(
     ("command", "exit_code"),
     [("check", 11), ("check", 8), ("heads", 7)],
@@ -241,7 +269,6 @@ BASE = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 5")
 @pytest.mark.parametrize(
     ("extra", "environ"),
     [
@@ -277,7 +304,6 @@ def test_every_bad_value_is_refused_before_any_aws_call(
         cli.parse([*BASE, *extra], environ)
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 6")
 def test_a_mistyped_env_item_does_not_echo_its_value(capsys: Any) -> None:
     """Promise 3 (no secret bytes in any output): `--env API_TOKEN:s3cr3t-tok` (a colon for the
     `=`) is refused (40), and the error event quotes the whole item, token included, into the
@@ -336,18 +362,18 @@ def test_each_stopping_signal_while_following_stops_the_task_and_exits_45(
     assert _events(rest)[-1]["event"] == "ecs.summary"
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 8")
 def test_the_gate_with_a_uv_launcher_stops_the_task_when_pulumi_kills_its_shell(
     aws_server: Any,
 ) -> None:
     """infra/README.md's own example of the stack's `launcher` setting, `uv run --project ..
-    --extra aws migration-runner`, in the gate's line (`launcher_argv` + `gate_command`: `...
-    --stop-with-parent & wait $!`). A cancelled `pulumi up` SIGKILLs the shell; `uv run` keeps
-    running (it waits for its child), so the launcher's parent -- uv, not the shell -- never
-    changes, `--stop-with-parent` never fires, and the task migrates on with nobody to stop
-    it: the case the flag and the `& wait $!` exist for."""
+    --extra aws migration-runner`, in the gate's line as infra generates it (`launcher_argv`
+    + `gate_command`: `... --stop-with-parent & wait $!`). A cancelled `pulumi up` SIGKILLs
+    the shell; `uv run` keeps running (it waits for its child), so the launcher's parent --
+    uv, not the shell -- never changes: the line passes the shell's pid along
+    (`MIGRATION_ECS_PARENT_PID=$$`), and the launcher must see that process gone and stop the
+    task, the case the flag and the `& wait $!` exist for. (Before: the task migrated on with
+    nobody to stop it.)"""
     import os
-    import shlex
     import signal
     import subprocess
 
@@ -363,23 +389,18 @@ def test_the_gate_with_a_uv_launcher_stops_the_task_when_pulumi_kills_its_shell(
         "AWS_ENDPOINT_URL": aws_server.url,
         "MIGRATION_LOG_FORMAT": "json",
     }
-    launcher = shlex.join(
-        [
-            "uv",
-            "run",
-            "--project",
-            str(ROOT),
-            "--locked",
-            "--extra",
-            "aws",
-            "migration-runner",
-            "ecs",
-            *world.args(),
-            "--stop-with-parent",
-        ]
+    gate = _infra_module("launcher")
+    argv = gate.launcher_argv(
+        launcher=f"uv run --project {ROOT} --locked --extra aws migration-runner",
+        cluster=CLUSTER,
+        task_definition="migrate",
+        subnets=[world.subnet],
+        security_groups=[world.security_group],
+        container="migrate",
+        timeout=1800,
     )
     shell = subprocess.Popen(
-        ["/bin/sh", "-c", f"{launcher} & wait $!"],
+        ["/bin/sh", "-c", gate.gate_command(argv)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -394,21 +415,20 @@ def test_the_gate_with_a_uv_launcher_stops_the_task_when_pulumi_kills_its_shell(
         )
         shell.kill()
         shell.wait()
-        try:
+        with contextlib.suppress(Exception):
             wait_until(
                 lambda: world.the_task()["lastStatus"] == "STOPPED",
                 timeout=20,
                 what="the launcher to stop the task",
             )
-        except Exception:
-            pass
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(shell.pid, signal.SIGKILL)  # uv and the launcher, if still there
-    assert world.the_task()["lastStatus"] == "STOPPED"
+    task = world.the_task()
+    assert task["lastStatus"] == "STOPPED"
+    assert task["stoppedReason"] == "migration-runner ecs run: the process that started it exited"
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 7")
 def test_the_launchers_summary_carries_the_emf_metrics(capsys: Any) -> None:
     """Promise 1: "Exactly one `summary` (`ecs.summary` for `ecs run`) ends the log ... it
     carries the EMF metrics (also for a usage error ...)". `ecs.summary` carries none (the
@@ -424,6 +444,63 @@ def test_the_launchers_summary_carries_the_emf_metrics(capsys: Any) -> None:
     assert "_aws" in summary, summary
 
 
+def test_a_run_that_never_started_publishes_a_failure_under_the_alarms_dimensions(
+    aws_in_process: None, capsys: Any, monkeypatch: Any
+) -> None:
+    """RunTask starts nothing (42): no runner ever writes a summary, so the launcher's
+    `ecs.summary` carries `Failures` 1 under the dimensions the container would have used
+    (its task definition's MIGRATION_METRICS_*, as infra sets them), the set infra's alarm
+    watches."""
+    world = make_world()
+    container = world.register()["containerDefinitions"][0]
+    metrics = {"MIGRATION_METRICS_SERVICE": "orders", "MIGRATION_METRICS_ENVIRONMENT": "prod"}
+    container["environment"] += [{"name": k, "value": v} for k, v in metrics.items()]
+    world.ecs.register_task_definition(
+        family="migrate",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[container],
+    )
+    real = cli._launcher
+
+    def launcher(*args: Any, **kw: Any) -> Any:
+        made = real(*args, **kw)
+        made._ecs = _NoCapacity(made._ecs)
+        return made
+
+    monkeypatch.setattr(cli, "_launcher", launcher)
+    code = cli.main(world.args(), environ={}, stop=Stop())
+    summary = _events(capsys.readouterr().err)[-1]
+    assert code == 42 and summary["event"] == "ecs.summary"
+    infra = _infra_metrics()
+    watched = infra.RunnerMetrics(service="orders", environment="prod")
+    assert _alarm_datapoint(summary, watched.namespace, infra.FAILURES, watched.dimensions()) == 1
+    # and it reaches CloudWatch: the same line in the task's log group, where EMF is read
+    from tests.support.aws import LOG_GROUP
+
+    [stream] = world.logs.describe_log_streams(
+        logGroupName=LOG_GROUP, logStreamNamePrefix="migrate/launcher/not-started-"
+    )["logStreams"]
+    [event] = world.logs.get_log_events(
+        logGroupName=LOG_GROUP, logStreamName=stream["logStreamName"]
+    )["events"]
+    line = json.loads(event["message"])
+    assert _alarm_datapoint(line, watched.namespace, infra.FAILURES, watched.dimensions()) == 1
+
+
+class _NoCapacity:
+    def __init__(self, ecs: Any) -> None:
+        self._ecs = ecs
+
+    def run_task(self, **_kw: Any) -> Any:
+        return {"tasks": [], "failures": [{"reason": "RESOURCE:MEMORY"}]}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ecs, name)
+
+
 def _infra_module(name: str) -> Any:
     path = ROOT / "infra" / "migration_infra" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"attack_seams_infra_{name}", path)
@@ -434,7 +511,6 @@ def _infra_module(name: str) -> Any:
     return module
 
 
-@pytest.mark.xfail(strict=True, reason="attack-seams finding 9")
 def test_the_task_gives_the_runner_the_time_its_stop_takes() -> None:
     """infra accepts a `stopTimeout` of 2 to 120 s (Fargate's range), but the runner's own stop
     of a revision busy in Python takes `STUCK_GRACE_S` (5 s) before its last resort, and up to

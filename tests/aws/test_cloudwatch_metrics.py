@@ -194,3 +194,45 @@ def test_a_real_runs_summary_line_is_a_valid_emf_document(database, project) -> 
     assert (document["RevisionsApplied"], document["Successes"], document["Failures"]) == (2, 1, 0)
     assert document["DurationMs"] == document["total_ms"]
     assert document["LockWaitMs"] == document["lock_wait_ms"]
+
+
+def test_the_verdicts_are_the_codes_the_cli_gives_without_an_error() -> None:
+    """VERDICTS spells ExitCode's values out (the module is read on its own by infra's
+    tests): each one is a code the CLI maps an outcome to, not an error's."""
+    from runner.cli.main import CHECK_EXIT, FAILED_EXIT
+    from runner.observe.cloudwatch_metrics import VERDICTS
+
+    answers = {int(code) for code in (*CHECK_EXIT.values(), *FAILED_EXIT.values())} - {0}
+    assert set().union(*VERDICTS.values()) == answers
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "runner_summary", "failures"),
+    [
+        (42, None, 1),  # RunTask started nothing: no runner ever wrote a line
+        (43, None, 1),  # the task never ran (image pull, secrets)
+        (137, None, 1),  # OOM-killed, or SIGKILLed after stopTimeout: no runner summary
+        (6, {"event": "summary", "exit_code": 6}, 0),  # the runner's own line counted it
+        (44, {"event": "summary", "exit_code": 130}, 0),
+        (0, None, 0),
+    ],
+)
+def test_the_launchers_summary_counts_the_failures_no_runner_line_counted(
+    exit_code: int, runner_summary: Any, failures: int
+) -> None:
+    from runner.observe.cloudwatch_metrics import launcher_metrics, with_metrics
+
+    summary = {"command": "ecs run", "exit_code": exit_code, "runner_summary": runner_summary}
+    document = with_metrics(
+        summary,
+        now_s=1_764_540_000,
+        service="orders",
+        environment="prod",
+        metrics=launcher_metrics(summary),
+    )
+    jsonschema.Draft7Validator(SCHEMA).validate(document)
+    assert spec_violations(document) == []
+    directive = document["_aws"]["CloudWatchMetrics"][0]
+    assert ["Service", "Environment"] in directive["Dimensions"]
+    assert [m["Name"] for m in directive["Metrics"]] == ["Failures"]
+    assert document["Failures"] == failures

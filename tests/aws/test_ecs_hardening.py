@@ -5,6 +5,7 @@ faults injected between the launcher and moto's real answers."""
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -129,3 +130,115 @@ def test_denied_logs_follow_the_task_without_them(aws_server: Any, capsys: Any) 
     assert result.exit_code == 0 and result.outcome.container_exit_code == 0
     captured = capsys.readouterr()
     assert "ecs.logs_unavailable" in captured.out + captured.err
+
+
+def _throttled(operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate"}}, operation)
+
+
+class _Faulty:
+    """The real (moto) ECS client, but ``method`` raises each of ``errors`` in turn first
+    (None: the real answer); every StopTask is recorded."""
+
+    def __init__(self, ecs: Any, method: str, *errors: Exception | None) -> None:
+        self._ecs, self._method, self._errors, self.stops = ecs, method, list(errors), 0
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._ecs, name)
+
+        def call(**kw: Any) -> Any:
+            self.stops += name == "stop_task"
+            if name == self._method and self._errors:
+                error = self._errors.pop(0)
+                if error is not None:
+                    raise error
+            return real(**kw)
+
+        return call
+
+
+def test_describetasks_throttled_a_few_times_is_followed_to_its_end(aws_server: Any) -> None:
+    """Throttling past botocore's retries, twice in a row: asked again at the next poll;
+    the run ends as the task does (moto's lifecycle: exit 0), nothing stopped."""
+    world = make_world()
+    world.register()
+    ecs = _Faulty(world.ecs, "describe_tasks", None, *[_throttled("DescribeTasks")] * 2)
+    result = _launch(ecs, world.logs, world)
+    assert (result.exit_code, result.stopped_by, ecs.stops) == (0, None, 0)
+
+
+def test_stoptask_throttled_on_timeout_is_tried_again_and_the_task_stopped(aws_server: Any) -> None:
+    aws_server.hold_tasks_running()
+    world = make_world()
+    world.register()
+    ecs = _Faulty(world.ecs, "stop_task", *[_throttled("StopTask")] * 2)
+    launcher = Launcher(
+        ecs, lambda _r: world.logs, out=lambda _e: None, log=logs.get(), pacing=Pacing(0.01, 0.02)
+    )
+    result = launcher.run(cli.parse(world.args("--timeout", "0.2"), {})[0])
+    assert (result.exit_code, ecs.stops) == (LaunchExit.TIMEOUT, 3)
+    assert world.the_task()["lastStatus"] == "STOPPED"
+
+
+def test_stoptask_denied_on_timeout_says_the_task_runs_and_how_to_stop_it(
+    aws_server: Any, capsys: Any, monkeypatch: Any
+) -> None:
+    aws_server.hold_tasks_running()
+    world = make_world()
+    world.register()
+    denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "StopTask")
+    real = cli._launcher
+
+    def launcher(*args: Any, **kw: Any) -> Any:
+        made = real(*args, **kw)
+        made._ecs = _Faulty(made._ecs, "stop_task", *[denied] * 10)
+        return made
+
+    monkeypatch.setattr(cli, "_launcher", launcher)
+    code = cli.main(world.args("--timeout", "0.2"), environ={}, stop=cli.Stop())
+    error = [e for e in _lines(capsys.readouterr().err) if e["event"] == "error"][0]
+    task = world.the_task()
+    assert code == LaunchExit.AWS_ERROR and task["lastStatus"] == "RUNNING"
+    assert error["stopped"] is False and error["task_arn"] == task["taskArn"]
+    assert f"aws ecs stop-task --cluster migrations --task {task['taskArn']}" in error["message"]
+    assert "may still be running" in error["message"]
+
+
+class _NeverRuns:
+    """The real (moto) ECS client, but the task stays PROVISIONING (an image pull that
+    never ends) and its container never gets an exit code (moto's says 0)."""
+
+    def __init__(self, ecs: Any) -> None:
+        self._ecs = ecs
+
+    def describe_tasks(self, **kw: Any) -> dict[str, Any]:
+        answer = self._ecs.describe_tasks(**kw)
+        for task in answer["tasks"]:
+            if task["lastStatus"] != "STOPPED":
+                task["lastStatus"] = "PROVISIONING"
+            for container in task.get("containers", []):
+                container.pop("exitCode", None)
+        return dict(answer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ecs, name)
+
+
+def test_a_timeout_before_the_task_ever_ran_is_43_not_44(aws_server: Any) -> None:
+    aws_server.hold_tasks_running()
+    world = make_world()
+    world.register()
+    launcher = Launcher(
+        _NeverRuns(world.ecs),
+        lambda _r: world.logs,
+        out=lambda _e: None,
+        log=logs.get(),
+        pacing=Pacing(0.01, 0.02, drain_s=0.1),
+    )
+    result = launcher.run(cli.parse(world.args("--timeout", "0.2"), {})[0])
+    assert (result.exit_code, result.stopped_by) == (LaunchExit.NOT_STARTED, "timeout")
+    assert world.the_task()["lastStatus"] == "STOPPED"
+
+
+def _lines(stderr: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]

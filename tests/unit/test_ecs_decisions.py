@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from runner.ecs import runargs, taskdef
+from runner.ecs.aws_errors import failure_text, transient
 from runner.ecs.cli import parse
 from runner.ecs.errors import LaunchExit, LaunchUsageError
 from runner.ecs.logs_tail import render, runner_summary
-from runner.ecs.outcome import run_failures, task_outcome
+from runner.ecs.outcome import over, run_exit, run_failures, task_outcome
 
 
 def _ecs_model() -> Any:
@@ -397,9 +398,10 @@ def test_environment_size_overrides_and_tags() -> None:
     assert "overrides" not in args_for(request(*AWSVPC))
 
 
-def test_a_malformed_pair_in_the_environment_is_a_usage_error() -> None:
-    with pytest.raises(LaunchUsageError, match="MIGRATION_ECS_ENV: 'NOVALUE' is not NAME=VALUE"):
+def test_a_malformed_pair_in_the_environment_is_a_usage_error_that_does_not_quote_it() -> None:
+    with pytest.raises(LaunchUsageError, match="MIGRATION_ECS_ENV: an item of 7 ch") as raised:
         request(MIGRATION_ECS_ENV="NOVALUE")
+    assert "NOVALUE" not in raised.value.message
 
 
 def test_the_command_is_the_rest_of_the_line_even_with_a_double_dash() -> None:
@@ -440,3 +442,107 @@ def test_a_choice_from_the_environment_is_checked_like_the_options(name: str, va
     ``MIGRATION_ECS_LAUNCH_TYPE=fargate`` went to RunTask as it was."""
     with pytest.raises(LaunchUsageError, match=f"MIGRATION_ECS_{name}.*'{value}'"):
         request(*AWSVPC, **{f"MIGRATION_ECS_{name}": value})
+
+
+def _stopped(exit_code: int | None, status: str = "STOPPED") -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "migrate", "lastStatus": status}
+    if exit_code is not None:
+        container["exitCode"] = exit_code
+    return {"lastStatus": "STOPPED", "containers": [container]}
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "stopped_by", "ran", "runner_exit", "expected"),
+    [
+        (6, None, True, 6, 6),  # not stopped: the container's own code
+        (None, None, False, None, 43),  # stopped on its own, never ran
+        (0, "timeout", True, 0, 0),  # it finished as the timeout came: migrated
+        (0, "SIGTERM", True, 0, 0),
+        (0, "timeout", True, None, 44),  # an exit 0 without the runner's word for it
+        (130, "timeout", True, 130, 44),  # the runner stopped and rolled back
+        (130, "SIGTERM", True, 130, 45),
+        (None, "timeout", False, None, 43),  # stuck in PROVISIONING: nothing ran
+        (None, "timeout", True, None, 44),  # it ran, killed without an exit code
+        (None, "SIGTERM", False, None, 45),  # cancelled: the operator's stop
+    ],
+)
+def test_the_exit_code_is_what_happened_to_the_migration(
+    exit_code: int | None, stopped_by: str | None, ran: bool, runner_exit: int | None, expected: int
+) -> None:
+    outcome = task_outcome(_stopped(exit_code), "migrate")
+    assert run_exit(outcome, stopped_by, ran, runner_exit) == expected
+
+
+def test_no_outcome_after_a_stop_is_the_stops_code() -> None:
+    assert run_exit(None, "timeout", True, None) == 44
+    assert run_exit(None, "SIGTERM", True, None) == 45
+
+
+def test_following_is_over_once_the_migration_container_exited() -> None:
+    running = {"lastStatus": "RUNNING", "containers": [{"name": "migrate", "exitCode": 0}]}
+    assert not over(running, "migrate")  # an exit code without STOPPED: not one yet
+    running["containers"][0]["lastStatus"] = "STOPPED"
+    assert over(running, "migrate") and not over(running, "app")
+    assert over({"lastStatus": "STOPPED", "containers": []}, "migrate")
+
+
+class _ClientError(Exception):
+    def __init__(self, code: str, status: int = 400) -> None:
+        super().__init__(code)
+        self.operation_name = "DescribeTasks"
+        self.response = {
+            "Error": {"Code": code, "Message": "m"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+
+
+class HTTPClientError(Exception):  # botocore's base of the network failures, by name
+    pass
+
+
+class EndpointConnectionError(HTTPClientError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (_ClientError("ThrottlingException"), True),
+        (_ClientError("ServerException", 500), True),
+        (_ClientError("Whatever", 503), True),
+        (_ClientError("Whatever", 429), True),
+        (EndpointConnectionError("no route"), True),
+        (_ClientError("AccessDeniedException"), False),
+        (_ClientError("ClusterNotFoundException"), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_what_is_worth_asking_again(error: Exception, expected: bool) -> None:
+    assert transient(error) is expected
+
+
+def test_a_failure_is_named_by_its_operation_and_code() -> None:
+    assert failure_text(_ClientError("ThrottlingException")) == (
+        "DescribeTasks failed: ThrottlingException: m"
+    )
+    assert failure_text(EndpointConnectionError("no route")) == "EndpointConnectionError: no route"
+
+
+@pytest.mark.parametrize(
+    ("extra", "environ", "says"),
+    [
+        (["--parent-pid", "123"], {}, "goes with --stop-with-parent"),
+        (["--stop-with-parent", "--parent-pid", "0"], {}, "is not a process id"),
+        (["--stop-with-parent"], {"MIGRATION_ECS_PARENT_PID": "$$"}, "is not a process id"),
+    ],
+)
+def test_a_parent_pid_is_a_process_id_with_stop_with_parent(
+    extra: list[str], environ: dict[str, str], says: str
+) -> None:
+    with pytest.raises(LaunchUsageError, match=says):
+        request(*extra, **environ)
+
+
+def test_the_gates_parent_pid_reaches_the_request() -> None:
+    asked = request("--stop-with-parent", MIGRATION_ECS_PARENT_PID="4242")
+    assert (asked.stop_with_parent, asked.parent_pid) == (True, 4242)

@@ -84,3 +84,24 @@ def test_a_handler_project_code_installs_is_taken_back_and_named(interrupt):
     with pytest.raises(Interrupted):
         os.kill(os.getpid(), signal.SIGTERM)
         threading.Event().wait(5)  # interrupted long before this returns
+
+
+def test_a_watched_process_that_exits_stops_the_launcher_even_with_its_parent_alive():
+    """``--parent-pid``: a wrapper (``uv run``) stays the launcher's parent after the shell
+    that started it is killed; the shell's exit, even as an unreaped zombie, is the stop."""
+    import subprocess
+
+    from runner.ecs.launcher import PARENT_EXITED, Stop, alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        stop = Stop()
+        stop.watch_parent(child.pid, interval_s=0.01)
+        assert alive(child.pid) and stop.reason is None
+        child.kill()
+        wait_until(lambda: stop.reason is not None, timeout=5, what="the stop request")
+        assert stop.reason == PARENT_EXITED
+        assert child.poll() is not None and not alive(child.pid)  # reaped: gone
+    finally:
+        child.kill()
+        child.wait()
