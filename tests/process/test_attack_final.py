@@ -163,3 +163,26 @@ def test_a_revision_that_sets_its_stdout_non_blocking_is_not_failed_by_the_captu
     )
     result = run(runner_env(database, _project(tmp_path, body)), "upgrade", timeout=120)
     assert result.code == 0 and database.table_exists("t_a1"), result.stdout[-1500:]
+
+
+# --- 8. revision: a revision file's fd-level output at import reaches stdout --------------
+
+
+@finding(8, "revision (without --autogenerate) imports the revisions outside the fd capture")
+def test_revision_keeps_a_revision_files_raw_output_off_stdout(database, tmp_path):
+    """``revision -m x`` loads the existing revisions (Alembic's ScriptDirectory) outside
+    descriptors.captured(): a revision that writes to fd 1 at import (``os.write``, a child
+    process) puts its bytes on ``revision``'s stdout, before the 'wrote ...' result. Its
+    ``print`` is caught; with ``--autogenerate`` both are."""
+    project = Project(tmp_path / "p")
+    (project.versions / "a0_step.py").write_text(
+        '"""step a0"""\nimport os, subprocess\n'
+        'os.write(1, b"RAW-NOISE\\n")\nsubprocess.run(["echo", "CHILD-NOISE"])\n'
+        "from alembic import op\n\n"
+        "revision = 'a0'\ndown_revision = None\nbranch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade():\n    op.execute('CREATE TABLE t_a0 (id int)')\n\n\n"
+        "def downgrade():\n    pass\n"
+    )
+    result = run(runner_env(database, project), "revision", "-m", "next")
+    assert result.code == 0, result.stderr[-1500:]
+    assert "NOISE" not in result.stdout, result.stdout
