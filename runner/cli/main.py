@@ -385,8 +385,8 @@ def _refuse(
 
 def _exec_failed(facts: Facts, err: RunnerError) -> None:
     """``--then``'s exec failed after the summary, though :func:`handoff.ready` passed just
-    before it (the file changed since, or the kernel refused what no check foresees: an
-    ELF for another machine, no memory): say so, with a summary that is true, again last."""
+    before it (the file changed since, or the kernel refused what no check foresees: a
+    binary its loader refuses, no memory): say so, with a summary that is true, again last."""
     report(
         AppNotStarted(f"{err.message}; {APPLIED_NOT_STARTED}"),
         "upgrade",
