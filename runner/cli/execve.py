@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import re
-import shlex
 import struct
 from typing import NamedTuple
 
@@ -28,9 +26,10 @@ ELF = b"\x7fELF"
 #: how deep ``#!`` interpreters may nest (``BINPRM_MAX_RECURSION``)
 MAX_NESTING = 4
 
-_TERMINATOR = re.compile(rb"[ \t\0]")
-#: GNU env's ``-S STRING`` as the whole #! argument (other short options may come first)
-_SPLIT = re.compile(r"-[iv0]*S(?P<rest>.*)|--split-string=(?P<long>.*)", re.DOTALL)
+#: what ends the interpreter's name on a #! line
+_TERMINATORS = (b" ", b"\t", b"\0")
+#: GNU env's short options that may come before ``S`` in one word (``-vS``)
+_BEFORE_S = set("iv0")
 #: env options that take the next word as their value
 _WITH_VALUE = {"-u", "--unset", "-C", "--chdir"}
 
@@ -47,16 +46,16 @@ def shebang(head: bytes) -> tuple[str, str | None]:
     end = buf.find(b"\n")
     if end < 0:
         end = BUF_SIZE - 1
-        if not _TERMINATOR.search(buf, 2 + _leading_blanks(buf[2:end]), end):
+        if _terminator(buf, 2 + _leading_blanks(buf[2:end]), end) < 0:
             raise Refused("its #! line's interpreter runs past the 256 bytes the kernel reads")
     line = buf[2:end].strip(b" \t")
-    cut = _TERMINATOR.search(line)
-    name = line[: cut.start()] if cut else line
+    cut = _terminator(line, 0, len(line))
+    name = line[:cut] if cut >= 0 else line
     if not name:
         raise Refused("its #! line names no interpreter")
     argument = None
-    if cut and line[cut.start() : cut.start() + 1] != b"\0":
-        argument = line[cut.end() :].lstrip(b" \t").split(b"\0", 1)[0]
+    if cut >= 0 and line[cut : cut + 1] != b"\0":
+        argument = line[cut + 1 :].lstrip(b" \t").split(b"\0", 1)[0]
     return _text(name), None if argument is None else _text(argument)
 
 
@@ -67,9 +66,9 @@ def env_program(argument: str | None) -> str | None:
     without ``-S``, a name with spaces in it, an assignment where the program should be."""
     if argument is None:
         raise Refused("its #! line runs env with no program (env would print the environment)")
-    split = _SPLIT.fullmatch(argument)
-    if split:
-        return _split_program(split.group("rest") or split.group("long") or "")
+    split = _split_string(argument)
+    if split is not None:
+        return _split_program(split)
     if argument.startswith("-"):
         raise Refused(
             f"its #! line gives env the options {argument!r}: the kernel passes the rest of "
@@ -88,9 +87,22 @@ def env_program(argument: str | None) -> str | None:
     return argument
 
 
+def _split_string(argument: str) -> str | None:
+    """The string of env's ``-S`` (``-S STRING``, ``-vS STRING``, ``--split-string=STRING``)
+    when the #! argument is one, else ``None``."""
+    if argument.startswith("--split-string="):
+        return argument.partition("=")[2]
+    if not argument.startswith("-") or argument.startswith("--"):
+        return None
+    flags, s, rest = argument[1:].partition("S")
+    return rest if s and set(flags) <= _BEFORE_S else None
+
+
 def _split_program(string: str) -> str | None:
     """The program in env's ``-S`` string: the first word after the options and the
     ``NAME=VALUE`` assignments."""
+    import shlex  # only for an env -S line: not on every run's path
+
     if "${" in string:
         return None  # env expands it: known only when it runs
     try:
@@ -191,6 +203,12 @@ def elf_interpreter(elf: Elf, headers: bytes) -> tuple[int, int] | None:
 def _describe(elf: Elf) -> str:
     order = "little" if elf.data == 1 else "big"
     return f"{32 * elf.klass}-bit {order}-endian, machine {elf.machine}"
+
+
+def _terminator(data: bytes, start: int, end: int) -> int:
+    """Where the first space, tab or NUL lies in ``data[start:end]`` (-1: none)."""
+    found = [at for at in (data.find(t, start, end) for t in _TERMINATORS) if at >= 0]
+    return min(found, default=-1)
 
 
 def _leading_blanks(data: bytes) -> int:
