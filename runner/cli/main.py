@@ -385,8 +385,8 @@ def _refuse(
 
 def _exec_failed(facts: Facts, err: RunnerError) -> None:
     """``--then``'s exec failed after the summary, though :func:`handoff.ready` passed just
-    before it (the file changed since, or the kernel refused what no check foresees: an
-    ELF for another machine, no memory): say so, with a summary that is true, again last."""
+    before it (the file changed since, or the kernel refused what no check foresees: a
+    binary its loader refuses, no memory): say so, with a summary that is true, again last."""
     report(
         AppNotStarted(f"{err.message}; {APPLIED_NOT_STARTED}"),
         "upgrade",
@@ -555,10 +555,13 @@ def _run_verb(
 
 
 def _end_stuck(command: str, facts: Any, interrupt: Interrupt) -> None:
-    """The last resort after a signal (:mod:`runner.process.interrupt`): report, exit 130 at once."""
+    """The last resort after a signal (:mod:`runner.process.interrupt`): report, and exit at
+    once with the error's code (130, or 141 when SIGPIPE stood for an output that cannot be
+    written): the one error decides both the summary's exit code and the process's."""
     if SUMMARY_ONCE.acquire(blocking=False):  # else the run is ending by itself
-        report(interrupt.stuck_error(), command, Outcome.INTERRUPTED, facts)
-        exit_now(int(ExitCode.INTERRUPTED))
+        err = interrupt.stuck_error()
+        report(err, command, Outcome.INTERRUPTED, facts)
+        exit_now(int(err.exit_code))
 
 
 def _level(command: Command, level: str, verbose: bool, stream: Any, fmt: str = "auto") -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -29,6 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from runner.cli import execve
 from runner.errors import ConfigError, ExitCode
 from runner.observe import logs
 from runner.process.interrupt import STOPPING
@@ -85,32 +87,95 @@ def resolve_app(app: Sequence[str]) -> str:
     return found
 
 
-#: the start of an ELF binary, the one format the kernel runs besides ``#!`` scripts (and
-#: those binfmt_misc registers, see :func:`_other_formats`)
-ELF = b"\x7fELF"
-
-
 def ready(app: Sequence[str]) -> str:
-    """:func:`resolve_app`, and what ``execve`` will need: a regular file the runner may
-    execute, on a file system not mounted ``noexec``, that starts with a ``#!`` line naming
-    an interpreter that passes the same checks (``env NAME``: NAME on PATH) or is an ELF
-    binary. Else the exec would fail after the run said it succeeded."""
+    """:func:`resolve_app`, and what ``execve`` will need (read the kernel's way, see
+    :mod:`runner.cli.execve`): a regular file the runner may execute, on a file system not
+    mounted ``noexec``, that is an ELF binary for this machine (with its loader) or starts
+    with a ``#!`` line naming an interpreter that passes the same checks (``/usr/bin/env``:
+    the program it will look for is on PATH). Else the exec would fail after the run said
+    it succeeded."""
     found = resolve_app(app)
-    _require_executable(found, f"the app {found}")
-    try:
-        with open(found, "rb") as file:
-            head = file.readline(256)
-    except OSError as exc:
-        raise ConfigError(f"--then: cannot read the app {found}: {exc.strerror}") from None
-    if head.startswith(b"#!"):
-        _require_interpreter(found, head)
-    elif not head.startswith(ELF) and not _other_formats():
-        what = "is empty" if not head else "has no #! line and is not an ELF binary"
-        raise ConfigError(
-            f"--then: the app {found} {what}: the kernel cannot execute it. Give it a #! "
-            f"line (e.g. #!/bin/sh), or name its interpreter: --then -- sh {found}"
-        )
+    _require_loadable(found, f"the app {found}", found)
     return found
+
+
+def _require_loadable(path: str, what: str, app: str, depth: int = 0) -> None:
+    """``path`` (the app, or the interpreter of its ``#!`` line, ``depth`` levels down) can
+    be executed: raises :class:`ConfigError` naming ``what`` when it cannot."""
+    _require_executable(path, what)
+    head = _read(path, execve.BUF_SIZE, what)
+    if not head.startswith((b"#!", execve.ELF)) and not _other_formats():
+        problem = "is empty" if not head else "has no #! line and is not an ELF binary"
+        raise ConfigError(
+            f"--then: {what} {problem}: the kernel cannot execute it. Give it a #! line "
+            f"(e.g. #!/bin/sh), or name its interpreter: --then -- sh {app}"
+        )
+    try:
+        if head.startswith(b"#!"):
+            _require_interpreter(path, head, app, depth)
+        elif head.startswith(execve.ELF):
+            _require_elf(path, what)
+    except execve.Refused as refused:
+        raise ConfigError(f"--then: {what}: {refused}") from None
+
+
+def _require_interpreter(path: str, head: bytes, app: str, depth: int) -> None:
+    """The interpreter the ``#!`` line of ``path`` names can be executed, and so can the
+    program ``/usr/bin/env`` will look for."""
+    interpreter, argument = execve.shebang(head)
+    if depth >= execve.MAX_NESTING:
+        raise execve.Refused("its #! interpreters nest deeper than the kernel follows")
+    _require_loadable(
+        interpreter, f"{path} runs {interpreter!r} (its #! line), which", app, depth + 1
+    )
+    if os.path.basename(interpreter) != "env":
+        return
+    program = execve.env_program(argument)
+    if program is not None and shutil.which(program) is None:
+        raise execve.Refused(f"its #! line runs {program!r} through env: not on PATH")
+
+
+def _require_elf(path: str, what: str) -> None:
+    """The kernel will load the ELF binary ``path``, and its loader (``PT_INTERP``)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64)
+            size = os.fstat(file.fileno()).st_size
+            this = None if _other_formats() else _this_machine()  # binfmt_misc: qemu may run it
+            problem = execve.elf_refusal(head, size, this)
+            elf = execve.elf_header(head)
+            if problem is not None or elf is None:
+                raise execve.Refused(problem or "its ELF header is invalid")
+            file.seek(elf.phoff)
+            at = execve.elf_interpreter(elf, file.read(elf.phnum * elf.phentsize))
+            if at is None:
+                return  # a static binary
+            file.seek(at[0])
+            loader = file.read(min(at[1], 4096)).split(b"\0", 1)[0]
+    except OSError as exc:
+        raise ConfigError(f"--then: cannot read {what}: {exc.strerror}") from None
+    name = os.fsdecode(loader)
+    if not name or not os.path.isfile(name) or not os.access(name, os.X_OK):
+        raise execve.Refused(f"its ELF loader {name!r} (PT_INTERP) is not an executable file here")
+
+
+@functools.cache
+def _this_machine() -> execve.Elf | None:
+    """The ELF header of the binary this process runs: the class, byte order and machine
+    the kernel loads (``None`` when it cannot be read)."""
+    for own in ("/proc/self/exe", sys.executable):
+        with contextlib.suppress(OSError):
+            with open(own, "rb") as file:
+                return execve.elf_header(file.read(64))
+    return None
+
+
+def _read(path: str, size: int, what: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(size)
+    except OSError as exc:
+        raise ConfigError(f"--then: cannot read {what}: {exc.strerror}") from None
 
 
 def _require_executable(path: str, what: str) -> None:
@@ -121,21 +186,6 @@ def _require_executable(path: str, what: str) -> None:
     with contextlib.suppress(OSError):
         if os.statvfs(path).f_flag & os.ST_NOEXEC:
             raise ConfigError(f"--then: {what} is on a file system mounted noexec")
-
-
-def _require_interpreter(found: str, head: bytes) -> None:
-    """The interpreter the ``#!`` line of the app ``found`` names can be executed."""
-    words = head[2:].decode(errors="replace").split()
-    interpreter = words[0] if words else ""
-    if not interpreter:
-        raise ConfigError(f"--then: the app {found} has a #! line naming no interpreter")
-    _require_executable(interpreter, f"the app {found} runs {interpreter!r} (its #! line), which")
-    if os.path.basename(interpreter) == "env":
-        named = [w for w in words[1:] if not w.startswith("-")][:1]
-        if named and shutil.which(named[0]) is None:
-            raise ConfigError(
-                f"--then: the app {found} runs {named[0]!r} (its #! line), not on PATH"
-            )
 
 
 def _other_formats() -> bool:

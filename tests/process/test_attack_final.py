@@ -56,7 +56,6 @@ def test_a_password_across_the_capture_cut_is_not_printed(pad, database, tmp_pat
 # --- 2. faulthandler.register(SIGTERM) swallows the stop; reclaim() does not see it -------
 
 
-@finding(2, "a C-level handler (faulthandler.register) is invisible to reclaim(): SIGTERM lost")
 def test_sigterm_after_faulthandler_register_still_stops_the_run(database, tmp_path):
     """faulthandler.register(SIGTERM) replaces the process's handler at the C level and does
     not chain: signal.getsignal still shows the runner's, so reclaim() never warns nor takes
@@ -80,7 +79,6 @@ def test_sigterm_after_faulthandler_register_still_stops_the_run(database, tmp_p
 # --- 3. SIGPIPE while a revision floods fd 1: the summary says 141, the process 130 -------
 
 
-@finding(3, "SIGPIPE during an fd-level flood: summary exit_code 141, process exits 130")
 def test_sigpipe_while_a_revision_floods_its_stdout_exits_as_the_summary_says(database, tmp_path):
     body = "import os\nprint('started', flush=True)\nwhile True: os.write(1, b'f' * 100 + b'\\n')"
     running = Running(runner_env(database, _project(tmp_path, body)), "upgrade")
@@ -95,7 +93,6 @@ def test_sigpipe_while_a_revision_floods_its_stdout_exits_as_the_summary_says(da
 # --- 4./5. --then: apps ready() lets through that execve refuses --------------------------
 
 
-@finding(4, "'#!/usr/bin/env python3 -u' passes ready(); env gets 'python3 -u': exit 127")
 def test_then_with_an_env_shebang_carrying_an_option_is_refused_before_migrating(
     database, tmp_path
 ):
@@ -112,7 +109,6 @@ def test_then_with_an_env_shebang_carrying_an_option_is_refused_before_migrating
     assert result.code == 2 and database.version() == []
 
 
-@finding(5, "an ELF the kernel refuses (ENOEXEC) passes ready(); the failed exec logs 2 summaries")
 def test_then_with_an_elf_the_kernel_refuses_keeps_one_summary(database, tmp_path):
     """A file starting with the ELF magic but not a loadable binary (truncated, another
     architecture): ready() checks only the 4 magic bytes; the exec fails after the run's

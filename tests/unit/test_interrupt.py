@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 import pytest
@@ -81,6 +82,27 @@ def test_a_handler_project_code_installs_is_taken_back_and_named(interrupt):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     assert interrupt.reclaim() == ("SIGTERM (SIG_DFL)", "SIGINT (default_int_handler)")
     assert interrupt.reclaim() == ()  # nothing replaced: nothing to say
+    with pytest.raises(Interrupted):
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait(5)  # interrupted long before this returns
+
+
+def test_a_faulthandler_registered_below_python_is_taken_back_and_named(interrupt):
+    """Found by attack-final: faulthandler.register(SIGTERM) installs a C-level handler that
+    signal.getsignal does not show and that does not chain: a SIGTERM only dumped a traceback
+    and the run migrated on."""
+    import faulthandler
+
+    faulthandler.register(signal.SIGTERM, file=sys.__stderr__)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    faulthandler.register(signal.SIGINT, file=sys.__stderr__)
+    assert interrupt.reclaim() == (
+        "SIGTERM (faulthandler.register)",
+        "SIGINT (SIG_DFL)",
+        "SIGINT (faulthandler.register)",
+    )
+    assert interrupt.reclaim() == ()
+    assert not faulthandler.unregister(signal.SIGTERM)  # undone by reclaim()
     with pytest.raises(Interrupted):
         os.kill(os.getpid(), signal.SIGTERM)
         threading.Event().wait(5)  # interrupted long before this returns
