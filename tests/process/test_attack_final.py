@@ -168,7 +168,6 @@ def test_a_revision_that_sets_its_stdout_non_blocking_is_not_failed_by_the_captu
 # --- 8. revision: a revision file's fd-level output at import reaches stdout --------------
 
 
-@finding(8, "revision (without --autogenerate) imports the revisions outside the fd capture")
 def test_revision_keeps_a_revision_files_raw_output_off_stdout(database, tmp_path):
     """``revision -m x`` loads the existing revisions (Alembic's ScriptDirectory) outside
     descriptors.captured(): a revision that writes to fd 1 at import (``os.write``, a child
