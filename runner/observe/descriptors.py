@@ -37,7 +37,13 @@ STREAMS = {1: "stdout", 2: "stderr"}
 MAX_LINE = 65536
 #: held while the fds are swapped (those :mod:`runner.process.interrupt` stops a run on)
 HELD = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE}
-_capturing: list[bool] = []
+#: the fds :func:`captured` has made pipes, while it has (empty otherwise)
+_capturing: list[frozenset[int]] = []
+
+
+def capturing(fd: int) -> bool:
+    """Whether ``fd`` (1 or 2) is a capture pipe now."""
+    return bool(_capturing) and fd in _capturing[0]
 
 
 class _Drain:
@@ -185,7 +191,7 @@ def captured() -> Iterator[None]:
     state = None
     try:
         state = _swap(sinks[-1])
-        _capturing.append(True)
+        _capturing.append(frozenset(state[0]))
         _release(mask)  # a signal held meanwhile raises here or later: the finally restores
         yield
     finally:

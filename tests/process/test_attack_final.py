@@ -130,7 +130,6 @@ def test_then_with_an_elf_the_kernel_refuses_keeps_one_summary(database, tmp_pat
 # --- 6. under the capture, sys.stdout / sys.stderr have no fileno() ------------------------
 
 
-@finding(6, "sys.stdout.fileno() raises under the capture: faulthandler.enable() fails a revision")
 @pytest.mark.parametrize(
     "body",
     [
