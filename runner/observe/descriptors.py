@@ -14,7 +14,7 @@ back first; the drain then takes what the pipes hold — a last partial line too
 A child that outlives the project code keeps a pipe whose reader discards what it writes (it
 must never block on a full pipe; its lines would come after the events they belong with).
 Bytes that are not UTF-8 are shown escaped (``\\xff``); a line longer than :data:`MAX_LINE`
-is cut into several.
+is cut into several, never across a secret (each piece passes the redactor alone).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from runner.observe import logs
+from runner.observe.redact import safe_cut
 
 #: where captured lines go, ``(stream, text)``: the innermost output capture's (it pushes
 #: its own while active)
@@ -35,6 +36,9 @@ sinks: list[Callable[[str, str], None]] = []
 STREAMS = {1: "stdout", 2: "stderr"}
 #: a line without its newline yet is handed over at this length
 MAX_LINE = 65536
+#: a longer line is cut only once this much more of it is known (or the longest secret's
+#: length, if more): a secret or a password=... that starts before the cut is whole by then
+OVERLAP = 4096
 #: held while the fds are swapped (those :mod:`runner.process.interrupt` stops a run on)
 HELD = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE}
 #: the fds :func:`captured` has made pipes, while it has (empty otherwise)
@@ -84,6 +88,7 @@ class _Drain:
                     pass
                 live.discard(fd)
         for fd in self.reads:
+            self._cut(fd, final=True)
             self._line(fd, self.partial[fd])
         self.done.set()
         self._discard(poller, live)
@@ -96,10 +101,22 @@ class _Drain:
         *lines, self.partial[fd] = (self.partial[fd] + data).split(b"\n")
         for line in lines:
             self._line(fd, line)
-        while len(self.partial[fd]) >= MAX_LINE:
-            line, self.partial[fd] = self.partial[fd][:MAX_LINE], self.partial[fd][MAX_LINE:]
-            self._line(fd, line)
+        self._cut(fd)
         return True
+
+    def _cut(self, fd: int, final: bool = False) -> None:
+        """Hand a line longer than :data:`MAX_LINE` over in pieces, each redacted alone: cut
+        where no secret lies across (:func:`runner.observe.redact.safe_cut`), so while more
+        may come, only once the line runs on past the cut by the longest secret."""
+        known = logs.secrets()
+        margin = 0 if final else max([OVERLAP, *map(len, known)])
+        while len(self.partial[fd]) > MAX_LINE + margin:
+            text = self.partial[fd].decode("utf-8", "surrogateescape")  # bytes kept as they are
+            if len(text) <= MAX_LINE + margin:
+                return
+            cut = safe_cut(text, MAX_LINE, known)
+            self._line(fd, text[:cut].encode("utf-8", "surrogateescape"))
+            self.partial[fd] = text[cut:].encode("utf-8", "surrogateescape")
 
     def _line(self, fd: int, line: bytes) -> None:
         if line.strip():
