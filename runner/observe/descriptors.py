@@ -175,11 +175,24 @@ def _open_fds() -> dict[int, int]:
     return saved
 
 
+def _pipe() -> tuple[int, int]:
+    """A pipe as large as an unprivileged process may make it (``pipe-max-size``, 1 MiB by
+    default, instead of 64 KiB): a burst the drain is slower to read blocks its writer later,
+    and one that set the pipe non-blocking fails (``BlockingIOError``) only past that."""
+    import fcntl
+
+    r, w = os.pipe()
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/sys/fs/pipe-max-size", "rb") as limit:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, int(limit.read()))
+    return r, w
+
+
 def _swap(deliver: Callable[[str, str], None]) -> tuple[dict[int, int], _Drain, Callable[[], None]]:
     """Pipes on fds 1 and 2, drained; the log moved to the copies of the originals."""
     _flush()
     saved = _open_fds()
-    pipes = {fd: os.pipe() for fd in saved}
+    pipes = {fd: _pipe() for fd in saved}
     drain = _Drain({r: STREAMS[fd] for fd, (r, _w) in pipes.items()}, deliver)
     back = logs.move(saved)
     drain.thread.start()

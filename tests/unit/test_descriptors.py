@@ -99,3 +99,14 @@ def test_a_long_line_is_never_cut_across_a_secret(lines, monkeypatch, pad):
     pieces = [text for _stream, text in lines]
     assert "".join(pieces) == "x" * pad + secret + "y" * 3 * descriptors.MAX_LINE
     assert len(pieces) > 1 and [p for p in pieces if secret in p]
+
+
+def test_the_capture_pipes_are_as_large_as_the_system_lets_a_process_make_them(lines):
+    """A burst faster than the drain fills a 1 MiB pipe (pipe-max-size) instead of 64 KiB."""
+    import fcntl
+
+    with open("/proc/sys/fs/pipe-max-size", "rb") as limit:
+        most = int(limit.read())
+    with descriptors.captured():
+        sizes = [fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) for fd in (1, 2)]
+    assert sizes == [most, most]
