@@ -39,6 +39,7 @@ class _Lines(io.RawIOBase):
     def __init__(self, emit: Callable[[str], None], fd: int) -> None:
         super().__init__()
         self._emit, self._fd, self._partial, self._mutex = emit, fd, b"", threading.Lock()
+        self.name = "<stdout>" if fd == 1 else "<stderr>"  # as the real ones are named
 
     def writable(self) -> bool:
         return True
