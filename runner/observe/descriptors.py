@@ -108,6 +108,8 @@ class _Drain:
         """Hand a line longer than :data:`MAX_LINE` over in pieces, each redacted alone: cut
         where no secret lies across (:func:`runner.observe.redact.safe_cut`), so while more
         may come, only once the line runs on past the cut by the longest secret."""
+        if len(self.partial[fd]) <= MAX_LINE:
+            return  # the usual case: nothing to cut, nothing to look up
         known = logs.secrets()
         margin = 0 if final else max([OVERLAP, *map(len, known)])
         while len(self.partial[fd]) > MAX_LINE + margin:
