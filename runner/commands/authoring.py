@@ -66,9 +66,10 @@ def merge(settings: Settings, message: str, *, log: Log) -> Result:
     from alembic import command
 
     loaded = sources.load(from_settings.project(settings), log)
-    if len(loaded.scripts.heads) < 2:
-        raise ConfigError("nothing to merge: the scripts have a single head")
-    return _written(command.merge(loaded.config, "heads", message=message))
+    with descriptors.captured():  # the revisions are imported
+        if len(loaded.scripts.heads) < 2:
+            raise ConfigError("nothing to merge: the scripts have a single head")
+        return _written(command.merge(loaded.config, "heads", message=message))
 
 
 def revision(
@@ -79,12 +80,13 @@ def revision(
 
     loaded = sources.load(from_settings.project(settings), log)
     if not autogenerate:
-        several = len(loaded.scripts.heads) > 1  # the scripts' state: exit 7, as elsewhere
-        with _refused_by_alembic(
-            "with several heads, merge them first: migration-runner merge",
-            ScriptsInvalid if several else ConfigError,
-        ):
-            return _written(command.revision(loaded.config, message=message))
+        with descriptors.captured():  # the revisions are imported: their raw output too
+            several = len(loaded.scripts.heads) > 1  # the scripts' state: exit 7, as elsewhere
+            with _refused_by_alembic(
+                "with several heads, merge them first: migration-runner merge",
+                ScriptsInvalid if several else ConfigError,
+            ):
+                return _written(command.revision(loaded.config, message=message))
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
 

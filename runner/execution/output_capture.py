@@ -28,36 +28,50 @@ if TYPE_CHECKING:
 LIBRARY_LOGGERS = ("alembic", "sqlalchemy", "runner")
 
 
-class _Lines(io.TextIOBase):
-    """A text stream that turns every complete line (and what is left at a flush) into a call
-    of ``emit(text)``."""
+class _Lines(io.RawIOBase):
+    """The bytes under a text stream (:func:`_stream`): every complete line (and what is left
+    at a flush) becomes a call of ``emit(text)``. Its ``fileno()`` is ``fd`` while
+    :func:`runner.observe.descriptors.captured` has made that fd a capture pipe (so
+    ``faulthandler.enable()`` or ``subprocess.run(stdout=sys.stdout)`` work and are captured
+    too); otherwise there is no fd to give (``io.UnsupportedOperation``, as for any stream
+    without one): the real stdout must carry only the runner's lines."""
 
-    def __init__(self, emit: Callable[[str], None]) -> None:
+    def __init__(self, emit: Callable[[str], None], fd: int) -> None:
         super().__init__()
-        self._emit, self._partial, self._mutex = emit, "", threading.Lock()
+        self._emit, self._fd, self._partial, self._mutex = emit, fd, b"", threading.Lock()
+        self.name = "<stdout>" if fd == 1 else "<stderr>"  # as the real ones are named
 
     def writable(self) -> bool:
         return True
 
-    def isatty(self) -> bool:
-        return False
+    def fileno(self) -> int:
+        from runner.observe import descriptors
 
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
+        if descriptors.capturing(self._fd):
+            return self._fd
+        raise io.UnsupportedOperation("fileno: the output is captured, without an fd here")
 
-    def write(self, text: str) -> int:
+    def write(self, data: Any) -> int:
+        data = bytes(data)
         with self._mutex:
-            *lines, self._partial = (self._partial + text).split("\n")
+            *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
-            self._emit(line)
-        return len(text)
+            self._emit(line.decode("utf-8", "backslashreplace"))
+        return len(data)
 
     def flush(self) -> None:
         with self._mutex:
-            rest, self._partial = self._partial, ""
+            rest, self._partial = self._partial, b""
         if rest:
-            self._emit(rest)
+            self._emit(rest.decode("utf-8", "backslashreplace"))
+
+
+def _stream(emit: Callable[[str], None], fd: int) -> io.TextIOWrapper:
+    """A real text stream (``buffer``, ``fileno()``, ``reconfigure()``, ...) whose lines
+    become ``emit`` calls as they are written."""
+    return io.TextIOWrapper(
+        _Lines(emit, fd), encoding="utf-8", errors="backslashreplace", write_through=True
+    )
 
 
 class OutputCapture:
@@ -110,16 +124,17 @@ class OutputCapture:
 
         saved = (sys.stdout, sys.stderr, warnings.showwarning, logs.record_sink)
         descriptors.sinks.append(self._descriptor_line)
-        out = _Lines(lambda text: self.event("stdout", text))
-        err = _Lines(lambda text: self.event("stderr", text, "warning"))
+        out = _stream(lambda text: self.event("stdout", text), 1)
+        err = _stream(lambda text: self.event("stderr", text, "warning"), 2)
         sys.stdout, sys.stderr = out, err
         warnings.showwarning = self._warning
         logs.record_sink = self.handle_record
         try:
             yield
         finally:
-            out.flush()
-            err.flush()
+            for stream in (out, err):
+                with contextlib.suppress(ValueError):  # the project closed it
+                    stream.flush()
             sys.stdout, sys.stderr, warnings.showwarning, logs.record_sink = saved
             descriptors.sinks.remove(self._descriptor_line)
 

@@ -14,7 +14,7 @@ back first; the drain then takes what the pipes hold — a last partial line too
 A child that outlives the project code keeps a pipe whose reader discards what it writes (it
 must never block on a full pipe; its lines would come after the events they belong with).
 Bytes that are not UTF-8 are shown escaped (``\\xff``); a line longer than :data:`MAX_LINE`
-is cut into several.
+is cut into several, never across a secret (each piece passes the redactor alone).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from runner.observe import logs
+from runner.observe.redact import safe_cut
 
 #: where captured lines go, ``(stream, text)``: the innermost output capture's (it pushes
 #: its own while active)
@@ -35,9 +36,18 @@ sinks: list[Callable[[str, str], None]] = []
 STREAMS = {1: "stdout", 2: "stderr"}
 #: a line without its newline yet is handed over at this length
 MAX_LINE = 65536
+#: a longer line is cut only once this much more of it is known (or the longest secret's
+#: length, if more): a secret or a password=... that starts before the cut is whole by then
+OVERLAP = 4096
 #: held while the fds are swapped (those :mod:`runner.process.interrupt` stops a run on)
 HELD = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE}
-_capturing: list[bool] = []
+#: the fds :func:`captured` has made pipes, while it has (empty otherwise)
+_capturing: list[frozenset[int]] = []
+
+
+def capturing(fd: int) -> bool:
+    """Whether ``fd`` (1 or 2) is a capture pipe now."""
+    return bool(_capturing) and fd in _capturing[0]
 
 
 class _Drain:
@@ -78,6 +88,7 @@ class _Drain:
                     pass
                 live.discard(fd)
         for fd in self.reads:
+            self._cut(fd, final=True)
             self._line(fd, self.partial[fd])
         self.done.set()
         self._discard(poller, live)
@@ -90,10 +101,24 @@ class _Drain:
         *lines, self.partial[fd] = (self.partial[fd] + data).split(b"\n")
         for line in lines:
             self._line(fd, line)
-        while len(self.partial[fd]) >= MAX_LINE:
-            line, self.partial[fd] = self.partial[fd][:MAX_LINE], self.partial[fd][MAX_LINE:]
-            self._line(fd, line)
+        self._cut(fd)
         return True
+
+    def _cut(self, fd: int, final: bool = False) -> None:
+        """Hand a line longer than :data:`MAX_LINE` over in pieces, each redacted alone: cut
+        where no secret lies across (:func:`runner.observe.redact.safe_cut`), so while more
+        may come, only once the line runs on past the cut by the longest secret."""
+        if len(self.partial[fd]) <= MAX_LINE:
+            return  # the usual case: nothing to cut, nothing to look up
+        known = logs.secrets()
+        margin = 0 if final else max([OVERLAP, *map(len, known)])
+        while len(self.partial[fd]) > MAX_LINE + margin:
+            text = self.partial[fd].decode("utf-8", "surrogateescape")  # bytes kept as they are
+            if len(text) <= MAX_LINE + margin:
+                return
+            cut = safe_cut(text, MAX_LINE, known)
+            self._line(fd, text[:cut].encode("utf-8", "surrogateescape"))
+            self.partial[fd] = text[cut:].encode("utf-8", "surrogateescape")
 
     def _line(self, fd: int, line: bytes) -> None:
         if line.strip():
@@ -152,11 +177,24 @@ def _open_fds() -> dict[int, int]:
     return saved
 
 
+def _pipe() -> tuple[int, int]:
+    """A pipe as large as an unprivileged process may make it (``pipe-max-size``, 1 MiB by
+    default, instead of 64 KiB): a burst the drain is slower to read blocks its writer later,
+    and one that set the pipe non-blocking fails (``BlockingIOError``) only past that."""
+    import fcntl
+
+    r, w = os.pipe()
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/sys/fs/pipe-max-size", "rb") as limit:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, int(limit.read()))
+    return r, w
+
+
 def _swap(deliver: Callable[[str, str], None]) -> tuple[dict[int, int], _Drain, Callable[[], None]]:
     """Pipes on fds 1 and 2, drained; the log moved to the copies of the originals."""
     _flush()
     saved = _open_fds()
-    pipes = {fd: os.pipe() for fd in saved}
+    pipes = {fd: _pipe() for fd in saved}
     drain = _Drain({r: STREAMS[fd] for fd, (r, _w) in pipes.items()}, deliver)
     back = logs.move(saved)
     drain.thread.start()
@@ -185,7 +223,7 @@ def captured() -> Iterator[None]:
     state = None
     try:
         state = _swap(sinks[-1])
-        _capturing.append(True)
+        _capturing.append(frozenset(state[0]))
         _release(mask)  # a signal held meanwhile raises here or later: the finally restores
         yield
     finally:

@@ -40,6 +40,15 @@ LEVELS = {
 MAX_STRING = 1000
 
 
+#: the secrets the last :func:`configure` was given, every spelling, longest first
+_configured: list[str] = []
+
+
+def secrets() -> list[str]:
+    """Every spelling of every secret the log masks now (learnt ones too), longest first."""
+    return [*learnt(), *_configured]
+
+
 def redactor(secrets: Iterable[str]) -> Callable[[Any, str, dict[str, Any]], dict[str, Any]]:
     """A structlog processor that redacts, then clips, every string in the event, however
     nested."""
@@ -199,6 +208,9 @@ def configure(
 ) -> None:
     """Install the pipeline for structlog and bridge stdlib logging (Alembic) into it."""
     out = guarded(stream or sys.stdout)
+    _configured[:] = sorted(
+        {s for secret in secrets if secret for s in spellings(secret)}, key=len, reverse=True
+    )
     sink = cloudwatch_sink.from_environment(os.environ)  # MIGRATION_CLOUDWATCH_LOG_GROUP
     structlog.configure(
         processors=pipeline(fmt, level, secrets, out, context),

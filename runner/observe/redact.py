@@ -90,6 +90,38 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+def _spans(text: str, secrets: Iterable[str], before: int) -> list[tuple[int, int]]:
+    """Where each of ``secrets`` and each password-shaped match starting before ``before``
+    lies in ``text``."""
+    spans = []
+    for secret in secrets:
+        start = text.find(secret) if secret else -1
+        while 0 <= start < before:
+            spans.append((start, start + len(secret)))
+            start = text.find(secret, start + 1)
+    lowered = text.lower()
+    patterns = [_URL_PASSWORD] if "://" in text else []
+    if "password" in lowered or "passwd" in lowered:
+        patterns += [_KV_PASSWORD, _SQL_PASSWORD]
+    if "x-amz-" in lowered:
+        patterns.append(_AWS_SIGNED)
+    for pattern in patterns:
+        spans += [m.span() for m in pattern.finditer(text, 0) if m.start() < before]
+    return spans
+
+
+def safe_cut(text: str, limit: int, secrets: Iterable[str] = ()) -> int:
+    """Where to cut ``text`` (longer than ``limit``, and holding what follows the cut for
+    at least the longest secret) so that each piece, redacted alone, is redacted as the whole
+    would be: at ``limit``, or earlier, at the start of a secret or password-shaped match that
+    would lie across the cut (unless it starts the text: then there is no earlier place)."""
+    cut = limit
+    for start, end in sorted(_spans(text, secrets, limit), reverse=True):
+        if 0 < start < cut < end:
+            cut = start
+    return cut
+
+
 def clip(text: str, limit: int, secrets: Iterable[str] = ()) -> str:
     """``text`` redacted, then cut to ``limit`` characters (marked with ``...``), then
     redacted again: the only safe order."""

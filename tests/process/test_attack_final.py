@@ -39,7 +39,6 @@ def _judged(command: str, result, database, **facts) -> list[str]:
 # --- 1. a secret that straddles the drain's 64 KiB cut is printed in two halves ------------
 
 
-@finding(1, "a line longer than MAX_LINE is cut before redaction: the password's halves leak")
 @pytest.mark.parametrize("pad", [65536 - 5, 2 * 65536 - 5])
 def test_a_password_across_the_capture_cut_is_not_printed(pad, database, tmp_path):
     """A revision writes one long line to fd 1 (a child's env dump, a JSON blob) whose
@@ -126,7 +125,6 @@ def test_then_with_an_elf_the_kernel_refuses_keeps_one_summary(database, tmp_pat
 # --- 6. under the capture, sys.stdout / sys.stderr have no fileno() ------------------------
 
 
-@finding(6, "sys.stdout.fileno() raises under the capture: faulthandler.enable() fails a revision")
 @pytest.mark.parametrize(
     "body",
     [
@@ -164,7 +162,6 @@ def test_a_revision_that_sets_its_stdout_non_blocking_is_not_failed_by_the_captu
 # --- 8. revision: a revision file's fd-level output at import reaches stdout --------------
 
 
-@finding(8, "revision (without --autogenerate) imports the revisions outside the fd capture")
 def test_revision_keeps_a_revision_files_raw_output_off_stdout(database, tmp_path):
     """``revision -m x`` loads the existing revisions (Alembic's ScriptDirectory) outside
     descriptors.captured(): a revision that writes to fd 1 at import (``os.write``, a child

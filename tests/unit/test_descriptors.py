@@ -84,3 +84,29 @@ def test_without_an_active_output_capture_nothing_is_captured():
     before = _identity(1)
     with descriptors.captured():
         assert _identity(1) == before
+
+
+@pytest.mark.parametrize("pad", [descriptors.MAX_LINE - 5, 2 * descriptors.MAX_LINE - 5])
+def test_a_long_line_is_never_cut_across_a_secret(lines, monkeypatch, pad):
+    """Each piece of a line longer than MAX_LINE is redacted alone: a secret across the cut
+    would pass as two halves, neither of them the secret."""
+    from runner.observe import logs
+
+    secret = "hunter2-Secret"
+    monkeypatch.setattr(logs, "_configured", [secret], raising=False)
+    with descriptors.captured():
+        os.write(1, b"x" * pad + secret.encode() + b"y" * 3 * descriptors.MAX_LINE + b"\n")
+    pieces = [text for _stream, text in lines]
+    assert "".join(pieces) == "x" * pad + secret + "y" * 3 * descriptors.MAX_LINE
+    assert len(pieces) > 1 and [p for p in pieces if secret in p]
+
+
+def test_the_capture_pipes_are_as_large_as_the_system_lets_a_process_make_them(lines):
+    """A burst faster than the drain fills a 1 MiB pipe (pipe-max-size) instead of 64 KiB."""
+    import fcntl
+
+    with open("/proc/sys/fs/pipe-max-size", "rb") as limit:
+        most = int(limit.read())
+    with descriptors.captured():
+        sizes = [fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) for fd in (1, 2)]
+    assert sizes == [most, most]

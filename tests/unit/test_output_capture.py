@@ -48,3 +48,27 @@ def test_lines_warnings_and_the_projects_loggers_become_events_and_everything_is
         ("warning", "r2", "logging", "from app"),
         ("info", "r2", "stdout", "next"),
     ]
+
+
+def test_the_streams_are_real_text_streams_with_the_capture_pipes_fileno():
+    """faulthandler.enable() and subprocess.run(stdout=sys.stdout) need sys.stdout.fileno():
+    under the fd capture it is the pipe (fd 1/2), so what goes through it is captured too;
+    without it there is no fd to hand out (the real stdout carries the runner's lines)."""
+    import io
+    import subprocess
+
+    import pytest
+
+    from runner.observe import descriptors
+
+    log = Recorder()
+    with OutputCapture(log, lambda: "r1").active():
+        with pytest.raises(io.UnsupportedOperation):
+            sys.stdout.fileno()
+        with descriptors.captured():
+            assert (sys.stdout.fileno(), sys.stderr.fileno()) == (1, 2)
+            subprocess.run(["echo", "from-a-child"], stdout=sys.stdout, check=True)
+            sys.stdout.buffer.write(b"bytes \xff\n")
+            sys.stderr.write("err\n")
+    said = sorted((e["stream"], e["text"]) for _level, e in log.events)
+    assert said == [("stderr", "err"), ("stdout", "bytes \\xff"), ("stdout", "from-a-child")]

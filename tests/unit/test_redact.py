@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from runner.observe.redact import clip, redact_text, spellings
+from runner.observe.redact import clip, redact_text, safe_cut, spellings
 
 PW = "it's-a-s3cr@t:/%#?pw-🔑"
 
@@ -68,3 +68,15 @@ def test_a_cut_inside_a_password_literal_masks_the_rest():
 def test_ordinary_text_is_left_alone_and_short_text_not_cut():
     assert clip("revision a1 applied", 60) == "revision a1 applied"
     assert redact_text("postgresql://h/db has no user", []) == "postgresql://h/db has no user"
+
+
+@pytest.mark.parametrize("at", [0, 3, 5, 8])
+def test_a_cut_is_never_across_a_secret_nor_a_password_shaped_value(at):
+    secret = "s3cr3t-pw"
+    text = "x" * (10 - at) + secret + "y" * 20
+    cut = safe_cut(text, 10, [secret])
+    assert cut == (10 if at == 0 else 10 - at)  # at the limit, or where the secret starts
+    for shaped in ("password=hunter22 tail", "postgres://u:hunter22@host/db"):
+        text = "xxxx " + shaped
+        assert safe_cut(text, 12) == 5
+    assert safe_cut("password=" + "v" * 30, 12) == 12  # starting the text: nowhere earlier
