@@ -167,9 +167,16 @@ class Interrupt:
         for sig in STOPPING:
             signal.signal(sig, self._handler)
         _installed = self
-        signal_watch.watch(lambda _signum: self._start_cancelling())
+        signal_watch.watch(self._on_watched)
         if _early and self.signal_name is None:
             self.signal_name = _early[0]
+
+    def _on_watched(self, signum: int) -> None:
+        """The side watch saw ``signum`` arrive: cancel the statement in flight only for a
+        stopping signal. Any signal with a Python handler reaches the watch (a project's
+        SIGUSR1, asyncio's SIGCHLD): those must not cancel a migration."""
+        if signum in _STOPPING_NUMBERS:
+            self._start_cancelling()
 
     def reclaim(self) -> tuple[str, ...]:
         """Put the runner's handler back on every :data:`STOPPING` signal that project code

@@ -145,7 +145,11 @@ def test_project_code_using_the_streams_fileno_runs_as_under_alembic(body, datab
 # --- 7. fd 1 set non-blocking by the project: the capture pipe fills, the revision fails ----
 
 
-@finding(7, "O_NONBLOCK on fd 1 + output faster than the drain: BlockingIOError fails the revision")
+@pytest.mark.xfail(
+    strict=False,  # the drain sometimes keeps up: a pass is not news
+    reason="attack-final finding 7, a known limit (docs/env-py.md): O_NONBLOCK on fd 1 and output "
+    "faster than the drain past the 1 MiB pipe: BlockingIOError, as into any pipe",
+)
 def test_a_revision_that_sets_its_stdout_non_blocking_is_not_failed_by_the_capture(
     database, tmp_path
 ):

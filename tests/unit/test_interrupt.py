@@ -127,3 +127,15 @@ def test_a_watched_process_that_exits_stops_the_launcher_even_with_its_parent_al
     finally:
         child.kill()
         child.wait()
+
+
+def test_only_a_stopping_signal_seen_by_the_side_watch_cancels_the_statement(interrupt):
+    """Found by fix-g: the side watch reads every signal that has a Python handler (a project's
+    SIGUSR1, asyncio's SIGCHLD) and cancelled the migrating statement for any of them."""
+    calls: list[int] = []
+    with interrupt.cancelling(lambda: calls.append(1)):
+        for other in (signal.SIGUSR1, signal.SIGCHLD, signal.SIGALRM):
+            interrupt._on_watched(int(other))
+        assert calls == []
+        interrupt._on_watched(int(signal.SIGTERM))
+        wait_until(lambda: len(calls) >= 1, timeout=5, what="the cancel a SIGTERM starts")
