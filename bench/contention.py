@@ -81,26 +81,7 @@ class App(BusyApp):
     """The busy app, carrying on after a failed query (counted, with its start time)."""
 
     def __init__(self, conn: psycopg.Connection[Any], every_s: float) -> None:
-        super().__init__(conn, every_s)
-        self.failed_at: list[float] = []
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            sql = (
-                "SELECT count(*) FROM calls WHERE id > (SELECT max(id) - 50 FROM calls)"
-                if n % 2
-                else "INSERT INTO calls (caller) VALUES ('app')"
-            )
-            started = time.monotonic()
-            try:
-                self.conn.execute(sql)
-            except psycopg.Error as exc:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-                self.failed_at.append(started)
-            self.samples.append((started, time.monotonic() - started))
-            self._stop.wait(self.every_s)
+        super().__init__(conn, every_s, carry_on=True)
 
     def window(self, start: float, end: float) -> tuple[list[float], int]:
         """The latencies of the requests of a steady load between ``start`` and ``end`` (each

@@ -14,10 +14,13 @@ class BusyApp:
     """Queries ``calls`` from a thread of its own between :meth:`start` and :meth:`stop`. The
     first error ends it (in :attr:`errors`); :attr:`samples` holds ``(started, latency)``."""
 
-    def __init__(self, conn: psycopg.Connection[Any], every_s: float) -> None:
-        self.conn, self.every_s = conn, every_s
+    def __init__(
+        self, conn: psycopg.Connection[Any], every_s: float, *, carry_on: bool = False
+    ) -> None:
+        self.conn, self.every_s, self.carry_on = conn, every_s, carry_on
         self.samples: list[tuple[float, float]] = []
         self.errors: list[str] = []
+        self.failed_at: list[float] = []  # the start of each failed query
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="app")
 
@@ -58,6 +61,8 @@ class BusyApp:
                 self.conn.execute(sql)
             except psycopg.Error as exc:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
-                return
+                self.failed_at.append(started)
+                if not self.carry_on:  # stop at the first error, or count it and go on
+                    return
             self.samples.append((started, time.monotonic() - started))
             self._stop.wait(self.every_s)
